@@ -1,0 +1,57 @@
+"""The runtime's small interfaces: entries, per-entry outcomes, handlers, sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+Fields: TypeAlias = Mapping[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as delivered to a handler. `deliveries` is Redis' delivery count."""
+
+    stream: str
+    id: str
+    fields: Fields
+    deliveries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Handled: ack it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Transient failure: leave it pending; it is redelivered after `delay_s` (at least)."""
+
+    error: str = ""
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Permanent failure: move it to `<stream>:dlq` with `reason`, and ack it, atomically."""
+
+    reason: str
+    error: str = ""
+
+
+Outcome: TypeAlias = Done | Retry | DeadLetter
+
+DONE = Done()
+
+
+class BatchHandler(Protocol):
+    """Handles a batch of entries (all from one stream) and returns one outcome per entry, in order.
+
+    Raising instead of returning means: every entry of the batch gets `Retry` with the error.
+    """
+
+    def __call__(self, entries: Sequence[Entry]) -> Awaitable[Sequence[Outcome]]: ...
+
+
+EntryHandler: TypeAlias = Callable[[Entry], Awaitable[Outcome]]

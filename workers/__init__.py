@@ -1,0 +1,1 @@
+"""Worker processes (ingester, backfiller, indexer, replayer) and the `streamfill` CLI."""
