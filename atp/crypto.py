@@ -31,7 +31,10 @@ _ORDER = {
 # Multicodec varint prefixes: secp256k1-pub = 0xe7, p256-pub = 0x1200.
 _PREFIX = {"secp256k1": b"\xe7\x01", "p256": b"\x80\x24"}
 # Legacy DID documents name the curve in the verification method type instead of a multicodec prefix.
-_LEGACY_TYPES = {"EcdsaSecp256k1VerificationKey2019": "secp256k1", "EcdsaSecp256r1VerificationKey2019": "p256"}
+_LEGACY_TYPES = {
+    "EcdsaSecp256k1VerificationKey2019": "secp256k1",
+    "EcdsaSecp256r1VerificationKey2019": "p256",
+}
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
