@@ -1,0 +1,76 @@
+"""Websocket client for AT Protocol event streams (subscribeRepos, subscribeLabels).
+
+`subscribe` yields raw binary frames; decoding is `atp.frames`' job. An event stream never ends
+normally, so any close or network failure raises `UpstreamError` (transient): the caller
+reconnects with the last seq it processed as `cursor` and owns the backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from atp.errors import UpstreamError
+
+__all__ = ["stream_url", "subscribe"]
+
+SUBSCRIBE_REPOS = "com.atproto.sync.subscribeRepos"
+SUBSCRIBE_LABELS = "com.atproto.label.subscribeLabels"
+# Relay #commit frames carry up to 2 MB of blocks; leave headroom for the envelope.
+DEFAULT_MAX_FRAME_BYTES = 5 * 1024 * 1024
+
+
+def stream_url(url_or_host: str, nsid: str = SUBSCRIBE_REPOS) -> str:
+    """`host` or `http(s)://host` -> `ws(s)://host/xrpc/<nsid>`; a full ws URL is kept."""
+    if "://" not in url_or_host:
+        url_or_host = f"wss://{url_or_host}"
+    parts = urlsplit(url_or_host)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if "/xrpc/" in parts.path else f"{parts.path.rstrip('/')}/xrpc/{nsid}"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def _with_cursor(url: str, cursor: int | None) -> str:
+    if cursor is None:
+        return url
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"cursor": cursor})) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+async def subscribe(
+    url: str,
+    *,
+    cursor: int | None,
+    open_timeout_s: float = 10.0,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> AsyncIterator[bytes]:
+    """Yield raw binary frames from the stream at `url` (resuming after `cursor` when given)."""
+    target = _with_cursor(url, cursor)
+    try:
+        async with connect(
+            target,
+            open_timeout=open_timeout_s,
+            max_size=max_frame_bytes,
+            # Relays send bursts; the library's default 16-frame read-ahead is fine, compression is not used.
+            compression=None,
+        ) as ws:
+            async for message in ws:
+                if isinstance(message, str):
+                    continue  # event streams are binary; text frames are not part of the protocol
+                yield message
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+        raise UpstreamError(f"{url}: closed ({code})", error="StreamClosed") from exc
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise UpstreamError(
+            f"{url}: handshake answered {status}", status=status, error="StreamRejected"
+        ) from exc
+    except (InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
+        raise UpstreamError(f"{url}: {type(exc).__name__}: {exc}", error="ConnectionError") from exc
+    # A clean end of iteration is still a disconnect for a stream that should never end.
+    raise UpstreamError(f"{url}: stream ended", error="StreamClosed")
