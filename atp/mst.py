@@ -1,0 +1,207 @@
+"""Merkle Search Tree: key heights, an in-order walk, and a builder that matches the reference layout.
+
+A node is `{l: CID|null, e: [{p, k, v, t}]}`: `l` is the subtree of keys before the first entry,
+each entry holds a key (prefix-compressed against the previous entry of the same node: key =
+previous[:p] + k), the record CID `v`, and `t`, the subtree of keys between it and the next entry.
+A key lives on the layer given by the number of leading zero 2-bit chunks of sha256(key); every
+child of a layer-h node is a layer h-1 node (possibly one with no entries, only `l`).
+
+Internally CIDs are binary (`bytes`); the `str` variants exist for callers that hold CID strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import libipld
+
+from atp.cbor import CID, DAG_CBOR_SHA256_PREFIX, cid_str
+from atp.errors import CborError, MissingBlockError, MstError
+
+__all__ = ["build", "build_raw", "key_height", "walk", "walk_raw"]
+
+GetBlock = Callable[[bytes], "bytes | None"]
+
+
+def key_height(key: str | bytes) -> int:
+    """Return the MST layer of a key: leading zero bits of sha256(key), counted in 2-bit chunks."""
+    raw = key.encode() if isinstance(key, str) else key
+    digest = int.from_bytes(hashlib.sha256(raw).digest(), "big")
+    return (256 - digest.bit_length()) // 2
+
+
+# ---------------------------------------------------------------------------------------- walk
+
+
+def _load_node(get_block: GetBlock, cid: bytes) -> tuple[bytes | None, list[Any]]:
+    """Fetch and decode one node, checking its shape."""
+    try:
+        data = get_block(cid)
+    except KeyError:
+        data = None
+    if data is None:
+        raise MissingBlockError(f"MST node {cid_str(cid)} is missing", cid_str(cid))
+    try:
+        node = libipld.decode_dag_cbor(data)
+    except (ValueError, RecursionError) as exc:
+        raise CborError(f"MST node {cid_str(cid)} is not DAG-CBOR: {exc}") from None
+    if not isinstance(node, dict) or not isinstance(entries := node.get("e"), list):
+        raise MstError(f"MST node {cid_str(cid)} has no entry list")
+    left = node.get("l")
+    if left is not None and not isinstance(left, bytes):
+        raise MstError(f"MST node {cid_str(cid)} has a bad left link")
+    return left, entries
+
+
+def _entry_key(entry: Any, previous: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """Expand one entry to (full key, value CID, right subtree CID)."""
+    try:
+        p, k, v, t = entry["p"], entry["k"], entry["v"], entry.get("t")
+    except (KeyError, TypeError):
+        raise MstError(f"malformed MST entry {entry!r}") from None
+    if not isinstance(p, int) or not isinstance(k, bytes) or not 0 <= p <= len(previous):
+        raise MstError(f"bad MST key prefix {p!r} after {previous!r}")
+    if not isinstance(v, bytes) or (t is not None and not isinstance(t, bytes)):
+        raise MstError("MST entry links must be CIDs")
+    return previous[:p] + k, v, t
+
+
+def walk_raw(get_block: GetBlock, root: bytes) -> Iterator[tuple[str, bytes]]:
+    """Yield (key, binary record CID) in key order; get_block maps binary CID -> bytes or None."""
+    # Each frame: [entries, next index, previous key in that node]. Iterative, so the per-record
+    # cost does not grow with the depth of the tree.
+    stack: list[list[Any]] = []
+    last = b""
+    pending: bytes | None = root
+    while True:
+        if pending is not None:
+            left, entries = _load_node(get_block, pending)
+            stack.append([entries, 0, b""])
+            pending = left
+            continue
+        if not stack:
+            return
+        frame = stack[-1]
+        entries, index = frame[0], frame[1]
+        if index == len(entries):
+            stack.pop()
+            continue
+        key, value, pending = _entry_key(entries[index], frame[2])
+        frame[1] = index + 1
+        frame[2] = key
+        if key <= last and last:
+            raise MstError(f"MST keys out of order: {key!r} after {last!r}")
+        last = key
+        yield _decode_key(key), value
+
+
+def _decode_key(key: bytes) -> str:
+    """MST keys are ASCII `collection/rkey`; refuse anything that is not UTF-8."""
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise MstError(f"MST key is not UTF-8: {key!r}") from None
+
+
+def walk(get_block: Callable[[str], bytes], root: str) -> Iterator[tuple[str, str]]:
+    """Yield (key, record CID) in key order from the tree at `root` (CID strings)."""
+
+    def by_raw(cid: bytes) -> bytes | None:
+        return get_block(cid_str(cid))
+
+    for key, value in walk_raw(by_raw, CID.from_str(root)):
+        yield key, cid_str(value)
+
+
+# ------------------------------------------------------------------------------------- builder
+
+
+def _uint(major: int, n: int) -> bytes:
+    """Encode a CBOR head (major type, argument) in the shortest form, as DAG-CBOR requires."""
+    if n < 24:
+        return bytes([major | n])
+    if n < 0x100:
+        return bytes([major | 24, n])
+    if n < 0x10000:
+        return bytes([major | 25]) + n.to_bytes(2, "big")
+    return bytes([major | 26]) + n.to_bytes(4, "big")
+
+
+def _link(cid: bytes | None) -> bytes:
+    """Encode a nullable CID link (tag 42, bytes with a 0x00 multibase prefix)."""
+    if cid is None:
+        return b"\xf6"
+    return b"\xd8\x2a" + _uint(0x40, len(cid) + 1) + b"\0" + cid
+
+
+def _encode_node(left: bytes | None, entries: list[tuple[bytes, bytes, bytes | None]]) -> bytes:
+    """Encode a node canonically: map keys e < l; entry keys k < p < t < v."""
+    parts = [b"\xa2\x61e", _uint(0x80, len(entries))]
+    previous = b""
+    for key, value, right in entries:
+        p = 0
+        limit = min(len(key), len(previous))
+        while p < limit and key[p] == previous[p]:
+            p += 1
+        suffix = key[p:]
+        parts.append(b"\xa4\x61k" + _uint(0x40, len(suffix)) + suffix + b"\x61p" + _uint(0, p))
+        parts.append(b"\x61t" + _link(right) + b"\x61v" + _link(value))
+        previous = key
+    parts.append(b"\x61l" + _link(left))
+    return b"".join(parts)
+
+
+class _Builder:
+    """Builds nodes bottom-up from sorted keys with precomputed heights."""
+
+    def __init__(self, keys: list[bytes], values: list[bytes], heights: list[int]) -> None:
+        self.keys, self.values, self.heights = keys, values, heights
+        self.blocks: dict[bytes, bytes] = {}
+
+    def node(self, layer: int, lo: int, hi: int) -> bytes:
+        """Build the layer-`layer` node holding keys[lo:hi]; return its binary CID."""
+        heights = self.heights
+        entries: list[tuple[bytes, bytes, bytes | None]] = []
+        left: bytes | None = None
+        start = lo
+        for i in range(lo, hi):
+            if heights[i] == layer:
+                sub = self.node(layer - 1, start, i) if i > start else None
+                if entries:
+                    key, value, _ = entries[-1]
+                    entries[-1] = (key, value, sub)
+                else:
+                    left = sub
+                entries.append((self.keys[i], self.values[i], None))
+                start = i + 1
+        sub = self.node(layer - 1, start, hi) if hi > start else None
+        if entries:
+            key, value, _ = entries[-1]
+            entries[-1] = (key, value, sub)
+        else:
+            left = sub
+        data = _encode_node(left, entries)
+        cid = DAG_CBOR_SHA256_PREFIX + hashlib.sha256(data).digest()
+        self.blocks[cid] = data
+        return cid
+
+
+def build_raw(items: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[bytes, bytes]]:
+    """Build a tree from (key, binary record CID); return (root CID, node blocks), CIDs binary."""
+    pairs = sorted((key.encode(), value) for key, value in items)
+    for i in range(1, len(pairs)):
+        if pairs[i][0] == pairs[i - 1][0]:
+            raise MstError(f"duplicate MST key {pairs[i][0]!r}")
+    keys = [k for k, _ in pairs]
+    heights = [key_height(k) for k in keys]
+    builder = _Builder(keys, [v for _, v in pairs], heights)
+    root = builder.node(max(heights, default=0), 0, len(keys))
+    return root, builder.blocks
+
+
+def build(items: Iterable[tuple[str, str]]) -> tuple[str, dict[str, bytes]]:
+    """Build a tree from (key, record CID string); return (root CID, {node CID: node bytes})."""
+    root, blocks = build_raw((key, CID.from_str(value)) for key, value in items)
+    return cid_str(root), {cid_str(cid): data for cid, data in blocks.items()}
