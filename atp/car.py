@@ -293,7 +293,10 @@ def _as_cid(cid: str | bytes) -> bytes:
 
 
 def iter_car(
-    roots: list[str] | list[bytes], blocks: Iterable[tuple[str | bytes, bytes]], *, chunk_size: int = 64 * 1024
+    roots: list[str] | list[bytes],
+    blocks: Iterable[tuple[str | bytes, bytes]],
+    *,
+    chunk_size: int = 64 * 1024,
 ) -> Iterator[bytes]:
     """Write a CAR v1 as a stream of chunks of about `chunk_size` bytes."""
     header = libipld.encode_dag_cbor({"version": 1, "roots": [_as_cid(r) for r in roots]})

@@ -25,7 +25,11 @@ __all__ = [
     "CID",
     "cid_bytes_for",
     "cid_for",
+    "cid_str",
     "decode",
+    "encode_head",
+    "encode_link",
+    "encode_text",
     "encode",
     "from_json_model",
     "to_json_bytes",
@@ -101,22 +105,37 @@ def encode(obj: Any) -> bytes:
         raise CborError(f"cannot encode as DAG-CBOR: {exc}") from None
 
 
-def _cbor_bytes_head(n: int) -> bytes:
-    """Return the CBOR major-type-2 header for a byte string of length n."""
+def encode_head(major: int, n: int) -> bytes:
+    """Encode a CBOR head (major type bits, argument) in the shortest form, as DAG-CBOR requires."""
     if n < 24:
-        return bytes([0x40 | n])
+        return bytes([major | n])
     if n < 0x100:
-        return bytes([0x58, n])
+        return bytes([major | 24, n])
     if n < 0x10000:
-        return b"\x59" + n.to_bytes(2, "big")
-    return b"\x5a" + n.to_bytes(4, "big")
+        return bytes([major | 25]) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes([major | 26]) + n.to_bytes(4, "big")
+    return bytes([major | 27]) + n.to_bytes(8, "big")
+
+
+def encode_link(cid: bytes | None) -> bytes:
+    """Encode a nullable binary CID as a DAG-CBOR link (tag 42, 0x00 multibase prefix)."""
+    if cid is None:
+        return b"\xf6"
+    return b"\xd8\x2a" + encode_head(0x40, len(cid) + 1) + b"\0" + cid
+
+
+def encode_text(text: str) -> bytes:
+    """Encode a CBOR text string."""
+    raw = text.encode()
+    return encode_head(0x60, len(raw)) + raw
 
 
 def _is_link(value: bytes, data: bytes) -> bool:
     """Tell whether `value` appeared in `data` as a tag-42 link rather than a byte string."""
     if not value:
         return False
-    return _TAG42 + _cbor_bytes_head(len(value) + 1) + b"\0" + value in data
+    return _TAG42 + encode_head(0x40, len(value) + 1) + b"\0" + value in data
 
 
 def _mark_links(obj: Any, data: bytes) -> Any:

@@ -119,13 +119,13 @@ def parse_did_key(text: str, *, legacy_curve: str | None = None) -> PublicKey:
     raise DidKeyError(f"unsupported key type in {text!r}")
 
 
-def verify(public_key: PublicKey, data: bytes, sig: bytes) -> None:
+def verify(public_key: PublicKey, data: bytes, sig: bytes, *, allow_high_s: bool = False) -> None:
     """Verify a 64-byte low-S r||s signature over sha256(data); raise SignatureError if invalid."""
     if len(sig) != 64:
         raise SignatureError(f"signature must be 64 bytes (r||s), got {len(sig)}")
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
-    if s > _ORDER[public_key.curve] // 2:
+    if s > _ORDER[public_key.curve] // 2 and not allow_high_s:
         raise SignatureError("high-S signature rejected")
     try:
         public_key.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))

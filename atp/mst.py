@@ -17,7 +17,7 @@ from typing import Any
 
 import libipld
 
-from atp.cbor import CID, DAG_CBOR_SHA256_PREFIX, cid_str
+from atp.cbor import CID, DAG_CBOR_SHA256_PREFIX, cid_str, encode_head, encode_link
 from atp.errors import CborError, MissingBlockError, MstError
 
 __all__ = ["build", "build_raw", "key_height", "walk", "walk_raw"]
@@ -118,27 +118,9 @@ def walk(get_block: Callable[[str], bytes], root: str) -> Iterator[tuple[str, st
 # ------------------------------------------------------------------------------------- builder
 
 
-def _uint(major: int, n: int) -> bytes:
-    """Encode a CBOR head (major type, argument) in the shortest form, as DAG-CBOR requires."""
-    if n < 24:
-        return bytes([major | n])
-    if n < 0x100:
-        return bytes([major | 24, n])
-    if n < 0x10000:
-        return bytes([major | 25]) + n.to_bytes(2, "big")
-    return bytes([major | 26]) + n.to_bytes(4, "big")
-
-
-def _link(cid: bytes | None) -> bytes:
-    """Encode a nullable CID link (tag 42, bytes with a 0x00 multibase prefix)."""
-    if cid is None:
-        return b"\xf6"
-    return b"\xd8\x2a" + _uint(0x40, len(cid) + 1) + b"\0" + cid
-
-
 def _encode_node(left: bytes | None, entries: list[tuple[bytes, bytes, bytes | None]]) -> bytes:
     """Encode a node canonically: map keys e < l; entry keys k < p < t < v."""
-    parts = [b"\xa2\x61e", _uint(0x80, len(entries))]
+    parts = [b"\xa2\x61e", encode_head(0x80, len(entries))]
     previous = b""
     for key, value, right in entries:
         p = 0
@@ -146,10 +128,10 @@ def _encode_node(left: bytes | None, entries: list[tuple[bytes, bytes, bytes | N
         while p < limit and key[p] == previous[p]:
             p += 1
         suffix = key[p:]
-        parts.append(b"\xa4\x61k" + _uint(0x40, len(suffix)) + suffix + b"\x61p" + _uint(0, p))
-        parts.append(b"\x61t" + _link(right) + b"\x61v" + _link(value))
+        parts.append(b"\xa4\x61k" + encode_head(0x40, len(suffix)) + suffix + b"\x61p" + encode_head(0, p))
+        parts.append(b"\x61t" + encode_link(right) + b"\x61v" + encode_link(value))
         previous = key
-    parts.append(b"\x61l" + _link(left))
+    parts.append(b"\x61l" + encode_link(left))
     return b"".join(parts)
 
 
