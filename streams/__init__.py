@@ -1,1 +1,90 @@
-"""placeholder"""
+"""The Redis-streams runtime: consumer groups, producers with backpressure, reclaim, dead-letter,
+retry policies, trimming, operator actions, worker lifecycle and metrics.
+
+Knows nothing about AT Protocol, PostgreSQL or Elasticsearch.
+"""
+
+from streams._admin import (
+    AdminError,
+    ConsumerInfo,
+    GroupInfo,
+    StreamInfo,
+    audit,
+    dlq_list,
+    dlq_purge,
+    dlq_replay,
+    drain,
+    list_streams,
+    prune_consumers,
+    reset_group,
+    safe_trim_id,
+    stream_info,
+    trim,
+)
+from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._embedded import env_redis_url, redis_url_or_embedded, start_embedded_valkey
+from streams._keys import CURSOR_DONE, Keys, default_consumer_name
+from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
+from streams._logging import configure_logging
+from streams._producer import Producer, ProducerConfig, ProducerStats, read_backlog
+from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
+from streams._server import ServerInfo, UnsupportedServer, connect, detect_server
+from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
+from streams._worker import Component, WorkerOptions, run_worker
+
+__all__ = [
+    "CURSOR_DONE",
+    "DONE",
+    "AdminError",
+    "Backoff",
+    "BatchHandler",
+    "Component",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerInfo",
+    "ConsumerStats",
+    "DeadLetter",
+    "Done",
+    "Entry",
+    "EntryHandler",
+    "GroupInfo",
+    "Keys",
+    "Outcome",
+    "Producer",
+    "ProducerConfig",
+    "ProducerStats",
+    "Retry",
+    "ServerInfo",
+    "SkipAhead",
+    "SkipDecision",
+    "SkippedRange",
+    "StreamInfo",
+    "UnsupportedServer",
+    "WorkerOptions",
+    "advance",
+    "audit",
+    "classify",
+    "configure_logging",
+    "connect",
+    "default_consumer_name",
+    "detect_server",
+    "dlq_list",
+    "dlq_purge",
+    "dlq_replay",
+    "drain",
+    "env_redis_url",
+    "is_permanent",
+    "list_streams",
+    "prune_consumers",
+    "read_backlog",
+    "record_skip",
+    "resolve_skipped",
+    "redis_url_or_embedded",
+    "reset_group",
+    "run_worker",
+    "safe_trim_id",
+    "skipped_ranges",
+    "start_embedded_valkey",
+    "stream_info",
+    "trim",
+]

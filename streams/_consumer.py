@@ -1,0 +1,311 @@
+"""The consumer-group reader: read (own pending first, then new), dispatch, settle, reclaim.
+
+One reader task fills a zero-buffer memory stream; `concurrency` handler tasks take batches from
+it, so the reader only reads when a handler is free. A reclaim task periodically takes over entries
+other consumers left idle, and a retry scheduler re-claims entries whose handler asked to retry.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import ResponseError
+
+from streams._claims import Claims
+from streams._metrics import instruments
+from streams._retry import Backoff, classify
+from streams._settle import Settler
+from streams._types import BatchHandler, DeadLetter, Entry, Outcome, Retry
+
+log = logging.getLogger("streamfill.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """How one consumer reads one stream in one group."""
+
+    stream: str
+    group: str
+    consumer: str
+    batch_size: int = 100
+    concurrency: int = 2
+    block_ms: int = 2000
+    # Entries idle this long are taken over by other consumers; must exceed the lease renewal
+    # interval (a third of it) by a wide margin so live work is never stolen.
+    min_idle_ms: int = 60_000
+    reclaim_interval_s: float = 10.0
+    max_deliveries: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+    group_start_id: str = "0"
+
+    @property
+    def lease_interval_s(self) -> float:
+        return self.min_idle_ms / 3000
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStats:
+    """A snapshot of what one consumer has done since it started."""
+
+    stream: str
+    group: str
+    consumer: str
+    acked: int
+    retried: int
+    dead_lettered: int
+    reclaimed: int
+    in_flight: int
+    scheduled_retries: int
+    last_error: str
+
+
+class Consumer:
+    """Reads `config.stream` as `config.consumer` in `config.group` and hands batches to `handler`."""
+
+    def __init__(self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler) -> None:
+        self.config = config
+        self._redis = redis
+        self._handler = handler
+        self._claims = Claims(redis, config.stream, config.group, config.consumer)
+        self._settler = Settler(redis, config.stream, config.group, config.consumer, config.max_deliveries)
+        self._retries: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._read_scope: anyio.CancelScope | None = None
+        self._until_idle = False
+        self._stopped: anyio.Event | None = None
+        self._counts = {"acked": 0, "retried": 0, "dead": 0, "reclaimed": 0, "in_flight": 0}
+        self._last_error = ""
+        self._attrs = {"stream": config.stream, "group": config.group}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; an existing group is left as it is."""
+        try:
+            await self._redis.xgroup_create(
+                self.config.stream, self.config.group, id=self.config.group_start_id, mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until `stop()`: then finish and settle in-flight batches and return."""
+        await self.ensure_group()
+        self._stopped = anyio.Event()
+        if self._stopping:
+            self._stopped.set()
+        send, receive = anyio.create_memory_object_stream[list[Entry]](0)
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.config.concurrency):
+                tg.start_soon(self._handle_loop, receive.clone())
+            receive.close()
+            tg.start_soon(self._reclaim_loop, send.clone())
+            task_status.started()
+            await self._read_loop(send)
+        log.info("consumer stopped", extra={"stats": self.statistics()})
+
+    async def run_until_idle(self) -> None:
+        """Process until nothing is pending, nothing new arrives, and no retry is scheduled."""
+        self._until_idle = True
+        await self.run()
+
+    def stop(self) -> None:
+        """Stop reading; in-flight batches are finished and settled before `run` returns."""
+        self._stopping = True
+        if self._stopped is not None:
+            self._stopped.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def statistics(self) -> ConsumerStats:
+        c = self.config
+        return ConsumerStats(
+            c.stream, c.group, c.consumer, self._counts["acked"], self._counts["retried"],
+            self._counts["dead"], self._counts["reclaimed"], self._counts["in_flight"],
+            len(self._retries), self._last_error,
+        )  # fmt: skip
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read_loop(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
+        async with send:
+            next_id = "0"  # our own pending entries first (a restarted replica resumes its work)
+            while not self._stopping:
+                await self._dispatch_due_retries(send)
+                read_new = next_id == ">"
+                batch, next_id = await self._read(next_id)
+                if batch:
+                    await self._dispatch(send, batch)
+                elif self._until_idle and read_new and self._is_idle():
+                    self._stopping = True
+        self.stop()
+
+    async def _read(self, next_id: str) -> tuple[list[Entry], str]:
+        block = None if next_id != ">" else self._block_ms()
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            if self._stopping:
+                scope.cancel()
+            reply = await self._redis.xreadgroup(
+                self.config.group,
+                self.config.consumer,
+                {self.config.stream: next_id},
+                count=self.config.batch_size,
+                block=block,
+            )
+        self._read_scope = None
+        if scope.cancelled_caught:
+            return [], next_id
+        rows = reply[0][1] if reply else []
+        if next_id == ">":
+            return [Entry(self.config.stream, i.decode(), f, 1) for i, f in rows], ">"
+        if not rows:
+            return [], ">"
+        return await self._pending_batch(rows), rows[-1][0].decode()
+
+    async def _pending_batch(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
+        """Our own pending entries re-read at start: deleted ones are recorded, the rest get counts."""
+        deleted = [i.decode() for i, f in rows if not f]
+        if deleted:
+            await self._record_deleted(deleted)
+        entries = await self._claims.with_counts([(i, f) for i, f in rows if f])
+        return await self._drop_exhausted(entries)
+
+    def _block_ms(self) -> int:
+        if self._retries:
+            wait_ms = int((self._retries[0][0] - time.monotonic()) * 1000)
+            return max(1, min(self.config.block_ms, wait_ms))
+        return self.config.block_ms if not self._until_idle else min(self.config.block_ms, 100)
+
+    def _is_idle(self) -> bool:
+        return self._counts["in_flight"] == 0 and not self._retries
+
+    # -- handling -------------------------------------------------------------------------------
+
+    async def _handle_loop(self, receive: MemoryObjectReceiveStream[list[Entry]]) -> None:
+        async with receive:
+            async for batch in receive:
+                try:
+                    await self._handle(batch)
+                finally:
+                    self._counts["in_flight"] -= len(batch)
+
+    async def _dispatch(self, send: MemoryObjectSendStream[list[Entry]], batch: list[Entry]) -> None:
+        """Hand a batch to the next free handler task (blocks while all are busy)."""
+        self._counts["in_flight"] += len(batch)  # counted before the hand-off: idle checks see it
+        try:
+            await send.send(batch)
+        except BaseException:
+            self._counts["in_flight"] -= len(batch)
+            raise
+
+    async def _handle(self, batch: list[Entry]) -> None:
+        started = time.perf_counter()
+        outcomes = await self._call_handler(batch)
+        instruments().handler_duration.record(time.perf_counter() - started, self._attrs)
+        with anyio.CancelScope(shield=True):  # settling must complete even during shutdown
+            settled = await self._settler.settle(batch, outcomes)
+        self._counts["acked"] += settled.acked
+        self._counts["dead"] += settled.dead
+        for entry, retry in settled.retry:
+            self._schedule_retry(entry, retry)
+
+    async def _call_handler(self, batch: list[Entry]) -> Sequence[Outcome]:
+        """Run the handler while renewing the lease on its entries; exceptions become outcomes."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew_lease, [e.id for e in batch])
+                try:
+                    with anyio.CancelScope(shield=True):
+                        return await self._handler(batch)
+                finally:
+                    tg.cancel_scope.cancel()
+        except Exception as exc:  # a handler bug or a transient failure: never kills the consumer
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("handler failed", extra={"error": self._last_error, "stream": self.config.stream})
+            outcome = classify(exc)
+            return [outcome] * len(batch)
+
+    async def _renew_lease(self, ids: list[str]) -> None:
+        while True:
+            await anyio.sleep(self.config.lease_interval_s)
+            await self._claims.renew(ids)
+
+    # -- retries and reclaim --------------------------------------------------------------------
+
+    def _schedule_retry(self, entry: Entry, retry: Retry) -> None:
+        self._counts["retried"] += 1
+        self._last_error = retry.error or self._last_error
+        delay = retry.delay_s if retry.delay_s is not None else self.config.backoff.delay(entry.deliveries)
+        if delay * 1000 >= self.config.min_idle_ms / 2:
+            return  # a long delay: leave it pending; XAUTOCLAIM redelivers it after min_idle
+        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), entry.id))
+
+    async def _dispatch_due_retries(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
+        now = time.monotonic()
+        due: list[str] = []
+        while self._retries and self._retries[0][0] <= now and len(due) < self.config.batch_size:
+            due.append(heapq.heappop(self._retries)[2])
+        if not due:
+            return
+        entries, _gone = await self._claims.claim(due)
+        entries = await self._drop_exhausted(entries)
+        if entries:
+            await self._dispatch(send, entries)
+
+    async def _drop_exhausted(self, entries: list[Entry]) -> list[Entry]:
+        """Dead-letter entries already delivered more than max_deliveries times (e.g. they crash us)."""
+        limit = self.config.max_deliveries
+        over = [e for e in entries if e.deliveries > limit]
+        if over:
+            reason = f"max deliveries ({limit}) exceeded"
+            await self._settler.dead_letter([(e, DeadLetter(reason=reason)) for e in over])
+            self._counts["dead"] += len(over)
+        return [e for e in entries if e.deliveries <= limit]
+
+    async def _record_deleted(self, ids: list[str]) -> None:
+        """Entries trimmed/deleted while pending: nothing to process, but leave a record of them."""
+        log.error("pending entries were deleted before processing", extra={"ids": ids[:20]})
+        items = [(Entry(self.config.stream, i, {}, 0), DeadLetter(reason="deleted while pending")) for i in ids]
+        await self._settler.dead_letter(items)
+
+    async def _reclaim_loop(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
+        async with send:
+            while not self._stopping:
+                with anyio.move_on_after(self.config.reclaim_interval_s):
+                    assert self._stopped is not None
+                    await self._stopped.wait()
+                if self._stopping:
+                    return
+                await self.reclaim_once(send)
+
+    async def reclaim_once(self, send: MemoryObjectSendStream[list[Entry]]) -> int:
+        """Take over every entry idle past min_idle (one XAUTOCLAIM sweep); returns how many."""
+        start, total = "0-0", 0
+        while True:
+            page = await self._claims.autoclaim(self.config.min_idle_ms, start, self.config.batch_size)
+            if page.deleted:
+                await self._record_deleted(page.deleted)
+            entries = await self._drop_exhausted(page.entries)
+            if entries:
+                total += len(entries)
+                await self._dispatch(send, entries)
+            start = page.next_start
+            if start == "0-0" or self._stopping:
+                break
+        if total:
+            self._counts["reclaimed"] += total
+            instruments().reclaimed.add(total, self._attrs)
+        return total
+

@@ -1,0 +1,55 @@
+"""The metrics endpoint: Prometheus `/metrics`, `/healthz` (alive) and `/readyz` (started)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+from opentelemetry import metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+_installed = False
+
+
+def install_prometheus_provider() -> None:
+    """Route OpenTelemetry meters into the Prometheus client registry (once per process)."""
+    global _installed
+    if not _installed:
+        metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+        _installed = True
+
+
+async def serve_metrics(
+    host: str, port: int, is_ready: Callable[[], bool], *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; reports the bound port (useful with port 0)."""
+    install_prometheus_provider()
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok = is_ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    task_status.started(bound)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

@@ -1,0 +1,100 @@
+"""Applying outcomes: XACK what is done, dead-letter (XADD to `<stream>:dlq` + XACK in one MULTI)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from streams._metrics import instruments
+from streams._types import DeadLetter, Done, Entry, Outcome, Retry
+
+# Field names added to a dead-lettered entry next to its original fields.
+DLQ_META = ("reason", "attempts", "error", "consumer", "failed_at", "source_stream", "source_id")
+
+
+@dataclass(slots=True)
+class Settled:
+    """What one settle call did: ids acked, entries to retry (with their Retry), entries dead-lettered."""
+
+    acked: int = 0
+    dead: int = 0
+    retry: list[tuple[Entry, Retry]] = field(default_factory=list)
+
+
+def dlq_fields(entry: Entry, outcome: DeadLetter, consumer: str) -> dict[bytes, bytes]:
+    fields = dict(entry.fields)
+    meta = {
+        "reason": outcome.reason,
+        "attempts": str(entry.deliveries),
+        "error": outcome.error[:4000],
+        "consumer": consumer,
+        "failed_at": f"{time.time():.3f}",
+        "source_stream": entry.stream,
+        "source_id": entry.id,
+    }
+    fields.update({k.encode(): v.encode() for k, v in meta.items()})
+    return fields
+
+
+class Settler:
+    """Turns per-entry outcomes into Redis writes for one (stream, group, consumer)."""
+
+    def __init__(
+        self, redis: aioredis.Redis, stream: str, group: str, consumer: str, max_deliveries: int
+    ) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._dlq = f"{stream}:dlq"
+        self._group = group
+        self._consumer = consumer
+        self._max_deliveries = max_deliveries
+        self._attrs = {"stream": stream, "group": group}
+
+    async def settle(self, entries: Sequence[Entry], outcomes: Sequence[Outcome]) -> Settled:
+        if len(entries) != len(outcomes):
+            raise RuntimeError(f"handler returned {len(outcomes)} outcomes for {len(entries)} entries")
+        result = Settled()
+        done: list[str] = []
+        dead: list[tuple[Entry, DeadLetter]] = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if isinstance(outcome, Done):
+                done.append(entry.id)
+            elif isinstance(outcome, DeadLetter):
+                dead.append((entry, outcome))
+            elif entry.deliveries >= self._max_deliveries:
+                reason = f"max deliveries ({self._max_deliveries}) reached"
+                dead.append((entry, DeadLetter(reason=reason, error=outcome.error)))
+            else:
+                result.retry.append((entry, outcome))
+        await self._write(done, dead)
+        result.acked, result.dead = len(done), len(dead)
+        self._count(result)
+        return result
+
+    async def dead_letter(self, items: Sequence[tuple[Entry, DeadLetter]]) -> None:
+        """Dead-letter entries without running a handler (e.g. delivered too often already)."""
+        await self._write([], items)
+        instruments().dead_lettered.add(len(items), self._attrs)
+
+    async def _write(self, done: list[str], dead: Sequence[tuple[Entry, DeadLetter]]) -> None:
+        if not dead:
+            if done:
+                await self._redis.xack(self._stream, self._group, *done)
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for entry, outcome in dead:
+                pipe.xadd(self._dlq, dlq_fields(entry, outcome, self._consumer))  # type: ignore[arg-type]
+            pipe.xack(self._stream, self._group, *done, *(e.id for e, _ in dead))
+            await pipe.execute()
+
+    def _count(self, result: Settled) -> None:
+        ins = instruments()
+        if result.acked:
+            ins.processed.add(result.acked, self._attrs)
+        if result.dead:
+            ins.dead_lettered.add(result.dead, self._attrs)
+        if result.retry:
+            ins.failed.add(len(result.retry), self._attrs)

@@ -1,0 +1,117 @@
+"""Running a worker process: signals, one task group, metrics and health endpoints, stats polling.
+
+`run_worker` starts every component in one anyio task group. SIGTERM/SIGINT call each component's
+`stop()`: consumers stop reading, finish and ack in-flight work, producers flush; the process then
+exits 0. A component that crashes cancels the group and the exception propagates (the
+orchestrator restarts the process): no task dies silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskStatus
+
+from streams._metrics import set_gauge
+
+log = logging.getLogger("streamfill.worker")
+
+
+class Component(Protocol):
+    """Something a worker runs: a consumer, a source loop, a poller."""
+
+    async def run(self, *, task_status: TaskStatus[None] = ...) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    name: str
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    watched_streams: tuple[str, ...] = ()
+    stats_interval_s: float = 5.0
+
+
+async def run_worker(
+    redis: aioredis.Redis,
+    components: Sequence[Component],
+    options: WorkerOptions,
+    *,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Run `components` until they finish or a signal stops them; returns the exit status."""
+    state = _State()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_signals, components, state, tg.cancel_scope)
+        if options.metrics_port is not None:
+            from streams._http import serve_metrics
+
+            await tg.start(serve_metrics, options.metrics_host, options.metrics_port, state.is_ready)
+        if options.watched_streams:
+            tg.start_soon(_poll_stats, redis, options.watched_streams, options.stats_interval_s)
+        async with anyio.create_task_group() as work:
+            for component in components:
+                await work.start(component.run)
+            state.ready = True
+            if ready is not None:
+                await ready()
+        tg.cancel_scope.cancel()  # components are done: stop the helpers
+    log.info("worker exited", extra={"worker": options.name, "signal": state.signal})
+    return 0
+
+
+class _State:
+    def __init__(self) -> None:
+        self.ready = False
+        self.signal: str | None = None
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+
+async def _signals(components: Sequence[Component], state: _State, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if state.signal is not None:
+                log.warning("second signal: exiting without waiting")
+                scope.cancel()
+                return
+            state.signal = signal.Signals(signum).name
+            log.info("signal: stopping gracefully", extra={"signal": state.signal})
+            for component in components:
+                component.stop()
+
+
+async def _poll_stats(redis: aioredis.Redis, streams: Sequence[str], interval_s: float) -> None:
+    """Refresh the stream-length / lag / pending gauges that /metrics reports."""
+    while True:
+        for stream in streams:
+            try:
+                await _record_stream(redis, stream)
+            except Exception as exc:  # a missing stream or a blip: metrics must not kill a worker
+                log.debug("stats poll failed", extra={"stream": stream, "error": str(exc)})
+        await anyio.sleep(interval_s)
+
+
+async def _record_stream(redis: aioredis.Redis, stream: str) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(stream)
+        pipe.xlen(f"{stream}:dlq")
+        pipe.xinfo_groups(stream)
+        length, dlq, groups = await pipe.execute()
+    set_gauge("streamfill_stream_length", length, stream=stream)
+    set_gauge("streamfill_dlq_length", dlq, stream=stream)
+    for g in groups:
+        name: Any = g["name"]
+        group = name.decode() if isinstance(name, bytes) else str(name)
+        if g.get("lag") is not None:
+            set_gauge("streamfill_group_lag", int(g["lag"]), stream=stream, group=group)
+        set_gauge("streamfill_group_pending", int(g["pending"]), stream=stream, group=group)

@@ -1,0 +1,121 @@
+"""Trimming, consumer clean-up, group reset, DLQ replay, audit, and SIGTERM drain."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from _support import wait_until
+
+from streams import (
+    AdminError,
+    Keys,
+    dlq_list,
+    dlq_replay,
+    prune_consumers,
+    reset_group,
+    stream_info,
+    trim,
+)
+
+pytestmark = pytest.mark.anyio
+PROC = Path(__file__).with_name("consumer_proc.py")
+
+
+async def fill(redis: aioredis.Redis, stream: str, n: int) -> list[bytes]:
+    return [await redis.xadd(stream, {"n": str(i)}) for i in range(n)]
+
+
+async def test_trim_keeps_everything_some_group_has_not_acked(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    ids = await fill(redis_client, stream, 20)
+    await redis_client.xgroup_create(stream, "fast", id="0")
+    await redis_client.xgroup_create(stream, "slow", id="0")
+    # fast: read all 20, acked all but #12 (still pending). slow: read 8, acked 5.
+    await redis_client.xreadgroup("fast", "f", {stream: ">"}, count=20)
+    await redis_client.xack(stream, "fast", *[i for k, i in enumerate(ids) if k != 12])
+    await redis_client.xreadgroup("slow", "s", {stream: ">"}, count=8)
+    await redis_client.xack(stream, "slow", *ids[:5])
+    removed = await trim(redis_client, keys, stream)
+    assert removed == 5
+    left = [i for i, _ in await redis_client.xrange(stream)]
+    assert left == ids[5:]
+    # slow acks the rest of what it read; its next unread entry (#8) bounds the trim now.
+    await redis_client.xack(stream, "slow", *ids[5:8])
+    assert await trim(redis_client, keys, stream) == 3
+    assert [i for i, _ in await redis_client.xrange(stream)] == ids[8:]
+    audit = await redis_client.xrange(keys.audit())
+    assert [f[b"action"] for _, f in audit] == [b"trim", b"trim"]
+
+
+async def test_trim_without_groups_removes_nothing(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    await fill(redis_client, keys.stream("s"), 3)
+    assert await trim(redis_client, keys, keys.stream("s")) == 0
+    assert await redis_client.xlen(keys.stream("s")) == 3
+
+
+async def test_prune_deletes_only_idle_consumers_with_nothing_pending(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    ids = await fill(redis_client, stream, 4)
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "holder", {stream: ">"}, count=2)
+    await redis_client.xreadgroup("g", "finished", {stream: ">"}, count=2)
+    await redis_client.xack(stream, "g", *ids[2:])
+    removed = await prune_consumers(redis_client, keys, stream, "g", idle_s=0)
+    assert removed == ["finished"]
+    info = await stream_info(redis_client, stream)
+    assert [c.name for c in info.groups[0].consumers] == ["holder"]
+    assert info.groups[0].pending == 2
+
+
+async def test_reset_and_unknown_names(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    await fill(redis_client, stream, 3)
+    await redis_client.xgroup_create(stream, "g", id="$")
+    await reset_group(redis_client, keys, stream, "g", "0")
+    info = await stream_info(redis_client, stream)
+    assert info.groups[0].last_delivered_id == "0-0" and info.groups[0].lag == 3
+    with pytest.raises(AdminError, match="no group 'nope'"):
+        await reset_group(redis_client, keys, stream, "nope", "0")
+    with pytest.raises(AdminError, match="no such stream"):
+        await stream_info(redis_client, keys.stream("missing"))
+
+
+async def test_dlq_replay_moves_original_fields_back(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    await redis_client.xadd(f"{stream}:dlq", {"event": "x", "reason": "bad", "attempts": "5", "source_id": "1-0"})
+    assert [f["reason"] for _, f in await dlq_list(redis_client, stream)] == ["bad"]
+    assert await dlq_replay(redis_client, keys, stream) == 1
+    assert [f for _, f in await redis_client.xrange(stream)] == [{b"event": b"x"}]
+    assert await redis_client.xlen(f"{stream}:dlq") == 0
+
+
+async def test_sigterm_finishes_in_flight_work_and_exits_zero(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    stream = Keys(prefix).stream("work")
+    ids = await fill(redis_client, stream, 12)
+    proc = subprocess.Popen([sys.executable, str(PROC), redis_url, stream, "g", "w1", "work"])
+    try:
+        await wait_until(lambda: redis_client.llen(f"{stream}:started"), what="a batch in flight")
+        proc.send_signal(signal.SIGTERM)
+        await redis_client.set(f"{stream}:release", 1)  # let the in-flight batches finish
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+    started = {i for i in await redis_client.lrange(f"{stream}:started", 0, -1)}
+    done = await redis_client.smembers(f"{stream}:done")
+    assert started and started == done  # everything it started, it finished and acked
+    assert int((await redis_client.xpending(stream, "g"))["pending"]) == 0
+    assert len(done) <= len(ids)

@@ -1,0 +1,133 @@
+"""Producer: backpressure at the high mark, cursor atomic with the batch, skip-ahead ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from _support import wait_until
+
+from streams import (
+    DONE,
+    Consumer,
+    ConsumerConfig,
+    Entry,
+    Keys,
+    Outcome,
+    Producer,
+    ProducerConfig,
+    SkipAhead,
+    read_backlog,
+    record_skip,
+    skipped_ranges,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def batch_of(n: int, start: int) -> list[dict[str, str]]:
+    return [{"n": str(start + i)} for i in range(n)]
+
+
+async def test_backpressure_blocks_at_high_mark_and_resumes_below_low_mark(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("out")
+    await redis_client.xgroup_create(stream, "g", id="0", mkstream=True)
+    high, low, size, total = 100, 60, 10, 400
+    producer = Producer(redis_client, ProducerConfig(stream, high_water=high, low_water=low, poll_interval_s=0.01))
+    sent = 0
+    worst = 0
+
+    async def produce() -> None:
+        nonlocal sent, worst
+        while sent < total:
+            await producer.send(batch_of(size, sent))
+            sent += size
+            worst = max(worst, await read_backlog(redis_client, stream))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        # Nobody consumes: the producer must stop at the mark and wait, not drop or buffer.
+        await wait_until(lambda: producer.statistics().blocked, what="producer blocked")
+        assert high <= await redis_client.xlen(stream) < high + size
+        blocked_at = sent
+        consumed: list[str] = []
+        resumed_below: list[int] = []
+
+        async def slow(entries: Sequence[Entry]) -> Sequence[Outcome]:
+            if sent > blocked_at and not resumed_below:
+                resumed_below.append(len(consumed))
+            consumed.extend(e.id for e in entries)
+            return [DONE] * len(entries)
+
+        consumer = Consumer(
+            redis_client, ConsumerConfig(stream, "g", "c", batch_size=5, concurrency=1, block_ms=20), slow
+        )
+        tg.start_soon(consumer.run)
+        await wait_until(lambda: len(consumed) == total, what="everything consumed")
+        consumer.stop()
+    assert sent == total and await redis_client.xlen(stream) == total  # nothing dropped
+    assert worst < high + size  # never more than one batch over the mark
+    # It resumed only once the backlog had fallen below the low mark (>= high - low consumed).
+    assert resumed_below and resumed_below[0] >= high - low - size
+    assert producer.statistics().waits >= 1
+
+
+async def test_backlog_without_groups_is_the_stream_length(redis_client: aioredis.Redis, prefix: str) -> None:
+    stream = Keys(prefix).stream("out")
+    producer = Producer(redis_client, ProducerConfig(stream, high_water=1000))
+    await producer.send(batch_of(7, 0))
+    assert producer.statistics().backlog == 7
+
+
+async def test_cursor_is_written_with_its_batch(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    stream, cursor = keys.stream("out"), keys.cursor("out", "relay.test")
+    producer = Producer(redis_client, ProducerConfig(stream, high_water=None))
+    violations: list[tuple[int, int]] = []
+    finished = False
+
+    async def observe() -> None:
+        # Read cursor and length in one MULTI: the cursor may never run ahead of the data.
+        while not finished:
+            async with redis_client.pipeline(transaction=True) as pipe:
+                pipe.get(cursor)
+                pipe.xlen(stream)
+                value, length = await pipe.execute()
+            if value is not None and int(value) > length:
+                violations.append((int(value), length))
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(observe)
+        for start in range(0, 500, 25):
+            await producer.send(batch_of(25, start), cursor=(cursor, str(start + 25)))
+        finished = True
+    assert violations == []
+    assert await redis_client.get(cursor) == b"500"
+    assert await redis_client.xlen(stream) == 500
+
+
+async def test_skip_ahead_advances_after_n_failures_and_ledgers_the_range(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    cursor, ledger = keys.cursor("repo_backfill", "relay.test"), keys.ledger("repo_backfill", "relay.test")
+    skip = SkipAhead(max_failures=3, step=1000)
+    decisions = [skip.failed("4000") for _ in range(3)]
+    assert [d.retry_same for d in decisions] == [True, True, False]
+    final = decisions[-1]
+    assert (final.skip_from, final.skip_to, final.failures) == ("4000", "5000", 3)
+    await record_skip(redis_client, cursor, ledger, final, reason="HTTP 500 from relay")
+    assert await redis_client.get(cursor) == b"5000"
+    [recorded] = await skipped_ranges(redis_client, ledger)
+    assert (recorded.start, recorded.end, recorded.failures) == ("4000", "5000", 3)
+    assert "500" in recorded.reason
+    # A success resets the count: failures must be consecutive.
+    skip.failed("5000")
+    skip.succeeded()
+    assert skip.failed("5000").retry_same and skip.consecutive_failures == 1
