@@ -173,6 +173,9 @@ class _Sections:
             length = buf[pos]
             if length < 0x80:
                 start = pos + 1
+            elif pos + 1 < end_all and buf[pos + 1] < 0x80:  # most blocks are 128 B - 16 KiB
+                length = (length & 0x7F) | (buf[pos + 1] << 7)
+                start = pos + 2
             else:
                 length, start = _uvarint(buf, pos)
                 if length < 0:

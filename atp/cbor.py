@@ -27,10 +27,10 @@ __all__ = [
     "cid_for",
     "cid_str",
     "decode",
+    "encode",
     "encode_head",
     "encode_link",
     "encode_text",
-    "encode",
     "from_json_model",
     "to_json_bytes",
     "to_json_model",
@@ -53,9 +53,8 @@ class CID(bytes):
         """Parse a base32 ("b...") CIDv1 string."""
         if not text.startswith("b") or len(text) < 8:
             raise InvalidCid(f"not a base32 CIDv1: {text!r}")
-        body = text[1:].upper()
         try:
-            raw = base64.b32decode(body + "=" * (-len(body) % 8))
+            _, raw = libipld.decode_multibase(text)
         except ValueError:
             raise InvalidCid(f"not a base32 CIDv1: {text!r}") from None
         if raw[0] != 1:
@@ -73,7 +72,8 @@ def cid_str(raw: bytes) -> str:
     """Format a binary CID: CIDv1 as base32 multibase, legacy CIDv0 as bare base58btc ("Qm...")."""
     if raw[:2] == b"\x12\x20":
         return b58encode(raw)
-    return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    # libipld's Rust base32 is ~30x faster than base64.b32encode, which is pure Python.
+    return libipld.encode_multibase("b", raw)
 
 
 def cid_bytes_for(data: bytes) -> bytes:

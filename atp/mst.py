@@ -55,42 +55,46 @@ def _load_node(get_block: GetBlock, cid: bytes) -> tuple[bytes | None, list[Any]
     return left, entries
 
 
-def _entry_key(entry: Any, previous: bytes) -> tuple[bytes, bytes, bytes | None]:
-    """Expand one entry to (full key, value CID, right subtree CID)."""
+def _expand(entries: list[Any]) -> list[tuple[bytes, bytes, bytes | None]]:
+    """Expand a node's prefix-compressed entries to (full key, value CID, right subtree CID)."""
+    out = []
+    previous = b""
     try:
-        p, k, v, t = entry["p"], entry["k"], entry["v"], entry.get("t")
+        for entry in entries:
+            p, k, v, t = entry["p"], entry["k"], entry["v"], entry["t"]
+            if p > len(previous) or p < 0 or k.__class__ is not bytes or v.__class__ is not bytes:
+                raise MstError(f"malformed MST entry {entry!r} after key {previous!r}")
+            if t is not None and t.__class__ is not bytes:
+                raise MstError(f"malformed MST subtree link {t!r}")
+            previous = previous[:p] + k
+            out.append((previous, v, t))
     except (KeyError, TypeError):
-        raise MstError(f"malformed MST entry {entry!r}") from None
-    if not isinstance(p, int) or not isinstance(k, bytes) or not 0 <= p <= len(previous):
-        raise MstError(f"bad MST key prefix {p!r} after {previous!r}")
-    if not isinstance(v, bytes) or (t is not None and not isinstance(t, bytes)):
-        raise MstError("MST entry links must be CIDs")
-    return previous[:p] + k, v, t
+        raise MstError(f"malformed MST entry in {entries!r:.200}") from None
+    return out
 
 
 def walk_raw(get_block: GetBlock, root: bytes) -> Iterator[tuple[str, bytes]]:
     """Yield (key, binary record CID) in key order; get_block maps binary CID -> bytes or None."""
-    # Each frame: [entries, next index, previous key in that node]. Iterative, so the per-record
-    # cost does not grow with the depth of the tree.
+    # Iterative, one frame per open node: [expanded entries, next index]. The per-record cost
+    # then does not grow with the depth of the tree.
     stack: list[list[Any]] = []
     last = b""
     pending: bytes | None = root
     while True:
         if pending is not None:
             left, entries = _load_node(get_block, pending)
-            stack.append([entries, 0, b""])
+            stack.append([_expand(entries), 0])
             pending = left
             continue
         if not stack:
             return
         frame = stack[-1]
-        entries, index = frame[0], frame[1]
-        if index == len(entries):
+        expanded, index = frame
+        if index == len(expanded):
             stack.pop()
             continue
-        key, value, pending = _entry_key(entries[index], frame[2])
         frame[1] = index + 1
-        frame[2] = key
+        key, value, pending = expanded[index]
         if key <= last and last:
             raise MstError(f"MST keys out of order: {key!r} after {last!r}")
         last = key

@@ -30,7 +30,7 @@ from atp import cbor
 from atp.car import CarReader, read_car, write_car
 from atp.cbor import CID, cid_bytes_for, cid_str, encode_head, encode_link, encode_text
 from atp.crypto import PublicKey, SigningKey, verify
-from atp.errors import CommitError, MissingBlockError, MstError
+from atp.errors import CborError, CommitError, MissingBlockError, MstError
 from atp.mst import build_raw, walk_raw
 
 __all__ = [
@@ -47,6 +47,15 @@ __all__ = [
 
 # Yield to the event loop this often while walking, so a big repo does not starve other tasks.
 _CHECKPOINT_EVERY = 2000
+_TAG42 = b"\xd8\x2a"
+
+
+def _decode_plain(decode: Any, data: bytes) -> Any:
+    """Decode a link-free record block, mapping libipld's errors."""
+    try:
+        return decode(data)
+    except (ValueError, RecursionError) as exc:
+        raise CborError(f"invalid DAG-CBOR record: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +143,17 @@ class RepoReader:
     def iter_records(self) -> Iterator[RepoRecord]:
         """Yield every record in key order (synchronous)."""
         get = self.blocks.get
-        decode = cbor.decode
+        decode = libipld.decode_dag_cbor
         for key, cid in walk_raw(get, CID.from_str(self.commit.data)):
             data = get(cid)
             if data is None:
                 raise MissingBlockError(f"record block {cid_str(cid)} for {key} is missing", cid_str(cid))
-            collection, sep, rkey = key.partition("/")
-            if not sep or not rkey or "/" in rkey:
+            collection, _, rkey = key.partition("/")
+            if not rkey or "/" in rkey:
                 raise MstError(f"MST key {key!r} is not collection/rkey")
-            yield RepoRecord(collection, rkey, cid_str(cid), decode(data))
+            # cbor.decode inlined for the common case: a block without tag 42 holds no links.
+            record = cbor.decode(data) if _TAG42 in data else _decode_plain(decode, data)
+            yield RepoRecord(collection, rkey, cid_str(cid), record)
 
     def iter_keys(self) -> Iterator[tuple[str, str]]:
         """Yield (key, record CID) in key order without touching record blocks."""
