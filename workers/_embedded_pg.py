@@ -1,0 +1,51 @@
+"""Embedded development PostgreSQL (pgserver) when no DATABASE_URL is given.
+
+The twin of streams/_embedded.py (Redis); it lives in workers/ because streams/ knows nothing
+about PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _say(message: str) -> None:
+    print(f"streamfill: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def database_url_or_embedded(url: str | None, data_dir: Path | None = None) -> Iterator[str]:
+    """Yield `url`, or start an embedded PostgreSQL for the duration of the block and yield its URI.
+
+    With `data_dir` the cluster persists there; without, it lives in a temporary directory that
+    is deleted on exit.
+    """
+    if url:
+        yield url
+        return
+    try:
+        import pgserver
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "DATABASE_URL is not set and pgserver is not installed: "
+            "set DATABASE_URL or install streamfill[dev-servers]"
+        ) from exc
+    persistent = data_dir is not None
+    pgdata = data_dir if persistent else Path(tempfile.mkdtemp(prefix="streamfill-pg-"))
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop" if persistent else "delete")
+    uri = server.get_uri()
+    _say(f"DATABASE_URL not set: started embedded PostgreSQL at {uri}")
+    try:
+        yield uri
+    finally:
+        server.cleanup()
+
+
+def env_database_url() -> str | None:
+    return os.environ.get("DATABASE_URL") or None
