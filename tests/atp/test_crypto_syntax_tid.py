@@ -1,0 +1,130 @@
+"""Signatures and did:key (interop crypto vectors, a real label), identifier syntax vectors, TIDs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from atp import cbor, syntax
+from atp.crypto import PublicKey, SigningKey, b58decode, parse_did_key, verify
+from atp.errors import DidKeyError, InvalidSyntax, InvalidTid, SignatureError
+from atp.tid import TidClock, decode_tid, encode_tid, tid_from_time, tid_timestamp_us
+
+
+def _b64(s: str) -> bytes:
+    return base64.b64decode(s + "=" * (-len(s) % 4))
+
+
+def test_signature_fixtures(atproto_data: Path) -> None:
+    for case in json.loads((atproto_data / "interop/crypto/signature-fixtures.json").read_text()):
+        key = parse_did_key(case["publicKeyDid"])
+        curve = {"ES256": "p256", "ES256K": "secp256k1"}[case["algorithm"]]
+        assert key.curve == curve
+        assert parse_did_key(case["publicKeyMultibase"], legacy_curve=curve).compressed() == key.compressed()
+        if case["validSignature"]:
+            verify(key, _b64(case["messageBase64"]), _b64(case["signatureBase64"]))
+        else:
+            with pytest.raises(SignatureError):
+                verify(key, _b64(case["messageBase64"]), _b64(case["signatureBase64"]))
+
+
+def test_w3c_did_keys(atproto_data: Path) -> None:
+    for case in json.loads((atproto_data / "interop/crypto/w3c_didkey_K256.json").read_text()):
+        key = SigningKey.from_private_bytes("secp256k1", bytes.fromhex(case["privateKeyBytesHex"]))
+        assert key.did_key() == case["publicDidKey"]
+        assert parse_did_key(case["publicDidKey"]).compressed() == key.public_key.compressed()
+    for case in json.loads((atproto_data / "interop/crypto/w3c_didkey_P256.json").read_text()):
+        key = SigningKey.from_private_bytes("p256", b58decode(case["privateKeyBytesBase58"]))
+        assert key.did_key() == case["publicDidKey"]
+
+
+@pytest.mark.parametrize("curve", ["secp256k1", "p256"])
+def test_sign_is_low_s_and_seeded_keys_are_deterministic(curve: str) -> None:
+    key = SigningKey.generate(curve, seed=b"devnet-1")  # type: ignore[arg-type]
+    assert key.did_key() == SigningKey.generate(curve, seed=b"devnet-1").did_key()  # type: ignore[arg-type]
+    assert key.did_key() != SigningKey.generate(curve, seed=b"devnet-2").did_key()  # type: ignore[arg-type]
+    assert key.did_key().startswith("did:key:zQ3s" if curve == "secp256k1" else "did:key:zDn")
+    for i in range(40):  # half of raw ECDSA signatures are high-S; all of ours must pass the strict check
+        sig = key.sign(b"msg %d" % i)
+        assert len(sig) == 64
+        verify(key.public_key, b"msg %d" % i, sig)
+    with pytest.raises(SignatureError):
+        verify(key.public_key, b"other", key.sign(b"msg"))
+
+
+def test_real_signed_label(atproto_data: Path) -> None:
+    label = json.loads((atproto_data / "labels/indigo_signed_label.json").read_text())
+    key = parse_did_key(
+        (atproto_data / "labels/indigo_signed_label.signer_pubkey_multibase.txt").read_text().strip()
+    )
+    sig = _b64(label.pop("sig")["$bytes"])
+    verify(key, cbor.encode(label), sig)
+    label["val"] = "other"
+    with pytest.raises(SignatureError):
+        verify(key, cbor.encode(label), sig)
+
+
+def test_did_doc_key_selection(atproto_data: Path) -> None:
+    for name in ("indigo_did_plc_doc.json", "indigo_did_plc_doc_legacy.json"):
+        doc = json.loads((atproto_data / "identity" / name).read_text())
+        assert PublicKey.from_did_doc(doc).curve == "secp256k1"
+    with pytest.raises(DidKeyError):
+        PublicKey.from_did_doc(json.loads((atproto_data / "identity/indigo_did_web_doc.json").read_text()))
+    with pytest.raises(DidKeyError):
+        parse_did_key("did:key:z0OIl")
+
+
+def _lines(path: Path) -> list[str]:
+    return [
+        line for line in path.read_text(encoding="utf-8").split("\n") if line and not line.startswith("#")
+    ]
+
+
+SYNTAX = {
+    "did": syntax.validate_did,
+    "handle": syntax.validate_handle,
+    "nsid": syntax.validate_nsid,
+    "recordkey": syntax.validate_record_key,
+    "tid": syntax.validate_tid,
+    "aturi": syntax.validate_at_uri,
+    "cid": syntax.validate_cid,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SYNTAX))
+def test_syntax_vectors(atproto_data: Path, kind: str) -> None:
+    validate = SYNTAX[kind]
+    valid = _lines(atproto_data / f"interop/syntax/{kind}_syntax_valid.txt")
+    invalid = _lines(atproto_data / f"interop/syntax/{kind}_syntax_invalid.txt")
+    assert valid and invalid
+    for text in valid:
+        validate(text)
+    for text in invalid:
+        with pytest.raises(InvalidSyntax):
+            validate(text)
+
+
+def test_tid_vectors(atproto_data: Path) -> None:
+    for text in _lines(atproto_data / "interop/syntax/tid_syntax_valid.txt"):
+        assert encode_tid(decode_tid(text)) == text
+    for text in _lines(atproto_data / "interop/syntax/tid_syntax_invalid.txt"):
+        with pytest.raises(InvalidTid):
+            decode_tid(text)
+
+
+def test_tid_clock_is_monotonic_and_deterministic() -> None:
+    start = 1_700_000_000_000_000
+    first = [TidClock(3, start_us=start).next() for _ in range(2)]
+    assert first[0] == first[1] == tid_from_time(start, 3)
+    clock = TidClock(3, start_us=start)
+    tids = [clock.next() for _ in range(1000)]
+    assert tids == sorted(tids) and len(set(tids)) == 1000
+    assert tid_timestamp_us(tids[-1]) == start + 999
+    wall = TidClock()
+    live = [wall.next() for _ in range(1000)]
+    assert live == sorted(live) and len(set(live)) == 1000
+    for text in tids[:5] + live[:5]:
+        syntax.validate_tid(text)
