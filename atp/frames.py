@@ -289,7 +289,7 @@ def _body_of(frame: Frame) -> tuple[dict[str, Any], dict[str, Any]]:
         return {"op": 1, "t": frame.t}, frame.body
     names = {SyncFrame: "#sync", IdentityFrame: "#identity", AccountFrame: "#account",
              LabelsFrame: "#labels", InfoFrame: "#info"}  # fmt: skip
-    fields = {name: getattr(frame, name) for name in frame.__slots__}  # type: ignore[union-attr]
+    fields = {name: getattr(frame, name) for name in frame.__slots__}
     return {"op": 1, "t": names[type(frame)]}, _compact(fields)
 
 
