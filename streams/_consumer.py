@@ -74,6 +74,10 @@ class Consumer:
     def __init__(self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler) -> None:
         self.config = config
         self._redis = redis
+        # Same pool, but XREADGROUP replies come back unparsed: building entries straight from the
+        # wire reply skips redis-py's intermediate tuples (a third of the per-entry cost).
+        self._reader = aioredis.Redis(connection_pool=redis.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", lambda response, **options: response)
         self._handler = handler
         self._claims = Claims(redis, config.stream, config.group, config.consumer)
         self._settler = Settler(redis, config.stream, config.group, config.consumer, config.max_deliveries)
@@ -157,22 +161,20 @@ class Consumer:
             self._read_scope = scope
             if self._stopping:
                 scope.cancel()
-            reply = await self._redis.xreadgroup(
-                self.config.group,
-                self.config.consumer,
-                {self.config.stream: next_id},
-                count=self.config.batch_size,
-                block=block,
-            )
+            args: list[object] = ["GROUP", self.config.group, self.config.consumer]
+            args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
+            reply = await self._reader.execute_command("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
         self._read_scope = None
         if scope.cancelled_caught:
             return [], next_id
-        rows = reply[0][1] if reply else []
+        rows = _rows(reply)
         if next_id == ">":
-            return [Entry(self.config.stream, i.decode(), f, 1) for i, f in rows], ">"
+            stream = self.config.stream
+            return [Entry(stream, i.decode(), dict(zip(f[::2], f[1::2], strict=True)), 1) for i, f in rows], ">"
         if not rows:
             return [], ">"
-        return await self._pending_batch(rows), rows[-1][0].decode()
+        parsed = [(i, dict(zip(f[::2], f[1::2], strict=True)) if f else {}) for i, f in rows]
+        return await self._pending_batch(parsed), rows[-1][0].decode()
 
     async def _pending_batch(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         """Our own pending entries re-read at start: deleted ones are recorded, the rest get counts."""
@@ -309,3 +311,11 @@ class Consumer:
             instruments().reclaimed.add(total, self._attrs)
         return total
 
+
+def _rows(reply: object) -> list[list[object]]:
+    """The entries of a raw single-stream XREADGROUP reply (RESP3 map or RESP2 array)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))  # type: ignore[no-any-return]
+    return reply[0][1]  # type: ignore[index, no-any-return]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias
 
 Fields: TypeAlias = Mapping[bytes, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One stream entry as delivered to a handler. `deliveries` is Redis' delivery count."""
+class Entry(NamedTuple):
+    """One stream entry as delivered to a handler. `deliveries` is Redis' delivery count.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per entry on the hot path, and
+    a frozen dataclass costs several times more to construct.
+    """
 
     stream: str
     id: str
@@ -19,9 +22,9 @@ class Entry:
     deliveries: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Done:
-    """Handled: ack it."""
+    """Handled: ack it. Compared by identity, so `outcomes.count(DONE)` runs at C speed."""
 
 
 @dataclass(frozen=True, slots=True)

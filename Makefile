@@ -1,0 +1,43 @@
+# streamfill: `make demo` runs the main job, `make test` runs the tests.
+# Needs only Python 3.11+ and access to PyPI: uv is bootstrapped into .tools/ when missing.
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+endif
+
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint typecheck clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+install: .venv/.installed
+
+test: install
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+demo: install
+	$(UV) run --frozen streamfill demo $(DEMO_ARGS)
+
+bench: install
+	$(UV) run --frozen python bench/bench_streams.py
+	$(UV) run --frozen python bench/bench_car.py
+	$(UV) run --frozen python bench/bench_backfill.py
+	$(UV) run --frozen python bench/bench_indexer.py
+
+lint: install
+	$(UV) run --frozen ruff check .
+
+typecheck: install
+	$(UV) run --frozen mypy
+
+clean:
+	rm -rf .venv .tools .pytest_cache .hypothesis

@@ -1,0 +1,68 @@
+"""The operator CLI against a real server: status, reset, prune, trim, dlq, audit, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+
+from streams import Keys
+
+pytestmark = pytest.mark.anyio
+
+
+def cli(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix, "STREAMFILL_OPERATOR": "alice"}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("repo_backfill")
+    for i in range(5):
+        await redis_client.xadd(stream, {"repo": str(i)})
+    await redis_client.xgroup_create(stream, "repo_backfill_group", id="0")
+    await redis_client.xreadgroup("repo_backfill_group", "b1", {stream: ">"}, count=2)
+
+    out = cli(redis_url, prefix, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    [info] = json.loads(out.stdout)
+    assert info["stream"] == stream and info["length"] == 5
+    [group] = info["groups"]
+    assert (group["name"], group["lag"], group["pending"]) == ("repo_backfill_group", 3, 2)
+    assert group["consumers"][0]["name"] == "b1" and group["consumers"][0]["pending"] == 2
+
+    text = cli(redis_url, prefix, "status")
+    assert "repo_backfill_group" in text.stdout and "lag=3" in text.stdout
+
+    assert cli(redis_url, prefix, "trim", "repo_backfill").returncode == 0
+    assert await redis_client.xlen(stream) == 5  # nothing acked yet: nothing trimmed
+
+    out = cli(redis_url, prefix, "groups", "reset", "repo_backfill", "repo_backfill_group", "--to", "$")
+    assert out.returncode == 0, out.stderr
+    out = cli(redis_url, prefix, "groups", "reset", "repo_backfill", "nogroup", "--to", "0")
+    assert out.returncode == 2 and "no group 'nogroup'" in out.stderr and "Traceback" not in out.stderr
+    out = cli(redis_url, prefix, "trim", "nostream")
+    assert out.returncode == 2 and "no such stream" in out.stderr
+
+    audit = await redis_client.xrange(keys.audit())
+    actions = [(f[b"action"], f[b"operator"]) for _, f in audit]
+    assert (b"groups.reset", b"alice") in actions and (b"trim", b"alice") in actions
+
+
+async def test_drain_times_out_then_succeeds(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+    stream = Keys(prefix).stream("s")
+    entry = await redis_client.xadd(stream, {"a": "1"})
+    await redis_client.xgroup_create(stream, "g", id="0")
+    out = cli(redis_url, prefix, "groups", "drain", "s", "g", "--timeout", "0.2")
+    assert out.returncode == 1 and "not drained" in out.stderr
+    await redis_client.xreadgroup("g", "c", {stream: ">"})
+    await redis_client.xack(stream, "g", entry)
+    out = cli(redis_url, prefix, "groups", "drain", "s", "g", "--timeout", "5")
+    assert out.returncode == 0 and "drained" in out.stdout
