@@ -186,9 +186,10 @@ class _Sections:
             if end > end_all:
                 self._wait_for(length, end - end_all)
                 return pos
-            if strict and buf[start : start + 4] in _SHA256_PREFIXES and length >= 36:
+            if strict and buf.startswith(_SHA256_PREFIXES, start) and length >= 36:
                 data = buf[start + 36 : end]
-                if sha256(data).digest() != buf[start + 4 : start + 36]:
+                # startswith compares in place: no slice is allocated for the expected digest.
+                if not buf.startswith(sha256(data).digest(), start + 4):
                     raise CarBlockMismatchError(f"block {cid_str(buf[start : start + 36])} does not match")
                 append((buf[start : start + 36], data))
             elif strict:

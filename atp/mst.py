@@ -98,15 +98,10 @@ def walk_raw(get_block: GetBlock, root: bytes) -> Iterator[tuple[str, bytes]]:
         if key <= last and last:
             raise MstError(f"MST keys out of order: {key!r} after {last!r}")
         last = key
-        yield _decode_key(key), value
-
-
-def _decode_key(key: bytes) -> str:
-    """MST keys are ASCII `collection/rkey`; refuse anything that is not UTF-8."""
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        raise MstError(f"MST key is not UTF-8: {key!r}") from None
+        try:
+            yield key.decode(), value
+        except UnicodeDecodeError:
+            raise MstError(f"MST key is not UTF-8: {key!r}") from None
 
 
 def walk(get_block: Callable[[str], bytes], root: str) -> Iterator[tuple[str, str]]:

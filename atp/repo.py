@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import libipld
@@ -76,9 +76,10 @@ class Commit:
                               CID.from_str(self.prev) if self.prev else None, None)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class RepoRecord:
+class RepoRecord(NamedTuple):
     """One record: `collection/rkey`, its CID, and the decoded DAG-CBOR object (links as `CID`)."""
+
+    # A NamedTuple, not a frozen dataclass: construction is 3x cheaper, and there is one per record.
 
     collection: str
     rkey: str
