@@ -39,6 +39,7 @@ __all__ = [
     "RepoReader",
     "RepoRecord",
     "build_repo",
+    "check_commit",
     "diff_blocks",
     "parse_commit",
     "read_repo",
