@@ -1,0 +1,50 @@
+"""A bounded, sequenced log of encoded event-stream frames with async wake-ups for subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+
+__all__ = ["EventLog"]
+
+
+class EventLog:
+    """Frames numbered 1, 2, 3...; only the newest `maxlen` are kept for cursor replay."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._frames: deque[bytes] = deque(maxlen=maxlen)
+        self.last_seq = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def oldest_seq(self) -> int:
+        """Seq of the oldest retained frame (last_seq + 1 when the log is empty)."""
+        return self.last_seq - len(self._frames) + 1
+
+    def append(self, build: Callable[[int], bytes]) -> int:
+        """Assign the next seq, store the frame `build(seq)` returns, wake subscribers; return seq."""
+        seq = self.last_seq + 1
+        frame = build(seq)
+        self._frames.append(frame)
+        self.last_seq = seq
+        # Replace the event so that waiters woken now do not see it set on their next wait.
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return seq
+
+    def after(self, cursor: int, limit: int = 500) -> list[tuple[int, bytes]]:
+        """Up to `limit` retained frames with seq > cursor, oldest first."""
+        start = max(cursor + 1, self.oldest_seq)
+        if start > self.last_seq:
+            return []
+        offset = start - self.oldest_seq
+        end = min(len(self._frames), offset + limit)
+        first = self.oldest_seq + offset
+        return [(first + i, frame) for i, frame in enumerate(islice(self._frames, offset, end))]
+
+    async def wait_beyond(self, cursor: int) -> None:
+        """Return once a frame with seq > cursor exists."""
+        while self.last_seq <= cursor:
+            await self._changed.wait()
