@@ -9,8 +9,10 @@ split, the database must end equal to the model: records, per-collection rows, a
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,34 @@ async def _pairs(conn: Any, table: str, column: str) -> set[tuple[str, str | Non
 async def _aggs(conn: Any, table: str, key: str, columns: str) -> dict[str, tuple[int, ...]]:
     rows = await conn.fetch(f"SELECT {key}, {columns} FROM {table}")
     return {r[0]: tuple(r[1:]) for r in rows if any(r[1:])}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_concurrent_replicas_converge(pool: Any, seed: int) -> None:
+    """Three handlers (replicas) apply disjoint shares of a shuffled history at the same time."""
+    rng = random.Random(seed)
+    world = World()
+    for _ in range(60):
+        world.step(rng.randrange(3), rng.randrange(5), rng.randrange(6), rng.randrange(50))
+    entries: list[Any] = []
+    for did in DIDS:
+        n = len(world.commits[did])
+        if n == 0:
+            continue
+        start = rng.randrange(n + 1)
+        entries += world.live_entries(did, start) + world.snapshot_entries(did, max(start - 1, 0))
+        entries += world.snapshot_entries(did, rng.randrange(n))
+    entries += rng.sample(entries, len(entries) // 4)
+    rng.shuffle(entries)
+
+    async def replica(share: list[Any]) -> None:
+        handler = IndexerHandler(pool)
+        for i in range(0, len(share), 7):
+            outcomes = await handler(share[i : i + 7])
+            assert all(type(o).__name__ == "Done" for o in outcomes), outcomes
+
+    async with anyio.create_task_group() as tg:
+        for r in range(3):
+            tg.start_soon(replica, entries[r::3])
+    verdict = await verify(pool, world.truth())
+    assert verdict.ok, verdict.to_json()
