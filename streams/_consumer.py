@@ -46,6 +46,7 @@ class ConsumerConfig:
     max_deliveries: int = 5
     backoff: Backoff = field(default_factory=Backoff)
     group_start_id: str = "0"
+    dlq_stream: str | None = None  # default `<stream>:dlq`
 
     @property
     def lease_interval_s(self) -> float:
@@ -80,7 +81,9 @@ class Consumer:
         self._reader.set_response_callback("XREADGROUP", lambda response, **options: response)
         self._handler = handler
         self._claims = Claims(redis, config.stream, config.group, config.consumer)
-        self._settler = Settler(redis, config.stream, config.group, config.consumer, config.max_deliveries)
+        self._settler = Settler(
+            redis, config.stream, config.group, config.consumer, config.max_deliveries, dlq=config.dlq_stream
+        )
         self._retries: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._stopping = False

@@ -70,9 +70,12 @@ class Producer:
         batch: Sequence[Fields],
         *,
         cursor: tuple[str, str] | None = None,
+        cursors: Sequence[tuple[str, str]] = (),
         extra: Sequence[tuple[str, Fields]] = (),
     ) -> list[str]:
-        """XADD `batch` (and `extra` (stream, fields) pairs), SET `cursor`, atomically; returns the ids.
+        """XADD `batch` (and `extra` (stream, fields) pairs), SET `cursor`/`cursors`, in one MULTI.
+
+        Returns the new entry ids of `batch`.
 
         Blocks first while the target's backlog is at or above the high mark.
         """
@@ -82,8 +85,8 @@ class Producer:
                 pipe.xadd(self.config.stream, fields)  # type: ignore[arg-type]
             for stream, fields in extra:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            if cursor is not None:
-                pipe.set(cursor[0], cursor[1])
+            for key, value in ((cursor,) if cursor is not None else ()) + tuple(cursors):
+                pipe.set(key, value)
             if self.config.high_water is not None:
                 queue_backlog_reading(pipe, self.config.stream)
             replies = await pipe.execute()

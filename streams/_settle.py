@@ -43,11 +43,18 @@ class Settler:
     """Turns per-entry outcomes into Redis writes for one (stream, group, consumer)."""
 
     def __init__(
-        self, redis: aioredis.Redis, stream: str, group: str, consumer: str, max_deliveries: int
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        max_deliveries: int,
+        *,
+        dlq: str | None = None,
     ) -> None:
         self._redis = redis
         self._stream = stream
-        self._dlq = f"{stream}:dlq"
+        self._dlq = dlq or f"{stream}:dlq"
         self._group = group
         self._consumer = consumer
         self._max_deliveries = max_deliveries

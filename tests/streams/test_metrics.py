@@ -1,0 +1,50 @@
+"""The metrics endpoint serves Prometheus text with the runtime's counters, and health probes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from streams import DONE, Consumer, ConsumerConfig, Entry, Keys, Outcome
+from streams._http import serve_metrics
+from streams._worker import _record_stream
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_metrics_health_and_readiness(redis_client: aioredis.Redis, prefix: str) -> None:
+    stream = Keys(prefix).stream("m")
+    for i in range(5):
+        await redis_client.xadd(stream, {"n": str(i)})
+    ready = False
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_metrics, "127.0.0.1", 0, lambda: ready)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).status_code == 503
+            ready = True
+            assert (await http.get("/readyz")).status_code == 200
+
+            async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+                return [DONE] * len(entries)
+
+            await Consumer(redis_client, ConsumerConfig(stream, "g", "c", block_ms=20), handler).run_until_idle()
+            await _record_stream(redis_client, stream)
+            text = (await http.get("/metrics")).text
+        tg.cancel_scope.cancel()
+    assert sample(text, "streamfill_entries_processed_total", stream) == 5.0
+    assert sample(text, "streamfill_stream_length", stream) == 5.0
+    assert sample(text, "streamfill_group_pending", stream) == 0.0
+    assert sample(text, "streamfill_handler_duration_seconds_count", stream) >= 1
+
+
+def sample(text: str, name: str, stream: str) -> float:
+    """The value of the Prometheus sample `name` labelled with `stream`."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'stream="{stream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} for {stream}")

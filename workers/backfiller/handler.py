@@ -1,0 +1,163 @@
+"""One repo job: resolve the DID, download the CAR, verify it, write one event per record.
+
+The job is acked only after every record event and the closing `repo` marker are in
+`firehose_backfill`; a redelivered job writes its events again, which the indexer makes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import msgspec
+import redis.asyncio as aioredis
+
+from atp import (
+    AtpError,
+    DidResolutionError,
+    InvalidDid,
+    RateLimited,
+    RepoDeactivated,
+    RepoNotFound,
+    RepoSuspended,
+    RepoTakendown,
+    SignatureError,
+    cbor,
+)
+from atp.did import validate_did
+from atp.repo import read_repo
+from atp.xrpc import XrpcClient
+from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
+from schemas._messages import BACKFILL_SEQ
+from streams import DONE, DeadLetter, Entry, Keys, Outcome, Producer, Retry, classify
+from streams._metrics import instruments
+from workers._identity import IdentityCache
+from workers.backfiller.config import BackfillerConfig
+from workers.backfiller.hosts import HostBusy, HostLimiter
+
+log = logging.getLogger("streamfill.backfiller")
+
+# Expected end states of a repo, not failures: acked, counted and listed in the outcome stream.
+PERMANENT_OUTCOMES: dict[type[Exception], str] = {
+    RepoNotFound: "not_found",
+    RepoTakendown: "takendown",
+    RepoDeactivated: "deactivated",
+    RepoSuspended: "suspended",
+}
+INACTIVE_STATUSES = {"takendown", "deactivated", "suspended", "deleted", "desynchronized", "throttled"}
+# Outcome stream entries kept (approximate MAXLEN): enough for an operator to list and count.
+OUTCOMES_MAXLEN = 1_000_000
+
+
+class BackfillHandler:
+    """Handles `repo_backfill` entries (use batch_size=1; concurrency comes from the consumer)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: BackfillerConfig,
+        producer: Producer,
+        identities: IdentityCache,
+        xrpc: XrpcClient,
+        limiter: HostLimiter,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._config = config
+        self._producer = producer
+        self._identities = identities
+        self._xrpc = xrpc
+        self._limiter = limiter
+        self._out_stream = producer.config.stream
+        self.repos_done = 0
+        self.records_written = 0
+
+    async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
+        return [await self.handle(entry) for entry in entries]
+
+    async def handle(self, entry: Entry) -> Outcome:
+        try:
+            job = decode_entry(entry.stream, entry.fields)
+            assert isinstance(job, RepoJob)
+            validate_did(job.did)
+        except (SchemaError, InvalidDid) as exc:
+            return DeadLetter(reason="invalid-job", error=str(exc))
+        try:
+            return await self._backfill(job, entry.deliveries)
+        except tuple(PERMANENT_OUTCOMES) as exc:
+            await self._record_outcome(job, PERMANENT_OUTCOMES[type(exc)], str(exc))
+            return DONE
+        except RateLimited as exc:
+            return Retry(error=f"RateLimited: {exc}", delay_s=exc.retry_after_s)
+        except HostBusy as exc:
+            return Retry(error=str(exc), delay_s=exc.retry_after_s)
+        except DidResolutionError as exc:
+            if exc.permanent:
+                await self._record_outcome(job, "did_unresolvable", str(exc))
+                return DONE
+            return Retry(error=f"DidResolutionError: {exc}")
+        except SignatureError as exc:
+            await self._identities.evict(job.did)  # the key may have rotated: re-resolve next time
+            if entry.deliveries < 2:
+                return Retry(error=f"SignatureError: {exc}", delay_s=0.0)
+            return DeadLetter(reason="bad-signature", error=str(exc))
+        except (AtpError, msgspec.ValidationError, ValueError) as exc:
+            return classify(exc, reason=f"{type(exc).__name__}")
+
+    async def _backfill(self, job: RepoJob, deliveries: int) -> Outcome:
+        if not job.active or (job.status or "active") in INACTIVE_STATUSES:
+            await self._record_outcome(job, job.status or "inactive", "listed as inactive by the relay")
+            return DONE
+        identity = await self._identities.resolve(job.did)
+        host = urlsplit(identity.pds_endpoint).netloc or identity.pds_endpoint
+        key = None if self._config.skip_signature_verification else identity.signing_key
+        started = time.perf_counter()
+        try:
+            async with self._limiter.slot(host):
+                count = await self._download_and_write(job, identity.pds_endpoint, key)
+        except RateLimited as exc:
+            self._limiter.throttled(host, exc.retry_after_s or 5.0)
+            raise
+        self.repos_done += 1
+        self.records_written += count
+        log.info(
+            "repo backfilled",
+            extra={"did": job.did, "records": count, "seconds": round(time.perf_counter() - started, 3)},
+        )
+        return DONE
+
+    async def _download_and_write(self, job: RepoJob, pds: str, key: object) -> int:
+        async with self._xrpc.get_repo(
+            pds, job.did, max_bytes=self._config.max_repo_bytes, timeout_s=self._config.http_timeout_s
+        ) as chunks:
+            reader = await read_repo(chunks, did=job.did, signing_key=key)  # type: ignore[arg-type]
+        rev = reader.commit.rev or ""
+        batch: list[dict[bytes, bytes]] = []
+        count = 0
+        stream = self._out_stream
+        async for rec in reader.records():
+            event = RecordCreate(
+                seq=BACKFILL_SEQ, did=job.did, rev=rev, collection=rec.collection, rkey=rec.rkey,
+                cid=rec.cid, record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
+            )  # fmt: skip
+            batch.append(encode_entry(stream, event))
+            count += 1
+            if len(batch) >= self._config.batch_size:
+                await self._producer.send(batch)
+                batch = []
+        marker = RepoMarker(seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count)
+        batch.append(encode_entry(stream, marker))
+        await self._producer.send(batch)
+        return count
+
+    async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
+        instruments().processed.add(1, {"stream": "repo_backfill", "outcome": outcome})
+        await self._redis.xadd(
+            self._keys.outcomes("repo_backfill"),
+            {"did": job.did, "host": job.host, "outcome": outcome, "detail": detail[:500], "at": f"{time.time():.3f}"},
+            maxlen=OUTCOMES_MAXLEN,
+            approximate=True,
+        )

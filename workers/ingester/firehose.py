@@ -1,0 +1,132 @@
+"""Firehose mode: `subscribeRepos` frames -> create/update/delete/account/identity events.
+
+Every commit is verified (block CIDs, and the signature with the repo's key from its DID
+document unless disabled). A frame that fails to decode or verify is dead-lettered with its
+bytes and a reason, and the cursor moves past it. A `#sync` frame, a commit marked `tooBig`, or a
+commit whose `since` does not chain to the last rev seen for that repo enqueues the repo into
+`repo_backfill` for a fresh snapshot, in the same MULTI as the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+from atp import AtpError, SignatureError, cbor
+from atp.frames import (
+    AccountFrame,
+    CommitFrame,
+    ErrorFrame,
+    IdentityFrame,
+    InfoFrame,
+    SyncFrame,
+    commit_ops,
+    decode_frame,
+)
+from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
+from streams._producer import Fields
+from workers._identity import IdentityCache
+from workers.ingester.eventstream import Converted, FrameConverter
+
+log = logging.getLogger("streamfill.ingester.firehose")
+
+# Revs remembered for chain checks; a repo not remembered is simply not checked on its next commit.
+_REV_MEMORY = 500_000
+
+
+class FirehoseConverter(FrameConverter):
+    """Converts subscribeRepos frames for one relay host."""
+
+    def __init__(
+        self, host: str, live_stream: str, backfill_stream: str, identities: IdentityCache | None
+    ) -> None:
+        self._host = host
+        self._live = live_stream
+        self._backfill = backfill_stream
+        self._dlq = f"{live_stream}:dlq"
+        self._identities = identities
+        self._revs: OrderedDict[str, str] = OrderedDict()
+        self.resyncs = 0
+        self.dead_lettered = 0
+
+    async def convert(self, frame: bytes) -> Converted:
+        try:
+            decoded = decode_frame(frame)
+        except AtpError as exc:
+            return self._dead(frame, "undecodable-frame", exc, None)
+        if isinstance(decoded, CommitFrame):
+            return await self._commit(frame, decoded)
+        if isinstance(decoded, IdentityFrame):
+            event: Any = Identity(seq=decoded.seq, did=decoded.did, handle=decoded.handle, time=decoded.time)
+            return Converted([encode_entry(self._live, event)], seq=decoded.seq)
+        if isinstance(decoded, AccountFrame):
+            event = Account(seq=decoded.seq, did=decoded.did, active=decoded.active, status=decoded.status,
+                            time=decoded.time)  # fmt: skip
+            return Converted([encode_entry(self._live, event)], seq=decoded.seq)
+        if isinstance(decoded, SyncFrame):
+            self._revs[decoded.did] = decoded.rev
+            return Converted(extra=[self._resync(decoded.did, decoded.rev, "sync")], seq=decoded.seq)
+        if isinstance(decoded, InfoFrame | ErrorFrame):
+            log.warning("relay says", extra={"host": self._host, "frame": repr(decoded)})
+        return Converted()
+
+    async def _commit(self, raw: bytes, frame: CommitFrame) -> Converted:
+        try:
+            ops = await self._verified_ops(frame)
+        except AtpError as exc:
+            return self._dead(raw, "unverifiable-commit", exc, frame.seq)
+        out = Converted(seq=frame.seq)
+        previous = self._revs.get(frame.repo)
+        if frame.too_big or (previous is not None and frame.since != previous):
+            why = "too-big" if frame.too_big else "gap"
+            out.extra.append(self._resync(frame.repo, frame.rev, why))
+        self._remember(frame.repo, frame.rev)
+        for op in ops:
+            out.entries.append(encode_entry(self._live, _op_event(frame, op)))
+        return out
+
+    async def _verified_ops(self, frame: CommitFrame) -> list[Any]:
+        if self._identities is None:
+            return commit_ops(frame)
+        key = (await self._identities.resolve(frame.repo)).signing_key
+        try:
+            return commit_ops(frame, signing_key=key)
+        except SignatureError:
+            await self._identities.evict(frame.repo)  # the key may have rotated: try a fresh one
+            key = (await self._identities.resolve(frame.repo)).signing_key
+            return commit_ops(frame, signing_key=key)
+
+    def _remember(self, did: str, rev: str) -> None:
+        self._revs[did] = rev
+        self._revs.move_to_end(did)
+        if len(self._revs) > _REV_MEMORY:
+            self._revs.popitem(last=False)
+
+    def _resync(self, did: str, rev: str, why: str) -> tuple[str, Fields]:
+        self.resyncs += 1
+        log.info("repo needs a fresh snapshot", extra={"did": did, "why": why, "host": self._host})
+        return self._backfill, encode_entry(self._backfill, RepoJob(did=did, host=self._host, rev=rev, reason=why))
+
+    def _dead(self, frame: bytes, reason: str, exc: Exception, seq: int | None) -> Converted:
+        self.dead_lettered += 1
+        fields: Fields = {
+            "frame": frame, "reason": reason, "error": f"{type(exc).__name__}: {exc}"[:4000],
+            "host": self._host, "seq": str(seq if seq is not None else ""), "failed_at": f"{time.time():.3f}",
+            "consumer": "ingester", "attempts": "1",
+        }  # fmt: skip
+        return Converted(extra=[(self._dlq, fields)], seq=seq)
+
+
+def _op_event(frame: CommitFrame, op: Any) -> Any:
+    common = {"seq": frame.seq, "did": frame.repo, "rev": frame.rev, "collection": op.collection,
+              "rkey": op.rkey, "time": frame.time}  # fmt: skip
+    if op.action == "delete":
+        return RecordDelete(**common)
+    record = msgspec.Raw(cbor.to_json_bytes(op.record))
+    if op.action == "update":
+        return RecordUpdate(cid=op.cid, record=record, **common)
+    return RecordCreate(cid=op.cid, record=record, **common)

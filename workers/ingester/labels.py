@@ -1,0 +1,48 @@
+"""Labeler mode: `subscribeLabels` frames -> one `label_live` entry per `#labels` frame."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from atp import AtpError
+from atp.frames import ErrorFrame, InfoFrame, LabelsFrame, decode_frame
+from schemas import Label, LabelBatch, encode_entry
+from workers.ingester.eventstream import Converted, FrameConverter
+
+log = logging.getLogger("streamfill.ingester.labels")
+
+
+class LabelConverter(FrameConverter):
+    """Converts subscribeLabels frames from one labeler host."""
+
+    def __init__(self, host: str, stream: str) -> None:
+        self._host = host
+        self._stream = stream
+        self._dlq = f"{stream}:dlq"
+
+    async def convert(self, frame: bytes) -> Converted:
+        try:
+            decoded = decode_frame(frame)
+            if isinstance(decoded, LabelsFrame):
+                labels = [_label(raw) for raw in decoded.labels]
+                batch = LabelBatch(seq=decoded.seq, labels=labels, src_host=self._host)
+                return Converted([encode_entry(self._stream, batch)], seq=decoded.seq)
+        except (AtpError, TypeError, ValueError) as exc:
+            fields = {"frame": frame, "reason": "undecodable-label-frame", "error": f"{type(exc).__name__}: {exc}",
+                      "host": self._host, "failed_at": f"{time.time():.3f}", "consumer": "ingester", "attempts": "1"}
+            return Converted(extra=[(self._dlq, fields)])  # fmt: skip
+        if isinstance(decoded, InfoFrame | ErrorFrame):
+            log.warning("labeler says", extra={"host": self._host, "frame": repr(decoded)})
+        return Converted()
+
+
+def _label(raw: dict[str, object]) -> Label:
+    cid = raw.get("cid")
+    exp = raw.get("exp")
+    return Label(
+        src=str(raw["src"]), uri=str(raw["uri"]), val=str(raw["val"]), cts=str(raw["cts"]),
+        cid=str(cid) if cid is not None else None, neg=bool(raw.get("neg", False)),
+        exp=str(exp) if exp is not None else None,
+    )  # fmt: skip
+

@@ -1,0 +1,191 @@
+"""Backfill mode: page `listRepos` on one relay into `repo_backfill`.
+
+Each page's jobs and the cursor after it are written in one MULTI, so a crash never loses a page
+and never records a cursor ahead of its data (rsky saved the cursor first). When paging ends the
+cursor becomes `!ingester-done`; every `recheck_interval_s` the host is paged again from the
+last real cursor, which finds accounts created since. After `max_consecutive_errors` failures
+at one cursor the source skips ahead and ledgers the skipped range (`--retry-skipped`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskStatus
+
+from atp import AtpError, InvalidDid, RateLimited
+from atp.did import validate_did
+from atp.xrpc import XrpcClient
+from schemas import RepoJob, encode_entry
+from streams import CURSOR_DONE, Backoff, Keys, Producer, SkipAhead, record_skip, resolve_skipped, skipped_ranges
+from streams._settle import dlq_fields
+from streams._types import DeadLetter, Entry
+from workers.ingester.config import IngesterConfig
+
+log = logging.getLogger("streamfill.ingester.listing")
+STREAM = "repo_backfill"
+
+
+def _jobs(host: str, repos: Sequence[Any], stream: str) -> tuple[list[dict[bytes, bytes]], list[tuple[str, Any]]]:
+    """Valid repos become jobs; malformed ones go to the DLQ with a reason (never dropped)."""
+    jobs: list[dict[bytes, bytes]] = []
+    bad: list[tuple[str, Any]] = []
+    for repo in repos:
+        try:
+            if not isinstance(repo, dict):
+                raise ValueError(f"listRepos item is not an object: {repo!r:.100}")
+            did = validate_did(str(repo.get("did", "")))
+            status = repo.get("status")
+            job = RepoJob(
+                did=did, host=host, rev=repo.get("rev"), status=str(status) if status else None,
+                active=bool(repo.get("active", True)), reason="list",
+            )  # fmt: skip
+            jobs.append(encode_entry(stream, job))
+        except (InvalidDid, ValueError, TypeError) as exc:
+            bad.append((f"{type(exc).__name__}: {exc}", repo))
+    return jobs, bad
+
+
+class ListingSource:
+    """Pages one relay's listRepos into repo_backfill; a runtime Component."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, config: IngesterConfig, host: str, producer: Producer,
+        xrpc: XrpcClient, *, url: str | None = None,
+    ) -> None:  # fmt: skip
+        self._redis = redis
+        self._keys = keys
+        self._config = config
+        self.host = host  # names the cursor keys
+        self.url = url or host  # where to send requests (may carry a scheme)
+        self._producer = producer
+        self._xrpc = xrpc
+        self._stream = producer.config.stream
+        self._cursor_key = keys.cursor(STREAM, host)
+        self._last_key = keys.last_cursor(STREAM, host)
+        self._ledger = keys.ledger(STREAM, host)
+        self._skip = SkipAhead(config.max_consecutive_errors, config.skip_ahead)
+        self._backoff = Backoff(base_s=0.5, cap_s=30.0)
+        self._stop = anyio.Event()
+        self.pages = 0
+        self.listed = 0
+        self.passes = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._stop.is_set():
+            cursor = await self._redis.get(self._cursor_key)
+            if cursor == CURSOR_DONE.encode():
+                await self._wait(self._config.recheck_interval_s)
+                if not self._stop.is_set():
+                    await self._recheck()
+                continue
+            await self._page_until_done(cursor.decode() if cursor else None)
+
+    async def _wait(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stop.wait()
+
+    async def _page_until_done(self, cursor: str | None) -> None:
+        """One listing pass from `cursor` to the end (or until stopped)."""
+        while not self._stop.is_set():
+            page = await self._fetch(cursor)
+            if page is None:
+                return  # skipped ahead or stopping: the caller re-reads the cursor
+            repos, next_cursor = page
+            done = next_cursor is None
+            cursors = [(self._cursor_key, CURSOR_DONE if done else next_cursor)]
+            await self._write(repos, cursors, last=next_cursor or cursor)
+            if done:
+                self.passes += 1
+                log.info("listing finished", extra={"host": self.host, "listed": self.listed})
+                return
+            cursor = next_cursor
+
+    async def _fetch(self, cursor: str | None) -> tuple[list[Any], str | None] | None:
+        """One page, retried with backoff; None after a skip-ahead or when stopping."""
+        while not self._stop.is_set():
+            try:
+                page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
+            except AtpError as exc:
+                if await self._failed(cursor, exc):
+                    return None
+                continue
+            self._skip.succeeded()
+            return page.repos, page.cursor
+        return None
+
+    async def _failed(self, cursor: str | None, exc: AtpError) -> bool:
+        """Count a failure at `cursor`; back off, or skip ahead (returns True) after too many."""
+        decision = self._skip.failed(cursor or "")
+        log.warning(
+            "listRepos failed",
+            extra={"host": self.host, "cursor": cursor, "failures": decision.failures or self._skip.consecutive_failures,
+                   "error": f"{type(exc).__name__}: {exc}"},
+        )  # fmt: skip
+        if not decision.retry_same:
+            reason = f"{decision.failures} consecutive failures: {type(exc).__name__}: {exc}"
+            await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
+            log.error("skipped ahead", extra={"host": self.host, "from": decision.skip_from, "to": decision.skip_to})
+            return True
+        delay = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s else None
+        await self._wait(delay if delay is not None else self._backoff.delay(self._skip.consecutive_failures))
+        return False
+
+    async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]], *, last: str | None) -> None:
+        jobs, bad = _jobs(self.url, repos, self._stream)
+        extra = [(f"{self._stream}:dlq", _bad_fields(self._stream, self.host, reason, repo)) for reason, repo in bad]
+        if last:
+            cursors.append((self._last_key, last))
+        await self._producer.send(jobs, cursors=cursors, extra=extra)
+        self.pages += 1
+        self.listed += len(jobs)
+
+    async def _recheck(self) -> None:
+        """Page from the last real cursor: accounts created after the pass get listed too."""
+        last = await self._redis.get(self._last_key)
+        cursor = last.decode() if last else None
+        while not self._stop.is_set():
+            page = await self._fetch(cursor)
+            if page is None or not page[0]:
+                return
+            repos, next_cursor = page
+            await self._write(repos, [], last=next_cursor or cursor)
+            if next_cursor is None:
+                return
+            cursor = next_cursor
+
+    async def retry_skipped(self) -> tuple[int, int]:
+        """Re-page every ledgered range; returns (ranges recovered, ranges still failing)."""
+        recovered = failing = 0
+        for skipped in await skipped_ranges(self._redis, self._ledger):
+            try:
+                await self._repage(skipped.start, int(skipped.end))
+            except AtpError as exc:
+                failing += 1
+                log.error("skipped range still failing", extra={"host": self.host, "start": skipped.start, "error": str(exc)})
+                continue
+            await resolve_skipped(self._redis, self._ledger, skipped.id)
+            recovered += 1
+        return recovered, failing
+
+    async def _repage(self, start: str, end: int) -> None:
+        cursor: str | None = start or None
+        while True:
+            page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
+            await self._write(page.repos, [], last=None)
+            if page.cursor is None or (page.cursor.isdigit() and int(page.cursor) >= end):
+                return
+            cursor = page.cursor
+
+
+def _bad_fields(stream: str, host: str, reason: str, repo: Any) -> dict[bytes, bytes]:
+    entry = Entry(stream, "", {b"repo": repr(repo).encode()[:4000], b"host": host.encode()}, 1)
+    return dlq_fields(entry, DeadLetter(reason="invalid-listing-item", error=reason), consumer="ingester")

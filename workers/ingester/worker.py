@@ -1,0 +1,76 @@
+"""Wiring the ingester: one listing task per relay, one firehose follower per relay, one label
+follower per labeler, each with its own producer (backpressure is per target stream)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import redis.asyncio as aioredis
+
+from atp.did import DidResolver
+from atp.subscribe import SUBSCRIBE_LABELS, SUBSCRIBE_REPOS, stream_url
+from atp.xrpc import XrpcClient
+from streams import Component, Keys, Producer, ProducerConfig
+from workers._identity import IdentityCache
+from workers.ingester.config import IngesterConfig
+from workers.ingester.eventstream import EventStreamSource
+from workers.ingester.firehose import FirehoseConverter
+from workers.ingester.labels import LabelConverter
+from workers.ingester.listing import ListingSource
+
+
+@dataclass
+class Ingester:
+    listings: list[ListingSource] = field(default_factory=list)
+    firehoses: list[EventStreamSource] = field(default_factory=list)
+    labelers: list[EventStreamSource] = field(default_factory=list)
+
+    @property
+    def components(self) -> list[Component]:
+        return [*self.listings, *self.firehoses, *self.labelers]
+
+
+def host_key(url_or_host: str) -> str:
+    """The `{host}` part of cursor keys: the relay's host[:port], without scheme."""
+    return url_or_host.split("://", 1)[-1].rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> AsyncIterator[Ingester]:
+    keys = Keys(config.prefix)
+    mark = config.high_water_mark
+
+    def producer(stream: str) -> Producer:
+        return Producer(redis, ProducerConfig(keys.stream(stream), high_water=mark))
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        xrpc = XrpcClient(http)
+        identities = None
+        if config.verify_signatures:
+            identities = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
+        ingester = Ingester()
+        for relay in config.relay_hosts if config.mode in ("all", "backfill") else ():
+            ingester.listings.append(
+                ListingSource(redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, url=relay)
+            )
+        for relay in config.relay_hosts if config.mode in ("all", "firehose") else ():
+            host = host_key(relay)
+            converter = FirehoseConverter(
+                relay, keys.stream("firehose_live"), keys.stream("repo_backfill"), identities
+            )
+            ingester.firehoses.append(EventStreamSource(
+                redis, stream_url(relay, SUBSCRIBE_REPOS), keys.cursor("firehose_live", host),
+                producer("firehose_live"), converter, batch_size=config.batch_size,
+                batch_timeout_ms=config.batch_timeout_ms, name=f"firehose:{host}",
+            ))  # fmt: skip
+        for labeler in config.labeler_hosts if config.mode in ("all", "labeler") else ():
+            host = host_key(labeler)
+            ingester.labelers.append(EventStreamSource(
+                redis, stream_url(labeler, SUBSCRIBE_LABELS), keys.cursor("label_live", host),
+                producer("label_live"), LabelConverter(labeler, keys.stream("label_live")),
+                batch_size=config.batch_size, batch_timeout_ms=config.batch_timeout_ms, name=f"labels:{host}",
+            ))  # fmt: skip
+        yield ingester
