@@ -16,6 +16,7 @@ class EventLog:
     def __init__(self, maxlen: int) -> None:
         self._frames: deque[bytes] = deque(maxlen=maxlen)
         self.last_seq = 0
+        self.subscribers = 0  # open websocket connections (tests wait on this instead of sleeping)
         self._changed = asyncio.Event()
 
     @property

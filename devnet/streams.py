@@ -107,11 +107,13 @@ async def serve_stream(request: web.Request, log: EventLog, faults: Faults) -> w
         await ws.close()
         return ws
     closed = asyncio.ensure_future(_until_closed(ws))
+    log.subscribers += 1
     try:
         await _pump(ws, request, log, faults, position, closed)
     except (ConnectionResetError, ConnectionError):
         pass  # the subscriber vanished mid-send; nothing to clean up beyond the reader
     finally:
+        log.subscribers -= 1
         closed.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await closed
