@@ -40,7 +40,10 @@ class IndexerHandler:
     went away.
     """
 
-    def __init__(self, pool: Any, *, acquire_timeout_s: float = 30.0, retry_delay_s: float = 1.0) -> None:
+    def __init__(
+        self, pool: Any, *, acquire_timeout_s: float = 30.0, retry_delay_s: float | None = None
+    ) -> None:
+        # retry_delay_s None: the runtime's exponential backoff paces the retries of an outage.
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
         self._retry_delay_s = retry_delay_s

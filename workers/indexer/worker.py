@@ -1,0 +1,63 @@
+"""Wiring: one consumer per indexed stream, all sharing one handler and one connection pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streams import Backoff, Consumer, ConsumerConfig, Keys
+from workers.indexer.config import IndexerConfig
+from workers.indexer.db import create_pool
+from workers.indexer.handler import IndexerHandler
+from workers.indexer.migrate import migrate
+
+
+@dataclass
+class Indexer:
+    """The assembled worker: `consumers` are the components to run."""
+
+    consumers: list[Consumer]
+    handler: IndexerHandler
+    pool: Any
+
+
+def build_consumers(redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler) -> list[Consumer]:
+    """One consumer per stream in `config.streams`, in that stream's group."""
+    keys = Keys(config.prefix)
+    return [
+        Consumer(
+            redis,
+            ConsumerConfig(
+                stream=keys.stream(stream),
+                group=config.group_for(stream),
+                consumer=config.consumer,
+                batch_size=config.batch_size,
+                concurrency=config.concurrency,
+                min_idle_ms=config.min_idle_ms,
+                max_deliveries=config.max_deliveries,
+                # A database outage can last minutes: back off up to a minute between attempts.
+                backoff=Backoff(base_s=0.5, cap_s=60.0),
+            ),
+            handler,
+        )
+        for stream in config.streams
+    ]
+
+
+@contextlib.asynccontextmanager
+async def build_indexer(
+    redis: aioredis.Redis, database_url: str, config: IndexerConfig
+) -> AsyncIterator[Indexer]:
+    """Open the pool, apply pending migrations, and assemble the consumers."""
+    pool = await create_pool(database_url, max_size=config.pool_max_size)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        handler = IndexerHandler(pool)
+        yield Indexer(build_consumers(redis, config, handler), handler, pool)
+    finally:
+        await pool.close()
