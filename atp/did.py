@@ -16,18 +16,17 @@ from urllib.parse import unquote
 
 import httpx
 
+from atp import syntax
 from atp.crypto import PublicKey
 from atp.errors import DidResolutionError, InvalidDid
 
 __all__ = ["DidResolver", "ResolvedDid", "parse_did_document", "validate_did"]
 
 DEFAULT_PLC_URL = "https://plc.directory"
-_DID_RE = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$")
-_PLC_RE = re.compile(r"^did:plc:[a-z2-7]{24}$")
-_WEB_HOST_RE = re.compile(r"^[a-zA-Z0-9.-]+(%3[aA][0-9]+)?$")
+_PLC_RE = re.compile(r"did:plc:[a-z2-7]{24}")
+_WEB_HOST_RE = re.compile(r"[a-zA-Z0-9.-]+(%3[aA][0-9]+)?")
 # DID documents are small; a huge one is an attack or a misconfiguration.
 _MAX_DOC_BYTES = 256 * 1024
-_MAX_DID_LEN = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +41,10 @@ class ResolvedDid:
 
 def validate_did(did: str) -> str:
     """Return `did` if it is syntactically valid (and a well-formed plc/web DID), else raise InvalidDid."""
-    if len(did) > _MAX_DID_LEN or not _DID_RE.match(did):
-        raise InvalidDid(f"invalid DID syntax: {did!r}")
-    if did.startswith("did:plc:") and not _PLC_RE.match(did):
+    syntax.validate_did(did)  # the generic grammar; raises InvalidDid
+    if did.startswith("did:plc:") and not _PLC_RE.fullmatch(did):
         raise InvalidDid(f"invalid did:plc identifier: {did!r}")
-    if did.startswith("did:web:") and not _WEB_HOST_RE.match(did.removeprefix("did:web:")):
+    if did.startswith("did:web:") and not _WEB_HOST_RE.fullmatch(did.removeprefix("did:web:")):
         raise InvalidDid(f"did:web with a path or bad host is not supported: {did!r}")
     return did
 
