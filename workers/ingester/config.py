@@ -75,4 +75,5 @@ def from_env(args: argparse.Namespace) -> IngesterConfig:
         verify_signatures=env_bool("INGESTER_VERIFY_SIGNATURES", True),
         recheck_interval_s=recheck,
         retry_skipped=bool(args.retry_skipped),
+        list_limit=env_int("INGESTER_LIST_LIMIT", 1000),
     )

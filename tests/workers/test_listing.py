@@ -1,0 +1,106 @@
+"""Ingester backfill mode against devnet: exactly once per pass, skip-ahead + ledger, retry, kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from _pipeline import ingester_config, read_all
+from _support import wait_until
+
+from devnet import Devnet, DevnetConfig, FaultConfig
+from streams import CURSOR_DONE, Keys, skipped_ranges
+from workers.ingester.worker import build_ingester, host_key
+
+pytestmark = pytest.mark.anyio
+
+
+async def listed_dids(redis: aioredis.Redis, keys: Keys) -> Counter[str]:
+    return Counter(job.did for job in await read_all(redis, keys.stream("repo_backfill")))
+
+
+async def run_listing_until_done(redis: aioredis.Redis, config, net: Devnet) -> None:  # type: ignore[no-untyped-def]
+    keys = Keys(config.prefix)
+    cursor_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+    async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
+        [listing] = ingester.listings
+        tg.start_soon(listing.run)
+        await wait_until(lambda: redis.get(cursor_key), what="listing cursor written")
+        await wait_until(lambda: _is_done(redis, cursor_key), what="listing finished")
+        listing.stop()
+
+
+async def _is_done(redis: aioredis.Redis, key: str) -> bool:
+    return await redis.get(key) == CURSOR_DONE.encode()
+
+
+async def test_every_did_is_listed_exactly_once_with_status(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    faults = FaultConfig(takendown=2, deactivated=2, missing=1)
+    async with Devnet(DevnetConfig(repos=45, seed=3, faults=faults)) as net:
+        await run_listing_until_done(redis_client, ingester_config(redis_url, prefix, net.relay_url), net)
+        truth_repos = {t["did"]: t["status"] for t in net.truth() if t["type"] == "repo"}
+    keys = Keys(prefix)
+    counts = await listed_dids(redis_client, keys)
+    assert set(counts) == set(truth_repos) and set(counts.values()) == {1}
+    jobs = await read_all(redis_client, keys.stream("repo_backfill"))
+    inactive = {j.did: j.status for j in jobs if not j.active}
+    assert sorted(inactive.values()) == ["deactivated", "deactivated", "takendown", "takendown"]
+    assert all(j.host == net.relay_url and j.reason == "list" for j in jobs)
+
+
+async def test_failing_page_is_skipped_ledgered_and_recovered(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=40, seed=4, faults=FaultConfig(fail_list_pages=frozenset({1})))) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url)
+        await run_listing_until_done(redis_client, config, net)
+        all_dids = {t["did"] for t in net.truth() if t["type"] == "repo"}
+        counts = await listed_dids(redis_client, keys)
+        missing = all_dids - set(counts)
+        assert len(missing) == 10  # one page of 10 accounts was skipped...
+        ledger = await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url)))
+        assert len(ledger) == 1 and ledger[0].failures == 3
+        assert "UpstreamError" in ledger[0].reason and "500" in ledger[0].reason
+        assert int(ledger[0].end) - int(ledger[0].start) == 10  # ...and recorded, not lost
+
+        net.faults.clear()
+        async with build_ingester(redis_client, config) as ingester:
+            recovered, failing = await ingester.listings[0].retry_skipped()
+        assert (recovered, failing) == (1, 0)
+        assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url))) == []
+        assert set(await listed_dids(redis_client, keys)) == all_dids
+
+
+async def test_killed_mid_paging_resumes_without_loss_or_duplicates(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=300, seed=5)) as net:
+        env = {
+            **os.environ, "REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix,
+            "INGESTER_RELAY_HOSTS": net.relay_url, "INGESTER_MODE": "backfill", "INGESTER_LIST_LIMIT": "2",
+        }  # fmt: skip
+        cmd = [sys.executable, "-m", "workers.cli", "ingester"]
+        cursor_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        try:
+            await wait_until(lambda: redis_client.get(cursor_key), what="first page written")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            proc.kill()
+        assert await redis_client.get(cursor_key) != CURSOR_DONE.encode()  # it died mid-way
+        await run_listing_until_done(redis_client, ingester_config(redis_url, prefix, net.relay_url), net)
+        all_dids = {t["did"] for t in net.truth() if t["type"] == "repo"}
+    counts = await listed_dids(redis_client, keys)
+    assert set(counts) == all_dids
+    assert set(counts.values()) == {1}  # a page and its cursor are one MULTI: no duplicates either
