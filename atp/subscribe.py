@@ -48,8 +48,11 @@ async def subscribe(
     open_timeout_s: float = 10.0,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> AsyncIterator[bytes]:
-    """Yield raw binary frames from the stream at `url` (resuming after `cursor` when given)."""
-    target = _with_cursor(url, cursor)
+    """Yield raw binary frames from the stream at `url` (resuming after `cursor` when given).
+
+    `url` is a ws(s) URL, or an http(s) base URL / bare host meaning its subscribeRepos endpoint.
+    """
+    target = _with_cursor(stream_url(url), cursor)
     try:
         async with connect(
             target,

@@ -15,7 +15,7 @@ from atp.cbor import cid_str
 from devnet.events import emit_labels
 from devnet.faults import Faults
 from devnet.state import Label, World
-from devnet.streams import serve_stream
+from devnet.streams import close_streams_on_shutdown, serve_stream
 
 __all__ = ["LabelMaker", "labeler_app"]
 
@@ -75,7 +75,7 @@ class LabelMaker:
     def step(self) -> bool:
         """Emit one #labels frame (a new label or a negation); False if nothing can be labelled."""
         negate = self._rng.random() < _NEGATE_SHARE
-        label = self._negation() if negate else self._new_label()
+        label = (self._negation() if negate else None) or self._new_label()
         if label is None:
             return False
         emit_labels(self._world, [label])
@@ -90,4 +90,5 @@ def labeler_app(world: World, faults: Faults) -> web.Application:
         return await serve_stream(request, world.labels, faults)
 
     app.router.add_get(SUBSCRIBE_LABELS, subscribe)
+    close_streams_on_shutdown(app)
     return app

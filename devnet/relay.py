@@ -13,7 +13,7 @@ from devnet.faults import Faults
 from devnet.http import Urls, page_of, parse_limit, repo_entry, xrpc_error
 from devnet.pds import repo_status
 from devnet.state import World
-from devnet.streams import serve_stream
+from devnet.streams import close_streams_on_shutdown, serve_stream
 
 __all__ = ["Control", "relay_app"]
 
@@ -104,4 +104,5 @@ def relay_app(world: World, faults: Faults, urls: Urls, control: Control) -> web
     app = web.Application()
     _xrpc_routes(app, world, faults, urls)
     _devnet_routes(app, control)
+    close_streams_on_shutdown(app)
     return app

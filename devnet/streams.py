@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -16,7 +17,9 @@ from atp.frames import ErrorFrame, InfoFrame, encode_frame
 from devnet.eventlog import EventLog
 from devnet.faults import Faults
 
-__all__ = ["serve_stream"]
+__all__ = ["close_streams_on_shutdown", "serve_stream"]
+
+_OPEN: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("devnet_streams", weakref.WeakSet)
 
 _OUTDATED = "Requested cursor exceeded limit. Possibly missing events"
 
@@ -97,6 +100,17 @@ async def _pump(
                 return
 
 
+def close_streams_on_shutdown(app: web.Application) -> None:
+    """Close open subscriptions when the server stops, instead of waiting out the shutdown timeout."""
+    app[_OPEN] = weakref.WeakSet()
+
+    async def close_all(app: web.Application) -> None:
+        for ws in list(app[_OPEN]):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"devnet shutting down")
+
+    app.on_shutdown.append(close_all)
+
+
 async def serve_stream(request: web.Request, log: EventLog, faults: Faults) -> web.StreamResponse:
     """Serve one subscriber of `log` until it leaves, is dropped, or the server stops."""
     cursor = _parse_cursor(request)
@@ -107,6 +121,8 @@ async def serve_stream(request: web.Request, log: EventLog, faults: Faults) -> w
         await ws.close()
         return ws
     closed = asyncio.ensure_future(_until_closed(ws))
+    if _OPEN in request.app:
+        request.app[_OPEN].add(ws)
     log.subscribers += 1
     try:
         await _pump(ws, request, log, faults, position, closed)
