@@ -8,6 +8,7 @@ import anyio
 import libipld
 import pytest
 
+from atp.car import read_car_bytes_raw
 from atp.cbor import CID, encode
 from atp.crypto import parse_did_key, verify
 from atp.did import DidResolver
@@ -23,7 +24,6 @@ from atp.frames import (
     commit_ops,
     decode_frame,
 )
-from atp.car import read_car_bytes_raw
 from atp.repo import parse_commit
 from atp.subscribe import SUBSCRIBE_LABELS, stream_url, subscribe
 from devnet import Devnet, FaultConfig
@@ -153,7 +153,7 @@ async def test_future_cursor_is_an_error_frame(start_net) -> None:
     with pytest.raises(UpstreamError):
         async with aclosing(subscribe(stream_url(net.relay_url), cursor=99)) as stream:
             async for raw in stream:
-                frames.append(decode_frame(raw))
+                frames.append(decode_frame(raw))  # noqa: PERF401 - keep frames read before the error
     assert frames == [ErrorFrame("FutureCursor", "Cursor in the future.")]
 
 
