@@ -1,0 +1,86 @@
+"""Devnet generation: determinism, realistic sizes and record bodies, speed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import libipld
+
+from atp.cbor import cid_str
+from devnet.activity import Activity
+from devnet.config import DevnetConfig, FaultConfig
+from devnet.generate import generate_world
+from devnet.records import COLLECTIONS
+from devnet.state import World
+from devnet.truth import truth_lines
+
+
+def _fingerprint(world: World) -> list[object]:
+    heads = [(a.did, a.handle, a.pds, a.head, a.rev, a.key.did_key()) for a in world.accounts]
+    return [heads, truth_lines(world)]
+
+
+def test_same_seed_same_network() -> None:
+    config = DevnetConfig(repos=40, seed=9, faults=FaultConfig(takendown=2, missing=1))
+    assert _fingerprint(generate_world(config)) == _fingerprint(generate_world(config))
+
+
+def test_other_seed_other_network() -> None:
+    one = generate_world(DevnetConfig(repos=10, seed=1))
+    two = generate_world(DevnetConfig(repos=10, seed=2))
+    assert not set(one.all_dids) & set(two.all_dids)
+
+
+def test_same_seed_same_live_events() -> None:
+    config = DevnetConfig(repos=25, seed=4)
+    frames = []
+    for _ in range(2):
+        world = generate_world(config)
+        activity = Activity(world, config)
+        for _ in range(80):
+            activity.step()
+        frames.append([frame for _, frame in world.firehose.after(0)] + [f for _, f in world.labels.after(0)])
+    assert frames[0] == frames[1] and len(frames[0]) == 80
+
+
+def test_records_are_realistic() -> None:
+    world = generate_world(DevnetConfig(repos=60, seed=3))
+    collections = {path.split("/")[0] for a in world.accounts for path in a.records}
+    assert collections <= set(COLLECTIONS) and {"app.bsky.feed.post", "app.bsky.feed.like"} <= collections
+    post_cids = {cid for _, cid in world.post_refs}
+    for account in world.accounts:
+        assert not account.records or "app.bsky.actor.profile/self" in account.records
+        for path, ref in account.records.items():
+            record = world_record(world, ref.cid)
+            assert record["$type"] == path.split("/")[0] and record["createdAt"].endswith("Z")
+            if record["$type"] in ("app.bsky.feed.like", "app.bsky.feed.repost"):
+                assert record["subject"]["cid"] in post_cids
+            if record["$type"] == "app.bsky.graph.follow":
+                assert record["subject"] in world.by_did
+
+
+def world_record(world: World, cid: bytes) -> dict:
+    assert cid_str(cid).startswith("bafyrei")
+    return libipld.decode_dag_cbor(world.blocks[cid])
+
+
+def test_sizes_are_heavy_tailed_and_generation_is_fast() -> None:
+    started = time.monotonic()
+    world = generate_world(DevnetConfig(repos=500, seed=1))
+    elapsed = time.monotonic() - started
+    sizes = sorted(len(a.records) for a in world.accounts)
+    assert sizes[-1] >= 100_000
+    assert statistics.median(sizes) < 50 and sizes[-2] >= 100  # a tail below the huge repo
+    assert elapsed < 15, f"generation took {elapsed:.1f}s"
+
+
+def test_huge_repo_is_left_out_of_live_activity() -> None:
+    config = DevnetConfig(repos=12, seed=2, huge_repo_records=8000, live_max_records=5000)
+    world = generate_world(config)
+    huge = world.accounts[1]
+    rev = huge.rev
+    activity = Activity(world, config)
+    for _ in range(200):
+        activity.step()
+    assert len(huge.records) == 8000 and huge.rev == rev
