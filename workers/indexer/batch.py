@@ -8,6 +8,7 @@ any order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from schemas import (
     RecordUpdate,
     RepoMarker,
     SchemaError,
-    decode_entry,
+    contract_for,
 )
 
 # COPY rows, in the staging tables' column order (store.py).
@@ -40,7 +41,7 @@ def at_uri(did: str, collection: str, rkey: str) -> str:
 
 def decode(stream: str, fields: Any) -> Any:
     """Decode and validate one entry; raises SchemaError for anything the indexer cannot apply."""
-    message = decode_entry(stream, dict(fields))
+    message = _contract(stream).decode(fields)
     if isinstance(message, RecordCreate | RecordUpdate):
         _check_record(message.record)
     elif isinstance(message, LabelBatch):
@@ -49,6 +50,10 @@ def decode(stream: str, fields: Any) -> Any:
             if label.exp is not None:
                 parse_time(label.exp, "exp")
     return message
+
+
+# Stream names are few (prefixed variants of three): resolve each contract once.
+_contract = functools.lru_cache(maxsize=64)(contract_for)
 
 
 def _check_record(raw: Any) -> None:
@@ -94,22 +99,22 @@ class Batch:
     def add(self, message: Any) -> None:
         """Fold one decoded message in."""
         self.events += 1
-        if isinstance(message, RecordCreate | RecordUpdate):
-            self._add_op(_write_row(message))
-        elif isinstance(message, RecordDelete):
-            uri = at_uri(message.did, message.collection, message.rkey)
-            self._add_op((uri, message.did, message.collection, message.rkey, message.rev, None, None, True))
-        elif isinstance(message, RepoMarker):
-            self._add_marker(message)
-        elif isinstance(message, Account):
-            self._add_account(message)
-        elif isinstance(message, Identity):
-            self._add_identity(message)
-        elif isinstance(message, LabelBatch):
-            for label in message.labels:
-                self._add_label(label)
-        else:  # pragma: no cover - the registry only yields the types above
-            raise SchemaError(f"unexpected message {type(message).__name__}")
+        try:
+            fold = _FOLD[type(message)]
+        except KeyError:  # pragma: no cover - the registry only yields the types in _FOLD
+            raise SchemaError(f"unexpected message {type(message).__name__}") from None
+        fold(self, message)
+
+    def _add_write(self, m: RecordCreate | RecordUpdate) -> None:
+        self._add_op(_write_row(m))
+
+    def _add_delete(self, m: RecordDelete) -> None:
+        uri = at_uri(m.did, m.collection, m.rkey)
+        self._add_op((uri, m.did, m.collection, m.rkey, m.rev, None, None, True))
+
+    def _add_labels(self, m: LabelBatch) -> None:
+        for label in m.labels:
+            self._add_label(label)
 
     def _add_op(self, row: OpRow) -> None:
         old = self.ops.get(row[0])
@@ -139,6 +144,17 @@ class Batch:
         # Equal cts: the negation wins, matching the SQL gate `(cts, neg) <= (new.cts, new.neg)`.
         if old is None or (cts, label.neg) >= (old[5], old[4]):
             self.labels[key] = (*key, label.neg, cts, exp)
+
+
+_FOLD: dict[type, Any] = {
+    RecordCreate: Batch._add_write,
+    RecordUpdate: Batch._add_write,
+    RecordDelete: Batch._add_delete,
+    RepoMarker: Batch._add_marker,
+    Account: Batch._add_account,
+    Identity: Batch._add_identity,
+    LabelBatch: Batch._add_labels,
+}
 
 
 def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:

@@ -11,10 +11,13 @@ Aggregate deltas come only from the rows each statement actually deleted or inse
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-# Staging table holding the record rows the current transaction changed (see store.py).
+# Staging tables (see store.py): the record rows the current transaction changed, the batch's
+# operations (which hold the json of every live touched row), and the aggregate deltas.
 TOUCHED = "_sf_touched"
+OPS = "_sf_op"
 DELTA = "_sf_delta"
 
 
@@ -39,17 +42,18 @@ class CollectionTable:
         """Delete this table's rows for every touched uri; deltas of -1 for the removed rows."""
         delete = (
             f"DELETE FROM {self.table} t USING {TOUCHED} a "
-            f"WHERE a.collection = '{self.nsid}' AND t.uri = a.uri"
+            f"WHERE a.collection = '{self.nsid}' AND NOT a.fresh AND t.uri = a.uri"
         )
         return _with_deltas(delete, self.deltas, -1)
 
     def insert_sql(self) -> str:
         """Insert the live touched records of this collection; deltas of +1 for the new rows."""
         names = ", ".join(["uri", "cid", "creator", *self.columns])
-        exprs = ", ".join(["a.uri", "a.cid", "a.did", *self.columns.values()])
+        exprs = ", ".join(["o.uri", "o.cid", "o.did", *self.columns.values()])
         insert = (
-            f"INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {TOUCHED} a, LATERAL "
-            f"(SELECT a.json AS j) x WHERE a.collection = '{self.nsid}' AND NOT a.tombstone"
+            f"INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {TOUCHED} a "
+            f"JOIN {OPS} o ON o.uri = a.uri, LATERAL (SELECT o.json AS j) x "
+            f"WHERE a.collection = '{self.nsid}' AND NOT a.tombstone"
         )
         return _with_deltas(insert, self.deltas, +1)
 
@@ -180,9 +184,16 @@ def aggregate_sql(table: str) -> str:
     )
 
 
-def sync_collections_sql() -> str:
-    """Statements bringing every per-collection table and aggregate in line with TOUCHED."""
-    statements = [t.delete_sql() for t in TABLES]
-    statements += [t.insert_sql() for t in TABLES]
+@functools.cache
+def sync_collections_sql(nsids: frozenset[str] | None = None, *, inserts: bool = True) -> str:
+    """Statements bringing the per-collection tables (of `nsids`, default all) and the aggregates
+    in line with TOUCHED; without `inserts` when every touched row is a tombstone (marker sweeps)."""
+    tables = [t for t in TABLES if nsids is None or t.nsid in nsids]
+    statements = [t.delete_sql() for t in tables]
+    if inserts:
+        statements += [t.insert_sql() for t in tables]
     statements += [aggregate_sql(name) for name in AGGREGATES]
     return ";\n".join(statements)
+
+
+COLLECTIONS: frozenset[str] = frozenset(t.nsid for t in TABLES)

@@ -26,4 +26,11 @@ async def create_pool(
         max_size=max_size,
         command_timeout=command_timeout_s,
         server_settings=settings,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: Any) -> None:
+    """Release without the default reset query: a round trip per batch for session state the
+    indexer never sets, and its per-connection staging tables are meant to stay. (asyncpg still
+    rolls back a transaction left open.)"""

@@ -26,7 +26,7 @@ class IndexerStats:
 
     batches: int
     events: int
-    changed: int
+    ops: int
     dead_lettered: int
     retried: int
     last_error: str
@@ -47,7 +47,7 @@ class IndexerHandler:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
         self._retry_delay_s = retry_delay_s
-        self._counts = {"batches": 0, "events": 0, "changed": 0, "dead": 0, "retried": 0}
+        self._counts = {"batches": 0, "events": 0, "ops": 0, "dead": 0, "retried": 0}
         self._last_error = ""
 
     async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
@@ -67,7 +67,7 @@ class IndexerHandler:
         """A frozen snapshot of the counters."""
         c = self._counts
         return IndexerStats(
-            c["batches"], c["events"], c["changed"], c["dead"], c["retried"], self._last_error
+            c["batches"], c["events"], c["ops"], c["dead"], c["retried"], self._last_error
         )
 
     def _decode_all(self, entries: Sequence[Entry], outcomes: list[Outcome | None]) -> list[tuple[int, Any]]:
@@ -104,7 +104,7 @@ class IndexerHandler:
                 stats = await apply(conn, batch)
         self._counts["batches"] += 1
         self._counts["events"] += stats.events
-        self._counts["changed"] += stats.changed
+        self._counts["ops"] += stats.ops
         return stats
 
     def _dead(self, reason: str, exc: Exception) -> DeadLetter:

@@ -1,11 +1,11 @@
 """Apply a collapsed Batch to PostgreSQL: COPY into per-connection staging tables, then merge
 with set-based SQL, one transaction for records/labels/actors and one for repo markers.
 
-Why markers get their own transaction: a batch writing records of repo X takes a shared lock on
-X's `actor_sync` row (so that a concurrent marker of X cannot sweep while its writes are not yet
-visible), and a marker takes the exclusive one. Holding both kinds in one transaction could
+Why markers get their own transaction: a batch writing records of repo X holds a shared lock on
+X's lock bucket (so that a concurrent marker of X cannot sweep while its writes are not yet
+visible), and a marker holds the exclusive one. Holding both kinds in one transaction could
 deadlock against a batch holding the opposite pair; in separate transactions each takes one kind,
-in did order. Every rule is order-independent, so splitting them changes nothing else.
+in bucket order. Every rule is order-independent, so splitting them changes nothing else.
 
 Per-collection rows are changed only for record rows the current transaction has locked (through
 the `record` merge or the marker sweep), and each statement of the merge runs with a fresh
@@ -18,34 +18,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.indexer.batch import Batch
-from workers.indexer.collections import sync_collections_sql
+from workers.indexer.collections import COLLECTIONS, sync_collections_sql
 from workers.indexer.errors import RetryableConflict, translated
 
 _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
 # Staging tables live for the connection; ON COMMIT DELETE ROWS empties them after every batch.
+# Each one costs a truncation at every commit, so only the high-volume path stages in tables;
+# labels, actors and markers are passed as arrays (unnest) instead.
 _STAGING: dict[str, str] = {
     "_sf_op": 'uri text COLLATE "C", did text COLLATE "C", collection text COLLATE "C", rkey text, '
     'rev text COLLATE "C", cid text, json jsonb, tombstone boolean',
-    "_sf_marker": 'did text COLLATE "C", rev text COLLATE "C", commit_cid text',
-    "_sf_touched": 'uri text COLLATE "C", did text COLLATE "C", collection text COLLATE "C", '
-    "cid text, json jsonb, tombstone boolean",
+    "_sf_touched": 'uri text COLLATE "C", collection text COLLATE "C", tombstone boolean, fresh boolean',
     "_sf_delta": 'agg text, key text COLLATE "C", n integer',
-    "_sf_label": 'src text COLLATE "C", uri text COLLATE "C", cid text COLLATE "C", '
-    'val text COLLATE "C", neg boolean, cts timestamptz, exp timestamptz',
-    "_sf_account": 'did text COLLATE "C", seq bigint, active boolean, status text',
-    "_sf_identity": 'did text COLLATE "C", seq bigint, handle text',
 }
 ENSURE_STAGING = ";\n".join(_TEMP.format(name, cols) for name, cols in _STAGING.items())
 
-# Every repo written by the batch gets an actor_sync row (NULL rev: never snapshotted) so that
-# there is a row to lock; the shared locks are taken in did order.
-_LOCK_REPOS = """
-INSERT INTO actor_sync (did) SELECT DISTINCT did FROM _sf_op ORDER BY did ON CONFLICT (did) DO NOTHING;
-WITH locked AS (
-    SELECT s.did FROM actor_sync s WHERE s.did IN (SELECT did FROM _sf_op) ORDER BY s.did FOR SHARE
-) SELECT count(*) FROM locked
+# Repos are mapped to LOCK_BUCKETS advisory locks (per schema). A batch writing records takes
+# the shared lock of every bucket it writes to, a marker the exclusive lock of its repo's bucket,
+# both in bucket order. So a marker's sweep never runs while a write of its repo is uncommitted,
+# and a write waits for a running sweep, then sees its floor. Advisory locks cost no WAL and no
+# tuple writes (row locks on actor_sync would); a bounded bucket count keeps a batch from
+# filling the shared lock table however many repos it touches.
+LOCK_BUCKETS = 64
+_BUCKET_LOCKS = """
+SELECT count({fn}(hashtext('streamfill.repo:' || current_schema()), b)) FROM (
+    SELECT DISTINCT abs(hashtext(did) % {n}) AS b FROM {source} ORDER BY b
+) x
 """
+_LOCK_REPOS = _BUCKET_LOCKS.format(fn="pg_advisory_xact_lock_shared", n=LOCK_BUCKETS, source="_sf_op")
+_LOCK_MARKER_REPOS = _BUCKET_LOCKS.format(
+    fn="pg_advisory_xact_lock", n=LOCK_BUCKETS, source="unnest($1::text[]) AS m(did)"
+)
 
+# `xmax = 0` in RETURNING marks a freshly inserted row (no previous version): such a uri has no
+# per-collection row to delete, which spares most of the deletes on a firehose of creates.
 # The gate: newer rev wins; at equal rev a live write replaces a tombstone (or a different cid).
 # Writes older than the repo's completed snapshot are dropped: that snapshot already holds the
 # record at its own rev, or the record was gone by then.
@@ -61,21 +67,27 @@ WITH up AS (
     WHERE r.rev < excluded.rev
        OR (r.rev = excluded.rev AND NOT excluded.tombstone
            AND (r.tombstone OR r.cid IS DISTINCT FROM excluded.cid))
-    RETURNING r.uri, r.did, r.collection, r.cid, r.json, r.tombstone
+    RETURNING r.uri, r.collection, r.tombstone, r.xmax = 0
 ) INSERT INTO _sf_touched SELECT * FROM up
 """
 
+# The marker's repo rows are swept through the primary key: a repo is the uri range
+# 'at://{did}/' .. 'at://{did}0'.
 _MERGE_MARKERS = """
-INSERT INTO actor_sync AS s (did, commit_cid, repo_rev)
-SELECT did, commit_cid, rev FROM _sf_marker ORDER BY did
-ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, repo_rev = excluded.repo_rev,
-    indexed_at = now()
-WHERE s.repo_rev IS NULL OR s.repo_rev < excluded.repo_rev;
-WITH swept AS (
+WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(did, rev, commit_cid)),
+synced AS (
+    INSERT INTO actor_sync AS s (did, commit_cid, repo_rev)
+    SELECT did, commit_cid, rev FROM m ORDER BY did
+    ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, repo_rev = excluded.repo_rev,
+        indexed_at = now()
+    WHERE s.repo_rev IS NULL OR s.repo_rev < excluded.repo_rev
+),
+swept AS (
     UPDATE record r SET tombstone = true, rev = m.rev, cid = NULL, json = NULL, indexed_at = now()
-    FROM _sf_marker m
-    WHERE r.did = m.did AND NOT r.tombstone AND r.rev < m.rev
-    RETURNING r.uri, r.did, r.collection, r.cid, r.json, r.tombstone
+    FROM m
+    WHERE r.uri >= 'at://' || m.did || '/' AND r.uri < 'at://' || m.did || '0'
+      AND NOT r.tombstone AND r.rev < m.rev
+    RETURNING r.uri, r.collection, r.tombstone, false
 ) INSERT INTO _sf_touched SELECT * FROM swept
 """
 
@@ -83,29 +95,32 @@ WITH swept AS (
 # at equal cts the negation wins.
 _MERGE_LABELS = """
 INSERT INTO label AS l (src, uri, cid, val, neg, cts, exp)
-SELECT src, uri, cid, val, neg, cts, exp FROM _sf_label ORDER BY src, uri, cid, val
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                     $6::timestamptz[], $7::timestamptz[]) AS x(src, uri, cid, val, neg, cts, exp)
+ORDER BY src, uri, cid, val
 ON CONFLICT (src, uri, cid, val) DO UPDATE SET neg = excluded.neg, cts = excluded.cts,
     exp = excluded.exp, indexed_at = now()
 WHERE (l.cts, l.neg) < (excluded.cts, excluded.neg)
 """
 
 _MERGE_ACCOUNTS = """
-INSERT INTO actor AS a (did, status, active, status_seq)
-SELECT did, status, active, seq FROM _sf_account ORDER BY did
+INSERT INTO actor AS a (did, status_seq, active, status)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[]) AS x(did, seq, active, status)
+ORDER BY did
 ON CONFLICT (did) DO UPDATE SET status = excluded.status, active = excluded.active,
     status_seq = excluded.status_seq, indexed_at = now()
 WHERE a.status_seq IS NULL OR a.status_seq < excluded.status_seq
 """
 
 _MERGE_IDENTITIES = """
-INSERT INTO actor AS a (did, handle, handle_seq)
-SELECT did, handle, seq FROM _sf_identity ORDER BY did
+INSERT INTO actor AS a (did, handle_seq, handle)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x(did, seq, handle)
+ORDER BY did
 ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, handle_seq = excluded.handle_seq,
     indexed_at = now()
 WHERE a.handle_seq IS NULL OR a.handle_seq < excluded.handle_seq
 """
 
-_SYNC_COLLECTIONS = sync_collections_sql()
 # Deadlocks are resolved by PostgreSQL aborting one side; the batch is simply run again.
 _CONFLICT_ATTEMPTS = 3
 
@@ -116,59 +131,58 @@ class ApplyStats:
 
     events: int
     ops: int
-    changed: int
     labels: int
     markers: int
 
 
 async def apply(conn: Any, batch: Batch) -> ApplyStats:
     """Apply `batch` on `conn`; raises PermanentError / TransientError (see errors.py)."""
-    changed = 0
     with translated():
         if batch.ops or batch.labels or batch.accounts or batch.identities:
-            changed += await _with_conflict_retry(conn, batch, _apply_main)
+            await _with_conflict_retry(conn, batch, _apply_main)
         if batch.markers:
-            changed += await _with_conflict_retry(conn, batch, _apply_markers)
-    return ApplyStats(batch.events, len(batch.ops), changed, len(batch.labels), len(batch.markers))
+            await _with_conflict_retry(conn, batch, _apply_markers)
+    return ApplyStats(batch.events, len(batch.ops), len(batch.labels), len(batch.markers))
 
 
-async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> int:
+async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> None:
     for attempt in range(_CONFLICT_ATTEMPTS):
         try:
             with translated():
                 async with conn.transaction():
                     await conn.execute(ENSURE_STAGING)
-                    return int(await step(conn, batch))
+                    await step(conn, batch)
+                    return
         except RetryableConflict:
             if attempt == _CONFLICT_ATTEMPTS - 1:
                 raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _apply_main(conn: Any, batch: Batch) -> int:
-    statements = []
+async def _apply_main(conn: Any, batch: Batch) -> None:
     if batch.ops:
         await conn.copy_records_to_table("_sf_op", records=list(batch.ops.values()))
-        statements += [_LOCK_REPOS, _MERGE_RECORDS, _SYNC_COLLECTIONS]
+        nsids = frozenset(op[2] for op in batch.ops.values()) & COLLECTIONS
+        # One round trip: a multi-statement simple query; each statement gets its own snapshot.
+        await conn.execute(";\n".join([_LOCK_REPOS, _MERGE_RECORDS, sync_collections_sql(nsids)]))
     if batch.labels:
-        await conn.copy_records_to_table("_sf_label", records=list(batch.labels.values()))
-        statements.append(_MERGE_LABELS)
+        await conn.execute(_MERGE_LABELS, *_columns(batch.labels.values(), 7))
     if batch.accounts:
-        await conn.copy_records_to_table("_sf_account", records=list(batch.accounts.values()))
-        statements.append(_MERGE_ACCOUNTS)
+        await conn.execute(_MERGE_ACCOUNTS, *_columns(batch.accounts.values(), 4))
     if batch.identities:
-        await conn.copy_records_to_table("_sf_identity", records=list(batch.identities.values()))
-        statements.append(_MERGE_IDENTITIES)
-    # One round trip: a multi-statement simple query; each statement gets its own snapshot.
-    await conn.execute(";\n".join(statements))
-    return await _touched(conn) if batch.ops else 0
+        await conn.execute(_MERGE_IDENTITIES, *_columns(batch.identities.values(), 3))
 
 
-async def _apply_markers(conn: Any, batch: Batch) -> int:
-    await conn.copy_records_to_table("_sf_marker", records=list(batch.markers.values()))
-    await conn.execute(f"{_MERGE_MARKERS};\n{_SYNC_COLLECTIONS}")
-    return await _touched(conn)
+async def _apply_markers(conn: Any, batch: Batch) -> None:
+    dids, revs, commits = _columns(batch.markers.values(), 3)
+    await conn.execute(_LOCK_MARKER_REPOS, dids)
+    await conn.execute(_MERGE_MARKERS, dids, revs, commits)
+    await conn.execute(sync_collections_sql(inserts=False))
 
 
-async def _touched(conn: Any) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM _sf_touched"))
+def _columns(rows: Any, width: int) -> list[list[Any]]:
+    """Rows to per-column lists, for unnest()."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for i, value in enumerate(row):
+            columns[i].append(value)
+    return columns

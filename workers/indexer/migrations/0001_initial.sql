@@ -13,8 +13,8 @@ CREATE TABLE record (
     indexed_at  timestamptz NOT NULL DEFAULT now(),
     tombstone   boolean NOT NULL DEFAULT false
 );
--- A RepoMarker sweeps the live records of one repo older than the snapshot.
-CREATE INDEX record_did_live ON record (did, rev) WHERE NOT tombstone;
+-- No index on did: the records of a repo are the uri range 'at://{did}/' .. 'at://{did}0'
+-- ('0' follows '/' in byte order), which the primary key serves (RepoMarker sweeps use it).
 
 CREATE TABLE actor (
     did         text COLLATE "C" PRIMARY KEY,
@@ -27,7 +27,7 @@ CREATE TABLE actor (
 );
 
 -- repo_rev is the rev of the newest *completed* snapshot (RepoMarker): writes older than it are
--- dropped. A row with NULLs only serves as a lock target for batches writing records of `did`.
+-- dropped, since that snapshot holds every record that was live at its rev.
 CREATE TABLE actor_sync (
     did         text COLLATE "C" PRIMARY KEY,
     commit_cid  text,
@@ -159,16 +159,18 @@ CREATE TABLE label (
 );
 CREATE INDEX label_uri ON label (uri);
 
+-- Counters are updated in place over and over: free space on every page (fillfactor) lets
+-- PostgreSQL make those HOT updates, without a new index entry per increment.
 CREATE TABLE post_agg (
     uri           text COLLATE "C" PRIMARY KEY,
     like_count    bigint NOT NULL DEFAULT 0,
     repost_count  bigint NOT NULL DEFAULT 0,
     reply_count   bigint NOT NULL DEFAULT 0
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE profile_agg (
     did              text COLLATE "C" PRIMARY KEY,
     followers_count  bigint NOT NULL DEFAULT 0,
     follows_count    bigint NOT NULL DEFAULT 0,
     posts_count      bigint NOT NULL DEFAULT 0
-);
+) WITH (fillfactor = 70);
