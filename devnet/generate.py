@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from atp.cbor import cid_bytes_for, cid_str, encode
-from atp.crypto import SigningKey
+from atp.crypto import Curve, SigningKey
 from devnet import records as rec
 from devnet.config import DevnetConfig
 from devnet.eventlog import EventLog
@@ -33,7 +33,7 @@ def account_did(seed: int, index: int) -> str:
 
 
 def _signing_key(seed: int, index: int) -> SigningKey:
-    curve = "p256" if index % _P256_EVERY == _P256_EVERY - 1 else "secp256k1"
+    curve: Curve = "p256" if index % _P256_EVERY == _P256_EVERY - 1 else "secp256k1"
     return SigningKey.generate(curve, seed=f"devnet-key:{seed}:{index}".encode())
 
 

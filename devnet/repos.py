@@ -24,8 +24,11 @@ from devnet.state import Account
 
 __all__ = ["Commit", "bad_signature_car", "build_commit", "deterministic_sign", "proof_nodes", "repo_car"]
 
-_CURVES = {"secp256k1": (ec.SECP256K1(), 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141)}
-_CURVES["p256"] = (ec.SECP256R1(), 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
+# Curve and group order, to normalise S to the low half as atproto requires.
+_CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
+    "secp256k1": (ec.SECP256K1(), 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141),
+    "p256": (ec.SECP256R1(), 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551),
+}
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from devnet.faults import Faults
 
 __all__ = ["close_streams_on_shutdown", "serve_stream"]
 
-_OPEN: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("devnet_streams", weakref.WeakSet)
+_OPEN = web.AppKey("devnet_streams", weakref.WeakSet[web.WebSocketResponse])
 
 _OUTDATED = "Requested cursor exceeded limit. Possibly missing events"
 
@@ -102,7 +102,7 @@ async def _pump(
 
 def close_streams_on_shutdown(app: web.Application) -> None:
     """Close open subscriptions when the server stops, instead of waiting out the shutdown timeout."""
-    app[_OPEN] = weakref.WeakSet()
+    app[_OPEN] = weakref.WeakSet[web.WebSocketResponse]()
 
     async def close_all(app: web.Application) -> None:
         for ws in list(app[_OPEN]):
