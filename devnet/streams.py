@@ -105,7 +105,8 @@ def close_streams_on_shutdown(app: web.Application) -> None:
     app[_OPEN] = weakref.WeakSet[web.WebSocketResponse]()
 
     async def close_all(app: web.Application) -> None:
-        for ws in list(app[_OPEN]):
+        open_streams: weakref.WeakSet[web.WebSocketResponse] = app[_OPEN]
+        for ws in list(open_streams):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"devnet shutting down")
 
     app.on_shutdown.append(close_all)
