@@ -72,7 +72,7 @@ async def _reset(pool: Any) -> None:
         await conn.execute(";".join(f"DELETE FROM {t}" for t in TABLES))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(scenario=scenarios(), cuts=st.lists(st.integers(0, 400), max_size=10))
 async def test_any_interleaving_converges_to_the_truth(pool: Any, scenario: Any, cuts: list[int]) -> None:
