@@ -74,11 +74,16 @@ class Claims:
         claimed.entries = await self.with_counts(live)
         return claimed
 
-    async def claim(self, ids: Sequence[str]) -> tuple[list[Entry], list[str]]:
-        """Take back our own pending ids for a retry (bumps the delivery count); also the deleted ids."""
+    async def claim(self, ids: Sequence[str], *, keep_count: int | None = None) -> tuple[list[Entry], list[str]]:
+        """Take back our own pending ids for a retry; also the ids that are gone.
+
+        XCLAIM bumps the delivery count, unless `keep_count` sets it (RETRYCOUNT) to that value.
+        """
         if not ids:
             return [], []
-        raw = await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(ids))
+        raw = await self._redis.xclaim(
+            self._stream, self._group, self._consumer, 0, list(ids), retrycount=keep_count
+        )
         live = [(i, f) for i, f in raw if i is not None and f]
         got = {_s(i) for i, _ in live}
         return await self.with_counts(live), [i for i in ids if i not in got]

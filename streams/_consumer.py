@@ -84,7 +84,9 @@ class Consumer:
         self._settler = Settler(
             redis, config.stream, config.group, config.consumer, config.max_deliveries, dlq=config.dlq_stream
         )
-        self._retries: list[tuple[float, int, str]] = []
+        # (due, tiebreak, id, delivery count to keep or None to count this retry)
+        self._retries: list[tuple[float, int, str, int | None]] = []
+        self._uncounted_attempts: dict[str, int] = {}
         self._seq = itertools.count()
         self._stopping = False
         self._read_scope: anyio.CancelScope | None = None
@@ -223,6 +225,11 @@ class Consumer:
             settled = await self._settler.settle(batch, outcomes)
         self._counts["acked"] += settled.acked
         self._counts["dead"] += settled.dead
+        if self._uncounted_attempts:
+            retried = {entry.id for entry, _ in settled.retry}
+            for entry in batch:
+                if entry.id not in retried:
+                    self._uncounted_attempts.pop(entry.id, None)
         for entry, retry in settled.retry:
             self._schedule_retry(entry, retry)
 
@@ -252,20 +259,31 @@ class Consumer:
     def _schedule_retry(self, entry: Entry, retry: Retry) -> None:
         self._counts["retried"] += 1
         self._last_error = retry.error or self._last_error
-        delay = retry.delay_s if retry.delay_s is not None else self.config.backoff.delay(entry.deliveries)
-        if delay * 1000 >= self.config.min_idle_ms / 2:
+        attempt = entry.deliveries
+        if not retry.counted:
+            attempt = self._uncounted_attempts[entry.id] = self._uncounted_attempts.get(entry.id, 0) + 1
+        delay = retry.delay_s if retry.delay_s is not None else self.config.backoff.delay(attempt)
+        local_limit = self.config.min_idle_ms / 2000
+        if retry.counted and delay >= local_limit:
             return  # a long delay: leave it pending; XAUTOCLAIM redelivers it after min_idle
-        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), entry.id))
+        keep = None if retry.counted else entry.deliveries
+        heapq.heappush(self._retries, (time.monotonic() + min(delay, local_limit), next(self._seq), entry.id, keep))
 
     async def _dispatch_due_retries(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
         now = time.monotonic()
-        due: list[str] = []
+        due: list[tuple[str, int | None]] = []
         while self._retries and self._retries[0][0] <= now and len(due) < self.config.batch_size:
-            due.append(heapq.heappop(self._retries)[2])
+            _, _, entry_id, keep = heapq.heappop(self._retries)
+            due.append((entry_id, keep))
         if not due:
             return
-        entries, _gone = await self._claims.claim(due)
+        counted = [i for i, keep in due if keep is None]
+        entries, _gone = await self._claims.claim(counted)
         entries = await self._drop_exhausted(entries)
+        for entry_id, keep in due:
+            if keep is not None:  # uncounted: keep Redis' delivery count where it was
+                got, _ = await self._claims.claim([entry_id], keep_count=keep)
+                entries += got
         if entries:
             await self._dispatch(send, entries)
 

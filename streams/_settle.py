@@ -76,7 +76,7 @@ class Settler:
                 done.append(entry.id)
             elif isinstance(outcome, DeadLetter):
                 dead.append((entry, outcome))
-            elif entry.deliveries >= self._max_deliveries:
+            elif outcome.counted and entry.deliveries >= self._max_deliveries:
                 reason = f"max deliveries ({self._max_deliveries}) reached"
                 dead.append((entry, DeadLetter(reason=reason, error=outcome.error)))
             else:

@@ -29,10 +29,16 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Transient failure: leave it pending; it is redelivered after `delay_s` (at least)."""
+    """Transient failure: leave it pending; it is redelivered after `delay_s` (at least).
+
+    `counted=False` is for failures that are not the entry's fault (the database is down): the
+    retry does not consume one of the entry's `max_deliveries`, so an outage never dead-letters
+    good entries. Backoff still grows with each attempt.
+    """
 
     error: str = ""
     delay_s: float | None = None
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,3 +223,25 @@ async def test_long_handler_keeps_its_lease(redis_client: aioredis.Redis, prefix
         thief.stop()
     assert stolen == []
     assert thief.statistics().reclaimed == 0
+
+
+async def test_uncounted_retries_never_exhaust_deliveries(redis_client: aioredis.Redis, prefix: str) -> None:
+    stream = Keys(prefix).stream("work")
+    await fill(redis_client, stream, 3)
+    calls = 0
+    counts: list[int] = []
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        nonlocal calls
+        calls += 1
+        counts.extend(e.deliveries for e in entries)
+        if calls <= 6:  # the database is down for six attempts, more than max_deliveries
+            return [Retry(error="connection refused", counted=False)] * len(entries)
+        return [DONE] * len(entries)
+
+    cfg = config(stream, max_deliveries=2, backoff=Backoff(base_s=0.005, cap_s=0.02))
+    consumer = Consumer(redis_client, cfg, handler)
+    await consumer.run_until_idle()
+    assert consumer.statistics().acked == 3
+    assert await redis_client.xlen(f"{stream}:dlq") == 0
+    assert set(counts) == {1}  # Redis' delivery count was kept, not bumped, by those retries

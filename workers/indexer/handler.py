@@ -58,7 +58,8 @@ class IndexerHandler:
         except TransientError as exc:
             self._last_error = str(exc)
             log.warning("database unavailable: batch will be retried", extra={"error": str(exc)})
-            retry = Retry(error=str(exc), delay_s=self._retry_delay_s)
+            # Not the entries' fault: an outage must not use up their deliveries and dead-letter them.
+            retry = Retry(error=str(exc), delay_s=self._retry_delay_s, counted=False)
             self._counts["retried"] += sum(1 for o in outcomes if o is None)
             outcomes = [retry if o is None else o for o in outcomes]
         return [o if o is not None else DONE for o in outcomes]
