@@ -89,9 +89,9 @@ class Consumer:
         self._uncounted_attempts: dict[str, int] = {}
         self._seq = itertools.count()
         self._stopping = False
-        self._read_scope: anyio.CancelScope | None = None
         self._until_idle = False
         self._stopped: anyio.Event | None = None
+        self._slots: anyio.Semaphore  # created in run(): it needs a running event loop
         self._counts = {"acked": 0, "retried": 0, "dead": 0, "reclaimed": 0, "in_flight": 0}
         self._last_error = ""
         self._attrs = {"stream": config.stream, "group": config.group}
@@ -114,7 +114,8 @@ class Consumer:
         self._stopped = anyio.Event()
         if self._stopping:
             self._stopped.set()
-        send, receive = anyio.create_memory_object_stream[list[Entry]](0)
+        self._slots = anyio.Semaphore(self.config.concurrency)
+        send, receive = anyio.create_memory_object_stream[list[Entry]](self.config.concurrency)
         async with anyio.create_task_group() as tg:
             for _ in range(self.config.concurrency):
                 tg.start_soon(self._handle_loop, receive.clone())
@@ -130,12 +131,15 @@ class Consumer:
         await self.run()
 
     def stop(self) -> None:
-        """Stop reading; in-flight batches are finished and settled before `run` returns."""
+        """Stop reading; in-flight batches are finished and settled before `run` returns.
+
+        A blocking read in progress is allowed to return (within `block_ms`) rather than
+        cancelled: a cancelled XREADGROUP may already have delivered entries we would then leave
+        pending.
+        """
         self._stopping = True
         if self._stopped is not None:
             self._stopped.set()
-        if self._read_scope is not None:
-            self._read_scope.cancel()
 
     def statistics(self) -> ConsumerStats:
         c = self.config
@@ -151,27 +155,30 @@ class Consumer:
         async with send:
             next_id = "0"  # our own pending entries first (a restarted replica resumes its work)
             while not self._stopping:
-                await self._dispatch_due_retries(send)
-                read_new = next_id == ">"
-                batch, next_id = await self._read(next_id)
+                # Read only with a free handler slot: nothing is delivered to us that we cannot
+                # start on at once (no read-ahead sitting pending while handlers are busy).
+                await self._slots.acquire()
+                if self._stopping:  # stopped while we waited for a slot: read nothing more
+                    self._slots.release()
+                    break
+                batch = await self._due_retries()
+                read_new = False
+                if not batch:
+                    read_new = next_id == ">"
+                    batch, next_id = await self._read(next_id)
                 if batch:
                     await self._dispatch(send, batch)
-                elif self._until_idle and read_new and self._is_idle():
+                    continue
+                self._slots.release()
+                if self._until_idle and read_new and self._is_idle():
                     self._stopping = True
         self.stop()
 
     async def _read(self, next_id: str) -> tuple[list[Entry], str]:
         block = None if next_id != ">" else self._block_ms()
-        with anyio.CancelScope() as scope:
-            self._read_scope = scope
-            if self._stopping:
-                scope.cancel()
-            args: list[object] = ["GROUP", self.config.group, self.config.consumer]
-            args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
-            reply = await self._reader.execute_command("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
-        self._read_scope = None
-        if scope.cancelled_caught:
-            return [], next_id
+        args: list[object] = ["GROUP", self.config.group, self.config.consumer]
+        args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
+        reply = await self._reader.execute_command("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
         rows = _rows(reply)
         if next_id == ">":
             stream = self.config.stream
@@ -207,6 +214,7 @@ class Consumer:
                     await self._handle(batch)
                 finally:
                     self._counts["in_flight"] -= len(batch)
+                    self._slots.release()
 
     async def _dispatch(self, send: MemoryObjectSendStream[list[Entry]], batch: list[Entry]) -> None:
         """Hand a batch to the next free handler task (blocks while all are busy)."""
@@ -239,8 +247,9 @@ class Consumer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew_lease, [e.id for e in batch])
                 try:
-                    with anyio.CancelScope(shield=True):
-                        return await self._handler(batch)
+                    # Not shielded: a graceful stop() lets handlers finish (it only cancels the
+                    # read), while a crash or a second signal must be able to interrupt them.
+                    return await self._handler(batch)
                 finally:
                     tg.cancel_scope.cancel()
         except Exception as exc:  # a handler bug or a transient failure: never kills the consumer
@@ -269,23 +278,22 @@ class Consumer:
         keep = None if retry.counted else entry.deliveries
         heapq.heappush(self._retries, (time.monotonic() + min(delay, local_limit), next(self._seq), entry.id, keep))
 
-    async def _dispatch_due_retries(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
+    async def _due_retries(self) -> list[Entry]:
+        """Re-claim the entries whose retry time has come (the caller holds a handler slot)."""
         now = time.monotonic()
         due: list[tuple[str, int | None]] = []
         while self._retries and self._retries[0][0] <= now and len(due) < self.config.batch_size:
             _, _, entry_id, keep = heapq.heappop(self._retries)
             due.append((entry_id, keep))
         if not due:
-            return
-        counted = [i for i, keep in due if keep is None]
-        entries, _gone = await self._claims.claim(counted)
+            return []
+        entries, _gone = await self._claims.claim([i for i, keep in due if keep is None])
         entries = await self._drop_exhausted(entries)
         for entry_id, keep in due:
             if keep is not None:  # uncounted: keep Redis' delivery count where it was
                 got, _ = await self._claims.claim([entry_id], keep_count=keep)
                 entries += got
-        if entries:
-            await self._dispatch(send, entries)
+        return entries
 
     async def _drop_exhausted(self, entries: list[Entry]) -> list[Entry]:
         """Dead-letter entries already delivered more than max_deliveries times (e.g. they crash us)."""
@@ -317,6 +325,7 @@ class Consumer:
         """Take over every entry idle past min_idle (one XAUTOCLAIM sweep); returns how many."""
         start, total = "0-0", 0
         while True:
+            await self._slots.acquire()
             page = await self._claims.autoclaim(self.config.min_idle_ms, start, self.config.batch_size)
             if page.deleted:
                 await self._record_deleted(page.deleted)
@@ -324,6 +333,8 @@ class Consumer:
             if entries:
                 total += len(entries)
                 await self._dispatch(send, entries)
+            else:
+                self._slots.release()
             start = page.next_start
             if start == "0-0" or self._stopping:
                 break

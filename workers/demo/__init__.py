@@ -1,0 +1,1 @@
+"""`streamfill demo`: the end-to-end main job."""

@@ -1,0 +1,79 @@
+"""Child processes of the demo: start, watch, SIGKILL and restart, stop gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Child:
+    """One worker process, restartable under the same name (so it finds its own pending entries)."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    kills: int = 0
+    started_at: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to ack or flush, as in a crash or an OOM kill."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+
+    def restart_if_dead(self) -> bool:
+        """Restart a process that exited (killed or crashed); the orchestrator's job in production."""
+        if self.proc is None or self.alive:
+            return False
+        self.exit_codes.append(int(self.proc.returncode))
+        self.restarts += 1
+        self.start()
+        return True
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM and wait (the worker drains in-flight work and exits 0); SIGKILL if it hangs."""
+        if self.proc is None:
+            return None
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        return self.proc.returncode
+
+
+def child_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFILL_TEST_")}
+    env.update(base)
+    env.update(extra)
+    return env

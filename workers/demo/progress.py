@@ -1,0 +1,99 @@
+"""What the demo watches: stream lengths, lag and rates, progress, worker health; the dashboard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streams import CURSOR_DONE, Keys
+from workers.demo.procs import Child
+
+STREAMS = (
+    ("repo_backfill", "repo_backfill_group"),
+    ("firehose_backfill", "firehose_group"),
+    ("firehose_live", "firehose_group"),
+    ("label_live", "label_group"),
+)
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    name: str
+    length: int
+    added: int
+    lag: int
+    pending: int
+    dlq: int
+    read: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    rows: dict[str, StreamRow]
+    listing_done: bool
+    records_indexed: int
+    devnet: dict[str, Any] = field(default_factory=dict)
+
+    def drained(self) -> bool:
+        return all(r.lag == 0 and r.pending == 0 for r in self.rows.values())
+
+
+async def _row(redis: aioredis.Redis, keys: Keys, name: str, group: str) -> StreamRow:
+    key = keys.stream(name)
+    if not await redis.exists(key):
+        return StreamRow(name, 0, 0, 0, 0, 0, 0)
+    info = await redis.xinfo_stream(key)
+    groups = {g["name"].decode(): g for g in await redis.xinfo_groups(key)}
+    g = groups.get(group)
+    added = int(info.get("entries-added", info["length"]))
+    lag = added if g is None else int(g["lag"] if g.get("lag") is not None else info["length"])
+    pending = 0 if g is None else int(g["pending"])
+    read = 0 if g is None else int(g.get("entries-read") or 0)
+    return StreamRow(name, int(info["length"]), added, lag, pending, int(await redis.xlen(f"{key}:dlq")), read)
+
+
+async def snapshot(
+    redis: aioredis.Redis, keys: Keys, pg: Any, relay_host: str, devnet: dict[str, Any]
+) -> Snapshot:
+    rows = {name: await _row(redis, keys, name, group) for name, group in STREAMS}
+    cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
+    indexed = 0
+    try:
+        indexed = int(await pg.fetchval("SELECT count(*) FROM record WHERE NOT tombstone"))
+    except Exception:  # the schema may not exist yet in the first second
+        indexed = 0
+    return Snapshot(time.monotonic(), rows, cursor == CURSOR_DONE.encode(), indexed, devnet)
+
+
+def _bar(done: int, total: int, width: int = 32) -> str:
+    frac = 0.0 if total <= 0 else min(1.0, done / total)
+    full = int(frac * width)
+    return "█" * full + "░" * (width - full) + f" {done:>8,}/{total:<8,} {frac * 100:5.1f}%"
+
+
+def render(now: Snapshot, prev: Snapshot | None, children: Sequence[Child], started: float, phase: str) -> str:
+    dt = max(1e-3, now.at - prev.at) if prev else 1.0
+    lines = [f"streamfill demo — {phase} — {time.monotonic() - started:6.1f}s", ""]
+    lines.append(f"{'stream':<20}{'length':>10}{'lag':>10}{'pending':>10}{'dlq':>6}{'in/s':>10}{'out/s':>10}")
+    for name, row in now.rows.items():
+        before = prev.rows.get(name) if prev else None
+        rate_in = (row.added - before.added) / dt if before else 0.0
+        rate_out = (row.read - before.read) / dt if before else 0.0
+        lines.append(f"{name:<20}{row.length:>10,}{row.lag:>10,}{row.pending:>10,}{row.dlq:>6,}"
+                     f"{rate_in:>10,.0f}{rate_out:>10,.0f}")  # fmt: skip
+    repos = int(now.devnet.get("repos", 0))
+    records = int(now.devnet.get("records", 0))
+    listed = now.rows["repo_backfill"].added
+    backfilled = now.rows["repo_backfill"].read - now.rows["repo_backfill"].pending
+    lines += ["", f"repos listed      {_bar(min(listed, repos), repos)}" + ("  (done)" if now.listing_done else ""),
+              f"repos backfilled  {_bar(min(backfilled, repos), repos)}",
+              f"records indexed   {_bar(now.records_indexed, records)}", ""]  # fmt: skip
+    for c in children:
+        state = "up  " if c.alive else "DOWN"
+        lines.append(f"  {c.name:<14} {state} restarts={c.restarts} kills={c.kills}")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""The main job: embedded servers, a devnet, the workers as separate processes, a live dashboard,
+then an exact verification of PostgreSQL against the devnet's ground truth.
+
+Phases: start -> backfill (until listing is done and every stream is drained) -> settle (devnet
+activity paused; wait until the ingester's cursors reach the devnet's last seqs and everything is
+drained again) -> verify.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from streams import Keys, connect, redis_url_or_embedded
+from workers._embedded_pg import database_url_or_embedded
+from workers.demo.procs import Child, child_env
+from workers.demo.progress import Snapshot, render, snapshot
+from workers.indexer.verify import Verdict, verify
+from workers.ingester.worker import host_key
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    repos: int = 500
+    seed: int = 1
+    firehose_rate: float = 20.0
+    chaos: bool = False
+    chaos_interval_s: float = 4.0
+    keep: bool = False
+    json: bool = False
+    timeout_s: float = 1500.0
+    redis_url: str | None = None
+    database_url: str | None = None
+    workdir: Path | None = None
+
+
+class DemoError(Exception):
+    """The demo could not run to a verdict."""
+
+
+def run_demo(options: DemoOptions) -> int:
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamfill-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with redis_url_or_embedded(options.redis_url) as redis_url, database_url_or_embedded(
+        options.database_url
+    ) as database_url, _devnet(options, workdir) as devnet:
+        return anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+
+
+@contextlib.contextmanager
+def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
+    """`streamfill devnet` as a child process; yields the URLs it prints as one JSON line."""
+    args = [sys.executable, "-m", "workers.cli", "devnet", "--repos", str(options.repos), "--seed",
+            str(options.seed), "--firehose-rate", str(options.firehose_rate), "--truth", str(workdir / "truth.jsonl")]
+    log = (workdir / "devnet.log").open("ab")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise DemoError(f"devnet did not start; see {workdir / 'devnet.log'}")
+        yield json.loads(line)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def _run(options: DemoOptions, workdir: Path, redis_url: str, database_url: str, devnet: dict[str, Any]) -> int:
+    prefix = f"demo{int(time.time())}"
+    keys = Keys(prefix)
+    relay = devnet["relay"]
+    redis = connect(redis_url)
+    pg = await asyncpg.connect(database_url)
+    # Replay the relay's firehose from its start: events before the ingester connected are not missed.
+    await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
+    base_env = {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "STREAMFILL_PREFIX": prefix,
+                "PLC_URL": devnet["plc"], "INGESTER_RELAY_HOSTS": relay, "INGESTER_LABELER_HOSTS": devnet["labeler"],
+                "BACKFILLER_MIN_IDLE_MS": "5000", "INDEXER_MIN_IDLE_MS": "5000", "BACKFILLER_PDS_RPS": "200",
+                "BACKFILLER_CONCURRENCY": "6"}  # fmt: skip
+    _migrate(base_env, workdir)
+    children = _children(base_env, workdir)
+    started = time.monotonic()
+    try:
+        for child in children:
+            child.start()
+        async with httpx.AsyncClient(base_url=relay, timeout=30) as http:
+            verdict, final = await _drive(options, redis, keys, pg, http, devnet, children, started)
+        elapsed = time.monotonic() - started
+        _report(options, verdict, final, elapsed, children, workdir)
+        if options.keep:
+            await _keep(options, devnet, redis_url, database_url, prefix)
+        return 0 if verdict.ok else 1
+    finally:
+        for child in children:
+            child.stop()
+        await pg.close()
+        await redis.aclose()
+
+
+def _migrate(env: dict[str, str], workdir: Path) -> None:
+    with (workdir / "migrate.log").open("ab") as log:
+        subprocess.run([sys.executable, "-m", "workers.cli", "indexer", "--migrate"], env=child_env(env),
+                       stdout=log, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+
+
+def _children(env: dict[str, str], workdir: Path) -> list[Child]:
+    """1 ingester, 2 backfillers, 2 indexers: the horizontally scaled shape."""
+    def child(name: str, args: list[str], **extra: str) -> Child:
+        return Child(name, args, child_env(env, **extra), workdir / f"{name}.log")
+
+    return [
+        child("ingester", ["ingester", "--mode", "all"]),
+        child("backfiller-1", ["backfiller"], BACKFILLER_CONSUMER="backfiller-1"),
+        child("backfiller-2", ["backfiller"], BACKFILLER_CONSUMER="backfiller-2"),
+        child("indexer-1", ["indexer"], INDEXER_CONSUMER="indexer-1"),
+        child("indexer-2", ["indexer"], INDEXER_CONSUMER="indexer-2"),
+    ]
+
+
+async def _drive(
+    options: DemoOptions, redis: aioredis.Redis, keys: Keys, pg: Any, http: httpx.AsyncClient,
+    devnet: dict[str, Any], children: list[Child], started: float,
+) -> tuple[Verdict, Snapshot]:  # fmt: skip
+    relay = devnet["relay"]
+    watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
+    watch.labeler_host = host_key(devnet["labeler"])
+    await watch.until(lambda s: s.listing_done and s.drained(), "backfill", stable=3)
+    await http.post("/control/pause")
+    stats = (await http.get("/stats")).json()
+    firehose_key = keys.cursor("firehose_live", host_key(relay))
+    labels_key = keys.cursor("label_live", watch.labeler_host)
+    last_seq, last_label = int(stats["firehose_seq"]), int(stats["labels_seq"])
+    watch.chaos = False  # settle without kills, then verify an exact, quiet state
+    await watch.until(lambda s: True, "settle", stable=1, cursors=((firehose_key, last_seq), (labels_key, last_label)))
+    final = await watch.until(lambda s: s.drained(), "settle", stable=4)
+    truth = [orjson.loads(line) for line in (await http.get("/truth")).content.splitlines() if line.strip()]
+    return await verify(pg, truth), final
+
+
+class _Watcher:
+    """Refreshes the dashboard, runs chaos, and waits for conditions."""
+
+    def __init__(self, options: DemoOptions, redis: aioredis.Redis, keys: Keys, pg: Any, http: httpx.AsyncClient,
+                 relay_host: str, children: list[Child], started: float) -> None:  # fmt: skip
+        self.options, self.redis, self.keys, self.pg, self.http = options, redis, keys, pg, http
+        self.relay_host, self.children, self.started = relay_host, children, started
+        self.chaos = options.chaos
+        self.labeler_host = ""
+        self.prev: Snapshot | None = None
+        self._next_kill = time.monotonic() + options.chaos_interval_s
+        self._rng = random.Random(options.seed)
+
+    async def until(self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()) -> Snapshot:
+        ok_in_a_row = 0
+        deadline = self.started + self.options.timeout_s
+        while True:
+            snap = await self._tick(phase)
+            reached = done(snap) and await self._cursors_reached(cursors)
+            ok_in_a_row = ok_in_a_row + 1 if reached else 0
+            if ok_in_a_row >= stable:
+                return snap
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out in phase {phase!r} after {self.options.timeout_s:.0f}s")
+            await anyio.sleep(0.5)
+
+    async def _cursors_reached(self, cursors: tuple[tuple[str, int], ...]) -> bool:
+        for key, seq in cursors:
+            value = await self.redis.get(key)
+            if seq > 0 and (value is None or int(value) < seq):
+                return False
+        return True
+
+    async def _tick(self, phase: str) -> Snapshot:
+        for child in self.children:
+            child.restart_if_dead()
+        if self.chaos and time.monotonic() >= self._next_kill:
+            self._rng.choice(self.children).kill()
+            self._next_kill = time.monotonic() + self.options.chaos_interval_s
+        devnet = (await self.http.get("/stats")).json()
+        snap = await snapshot(self.redis, self.keys, self.pg, self.relay_host, devnet)
+        if not self.options.json:
+            print("\x1b[H\x1b[2J" + render(snap, self.prev, self.children, self.started, phase), flush=True)
+        self.prev = snap
+        return snap
+
+
+def _report(options: DemoOptions, verdict: Verdict, final: Snapshot, elapsed: float, children: list[Child],
+            workdir: Path) -> None:  # fmt: skip
+    doc = verdict.to_json() | {
+        "seconds": round(elapsed, 1),
+        "records_per_s": round(verdict.indexed / elapsed, 1) if elapsed else 0.0,
+        "repos": final.devnet.get("repos"),
+        "kills": sum(c.kills for c in children),
+        "restarts": sum(c.restarts for c in children),
+        "dead_letters": {name: row.dlq for name, row in final.rows.items()},
+        "logs": str(workdir),
+    }
+    if options.json:
+        print(json.dumps(doc))
+        return
+    print()
+    print("VERDICT: " + ("OK — PostgreSQL equals the network exactly" if verdict.ok else "MISMATCH"))
+    for key, value in doc.items():
+        print(f"  {key:<18} {value}")
+
+
+async def _keep(options: DemoOptions, devnet: dict[str, Any], redis_url: str, database_url: str, prefix: str) -> None:
+    print(f"\n--keep: everything stays up. REDIS_URL={redis_url} DATABASE_URL={database_url} "
+          f"STREAMFILL_PREFIX={prefix} relay={devnet['relay']}. Ctrl-C to stop.", file=sys.stderr)  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        await anyio.sleep_forever()
