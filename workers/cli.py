@@ -12,8 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Modules that add subcommands. A module that fails to import is a bug, not a missing feature:
-# we let the ImportError surface.
+# Modules that add subcommands. A module that fails to import is a bug: the ImportError surfaces.
 COMMAND_MODULES: tuple[str, ...] = (
     "workers.admin",  # status, groups, consumers, trim, dlq
     "workers.inspect",  # inspect car / frames
@@ -30,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that worker is not part of this build yet
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -58,8 +60,40 @@ def run_demo(options: DemoOptions) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     with redis_url_or_embedded(options.redis_url) as redis_url, database_url_or_embedded(
         options.database_url
-    ) as database_url, _devnet(options, workdir) as devnet:
-        return anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+    ) as server_url, _devnet(options, workdir) as devnet:
+        name = f"streamfill_demo_{int(time.time())}_{os.getpid()}"
+        database_url = anyio.run(_create_database, server_url, name)
+        ok = False
+        try:
+            code = anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+            ok = code == 0
+            return code
+        finally:
+            if ok and not options.keep:
+                anyio.run(_drop_database, server_url, name)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    """A database of this run's own: the verdict must not see rows of an earlier run."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(server_url, name)
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager

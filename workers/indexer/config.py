@@ -82,9 +82,9 @@ def from_env(args: argparse.Namespace) -> IndexerConfig:
         batch_size=_int(pick("batch_size", "INDEXER_BATCH_SIZE", "500"), "INDEXER_BATCH_SIZE"),
         pool_max_size=_int(pick("pool_size", "DB_POOL_MAX_SIZE", default_pool), "DB_POOL_MAX_SIZE"),
         min_idle_ms=env_int("INDEXER_MIN_IDLE_MS", 60_000),
-        # Retries of a database outage count as deliveries: with the 60 s backoff cap, 20 of them
-        # ride out an outage of about a quarter of an hour before anything is dead-lettered.
-        max_deliveries=env_int("INDEXER_MAX_DELIVERIES", 20),
+        # Only entries that fail by themselves count: a database outage retries without using up
+        # deliveries (Retry(counted=False)), so this bounds poison entries, not outages.
+        max_deliveries=env_int("INDEXER_MAX_DELIVERIES", 5),
         metrics_port=_int(metrics, "METRICS_PORT") if metrics else None,
     )
 
