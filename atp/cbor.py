@@ -183,4 +183,9 @@ def from_json_model(obj: Any) -> Any:
 
 def to_json_bytes(obj: Any) -> bytes:
     """Serialise a decoded object as JSON in the AT Protocol data model."""
-    return orjson.dumps(to_json_model(obj))
+    try:
+        # Most records hold no links or bytes: orjson serialises them as they are, and refuses
+        # (JSONEncodeError) exactly the bytes/CID values that need the $link/$bytes conversion.
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(to_json_model(obj))

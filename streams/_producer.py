@@ -1,7 +1,8 @@
 """Batched, pipelined XADD with high-water-mark backpressure and cursors that move with the data.
 
-Each `send` is one MULTI/EXEC: the batch's XADDs, the optional source cursor, and a reading of the
-target's backlog taken after the batch, so backpressure costs no extra round trip. While the last
+Each `send` is one round trip: one script call that writes the batch's XADDs, entries for other
+streams and the source cursor(s) atomically (so the cursor never runs ahead of its data), then a
+reading of the target's backlog taken after the batch, so backpressure costs no extra round trip. While the last
 reading is at or above the high mark, `send` blocks (it never drops and never buffers) until the
 backlog falls below the low mark. One producer therefore overshoots the mark by at most one batch.
 """
@@ -64,6 +65,7 @@ class Producer:
         self._blocked_s = 0.0
         self._waits = 0
         self._attrs = {"stream": config.stream}
+        self._script = redis.register_script(_WRITE_LUA)
 
     async def send(
         self,
@@ -73,28 +75,29 @@ class Producer:
         cursors: Sequence[tuple[str, str]] = (),
         extra: Sequence[tuple[str, Fields]] = (),
     ) -> list[str]:
-        """XADD `batch` (and `extra` (stream, fields) pairs), SET `cursor`/`cursors`, in one MULTI.
+        """XADD `batch` (and `extra` (stream, fields) pairs), SET `cursor`/`cursors`, atomically.
 
         Returns the new entry ids of `batch`.
 
         Blocks first while the target's backlog is at or above the high mark.
         """
         await self.wait_below_mark()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for fields in batch:
-                pipe.xadd(self.config.stream, fields)  # type: ignore[arg-type]
-            for stream, fields in extra:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            for key, value in ((cursor,) if cursor is not None else ()) + tuple(cursors):
-                pipe.set(key, value)
+        sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
+        keys, args = _script_args(self.config.stream, batch, extra, sets)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
             if self.config.high_water is not None:
                 queue_backlog_reading(pipe, self.config.stream)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
         if self.config.high_water is not None:
-            self._backlog = backlog_from_replies(replies[-2], replies[-1])
+            # An empty batch to a stream that does not exist yet: no backlog to read.
+            ok = not any(isinstance(r, Exception) for r in replies[1:])
+            self._backlog = backlog_from_replies(replies[-2], replies[-1]) if ok else 0
         self._produced += len(batch)
         instruments().produced.add(len(batch), self._attrs)
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[: len(batch)]]
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[0][: len(batch)]]
 
     async def wait_below_mark(self) -> None:
         """Block while the backlog is at or above the high mark, until it is below the low mark."""
@@ -129,6 +132,58 @@ class Producer:
         return ProducerStats(
             self.config.stream, self._produced, self._backlog, self._blocked, self._blocked_s, self._waits
         )
+
+
+# One script call writes a whole batch: the XADDs, entries for other streams and the cursor(s),
+# atomically (a script runs in isolation, like MULTI/EXEC). It also costs one command and one
+# reply per batch instead of one per entry, which is most of a Python producer's time.
+# ARGV: n, then per entry (key index, pair count, field, value, ...); then m, then per SET
+# (key index, value). Returns the new entry ids in order.
+_WRITE_LUA = """
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+local ids = {}
+for e = 1, n do
+  local key = KEYS[tonumber(ARGV[i])]
+  local count = tonumber(ARGV[i + 1]) * 2
+  i = i + 2
+  ids[e] = redis.call('XADD', key, '*', unpack(ARGV, i, i + count - 1))
+  i = i + count
+end
+local m = tonumber(ARGV[i]); i = i + 1
+for _ = 1, m do
+  redis.call('SET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  i = i + 2
+end
+return ids
+"""
+
+
+def _script_args(
+    stream: str, batch: Sequence[Fields], extra: Sequence[tuple[str, Fields]], sets: Sequence[tuple[str, str]]
+) -> tuple[list[str], list[bytes | str | int]]:
+    keys = [stream]
+    index = {stream: 1}
+
+    def key_index(key: str) -> int:
+        if key not in index:
+            keys.append(key)
+            index[key] = len(keys)
+        return index[key]
+
+    args: list[bytes | str | int] = [len(batch) + len(extra)]
+    for fields in batch:
+        args += (1, len(fields))
+        for name, value in fields.items():
+            args += (name, value)
+    for other, fields in extra:
+        args += (key_index(other), len(fields))
+        for name, value in fields.items():
+            args += (name, value)
+    args.append(len(sets))
+    for key, value in sets:
+        args += (key_index(key), value)
+    return keys, args
 
 
 def queue_backlog_reading(pipe: aioredis.client.Pipeline, stream: str) -> None:

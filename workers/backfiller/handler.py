@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+import anyio
 import msgspec
 import redis.asyncio as aioredis
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from atp import (
     AtpError,
@@ -134,10 +137,23 @@ class BackfillHandler:
             pds, job.did, max_bytes=self._config.max_repo_bytes, timeout_s=self._config.http_timeout_s
         ) as chunks:
             reader = await read_repo(chunks, did=job.did, signing_key=key)  # type: ignore[arg-type]
+        # One batch is written while the next is built: decoding is CPU, XADD mostly waiting on
+        # Redis, so overlapping them keeps this process busy. Order is kept (one sender), and
+        # memory stays at two batches.
+        send, receive = anyio.create_memory_object_stream[list[dict[bytes, bytes]]](1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sender, receive)
+            async with send:
+                count = await self._build_batches(job, reader, send)
+        return count
+
+    async def _build_batches(
+        self, job: RepoJob, reader: Any, send: MemoryObjectSendStream[list[dict[bytes, bytes]]]
+    ) -> int:
         rev = reader.commit.rev or ""
+        stream, size = self._out_stream, self._config.batch_size
         batch: list[dict[bytes, bytes]] = []
         count = 0
-        stream = self._out_stream
         async for rec in reader.records():
             event = RecordCreate(
                 seq=BACKFILL_SEQ, did=job.did, rev=rev, collection=rec.collection, rkey=rec.rkey,
@@ -145,13 +161,18 @@ class BackfillHandler:
             )  # fmt: skip
             batch.append(encode_entry(stream, event))
             count += 1
-            if len(batch) >= self._config.batch_size:
-                await self._producer.send(batch)
+            if len(batch) >= size:
+                await send.send(batch)
                 batch = []
         marker = RepoMarker(seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count)
         batch.append(encode_entry(stream, marker))
-        await self._producer.send(batch)
+        await send.send(batch)  # the marker goes last, after every record of the snapshot
         return count
+
+    async def _sender(self, receive: MemoryObjectReceiveStream[list[dict[bytes, bytes]]]) -> None:
+        async with receive:
+            async for batch in receive:
+                await self._producer.send(batch)
 
     async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
         instruments().processed.add(1, {"stream": "repo_backfill", "outcome": outcome})

@@ -1,0 +1,120 @@
+"""Ingester listRepos -> repo_backfill rate, and backfiller records/s into firehose_backfill on a
+100k-record devnet repo next to the raw pipelined-XADD rate of the same events (target >= 0.6).
+
+The devnet runs in a child process so that its HTTP serving does not share this process' event
+loop; its CAR is built and cached by a warm-up download before timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import httpx
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Timer, bench_redis_url, report  # noqa: E402
+from schemas import RepoJob, encode_entry  # noqa: E402
+from streams import Entry, Keys  # noqa: E402
+from workers.backfiller.worker import build_backfiller  # noqa: E402
+from workers.ingester.worker import build_ingester  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workers"))
+from _pipeline import backfiller_config, ingester_config  # noqa: E402
+
+HUGE = int(os.environ.get("BENCH_HUGE_RECORDS", "100000"))
+LIST_REPOS = int(os.environ.get("BENCH_LIST_REPOS", "5000"))
+BATCH = 500
+
+
+def start_devnet(*args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    cmd = [sys.executable, "-m", "workers.cli", "devnet", "--firehose-rate", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+async def bench_listing(redis: aioredis.Redis, url: str) -> dict[str, object]:
+    proc, net = start_devnet("--repos", str(LIST_REPOS), "--huge-repo-records", "0", "--seed", "9")
+    try:
+        config = ingester_config(url, f"bl{os.getpid()}", net["relay"], list_limit=1000)
+        async with build_ingester(redis, config) as ingester:
+            listing = ingester.listings[0]
+            with Timer() as t:
+                await listing._page_until_done(None)
+        return {"path": "ingester listRepos -> repo_backfill", "repos": listing.listed,
+                "repos_per_s": listing.listed / t.seconds}  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
+    proc, net = start_devnet("--repos", "3", "--huge-repo-records", str(HUGE),
+                             "--seed", "9")  # fmt: skip
+    prefix = f"bb{os.getpid()}"
+    keys = Keys(prefix)
+    try:
+        did = await _huge_did(net)
+        config = backfiller_config(url, prefix, net["plc"], batch_size=BATCH, firehose_high_water=10 * HUGE)
+        async with build_backfiller(redis, config) as worker:
+            job = Entry(keys.stream("repo_backfill"), "0-1", encode_entry("repo_backfill", RepoJob(did=did, host=net["relay"])), 1)
+            await worker.handler.handle(job)  # warm-up: devnet builds and caches the CAR, DID cached
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            await redis.delete(keys.stream("firehose_backfill"))
+            with Timer() as t:
+                await worker.handler.handle(job)
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        events = await redis.xrange(keys.stream("firehose_backfill"))
+        records = len(events) - 1
+        raw = await _raw_xadd(redis, keys.stream("raw"), [f for _, f in events])
+        await redis.delete(keys.stream("firehose_backfill"), keys.stream("raw"))
+        rate = records / t.seconds
+        return {"path": "backfiller getRepo -> firehose_backfill", "records": records, "raw_xadd_per_s": raw,
+                "records_per_s": rate, "ratio": rate / raw, "target": 0.6, "max_rss_mb": rss_after / 1024,
+                "rss_before_mb": rss_before / 1024}  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def _huge_did(net: dict[str, str]) -> str:
+    async with httpx.AsyncClient() as http:
+        body = (await http.get(f"{net['relay']}/xrpc/com.atproto.sync.listRepos", params={"limit": 10})).json()
+        truth = (await http.get(f"{net['relay']}/truth")).content.splitlines()
+    counts: dict[str, int] = {}
+    for line in truth:
+        doc = json.loads(line)
+        if doc["type"] == "record":
+            counts[doc["did"]] = counts.get(doc["did"], 0) + 1
+    return max((r["did"] for r in body["repos"]), key=lambda d: counts.get(d, 0))
+
+
+async def _raw_xadd(redis: aioredis.Redis, stream: str, events: list[dict[bytes, bytes]]) -> float:
+    """The same events, pre-encoded, in a plain loop of pipelined XADDs."""
+    with Timer() as t:
+        for start in range(0, len(events), BATCH):
+            async with redis.pipeline(transaction=False) as pipe:
+                for fields in events[start : start + BATCH]:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                await pipe.execute()
+    return len(events) / t.seconds
+
+
+async def main() -> None:
+    with bench_redis_url() as url:
+        redis = aioredis.Redis.from_url(url)
+        rows = [await bench_listing(redis, url), await bench_backfill(redis, url)]
+        await redis.aclose()
+    report("backfill", rows)
+
+
+if __name__ == "__main__":
+    anyio.run(main)
