@@ -97,6 +97,9 @@ def register(sub: Any) -> None:
         default=0,
         help="relay port; PLC, labeler, PDS i use port+1, +2, +3+i (default: ephemeral)",
     )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 in a container)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--firehose-rate", type=float, default=5.0, help="live events per second (0 = none)")
     p.add_argument(
@@ -127,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> DevnetConfig:
         missing=args.missing, drop_ws_every=args.drop_ws_every,
     )  # fmt: skip
     return DevnetConfig(
-        repos=args.repos, pds_hosts=args.pds_hosts, seed=args.seed, port=args.port,
+        repos=args.repos, pds_hosts=args.pds_hosts, seed=args.seed, port=args.port, host=args.host,
         firehose_rate=args.firehose_rate, truth_path=args.truth, huge_repo_records=args.huge_repo_records,
         event_log_size=args.event_log_size, faults=faults,
     )  # fmt: skip

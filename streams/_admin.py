@@ -24,7 +24,8 @@ class AdminError(Exception):
 
 
 def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # DLQ entries may hold raw binary (firehose frames): show them, never crash on them.
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def _id_ms(entry_id: str | None) -> int | None:

@@ -10,6 +10,7 @@ from anyio.abc import TaskStatus
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 _installed = False
@@ -19,7 +20,14 @@ def install_prometheus_provider() -> None:
     """Route OpenTelemetry meters into the Prometheus client registry (once per process)."""
     global _installed
     if not _installed:
-        metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+        # Handler durations span milliseconds (an indexer batch) to minutes (a 100k-record repo).
+        buckets = View(
+            instrument_name="streamfill_handler_duration",
+            aggregation=ExplicitBucketHistogramAggregation(
+                [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+            ),
+        )
+        metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()], views=[buckets]))
         _installed = True
 
 

@@ -35,7 +35,7 @@ from atp.xrpc import XrpcClient
 from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
 from schemas._messages import BACKFILL_SEQ
 from streams import DONE, DeadLetter, Entry, Keys, Outcome, Producer, Retry, classify
-from streams._metrics import instruments
+from opentelemetry import metrics
 from workers._identity import IdentityCache
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.hosts import HostBusy, HostLimiter
@@ -93,10 +93,10 @@ class BackfillHandler:
         except tuple(PERMANENT_OUTCOMES) as exc:
             await self._record_outcome(job, PERMANENT_OUTCOMES[type(exc)], str(exc))
             return DONE
-        except RateLimited as exc:
-            return Retry(error=f"RateLimited: {exc}", delay_s=exc.retry_after_s)
+        except RateLimited as exc:  # the host's politeness, not the job's fault: do not use up retries
+            return Retry(error=f"RateLimited: {exc}", delay_s=exc.retry_after_s, counted=False)
         except HostBusy as exc:
-            return Retry(error=str(exc), delay_s=exc.retry_after_s)
+            return Retry(error=str(exc), delay_s=exc.retry_after_s, counted=False)
         except DidResolutionError as exc:
             if exc.permanent:
                 await self._record_outcome(job, "did_unresolvable", str(exc))
@@ -175,10 +175,22 @@ class BackfillHandler:
                 await self._producer.send(batch)
 
     async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
-        instruments().processed.add(1, {"stream": "repo_backfill", "outcome": outcome})
+        _outcome_counter().add(1, {"outcome": outcome})
         await self._redis.xadd(
             self._keys.outcomes("repo_backfill"),
             {"did": job.did, "host": job.host, "outcome": outcome, "detail": detail[:500], "at": f"{time.time():.3f}"},
             maxlen=OUTCOMES_MAXLEN,
             approximate=True,
         )
+
+
+_OUTCOMES: Any = None
+
+
+def _outcome_counter() -> Any:
+    global _OUTCOMES
+    if _OUTCOMES is None:
+        _OUTCOMES = metrics.get_meter("streamfill").create_counter(
+            "streamfill_backfill_outcomes", description="repos ending in a permanent outcome, by outcome"
+        )
+    return _OUTCOMES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from workers._env import env_bool, env_int, env_list, env_str
+from workers._env import env_bool, env_float, env_int, env_list, env_str
 
 MODES = ("all", "backfill", "firehose", "labeler")
 
@@ -58,7 +58,7 @@ def from_env(args: argparse.Namespace) -> IngesterConfig:
     relays = tuple(h for h in (args.relay_hosts or "").split(",") if h) or env_list("INGESTER_RELAY_HOSTS")
     labelers = tuple(h for h in (args.labeler_hosts or "").split(",") if h) or env_list("INGESTER_LABELER_HOSTS")
     metrics = args.metrics_port if args.metrics_port is not None else env_int("METRICS_PORT", -1)
-    recheck = args.recheck_interval if args.recheck_interval is not None else float(env_int("INGESTER_RECHECK_SECS", 300))
+    recheck = args.recheck_interval if args.recheck_interval is not None else env_float("INGESTER_RECHECK_SECS", 300.0)
     return IngesterConfig(
         redis_url=env_str("REDIS_URL"),
         prefix=env_str("STREAMFILL_PREFIX"),

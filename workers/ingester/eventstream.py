@@ -70,7 +70,7 @@ class EventStreamSource:
 
     def __init__(
         self, redis: aioredis.Redis, url: str, cursor_key: str, producer: Producer, converter: FrameConverter,
-        *, batch_size: int, batch_timeout_ms: int, name: str,
+        *, batch_size: int, batch_timeout_ms: int, name: str, initial_cursor: int | None = None,
     ) -> None:  # fmt: skip
         self._redis = redis
         self._url = url
@@ -78,6 +78,7 @@ class EventStreamSource:
         self._producer = producer
         self._converter = converter
         self._batch_size = batch_size
+        self._initial_cursor = initial_cursor
         self._timeout_s = batch_timeout_ms / 1000
         self.name = name
         self._backoff = Backoff(base_s=0.2, cap_s=30.0)
@@ -98,19 +99,18 @@ class EventStreamSource:
         failures = 0
         while not self._stop.is_set():
             cursor = await self._redis.get(self._cursor_key)
-            try:
-                got = await self._follow(int(cursor) if cursor else None)
-            except AtpError as exc:
-                log.warning("event stream disconnected", extra={"source": self.name, "error": str(exc)})
-                got = 0
-            failures = 0 if got else failures + 1
+            read, error = await self._follow(int(cursor) if cursor else self._initial_cursor)
+            if error is not None:
+                log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
+            # A connection that delivered frames resets the backoff; one that delivered none grows it.
+            failures = 0 if read else failures + 1
             if not self._stop.is_set():
                 self.reconnects += 1
                 with anyio.move_on_after(self._backoff.delay(failures) if failures else 0.05):
                     await self._stop.wait()
 
-    async def _follow(self, cursor: int | None) -> int:
-        """One connection: returns how many frames were read before it ended."""
+    async def _follow(self, cursor: int | None) -> tuple[int, AtpError | None]:
+        """One connection: how many frames it delivered, and the error that ended it."""
         send, receive = anyio.create_memory_object_stream[bytes](self._batch_size)
         read = 0
         error: AtpError | None = None
@@ -133,9 +133,7 @@ class EventStreamSource:
                 await self._batch_loop(receive)
                 tg.cancel_scope.cancel()  # the batcher is done: leave the websocket
         self._scope = None
-        if error is not None and not self._stop.is_set():
-            raise error
-        return read
+        return read, error
 
     async def _batch_loop(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         batch, ended = _Batch(), False

@@ -70,6 +70,7 @@ class ListingSource:
         self._ledger = keys.ledger(STREAM, host)
         self._skip = SkipAhead(config.max_consecutive_errors, config.skip_ahead)
         self._backoff = Backoff(base_s=0.5, cap_s=30.0)
+        self._unreachable = 0
         self._stop = anyio.Event()
         self.pages = 0
         self.listed = 0
@@ -119,11 +120,24 @@ class ListingSource:
                     return None
                 continue
             self._skip.succeeded()
+            self._unreachable = 0
             return page.repos, page.cursor
         return None
 
     async def _failed(self, cursor: str | None, exc: AtpError) -> bool:
-        """Count a failure at `cursor`; back off, or skip ahead (returns True) after too many."""
+        """Count a failure at `cursor`; back off, or skip ahead (returns True) after too many.
+
+        Only failures the relay answered (an HTTP status) count toward skip-ahead: a relay that
+        is down or unreachable is waited for, not skipped past. A non-numeric cursor cannot be
+        advanced, so it is retried with backoff, never skipped.
+        """
+        answered = getattr(exc, "status", None) is not None
+        skippable = answered and (cursor or "0").isdigit()
+        if not skippable:
+            self._unreachable += 1
+            await self._wait(self._backoff.delay(self._unreachable))
+            log.warning("listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)})
+            return False
         decision = self._skip.failed(cursor or "")
         log.warning(
             "listRepos failed",

@@ -72,5 +72,6 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
                 redis, stream_url(labeler, SUBSCRIBE_LABELS), keys.cursor("label_live", host),
                 producer("label_live"), LabelConverter(labeler, keys.stream("label_live")),
                 batch_size=config.batch_size, batch_timeout_ms=config.batch_timeout_ms, name=f"labels:{host}",
+                initial_cursor=0,  # labels are state: a new subscriber wants the labeler's whole history
             ))  # fmt: skip
         yield ingester
