@@ -34,7 +34,8 @@ class Timer:
 
 def report(name: str, rows: list[dict[str, Any]]) -> None:
     """Print a table and append the figures to bench/results/<name>.jsonl (not committed)."""
-    print(f"\n== {name}  ({platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores)")
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"\n== {name}  ({python}, {os.cpu_count()} cores)")
     for row in rows:
         print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
     out = Path(__file__).with_name("results")
@@ -44,4 +45,6 @@ def report(name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:,.0f}" if isinstance(v, float) and v > 100 else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    return (
+        f"{v:,.0f}" if isinstance(v, float) and v > 100 else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    )

@@ -20,14 +20,14 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Timer, bench_redis_url, report  # noqa: E402
-from schemas import RepoJob, encode_entry  # noqa: E402
-from streams import Entry, Keys  # noqa: E402
-from workers.backfiller.worker import build_backfiller  # noqa: E402
-from workers.ingester.worker import build_ingester  # noqa: E402
+from bench._common import Timer, bench_redis_url, report
+from schemas import RepoJob, encode_entry
+from streams import Entry, Keys
+from workers.backfiller.worker import build_backfiller
+from workers.ingester.worker import build_ingester
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workers"))
-from _pipeline import backfiller_config, ingester_config  # noqa: E402
+from _pipeline import backfiller_config, ingester_config
 
 HUGE = int(os.environ.get("BENCH_HUGE_RECORDS", "100000"))
 LIST_REPOS = int(os.environ.get("BENCH_LIST_REPOS", "5000"))
@@ -49,23 +49,30 @@ async def bench_listing(redis: aioredis.Redis, url: str) -> dict[str, object]:
             listing = ingester.listings[0]
             with Timer() as t:
                 await listing._page_until_done(None)
-        return {"path": "ingester listRepos -> repo_backfill", "repos": listing.listed,
-                "repos_per_s": listing.listed / t.seconds}  # fmt: skip
+        return {
+            "path": "ingester listRepos -> repo_backfill",
+            "repos": listing.listed,
+            "repos_per_s": listing.listed / t.seconds,
+        }
     finally:
         proc.terminate()
         proc.wait()
 
 
 async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
-    proc, net = start_devnet("--repos", "3", "--huge-repo-records", str(HUGE),
-                             "--seed", "9")  # fmt: skip
+    proc, net = start_devnet("--repos", "3", "--huge-repo-records", str(HUGE), "--seed", "9")
     prefix = f"bb{os.getpid()}"
     keys = Keys(prefix)
     try:
         did = await _huge_did(net)
         config = backfiller_config(url, prefix, net["plc"], batch_size=BATCH, firehose_high_water=10 * HUGE)
         async with build_backfiller(redis, config) as worker:
-            job = Entry(keys.stream("repo_backfill"), "0-1", encode_entry("repo_backfill", RepoJob(did=did, host=net["relay"])), 1)
+            job = Entry(
+                keys.stream("repo_backfill"),
+                "0-1",
+                encode_entry("repo_backfill", RepoJob(did=did, host=net["relay"])),
+                1,
+            )
             await worker.handler.handle(job)  # warm-up: devnet builds and caches the CAR, DID cached
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             await redis.delete(keys.stream("firehose_backfill"))
@@ -77,9 +84,16 @@ async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
         raw = await _raw_xadd(redis, keys.stream("raw"), [f for _, f in events])
         await redis.delete(keys.stream("firehose_backfill"), keys.stream("raw"))
         rate = records / t.seconds
-        return {"path": "backfiller getRepo -> firehose_backfill", "records": records, "raw_xadd_per_s": raw,
-                "records_per_s": rate, "ratio": rate / raw, "target": 0.6, "max_rss_mb": rss_after / 1024,
-                "rss_before_mb": rss_before / 1024}  # fmt: skip
+        return {
+            "path": "backfiller getRepo -> firehose_backfill",
+            "records": records,
+            "raw_xadd_per_s": raw,
+            "records_per_s": rate,
+            "ratio": rate / raw,
+            "target": 0.6,
+            "max_rss_mb": rss_after / 1024,
+            "rss_before_mb": rss_before / 1024,
+        }
     finally:
         proc.terminate()
         proc.wait()
@@ -87,7 +101,9 @@ async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
 
 async def _huge_did(net: dict[str, str]) -> str:
     async with httpx.AsyncClient() as http:
-        body = (await http.get(f"{net['relay']}/xrpc/com.atproto.sync.listRepos", params={"limit": 10})).json()
+        body = (
+            await http.get(f"{net['relay']}/xrpc/com.atproto.sync.listRepos", params={"limit": 10})
+        ).json()
         truth = (await http.get(f"{net['relay']}/truth")).content.splitlines()
     counts: dict[str, int] = {}
     for line in truth:

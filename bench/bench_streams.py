@@ -16,13 +16,14 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Timer, bench_redis_url, report  # noqa: E402
-from streams import DONE, Consumer, ConsumerConfig, Entry, Outcome, Producer, ProducerConfig  # noqa: E402
+from bench._common import Timer, bench_redis_url, report
+from streams import DONE, Consumer, ConsumerConfig, Entry, Outcome, Producer, ProducerConfig
 
 N = int(os.environ.get("BENCH_ENTRIES", "100000"))
 BATCH = 500
 ROUNDS = 3
-PAYLOAD = {"event": b'{"type":"create","seq":-1,"did":"did:plc:abcdefghijklmnopqrstuvwx","rev":"3l3qo2vutsw2b",'
+PAYLOAD = {"event": b'{"type":"create","seq":-1,"did":"did:plc:abcdefghijklmnopqrstuvwx",'
+           b'"rev":"3l3qo2vutsw2b",'
            b'"collection":"app.bsky.feed.like","rkey":"3l3qo2vuowo2b","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",'
            b'"record":{"$type":"app.bsky.feed.like","createdAt":"2024-01-01T00:00:00Z"}}'}  # fmt: skip
 
@@ -61,7 +62,9 @@ async def raw_consume(r: aioredis.Redis, stream: str) -> float:
 
 
 async def runtime_consume(r: aioredis.Redis, stream: str) -> float:
-    config = ConsumerConfig(stream, "rt", "c", batch_size=BATCH, concurrency=2, block_ms=100, group_start_id="0")
+    config = ConsumerConfig(
+        stream, "rt", "c", batch_size=BATCH, concurrency=2, block_ms=100, group_start_id="0"
+    )
     seen = 0
 
     async def noop(entries: Sequence[Entry]) -> Sequence[Outcome]:

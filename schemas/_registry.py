@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ class StreamContract:
 
     field: str
     type: Any
-    _decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
+    _decoder: msgspec.json.Decoder[Any] = dataclass_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(self.type))

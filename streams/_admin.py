@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -68,7 +69,12 @@ async def audit(redis: aioredis.Redis, keys: Keys, action: str, **args: object) 
     operator = os.environ.get("STREAMFILL_OPERATOR") or _login()
     await redis.xadd(
         keys.audit(),
-        {"action": action, "operator": operator, "args": json.dumps(args, default=str), "at": f"{time.time():.3f}"},
+        {
+            "action": action,
+            "operator": operator,
+            "args": json.dumps(args, default=str),
+            "at": f"{time.time():.3f}",
+        },
     )
 
 
@@ -162,7 +168,9 @@ async def drain(
         g = await require_group(redis, stream, group)
         if progress is not None:
             await progress(g)
-        if g.pending == 0 and (g.lag == 0 or (g.lag is None and g.last_delivered_id == await _last_id(redis, stream))):
+        if g.pending == 0 and (
+            g.lag == 0 or (g.lag is None and g.last_delivered_id == await _last_id(redis, stream))
+        ):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -234,14 +242,16 @@ async def trim(redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool 
     return removed
 
 
-async def dlq_list(redis: aioredis.Redis, stream: str, *, count: int = 100) -> list[tuple[str, dict[str, str]]]:
-    rows = await redis.xrange(f"{stream}:dlq", count=count)
+async def dlq_list(
+    redis: aioredis.Redis, stream: str, *, count: int = 100
+) -> list[tuple[str, dict[str, str]]]:
+    rows: Any = await redis.xrange(f"{stream}:dlq", count=count)
     return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in rows]
 
 
 async def dlq_replay(redis: aioredis.Redis, keys: Keys, stream: str, *, count: int = 1000) -> int:
     """Move dead-lettered entries back onto their stream (original fields only), atomically each."""
-    rows = await redis.xrange(f"{stream}:dlq", count=count)
+    rows: Any = await redis.xrange(f"{stream}:dlq", count=count)
     moved = 0
     for entry_id, fields in rows:
         original = {k: v for k, v in fields.items() if _s(k) not in DLQ_META}

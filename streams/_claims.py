@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -40,7 +41,7 @@ class Claims:
         """Redis' delivery count for each id still pending for this consumer."""
         if not ids:
             return {}
-        rows = await self._redis.xpending_range(
+        rows: Any = await self._redis.xpending_range(
             self._stream,
             self._group,
             min=min(ids, key=_id_key),
@@ -49,9 +50,7 @@ class Claims:
             consumername=self._consumer,
         )
         wanted = set(ids)
-        return {
-            _s(r["message_id"]): int(r["times_delivered"]) for r in rows if _s(r["message_id"]) in wanted
-        }
+        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows if _s(r["message_id"]) in wanted}
 
     async def with_counts(self, raw: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         ids = [_s(i) for i, _ in raw]
@@ -64,7 +63,7 @@ class Claims:
 
     async def autoclaim(self, min_idle_ms: int, start: str, count: int) -> Claimed:
         """One XAUTOCLAIM page. Redis 7+ also returns ids deleted (trimmed) while pending."""
-        reply = await self._redis.xautoclaim(
+        reply: Any = await self._redis.xautoclaim(
             self._stream, self._group, self._consumer, min_idle_ms, start_id=start, count=count
         )
         claimed = Claimed(next_start=_s(reply[0]))
@@ -74,14 +73,16 @@ class Claims:
         claimed.entries = await self.with_counts(live)
         return claimed
 
-    async def claim(self, ids: Sequence[str], *, keep_count: int | None = None) -> tuple[list[Entry], list[str]]:
+    async def claim(
+        self, ids: Sequence[str], *, keep_count: int | None = None
+    ) -> tuple[list[Entry], list[str]]:
         """Take back our own pending ids for a retry; also the ids that are gone.
 
         XCLAIM bumps the delivery count, unless `keep_count` sets it (RETRYCOUNT) to that value.
         """
         if not ids:
             return [], []
-        raw = await self._redis.xclaim(
+        raw: Any = await self._redis.xclaim(
             self._stream, self._group, self._consumer, 0, list(ids), retrycount=keep_count
         )
         live = [(i, f) for i, f in raw if i is not None and f]
@@ -94,9 +95,7 @@ class Claims:
         JUSTID does not bump the delivery count.
         """
         if ids:
-            await self._redis.xclaim(
-                self._stream, self._group, self._consumer, 0, list(ids), justid=True
-            )
+            await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(ids), justid=True)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
@@ -144,10 +145,17 @@ class Consumer:
     def statistics(self) -> ConsumerStats:
         c = self.config
         return ConsumerStats(
-            c.stream, c.group, c.consumer, self._counts["acked"], self._counts["retried"],
-            self._counts["dead"], self._counts["reclaimed"], self._counts["in_flight"],
-            len(self._retries), self._last_error,
-        )  # fmt: skip
+            c.stream,
+            c.group,
+            c.consumer,
+            self._counts["acked"],
+            self._counts["retried"],
+            self._counts["dead"],
+            self._counts["reclaimed"],
+            self._counts["in_flight"],
+            len(self._retries),
+            self._last_error,
+        )
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -178,11 +186,15 @@ class Consumer:
         block = None if next_id != ">" else self._block_ms()
         args: list[object] = ["GROUP", self.config.group, self.config.consumer]
         args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
-        reply = await self._reader.execute_command("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
+        reply: Any = await self._reader.execute_command(  # type: ignore[no-untyped-call]
+            "XREADGROUP", *args, "STREAMS", self.config.stream, next_id
+        )
         rows = _rows(reply)
         if next_id == ">":
             stream = self.config.stream
-            return [Entry(stream, i.decode(), dict(zip(f[::2], f[1::2], strict=True)), 1) for i, f in rows], ">"
+            return [
+                Entry(stream, i.decode(), dict(zip(f[::2], f[1::2], strict=True)), 1) for i, f in rows
+            ], ">"
         if not rows:
             return [], ">"
         parsed = [(i, dict(zip(f[::2], f[1::2], strict=True)) if f else {}) for i, f in rows]
@@ -243,15 +255,17 @@ class Consumer:
 
     async def _call_handler(self, batch: list[Entry]) -> Sequence[Outcome]:
         """Run the handler while renewing the lease on its entries; exceptions become outcomes."""
+        outcomes: Sequence[Outcome] = ()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew_lease, [e.id for e in batch])
                 try:
                     # Not shielded: a graceful stop() lets handlers finish (it only cancels the
                     # read), while a crash or a second signal must be able to interrupt them.
-                    return await self._handler(batch)
+                    outcomes = await self._handler(batch)
                 finally:
                     tg.cancel_scope.cancel()
+            return outcomes
         except Exception as exc:  # a handler bug or a transient failure: never kills the consumer
             self._last_error = f"{type(exc).__name__}: {exc}"
             log.warning("handler failed", extra={"error": self._last_error, "stream": self.config.stream})
@@ -276,7 +290,9 @@ class Consumer:
         if retry.counted and delay >= local_limit:
             return  # a long delay: leave it pending; XAUTOCLAIM redelivers it after min_idle
         keep = None if retry.counted else entry.deliveries
-        heapq.heappush(self._retries, (time.monotonic() + min(delay, local_limit), next(self._seq), entry.id, keep))
+        heapq.heappush(
+            self._retries, (time.monotonic() + min(delay, local_limit), next(self._seq), entry.id, keep)
+        )
 
     async def _due_retries(self) -> list[Entry]:
         """Re-claim the entries whose retry time has come (the caller holds a handler slot)."""
@@ -308,7 +324,9 @@ class Consumer:
     async def _record_deleted(self, ids: list[str]) -> None:
         """Entries trimmed/deleted while pending: nothing to process, but leave a record of them."""
         log.error("pending entries were deleted before processing", extra={"ids": ids[:20]})
-        items = [(Entry(self.config.stream, i, {}, 0), DeadLetter(reason="deleted while pending")) for i in ids]
+        items = [
+            (Entry(self.config.stream, i, {}, 0), DeadLetter(reason="deleted while pending")) for i in ids
+        ]
         await self._settler.dead_letter(items)
 
     async def _reclaim_loop(self, send: MemoryObjectSendStream[list[Entry]]) -> None:
@@ -344,10 +362,10 @@ class Consumer:
         return total
 
 
-def _rows(reply: object) -> list[list[object]]:
+def _rows(reply: Any) -> Any:
     """The entries of a raw single-stream XREADGROUP reply (RESP3 map or RESP2 array)."""
     if not reply:
         return []
     if isinstance(reply, dict):
-        return next(iter(reply.values()))  # type: ignore[no-any-return]
-    return reply[0][1]  # type: ignore[index, no-any-return]
+        return next(iter(reply.values()))
+    return reply[0][1]

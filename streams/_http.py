@@ -32,7 +32,11 @@ def install_prometheus_provider() -> None:
 
 
 async def serve_metrics(
-    host: str, port: int, is_ready: Callable[[], bool], *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    host: str,
+    port: int,
+    is_ready: Callable[[], bool],
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; reports the bound port (useful with port 0)."""
     install_prometheus_provider()
@@ -49,12 +53,14 @@ async def serve_metrics(
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
     app = web.Application()
-    app.add_routes([web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    app.add_routes(
+        [web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
     task_status.started(bound)
     try:
         await anyio.sleep_forever()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -44,12 +45,14 @@ async def record_skip(
 
 
 async def skipped_ranges(redis: aioredis.Redis, ledger_key: str) -> list[SkippedRange]:
-    rows = await redis.xrange(ledger_key)
+    rows: Any = await redis.xrange(ledger_key)
     out = []
     for entry_id, f in rows:
         d = {k.decode(): v.decode() for k, v in f.items()}
         out.append(
-            SkippedRange(entry_id.decode(), d["start"], d["end"], int(d["failures"]), d["reason"], float(d["at"]))
+            SkippedRange(
+                entry_id.decode(), d["start"], d["end"], int(d["failures"]), d["reason"], float(d["at"])
+            )
         )
     return out
 

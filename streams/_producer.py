@@ -2,9 +2,10 @@
 
 Each `send` is one round trip: one script call that writes the batch's XADDs, entries for other
 streams and the source cursor(s) atomically (so the cursor never runs ahead of its data), then a
-reading of the target's backlog taken after the batch, so backpressure costs no extra round trip. While the last
-reading is at or above the high mark, `send` blocks (it never drops and never buffers) until the
-backlog falls below the low mark. One producer therefore overshoots the mark by at most one batch.
+reading of the target's backlog taken after the batch, so backpressure costs no extra round trip.
+While the last reading is at or above the high mark, `send` blocks (it never drops and never
+buffers) until the backlog falls below the low mark. One producer therefore overshoots the mark
+by at most one batch.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number `attempt` (1 = first retry)."""
         ceiling = min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
-        return (rng or random).uniform(0, ceiling)
+        return float((rng or random).uniform(0, ceiling))
 
     def ceiling(self, attempt: int) -> float:
-        return min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
+        return float(min(self.cap_s, self.base_s * 2.0 ** max(0, attempt - 1)))
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -41,7 +41,9 @@ async def detect_server(redis: aioredis.Redis) -> ServerInfo:
         server = ServerInfo("redis", _parse(str(info["redis_version"])))
     if server.version < MINIMUM[server.flavor]:
         need = ".".join(map(str, MINIMUM[server.flavor]))
-        raise UnsupportedServer(f"{server.label} is not supported: streamfill needs {server.flavor} >= {need}")
+        raise UnsupportedServer(
+            f"{server.label} is not supported: streamfill needs {server.flavor} >= {need}"
+        )
     return server
 
 

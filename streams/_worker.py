@@ -35,7 +35,7 @@ class Component(Protocol):
 class WorkerOptions:
     name: str
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    metrics_host: str = "0.0.0.0"
     watched_streams: tuple[str, ...] = ()
     stats_interval_s: float = 5.0
 

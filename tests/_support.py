@@ -13,7 +13,11 @@ T = TypeVar("T")
 
 
 async def wait_until(
-    predicate: Callable[[], T | Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

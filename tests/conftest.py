@@ -23,7 +23,9 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def atproto_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real AT Protocol data not found at {SHARED_DATA} (../shared must sit beside the checkout)")
+        pytest.fail(
+            f"real AT Protocol data not found at {SHARED_DATA} (../shared must sit beside the checkout)"
+        )
     return SHARED_DATA
 
 

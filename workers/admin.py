@@ -120,9 +120,12 @@ def render_status(infos: list[StreamInfo]) -> str:
         )
         for g in i.groups:
             lag = "?" if g.lag is None else str(g.lag)
-            lines.append(f"  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}")
+            lines.append(
+                f"  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}"
+            )
             for c in g.consumers:
-                lines.append(f"    consumer {c.name}  pending={c.pending}  idle={_age(c.idle_ms / 1000)}")
+                idle = _age(c.idle_ms / 1000)
+                lines.append(f"    consumer {c.name}  pending={c.pending}  idle={idle}")
     return "\n".join(lines)
 
 

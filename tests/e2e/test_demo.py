@@ -35,9 +35,19 @@ def test_pipeline_is_exact(tmp_path: Path, redis_url: str, database_url: str) ->
 
 def test_pipeline_is_exact_with_workers_killed(tmp_path: Path, redis_url: str, database_url: str) -> None:
     verdict = run_demo(
-        tmp_path, redis_url, database_url, "--repos", "60", "--rate", "25", "--seed", "4", "--chaos",
-        "--chaos-interval", "0.7",
-    )  # fmt: skip
+        tmp_path,
+        redis_url,
+        database_url,
+        "--repos",
+        "60",
+        "--rate",
+        "25",
+        "--seed",
+        "4",
+        "--chaos",
+        "--chaos-interval",
+        "0.7",
+    )
     assert verdict["ok"] is True, verdict
     assert int(verdict["kills"]) >= 2  # type: ignore[call-overload]
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)

@@ -30,7 +30,9 @@ async def fill(redis: aioredis.Redis, stream: str, n: int) -> list[bytes]:
     return [await redis.xadd(stream, {"n": str(i)}) for i in range(n)]
 
 
-async def test_trim_keeps_everything_some_group_has_not_acked(redis_client: aioredis.Redis, prefix: str) -> None:
+async def test_trim_keeps_everything_some_group_has_not_acked(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     stream = keys.stream("s")
     ids = await fill(redis_client, stream, 20)
@@ -94,7 +96,9 @@ async def test_reset_and_unknown_names(redis_client: aioredis.Redis, prefix: str
 async def test_dlq_replay_moves_original_fields_back(redis_client: aioredis.Redis, prefix: str) -> None:
     keys = Keys(prefix)
     stream = keys.stream("s")
-    await redis_client.xadd(f"{stream}:dlq", {"event": "x", "reason": "bad", "attempts": "5", "source_id": "1-0"})
+    await redis_client.xadd(
+        f"{stream}:dlq", {"event": "x", "reason": "bad", "attempts": "5", "source_id": "1-0"}
+    )
     assert [f["reason"] for _, f in await dlq_list(redis_client, stream)] == ["bad"]
     assert await dlq_replay(redis_client, keys, stream) == 1
     assert [f for _, f in await redis_client.xrange(stream)] == [{b"event": b"x"}]

@@ -56,7 +56,9 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     assert (b"groups.reset", b"alice") in actions and (b"trim", b"alice") in actions
 
 
-async def test_drain_times_out_then_succeeds(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+async def test_drain_times_out_then_succeeds(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
     stream = Keys(prefix).stream("s")
     entry = await redis_client.xadd(stream, {"a": "1"})
     await redis_client.xgroup_create(stream, "g", id="0")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
-import time
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +63,9 @@ async def test_acks_every_entry_after_the_handler_succeeds(redis_client: aioredi
     assert consumer.statistics().acked == 57
 
 
-async def test_pending_entries_are_reread_first_after_restart(redis_client: aioredis.Redis, prefix: str) -> None:
+async def test_pending_entries_are_reread_first_after_restart(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
     stream = Keys(prefix).stream("work")
     await fill(redis_client, stream, 5)
     await redis_client.xgroup_create(stream, "g", id="0")
@@ -127,7 +129,10 @@ async def test_permanent_error_dead_letters_at_once(redis_client: aioredis.Redis
     await fill(redis_client, stream, 3)
 
     async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
-        return [DeadLetter(reason="bad-input", error="no did") if e.fields[b"n"] == b"1" else DONE for e in entries]
+        return [
+            DeadLetter(reason="bad-input", error="no did") if e.fields[b"n"] == b"1" else DONE
+            for e in entries
+        ]
 
     await Consumer(redis_client, config(stream), handler).run_until_idle()
     dlq = await redis_client.xrange(f"{stream}:dlq")
@@ -177,7 +182,9 @@ async def test_killed_consumer_entries_are_reclaimed_and_all_processed(
             deliveries[e.id] = e.deliveries
         return [DONE] * len(entries)
 
-    rescuer = Consumer(redis_client, config(stream, "rescuer", min_idle_ms=300, reclaim_interval_s=0.1), handler)
+    rescuer = Consumer(
+        redis_client, config(stream, "rescuer", min_idle_ms=300, reclaim_interval_s=0.1), handler
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(rescuer.run)
         await wait_until(lambda: len(done) == 40, what="every entry processed")
@@ -205,7 +212,9 @@ async def test_long_handler_keeps_its_lease(redis_client: aioredis.Redis, prefix
         return [DONE] * len(entries)
 
     owner = Consumer(redis_client, config(stream, "owner", min_idle_ms=300), slow)
-    thief = Consumer(redis_client, config(stream, "thief", min_idle_ms=300, reclaim_interval_s=0.05), thief_handler)
+    thief = Consumer(
+        redis_client, config(stream, "thief", min_idle_ms=300, reclaim_interval_s=0.05), thief_handler
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(owner.run)
         await started.wait()

@@ -32,7 +32,9 @@ async def test_metrics_health_and_readiness(redis_client: aioredis.Redis, prefix
             async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
                 return [DONE] * len(entries)
 
-            await Consumer(redis_client, ConsumerConfig(stream, "g", "c", block_ms=20), handler).run_until_idle()
+            await Consumer(
+                redis_client, ConsumerConfig(stream, "g", "c", block_ms=20), handler
+            ).run_until_idle()
             await _record_stream(redis_client, stream)
             text = (await http.get("/metrics")).text
         tg.cancel_scope.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 from _support import wait_until
@@ -38,7 +39,9 @@ async def test_backpressure_blocks_at_high_mark_and_resumes_below_low_mark(
     stream = keys.stream("out")
     await redis_client.xgroup_create(stream, "g", id="0", mkstream=True)
     high, low, size, total = 100, 60, 10, 400
-    producer = Producer(redis_client, ProducerConfig(stream, high_water=high, low_water=low, poll_interval_s=0.01))
+    producer = Producer(
+        redis_client, ProducerConfig(stream, high_water=high, low_water=low, poll_interval_s=0.01)
+    )
     sent = 0
     worst = 0
 
@@ -100,7 +103,7 @@ async def test_cursor_is_written_with_its_batch(redis_client: aioredis.Redis, pr
                 value, length = await pipe.execute()
             if value is not None and int(value) > length:
                 violations.append((int(value), length))
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(observe)

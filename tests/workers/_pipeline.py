@@ -14,22 +14,47 @@ from workers.ingester.config import IngesterConfig
 
 def ingester_config(redis_url: str, prefix: str, relay: str, **overrides: Any) -> IngesterConfig:
     base = IngesterConfig(
-        redis_url=redis_url, prefix=prefix, mode="backfill", relay_hosts=(relay,), labeler_hosts=(),
-        high_water_mark=100_000, batch_size=50, batch_timeout_ms=50, max_consecutive_errors=3,
-        skip_ahead=10, metrics_port=None, plc_url="", verify_signatures=True, recheck_interval_s=3600,
+        redis_url=redis_url,
+        prefix=prefix,
+        mode="backfill",
+        relay_hosts=(relay,),
+        labeler_hosts=(),
+        high_water_mark=100_000,
+        batch_size=50,
+        batch_timeout_ms=50,
+        max_consecutive_errors=3,
+        skip_ahead=10,
+        metrics_port=None,
+        plc_url="",
+        verify_signatures=True,
+        recheck_interval_s=3600,
         list_limit=10,
-    )  # fmt: skip
+    )
     return replace(base, **overrides)
 
 
 def backfiller_config(redis_url: str, prefix: str, plc_url: str, **overrides: Any) -> BackfillerConfig:
     base = BackfillerConfig(
-        redis_url=redis_url, prefix=prefix, consumer="b1", group="repo_backfill_group",
-        backfill_stream="repo_backfill", firehose_stream="firehose_backfill", dlq_stream="repo_backfill:dlq",
-        concurrency=4, firehose_high_water=1_000_000, batch_size=100, http_timeout_s=10.0, max_retries=3,
-        pds_rps=1000.0, pds_concurrency=4, skip_signature_verification=False, plc_url=plc_url,
-        max_repo_bytes=64 * 1024**2, metrics_port=None, min_idle_ms=30_000,
-    )  # fmt: skip
+        redis_url=redis_url,
+        prefix=prefix,
+        consumer="b1",
+        group="repo_backfill_group",
+        backfill_stream="repo_backfill",
+        firehose_stream="firehose_backfill",
+        dlq_stream="repo_backfill:dlq",
+        concurrency=4,
+        firehose_high_water=1_000_000,
+        batch_size=100,
+        http_timeout_s=10.0,
+        max_retries=3,
+        pds_rps=1000.0,
+        pds_concurrency=4,
+        skip_signature_verification=False,
+        plc_url=plc_url,
+        max_repo_bytes=64 * 1024**2,
+        metrics_port=None,
+        min_idle_ms=30_000,
+    )
     return replace(base, **overrides)
 
 

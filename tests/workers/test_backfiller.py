@@ -31,7 +31,9 @@ async def backfill_all(redis: aioredis.Redis, config: Any) -> Any:
     async with build_backfiller(redis, config) as worker, anyio.create_task_group() as tg:
         tg.start_soon(worker.consumer.run)
         await wait_until(
-            lambda: drained(redis, keys.stream("repo_backfill"), config.group), timeout=60, what="repo_backfill drained"
+            lambda: drained(redis, keys.stream("repo_backfill"), config.group),
+            timeout=60,
+            what="repo_backfill drained",
         )
         worker.consumer.stop()
     return worker
@@ -45,18 +47,27 @@ def snapshot_records(events: list[Any]) -> dict[str, set[tuple[str, str, str]]]:
     return by_did
 
 
-async def test_backfilled_records_equal_devnet_truth(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+async def test_backfilled_records_equal_devnet_truth(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
     keys = Keys(prefix)
     faults = FaultConfig(
-        takendown=2, deactivated=1, missing=1, rate_limit_pds=frozenset({1}), rate_limit_fraction=0.3, retry_after_s=1,
-    )  # fmt: skip
+        takendown=2,
+        deactivated=1,
+        missing=1,
+        rate_limit_pds=frozenset({1}),
+        rate_limit_fraction=0.3,
+        retry_after_s=1,
+    )
     async with Devnet(DevnetConfig(repos=40, pds_hosts=3, seed=11, faults=faults)) as net:
         healthy = [a.did for a in net.world.accounts if a.status == "active" and not a.missing]
         net.faults.bad_sig_dids.add(healthy[0])
         net.faults.truncate_dids.add(healthy[1])
         bad = {healthy[0], healthy[1]}
         await run_listing_until_done(redis_client, ingester_config(redis_url, prefix, net.relay_url), net)
-        worker = await backfill_all(redis_client, backfiller_config(redis_url, prefix, net.plc_url, max_retries=6))
+        worker = await backfill_all(
+            redis_client, backfiller_config(redis_url, prefix, net.plc_url, max_retries=6)
+        )
         truth = net.truth()
     expected: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
     for t in truth:
@@ -68,7 +79,9 @@ async def test_backfilled_records_equal_devnet_truth(redis_client: aioredis.Redi
     assert all(e.seq == -1 for e in events)
     markers = {e.did: e for e in events if isinstance(e, RepoMarker)}
     repo_revs = {t["did"]: t["rev"] for t in truth if t["type"] == "repo"}
-    assert set(markers) == set(expected) | {d for d, s in _statuses(truth).items() if s == "active" and d not in bad}
+    assert set(markers) == set(expected) | {
+        d for d, s in _statuses(truth).items() if s == "active" and d not in bad
+    }
     for did, marker in markers.items():
         assert marker.rev == repo_revs[did] and marker.records == len(expected.get(did, ()))
         # Every record event of a snapshot carries the snapshot's commit rev.

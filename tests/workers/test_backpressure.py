@@ -19,7 +19,9 @@ from workers.ingester.worker import build_ingester, host_key
 pytestmark = pytest.mark.anyio
 
 
-async def test_firehose_ingester_waits_at_the_mark(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+async def test_firehose_ingester_waits_at_the_mark(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
     keys = Keys(prefix)
     stream = keys.stream("firehose_live")
     await redis_client.xgroup_create(stream, "firehose_group", id="0", mkstream=True)

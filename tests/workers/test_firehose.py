@@ -38,7 +38,13 @@ def expected_events(net: Devnet) -> tuple[list[tuple[Any, ...]], list[str]]:
 
 def as_tuple(e: Any) -> tuple[Any, ...]:
     if isinstance(e, RecordCreate | RecordUpdate):
-        return (e.seq, e.did, "create" if isinstance(e, RecordCreate) else "update", f"{e.collection}/{e.rkey}", e.cid)
+        return (
+            e.seq,
+            e.did,
+            "create" if isinstance(e, RecordCreate) else "update",
+            f"{e.collection}/{e.rkey}",
+            e.cid,
+        )
     if isinstance(e, RecordDelete):
         return (e.seq, e.did, "delete", f"{e.collection}/{e.rkey}", None)
     if isinstance(e, Identity):
@@ -52,7 +58,9 @@ async def test_firehose_events_match_devnet_in_order_across_dropped_connections(
 ) -> None:
     keys = Keys(prefix)
     async with Devnet(DevnetConfig(repos=25, seed=21, faults=FaultConfig(drop_ws_every=9))) as net:
-        config = ingester_config(redis_url, prefix, net.relay_url, mode="firehose", plc_url=net.plc_url, batch_size=10)
+        config = ingester_config(
+            redis_url, prefix, net.relay_url, mode="firehose", plc_url=net.plc_url, batch_size=10
+        )
         cursor_key = keys.cursor("firehose_live", host_key(net.relay_url))
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             [source] = ingester.firehoses
@@ -98,11 +106,14 @@ async def test_bad_signature_frame_is_dead_lettered_and_the_rest_flows(
     assert decode_frame(fields[b"frame"]).repo == victim.did  # type: ignore[union-attr]
 
 
-async def test_labels_are_ingested_with_cursor(redis_client: aioredis.Redis, redis_url: str, prefix: str) -> None:
+async def test_labels_are_ingested_with_cursor(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
     keys = Keys(prefix)
     async with Devnet(DevnetConfig(repos=10, seed=23, initial_labels=15)) as net:
-        config = ingester_config(redis_url, prefix, net.relay_url, mode="labeler", relay_hosts=(),
-                                 labeler_hosts=(net.labeler_url,))  # fmt: skip
+        config = ingester_config(
+            redis_url, prefix, net.relay_url, mode="labeler", relay_hosts=(), labeler_hosts=(net.labeler_url,)
+        )
         cursor_key = keys.cursor("label_live", host_key(net.labeler_url))
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             tg.start_soon(ingester.labelers[0].run)

@@ -60,7 +60,9 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
     keys = Keys(prefix)
-    async with Devnet(DevnetConfig(repos=40, seed=4, faults=FaultConfig(fail_list_pages=frozenset({1})))) as net:
+    async with Devnet(
+        DevnetConfig(repos=40, seed=4, faults=FaultConfig(fail_list_pages=frozenset({1})))
+    ) as net:
         config = ingester_config(redis_url, prefix, net.relay_url)
         await run_listing_until_done(redis_client, config, net)
         all_dids = {t["did"] for t in net.truth() if t["type"] == "repo"}

@@ -39,10 +39,14 @@ class BackfillerConfig:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags mirroring the environment variables (a flag wins over its variable)."""
     for flag, help_ in (
-        ("--consumer", "BACKFILLER_CONSUMER"), ("--group", "BACKFILLER_GROUP"),
-        ("--concurrency", "BACKFILLER_CONCURRENCY"), ("--batch-size", "BACKFILLER_BATCH_SIZE"),
-        ("--pds-rps", "BACKFILLER_PDS_RPS"), ("--plc-url", "PLC_URL"),
-        ("--max-repo-bytes", "BACKFILLER_MAX_REPO_BYTES"), ("--metrics-port", "METRICS_PORT"),
+        ("--consumer", "BACKFILLER_CONSUMER"),
+        ("--group", "BACKFILLER_GROUP"),
+        ("--concurrency", "BACKFILLER_CONCURRENCY"),
+        ("--batch-size", "BACKFILLER_BATCH_SIZE"),
+        ("--pds-rps", "BACKFILLER_PDS_RPS"),
+        ("--plc-url", "PLC_URL"),
+        ("--max-repo-bytes", "BACKFILLER_MAX_REPO_BYTES"),
+        ("--metrics-port", "METRICS_PORT"),
         ("--high-water-mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK"),
     ):
         p.add_argument(flag, default=None, help=f"(env {help_})")
@@ -64,7 +68,9 @@ def from_env(args: argparse.Namespace) -> BackfillerConfig:
         firehose_stream=env_str("BACKFILLER_FIREHOSE_STREAM", "firehose_backfill"),
         dlq_stream=env_str("BACKFILLER_DLQ_STREAM", "repo_backfill:dlq"),
         concurrency=int(pick("concurrency", "BACKFILLER_CONCURRENCY", "8")),
-        firehose_high_water=int(pick("high_water_mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK", "100000")),
+        firehose_high_water=int(
+            pick("high_water_mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK", "100000")
+        ),
         batch_size=int(pick("batch_size", "BACKFILLER_BATCH_SIZE", "500")),
         http_timeout_s=env_float("BACKFILLER_HTTP_TIMEOUT_SECS", 120.0),
         max_retries=env_int("BACKFILLER_MAX_RETRIES", 5),

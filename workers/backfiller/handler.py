@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import msgspec
 import redis.asyncio as aioredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from opentelemetry import metrics
 
 from atp import (
     AtpError,
@@ -35,7 +36,6 @@ from atp.xrpc import XrpcClient
 from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
 from schemas._messages import BACKFILL_SEQ
 from streams import DONE, DeadLetter, Entry, Keys, Outcome, Producer, Retry, classify
-from opentelemetry import metrics
 from workers._identity import IdentityCache
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.hosts import HostBusy, HostLimiter
@@ -156,9 +156,14 @@ class BackfillHandler:
         count = 0
         async for rec in reader.records():
             event = RecordCreate(
-                seq=BACKFILL_SEQ, did=job.did, rev=rev, collection=rec.collection, rkey=rec.rkey,
-                cid=rec.cid, record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
-            )  # fmt: skip
+                seq=BACKFILL_SEQ,
+                did=job.did,
+                rev=rev,
+                collection=rec.collection,
+                rkey=rec.rkey,
+                cid=rec.cid,
+                record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
+            )
             batch.append(encode_entry(stream, event))
             count += 1
             if len(batch) >= size:
@@ -178,7 +183,13 @@ class BackfillHandler:
         _outcome_counter().add(1, {"outcome": outcome})
         await self._redis.xadd(
             self._keys.outcomes("repo_backfill"),
-            {"did": job.did, "host": job.host, "outcome": outcome, "detail": detail[:500], "at": f"{time.time():.3f}"},
+            {
+                "did": job.did,
+                "host": job.host,
+                "outcome": outcome,
+                "detail": detail[:500],
+                "at": f"{time.time():.3f}",
+            },
             maxlen=OUTCOMES_MAXLEN,
             approximate=True,
         )

@@ -39,7 +39,9 @@ class _Host:
 class HostLimiter:
     """Admission control for requests to many hosts."""
 
-    def __init__(self, rps: float, concurrency: int, *, max_wait_s: float = 2.0, max_waiting: int = 8) -> None:
+    def __init__(
+        self, rps: float, concurrency: int, *, max_wait_s: float = 2.0, max_waiting: int = 8
+    ) -> None:
         self._interval = 1.0 / rps if rps > 0 else 0.0
         self._concurrency = concurrency
         self._max_wait_s = max_wait_s
@@ -95,7 +97,11 @@ class HostLimiter:
     def statistics(self) -> dict[str, dict[str, float]]:
         now = time.monotonic()
         return {
-            h: {"requests": s.requests, "throttled": s.throttled, "waiting": s.waiting,
-                "backoff_s": max(0.0, s.blocked_until - now)}
+            h: {
+                "requests": s.requests,
+                "throttled": s.throttled,
+                "waiting": s.waiting,
+                "backoff_s": max(0.0, s.blocked_until - now),
+            }
             for h, s in self._hosts.items()
-        }  # fmt: skip
+        }

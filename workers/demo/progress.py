@@ -54,7 +54,9 @@ async def _row(redis: aioredis.Redis, keys: Keys, name: str, group: str) -> Stre
     lag = added if g is None else int(g["lag"] if g.get("lag") is not None else info["length"])
     pending = 0 if g is None else int(g["pending"])
     read = 0 if g is None else int(g.get("entries-read") or 0)
-    return StreamRow(name, int(info["length"]), added, lag, pending, int(await redis.xlen(f"{key}:dlq")), read)
+    return StreamRow(
+        name, int(info["length"]), added, lag, pending, int(await redis.xlen(f"{key}:dlq")), read
+    )
 
 
 async def snapshot(
@@ -76,7 +78,9 @@ def _bar(done: int, total: int, width: int = 32) -> str:
     return "█" * full + "░" * (width - full) + f" {done:>8,}/{total:<8,} {frac * 100:5.1f}%"
 
 
-def render(now: Snapshot, prev: Snapshot | None, children: Sequence[Child], started: float, phase: str) -> str:
+def render(
+    now: Snapshot, prev: Snapshot | None, children: Sequence[Child], started: float, phase: str
+) -> str:
     dt = max(1e-3, now.at - prev.at) if prev else 1.0
     lines = [f"streamfill demo — {phase} — {time.monotonic() - started:6.1f}s", ""]
     lines.append(f"{'stream':<20}{'length':>10}{'lag':>10}{'pending':>10}{'dlq':>6}{'in/s':>10}{'out/s':>10}")
@@ -84,15 +88,21 @@ def render(now: Snapshot, prev: Snapshot | None, children: Sequence[Child], star
         before = prev.rows.get(name) if prev else None
         rate_in = (row.added - before.added) / dt if before else 0.0
         rate_out = (row.read - before.read) / dt if before else 0.0
-        lines.append(f"{name:<20}{row.length:>10,}{row.lag:>10,}{row.pending:>10,}{row.dlq:>6,}"
-                     f"{rate_in:>10,.0f}{rate_out:>10,.0f}")  # fmt: skip
+        lines.append(
+            f"{name:<20}{row.length:>10,}{row.lag:>10,}{row.pending:>10,}{row.dlq:>6,}"
+            f"{rate_in:>10,.0f}{rate_out:>10,.0f}"
+        )
     repos = int(now.devnet.get("repos", 0))
     records = int(now.devnet.get("records", 0))
     listed = now.rows["repo_backfill"].added
     backfilled = now.rows["repo_backfill"].read - now.rows["repo_backfill"].pending
-    lines += ["", f"repos listed      {_bar(min(listed, repos), repos)}" + ("  (done)" if now.listing_done else ""),
-              f"repos backfilled  {_bar(min(backfilled, repos), repos)}",
-              f"records indexed   {_bar(now.records_indexed, records)}", ""]  # fmt: skip
+    lines += [
+        "",
+        f"repos listed      {_bar(min(listed, repos), repos)}" + ("  (done)" if now.listing_done else ""),
+        f"repos backfilled  {_bar(min(backfilled, repos), repos)}",
+        f"records indexed   {_bar(now.records_indexed, records)}",
+        "",
+    ]
     for c in children:
         state = "up  " if c.alive else "DOWN"
         lines.append(f"  {c.name:<14} {state} restarts={c.restarts} kills={c.kills}")

@@ -58,9 +58,11 @@ class DemoError(Exception):
 def run_demo(options: DemoOptions) -> int:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamfill-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    with redis_url_or_embedded(options.redis_url) as redis_url, database_url_or_embedded(
-        options.database_url
-    ) as server_url, _devnet(options, workdir) as devnet:
+    with (
+        redis_url_or_embedded(options.redis_url) as redis_url,
+        database_url_or_embedded(options.database_url) as server_url,
+        _devnet(options, workdir) as devnet,
+    ):
         name = f"streamfill_demo_{int(time.time())}_{os.getpid()}"
         database_url = anyio.run(_create_database, server_url, name)
         ok = False
@@ -99,10 +101,22 @@ async def _drop_database(server_url: str, name: str) -> None:
 @contextlib.contextmanager
 def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
     """`streamfill devnet` as a child process; yields the URLs it prints as one JSON line."""
-    args = [sys.executable, "-m", "workers.cli", "devnet", "--repos", str(options.repos), "--seed",
-            str(options.seed), "--firehose-rate", str(options.firehose_rate), "--truth", str(workdir / "truth.jsonl")]
+    args = [
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "devnet",
+        "--repos",
+        str(options.repos),
+        "--seed",
+        str(options.seed),
+        "--firehose-rate",
+        str(options.firehose_rate),
+        "--truth",
+        str(workdir / "truth.jsonl"),
+    ]
     log = (workdir / "devnet.log").open("ab")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -118,7 +132,9 @@ def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
         log.close()
 
 
-async def _run(options: DemoOptions, workdir: Path, redis_url: str, database_url: str, devnet: dict[str, Any]) -> int:
+async def _run(
+    options: DemoOptions, workdir: Path, redis_url: str, database_url: str, devnet: dict[str, Any]
+) -> int:
     prefix = f"demo{int(time.time())}"
     keys = Keys(prefix)
     relay = devnet["relay"]
@@ -126,10 +142,18 @@ async def _run(options: DemoOptions, workdir: Path, redis_url: str, database_url
     pg = await asyncpg.connect(database_url)
     # Replay the relay's firehose from its start: events before the ingester connected are not missed.
     await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
-    base_env = {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "STREAMFILL_PREFIX": prefix,
-                "PLC_URL": devnet["plc"], "INGESTER_RELAY_HOSTS": relay, "INGESTER_LABELER_HOSTS": devnet["labeler"],
-                "BACKFILLER_MIN_IDLE_MS": "5000", "INDEXER_MIN_IDLE_MS": "5000", "BACKFILLER_PDS_RPS": "200",
-                "BACKFILLER_CONCURRENCY": "6"}  # fmt: skip
+    base_env = {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "STREAMFILL_PREFIX": prefix,
+        "PLC_URL": devnet["plc"],
+        "INGESTER_RELAY_HOSTS": relay,
+        "INGESTER_LABELER_HOSTS": devnet["labeler"],
+        "BACKFILLER_MIN_IDLE_MS": "5000",
+        "INDEXER_MIN_IDLE_MS": "5000",
+        "BACKFILLER_PDS_RPS": "200",
+        "BACKFILLER_CONCURRENCY": "6",
+    }
     _migrate(base_env, workdir)
     children = _children(base_env, workdir)
     started = time.monotonic()
@@ -152,12 +176,18 @@ async def _run(options: DemoOptions, workdir: Path, redis_url: str, database_url
 
 def _migrate(env: dict[str, str], workdir: Path) -> None:
     with (workdir / "migrate.log").open("ab") as log:
-        subprocess.run([sys.executable, "-m", "workers.cli", "indexer", "--migrate"], env=child_env(env),
-                       stdout=log, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", "indexer", "--migrate"],
+            env=child_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
 
 
 def _children(env: dict[str, str], workdir: Path) -> list[Child]:
     """1 ingester, 2 backfillers, 2 indexers: the horizontally scaled shape."""
+
     def child(name: str, args: list[str], **extra: str) -> Child:
         return Child(name, args, child_env(env, **extra), workdir / f"{name}.log")
 
@@ -171,9 +201,15 @@ def _children(env: dict[str, str], workdir: Path) -> list[Child]:
 
 
 async def _drive(
-    options: DemoOptions, redis: aioredis.Redis, keys: Keys, pg: Any, http: httpx.AsyncClient,
-    devnet: dict[str, Any], children: list[Child], started: float,
-) -> tuple[Verdict, Snapshot]:  # fmt: skip
+    options: DemoOptions,
+    redis: aioredis.Redis,
+    keys: Keys,
+    pg: Any,
+    http: httpx.AsyncClient,
+    devnet: dict[str, Any],
+    children: list[Child],
+    started: float,
+) -> tuple[Verdict, Snapshot]:
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
     watch.labeler_host = host_key(devnet["labeler"])
@@ -184,7 +220,9 @@ async def _drive(
     labels_key = keys.cursor("label_live", watch.labeler_host)
     last_seq, last_label = int(stats["firehose_seq"]), int(stats["labels_seq"])
     watch.chaos = False  # settle without kills, then verify an exact, quiet state
-    await watch.until(lambda s: True, "settle", stable=1, cursors=((firehose_key, last_seq), (labels_key, last_label)))
+    await watch.until(
+        lambda s: True, "settle", stable=1, cursors=((firehose_key, last_seq), (labels_key, last_label))
+    )
     final = await watch.until(lambda s: s.drained(), "settle", stable=4)
     truth = [orjson.loads(line) for line in (await http.get("/truth")).content.splitlines() if line.strip()]
     return await verify(pg, truth), final
@@ -193,8 +231,17 @@ async def _drive(
 class _Watcher:
     """Refreshes the dashboard, runs chaos, and waits for conditions."""
 
-    def __init__(self, options: DemoOptions, redis: aioredis.Redis, keys: Keys, pg: Any, http: httpx.AsyncClient,
-                 relay_host: str, children: list[Child], started: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        options: DemoOptions,
+        redis: aioredis.Redis,
+        keys: Keys,
+        pg: Any,
+        http: httpx.AsyncClient,
+        relay_host: str,
+        children: list[Child],
+        started: float,
+    ) -> None:
         self.options, self.redis, self.keys, self.pg, self.http = options, redis, keys, pg, http
         self.relay_host, self.children, self.started = relay_host, children, started
         self.chaos = options.chaos
@@ -203,7 +250,9 @@ class _Watcher:
         self._next_kill = time.monotonic() + options.chaos_interval_s
         self._rng = random.Random(options.seed)
 
-    async def until(self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()) -> Snapshot:
+    async def until(
+        self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
+    ) -> Snapshot:
         ok_in_a_row = 0
         deadline = self.started + self.options.timeout_s
         while True:
@@ -237,8 +286,14 @@ class _Watcher:
         return snap
 
 
-def _report(options: DemoOptions, verdict: Verdict, final: Snapshot, elapsed: float, children: list[Child],
-            workdir: Path) -> None:  # fmt: skip
+def _report(
+    options: DemoOptions,
+    verdict: Verdict,
+    final: Snapshot,
+    elapsed: float,
+    children: list[Child],
+    workdir: Path,
+) -> None:
     doc = verdict.to_json() | {
         "seconds": round(elapsed, 1),
         "records_per_s": round(verdict.indexed / elapsed, 1) if elapsed else 0.0,
@@ -257,8 +312,13 @@ def _report(options: DemoOptions, verdict: Verdict, final: Snapshot, elapsed: fl
         print(f"  {key:<18} {value}")
 
 
-async def _keep(options: DemoOptions, devnet: dict[str, Any], redis_url: str, database_url: str, prefix: str) -> None:
-    print(f"\n--keep: everything stays up. REDIS_URL={redis_url} DATABASE_URL={database_url} "
-          f"STREAMFILL_PREFIX={prefix} relay={devnet['relay']}. Ctrl-C to stop.", file=sys.stderr)  # fmt: skip
+async def _keep(
+    options: DemoOptions, devnet: dict[str, Any], redis_url: str, database_url: str, prefix: str
+) -> None:
+    print(
+        f"\n--keep: everything stays up. REDIS_URL={redis_url} DATABASE_URL={database_url} "
+        f"STREAMFILL_PREFIX={prefix} relay={devnet['relay']}. Ctrl-C to stop.",
+        file=sys.stderr,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         await anyio.sleep_forever()

@@ -38,13 +38,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--high-water-mark", type=int, default=None, help="(env INGESTER_HIGH_WATER_MARK, 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="(env INGESTER_BATCH_SIZE, 500)")
     p.add_argument("--batch-timeout-ms", type=int, default=None, help="(env INGESTER_BATCH_TIMEOUT_MS, 1000)")
-    p.add_argument("--max-consecutive-errors", type=int, default=None, help="(env INGESTER_MAX_CONSECUTIVE_ERRORS, 5)")
+    p.add_argument(
+        "--max-consecutive-errors", type=int, default=None, help="(env INGESTER_MAX_CONSECUTIVE_ERRORS, 5)"
+    )
     p.add_argument("--skip-ahead", type=int, default=None, help="(env INGESTER_SKIP_AHEAD, 1000)")
     p.add_argument("--metrics-port", type=int, default=None, help="(env METRICS_PORT)")
     p.add_argument("--plc-url", default=None, help="(env PLC_URL) for firehose signature checks")
-    p.add_argument("--recheck-interval", type=float, default=None, help="seconds (env INGESTER_RECHECK_SECS, 300)")
     p.add_argument(
-        "--retry-skipped", action="store_true", help="re-page the listRepos ranges recorded in the skip ledger, then exit"
+        "--recheck-interval", type=float, default=None, help="seconds (env INGESTER_RECHECK_SECS, 300)"
+    )
+    p.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        help="re-page the listRepos ranges recorded in the skip ledger, then exit",
     )
 
 
@@ -56,9 +62,15 @@ def from_env(args: argparse.Namespace) -> IngesterConfig:
     if mode not in MODES:
         raise SystemExit(f"streamfill: INGESTER_MODE must be one of {', '.join(MODES)}, got {mode!r}")
     relays = tuple(h for h in (args.relay_hosts or "").split(",") if h) or env_list("INGESTER_RELAY_HOSTS")
-    labelers = tuple(h for h in (args.labeler_hosts or "").split(",") if h) or env_list("INGESTER_LABELER_HOSTS")
+    labelers = tuple(h for h in (args.labeler_hosts or "").split(",") if h) or env_list(
+        "INGESTER_LABELER_HOSTS"
+    )
     metrics = args.metrics_port if args.metrics_port is not None else env_int("METRICS_PORT", -1)
-    recheck = args.recheck_interval if args.recheck_interval is not None else env_float("INGESTER_RECHECK_SECS", 300.0)
+    recheck = (
+        args.recheck_interval
+        if args.recheck_interval is not None
+        else env_float("INGESTER_RECHECK_SECS", 300.0)
+    )
     return IngesterConfig(
         redis_url=env_str("REDIS_URL"),
         prefix=env_str("STREAMFILL_PREFIX"),

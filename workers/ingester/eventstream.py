@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from atp import AtpError
 from atp.subscribe import subscribe
@@ -69,9 +69,18 @@ class EventStreamSource:
     """Follows `url`, resuming from the cursor stored at `cursor_key`; a runtime Component."""
 
     def __init__(
-        self, redis: aioredis.Redis, url: str, cursor_key: str, producer: Producer, converter: FrameConverter,
-        *, batch_size: int, batch_timeout_ms: int, name: str, initial_cursor: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        redis: aioredis.Redis,
+        url: str,
+        cursor_key: str,
+        producer: Producer,
+        converter: FrameConverter,
+        *,
+        batch_size: int,
+        batch_timeout_ms: int,
+        name: str,
+        initial_cursor: int | None = None,
+    ) -> None:
         self._redis = redis
         self._url = url
         self._cursor_key = cursor_key

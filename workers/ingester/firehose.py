@@ -64,8 +64,13 @@ class FirehoseConverter(FrameConverter):
             event: Any = Identity(seq=decoded.seq, did=decoded.did, handle=decoded.handle, time=decoded.time)
             return Converted([encode_entry(self._live, event)], seq=decoded.seq)
         if isinstance(decoded, AccountFrame):
-            event = Account(seq=decoded.seq, did=decoded.did, active=decoded.active, status=decoded.status,
-                            time=decoded.time)  # fmt: skip
+            event = Account(
+                seq=decoded.seq,
+                did=decoded.did,
+                active=decoded.active,
+                status=decoded.status,
+                time=decoded.time,
+            )
             return Converted([encode_entry(self._live, event)], seq=decoded.seq)
         if isinstance(decoded, SyncFrame):
             self._revs[decoded.did] = decoded.rev
@@ -109,21 +114,34 @@ class FirehoseConverter(FrameConverter):
     def _resync(self, did: str, rev: str, why: str) -> tuple[str, Fields]:
         self.resyncs += 1
         log.info("repo needs a fresh snapshot", extra={"did": did, "why": why, "host": self._host})
-        return self._backfill, encode_entry(self._backfill, RepoJob(did=did, host=self._host, rev=rev, reason=why))
+        return self._backfill, encode_entry(
+            self._backfill, RepoJob(did=did, host=self._host, rev=rev, reason=why)
+        )
 
     def _dead(self, frame: bytes, reason: str, exc: Exception, seq: int | None) -> Converted:
         self.dead_lettered += 1
         fields: Fields = {
-            "frame": frame, "reason": reason, "error": f"{type(exc).__name__}: {exc}"[:4000],
-            "host": self._host, "seq": str(seq if seq is not None else ""), "failed_at": f"{time.time():.3f}",
-            "consumer": "ingester", "attempts": "1",
-        }  # fmt: skip
+            "frame": frame,
+            "reason": reason,
+            "error": f"{type(exc).__name__}: {exc}"[:4000],
+            "host": self._host,
+            "seq": str(seq if seq is not None else ""),
+            "failed_at": f"{time.time():.3f}",
+            "consumer": "ingester",
+            "attempts": "1",
+        }
         return Converted(extra=[(self._dlq, fields)], seq=seq)
 
 
 def _op_event(frame: CommitFrame, op: Any) -> Any:
-    common = {"seq": frame.seq, "did": frame.repo, "rev": frame.rev, "collection": op.collection,
-              "rkey": op.rkey, "time": frame.time}  # fmt: skip
+    common = {
+        "seq": frame.seq,
+        "did": frame.repo,
+        "rev": frame.rev,
+        "collection": op.collection,
+        "rkey": op.rkey,
+        "time": frame.time,
+    }
     if op.action == "delete":
         return RecordDelete(**common)
     record = msgspec.Raw(cbor.to_json_bytes(op.record))

@@ -29,9 +29,16 @@ class LabelConverter(FrameConverter):
                 batch = LabelBatch(seq=decoded.seq, labels=labels, src_host=self._host)
                 return Converted([encode_entry(self._stream, batch)], seq=decoded.seq)
         except (AtpError, TypeError, ValueError) as exc:
-            fields = {"frame": frame, "reason": "undecodable-label-frame", "error": f"{type(exc).__name__}: {exc}",
-                      "host": self._host, "failed_at": f"{time.time():.3f}", "consumer": "ingester", "attempts": "1"}
-            return Converted(extra=[(self._dlq, fields)])  # fmt: skip
+            fields = {
+                "frame": frame,
+                "reason": "undecodable-label-frame",
+                "error": f"{type(exc).__name__}: {exc}",
+                "host": self._host,
+                "failed_at": f"{time.time():.3f}",
+                "consumer": "ingester",
+                "attempts": "1",
+            }
+            return Converted(extra=[(self._dlq, fields)])
         if isinstance(decoded, InfoFrame | ErrorFrame):
             log.warning("labeler says", extra={"host": self._host, "frame": repr(decoded)})
         return Converted()
@@ -41,8 +48,11 @@ def _label(raw: dict[str, object]) -> Label:
     cid = raw.get("cid")
     exp = raw.get("exp")
     return Label(
-        src=str(raw["src"]), uri=str(raw["uri"]), val=str(raw["val"]), cts=str(raw["cts"]),
-        cid=str(cid) if cid is not None else None, neg=bool(raw.get("neg", False)),
+        src=str(raw["src"]),
+        uri=str(raw["uri"]),
+        val=str(raw["val"]),
+        cts=str(raw["cts"]),
+        cid=str(cid) if cid is not None else None,
+        neg=bool(raw.get("neg", False)),
         exp=str(exp) if exp is not None else None,
-    )  # fmt: skip
-
+    )

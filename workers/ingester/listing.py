@@ -21,7 +21,16 @@ from atp import AtpError, InvalidDid, RateLimited
 from atp.did import validate_did
 from atp.xrpc import XrpcClient
 from schemas import RepoJob, encode_entry
-from streams import CURSOR_DONE, Backoff, Keys, Producer, SkipAhead, record_skip, resolve_skipped, skipped_ranges
+from streams import (
+    CURSOR_DONE,
+    Backoff,
+    Keys,
+    Producer,
+    SkipAhead,
+    record_skip,
+    resolve_skipped,
+    skipped_ranges,
+)
 from streams._settle import dlq_fields
 from streams._types import DeadLetter, Entry
 from workers.ingester.config import IngesterConfig
@@ -30,7 +39,9 @@ log = logging.getLogger("streamfill.ingester.listing")
 STREAM = "repo_backfill"
 
 
-def _jobs(host: str, repos: Sequence[Any], stream: str) -> tuple[list[dict[bytes, bytes]], list[tuple[str, Any]]]:
+def _jobs(
+    host: str, repos: Sequence[Any], stream: str
+) -> tuple[list[dict[bytes, bytes]], list[tuple[str, Any]]]:
     """Valid repos become jobs; malformed ones go to the DLQ with a reason (never dropped)."""
     jobs: list[dict[bytes, bytes]] = []
     bad: list[tuple[str, Any]] = []
@@ -41,9 +52,13 @@ def _jobs(host: str, repos: Sequence[Any], stream: str) -> tuple[list[dict[bytes
             did = validate_did(str(repo.get("did", "")))
             status = repo.get("status")
             job = RepoJob(
-                did=did, host=host, rev=repo.get("rev"), status=str(status) if status else None,
-                active=bool(repo.get("active", True)), reason="list",
-            )  # fmt: skip
+                did=did,
+                host=host,
+                rev=repo.get("rev"),
+                status=str(status) if status else None,
+                active=bool(repo.get("active", True)),
+                reason="list",
+            )
             jobs.append(encode_entry(stream, job))
         except (InvalidDid, ValueError, TypeError) as exc:
             bad.append((f"{type(exc).__name__}: {exc}", repo))
@@ -54,9 +69,16 @@ class ListingSource:
     """Pages one relay's listRepos into repo_backfill; a runtime Component."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, config: IngesterConfig, host: str, producer: Producer,
-        xrpc: XrpcClient, *, url: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: IngesterConfig,
+        host: str,
+        producer: Producer,
+        xrpc: XrpcClient,
+        *,
+        url: str | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._config = config
@@ -136,18 +158,26 @@ class ListingSource:
         if not skippable:
             self._unreachable += 1
             await self._wait(self._backoff.delay(self._unreachable))
-            log.warning("listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)})
+            log.warning(
+                "listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)}
+            )
             return False
         decision = self._skip.failed(cursor or "")
         log.warning(
             "listRepos failed",
-            extra={"host": self.host, "cursor": cursor, "failures": decision.failures or self._skip.consecutive_failures,
-                   "error": f"{type(exc).__name__}: {exc}"},
-        )  # fmt: skip
+            extra={
+                "host": self.host,
+                "cursor": cursor,
+                "failures": decision.failures or self._skip.consecutive_failures,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
         if not decision.retry_same:
             reason = f"{decision.failures} consecutive failures: {type(exc).__name__}: {exc}"
             await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
-            log.error("skipped ahead", extra={"host": self.host, "from": decision.skip_from, "to": decision.skip_to})
+            log.error(
+                "skipped ahead", extra={"host": self.host, "from": decision.skip_from, "to": decision.skip_to}
+            )
             return True
         delay = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s else None
         await self._wait(delay if delay is not None else self._backoff.delay(self._skip.consecutive_failures))
@@ -155,7 +185,10 @@ class ListingSource:
 
     async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]], *, last: str | None) -> None:
         jobs, bad = _jobs(self.url, repos, self._stream)
-        extra = [(f"{self._stream}:dlq", _bad_fields(self._stream, self.host, reason, repo)) for reason, repo in bad]
+        extra = [
+            (f"{self._stream}:dlq", _bad_fields(self._stream, self.host, reason, repo))
+            for reason, repo in bad
+        ]
         if last:
             cursors.append((self._last_key, last))
         await self._producer.send(jobs, cursors=cursors, extra=extra)
@@ -184,7 +217,10 @@ class ListingSource:
                 await self._repage(skipped.start, int(skipped.end))
             except AtpError as exc:
                 failing += 1
-                log.error("skipped range still failing", extra={"host": self.host, "start": skipped.start, "error": str(exc)})
+                log.error(
+                    "skipped range still failing",
+                    extra={"host": self.host, "start": skipped.start, "error": str(exc)},
+                )
                 continue
             await resolve_skipped(self._redis, self._ledger, skipped.id)
             recovered += 1

@@ -54,24 +54,40 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         ingester = Ingester()
         for relay in config.relay_hosts if config.mode in ("all", "backfill") else ():
             ingester.listings.append(
-                ListingSource(redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, url=relay)
+                ListingSource(
+                    redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, url=relay
+                )
             )
         for relay in config.relay_hosts if config.mode in ("all", "firehose") else ():
             host = host_key(relay)
             converter = FirehoseConverter(
                 relay, keys.stream("firehose_live"), keys.stream("repo_backfill"), identities
             )
-            ingester.firehoses.append(EventStreamSource(
-                redis, stream_url(relay, SUBSCRIBE_REPOS), keys.cursor("firehose_live", host),
-                producer("firehose_live"), converter, batch_size=config.batch_size,
-                batch_timeout_ms=config.batch_timeout_ms, name=f"firehose:{host}",
-            ))  # fmt: skip
+            ingester.firehoses.append(
+                EventStreamSource(
+                    redis,
+                    stream_url(relay, SUBSCRIBE_REPOS),
+                    keys.cursor("firehose_live", host),
+                    producer("firehose_live"),
+                    converter,
+                    batch_size=config.batch_size,
+                    batch_timeout_ms=config.batch_timeout_ms,
+                    name=f"firehose:{host}",
+                )
+            )
         for labeler in config.labeler_hosts if config.mode in ("all", "labeler") else ():
             host = host_key(labeler)
-            ingester.labelers.append(EventStreamSource(
-                redis, stream_url(labeler, SUBSCRIBE_LABELS), keys.cursor("label_live", host),
-                producer("label_live"), LabelConverter(labeler, keys.stream("label_live")),
-                batch_size=config.batch_size, batch_timeout_ms=config.batch_timeout_ms, name=f"labels:{host}",
-                initial_cursor=0,  # labels are state: a new subscriber wants the labeler's whole history
-            ))  # fmt: skip
+            ingester.labelers.append(
+                EventStreamSource(
+                    redis,
+                    stream_url(labeler, SUBSCRIBE_LABELS),
+                    keys.cursor("label_live", host),
+                    producer("label_live"),
+                    LabelConverter(labeler, keys.stream("label_live")),
+                    batch_size=config.batch_size,
+                    batch_timeout_ms=config.batch_timeout_ms,
+                    name=f"labels:{host}",
+                    initial_cursor=0,  # labels are state: a new subscriber wants the labeler's whole history
+                )
+            )
         yield ingester
