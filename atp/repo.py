@@ -164,9 +164,28 @@ class RepoReader:
 
     async def records(self) -> AsyncIterator[RepoRecord]:
         """Yield every record in key order, checkpointing the event loop now and then."""
-        for count, record in enumerate(self.iter_records(), 1):
-            yield record
-            if count % _CHECKPOINT_EVERY == 0:
+        # The loop of iter_records, inlined: one generator layer less per record on the hot path.
+        get = self.blocks.get
+        decode = libipld.decode_dag_cbor
+        count = 0
+        for key, cid in walk_raw(get, CID.from_str(self.commit.data)):
+            data = get(cid)
+            if data is None:
+                raise MissingBlockError(f"record block {cid_str(cid)} for {key} is missing", cid_str(cid))
+            collection, _, rkey = key.partition("/")
+            if not rkey or "/" in rkey:
+                raise MstError(f"MST key {key!r} is not collection/rkey")
+            if _TAG42 in data:
+                record = cbor.decode(data)
+            else:
+                try:  # cbor.decode inlined: a block without tag 42 holds no links
+                    record = decode(data)
+                except (ValueError, RecursionError) as exc:
+                    raise CborError(f"invalid DAG-CBOR record: {exc}") from None
+            yield RepoRecord(collection, rkey, cid_str(cid), record)
+            count += 1
+            if count == _CHECKPOINT_EVERY:
+                count = 0
                 await anyio.lowlevel.checkpoint()
 
 
