@@ -18,6 +18,7 @@ from streams._admin import (
     prune_consumers,
     reset_group,
     safe_trim_id,
+    skip_ledgers,
     stream_info,
     trim,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "resolve_skipped",
     "run_worker",
     "safe_trim_id",
+    "skip_ledgers",
     "skipped_ranges",
     "start_embedded_valkey",
     "stream_info",

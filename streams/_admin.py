@@ -95,6 +95,16 @@ async def list_streams(redis: aioredis.Redis, keys: Keys) -> list[str]:
     return sorted(found)
 
 
+async def skip_ledgers(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
+    """Every skip-ahead ledger under the prefix and how many skipped ranges it still holds."""
+    found: dict[str, int] = {}
+    async for key in redis.scan_iter(match=keys.all_streams_pattern(), _type="stream", count=500):
+        name = _s(key)
+        if ":skipped:" in name:
+            found[name] = int(await redis.xlen(name))
+    return dict(sorted(found.items()))
+
+
 async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
     if not await redis.exists(stream):
         raise AdminError(f"no such stream: {stream}")

@@ -24,6 +24,7 @@ from streams import (
     list_streams,
     prune_consumers,
     reset_group,
+    skip_ledgers,
     stream_info,
     trim,
 )
@@ -93,7 +94,7 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
         if args.json:
             print(json.dumps([i.to_json() for i in infos]), flush=True)
         else:
-            text = render_status(infos)
+            text = render_status(infos, await skip_ledgers(redis, keys))
             print(("\x1b[H\x1b[2J" if args.watch else "") + text, flush=True)
         if not args.watch:
             return 0
@@ -109,7 +110,7 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.1f}s"
 
 
-def render_status(infos: list[StreamInfo]) -> str:
+def render_status(infos: list[StreamInfo], ledgers: dict[str, int] | None = None) -> str:
     lines = [time.strftime("%Y-%m-%d %H:%M:%S") + "  streamfill status", ""]
     if not infos:
         lines.append("(no streams)")
@@ -126,6 +127,9 @@ def render_status(infos: list[StreamInfo]) -> str:
             for c in g.consumers:
                 idle = _age(c.idle_ms / 1000)
                 lines.append(f"    consumer {c.name}  pending={c.pending}  idle={idle}")
+    for ledger, count in (ledgers or {}).items():
+        if count:
+            lines.append(f"{ledger}  {count} skipped range(s): streamfill ingester --retry-skipped")
     return "\n".join(lines)
 
 

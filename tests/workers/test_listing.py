@@ -15,7 +15,7 @@ from _pipeline import ingester_config, read_all
 from _support import wait_until
 
 from devnet import Devnet, DevnetConfig, FaultConfig
-from streams import CURSOR_DONE, Keys, skipped_ranges
+from streams import CURSOR_DONE, Keys, skip_ledgers, skipped_ranges
 from workers.ingester.worker import build_ingester, host_key
 
 pytestmark = pytest.mark.anyio
@@ -74,10 +74,26 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
         assert "UpstreamError" in ledger[0].reason and "500" in ledger[0].reason
         assert int(ledger[0].end) - int(ledger[0].start) == 10  # ...and recorded, not lost
 
+        assert await skip_ledgers(redis_client, keys) == {
+            keys.ledger("repo_backfill", host_key(net.relay_url)): 1
+        }
         net.faults.clear()
-        async with build_ingester(redis_client, config) as ingester:
-            recovered, failing = await ingester.listings[0].retry_skipped()
-        assert (recovered, failing) == (1, 0)
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "STREAMFILL_PREFIX": prefix,
+            "INGESTER_LIST_LIMIT": "10",
+            "INGESTER_RELAY_HOSTS": net.relay_url,
+            "INGESTER_MODE": "backfill",
+        }
+        cmd = [sys.executable, "-m", "workers.cli", "ingester", "--retry-skipped"]
+        out = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(cmd, env=env, capture_output=True, text=True)
+        )
+        assert out.returncode == 0, out.stderr
+        assert "1 skipped range(s) recovered, 0 still failing" in out.stdout
+        audit = [f for _, f in await redis_client.xrange(keys.audit())]
+        assert [f[b"action"] for f in audit] == [b"ingester.retry_skipped"]
         assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url))) == []
         assert set(await listed_dids(redis_client, keys)) == all_dids
 

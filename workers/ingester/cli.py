@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, configure_logging, run_worker
+from streams import Keys, WorkerOptions, audit, configure_logging, run_worker
 from workers._env import redis_session
 from workers.ingester.config import IngesterConfig, add_arguments, from_env
 from workers.ingester.worker import build_ingester
@@ -47,5 +47,13 @@ async def retry_skipped(config: IngesterConfig) -> int:
         for listing in ingester.listings:
             recovered, failing = await listing.retry_skipped()
             failing_total += failing
+            await audit(
+                redis,
+                Keys(config.prefix),
+                "ingester.retry_skipped",
+                host=listing.host,
+                recovered=recovered,
+                failing=failing,
+            )
             print(f"{listing.host}: {recovered} skipped range(s) recovered, {failing} still failing")
     return 1 if failing_total else 0
