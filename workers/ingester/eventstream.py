@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import redis.asyncio as aioredis
@@ -36,11 +37,10 @@ class Converted:
     seq: int | None = None
 
 
-class FrameConverter:
-    """Turns raw frames into entries; subclasses implement `convert`."""
+class FrameConverter(Protocol):
+    """Turns one raw frame into entries (firehose and labeler modes each have one)."""
 
-    async def convert(self, frame: bytes) -> Converted:
-        raise NotImplementedError
+    async def convert(self, frame: bytes) -> Converted: ...
 
 
 @dataclass

@@ -30,7 +30,7 @@ from atp.frames import (
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
 from streams._producer import Fields
 from workers._identity import IdentityCache
-from workers.ingester.eventstream import Converted, FrameConverter
+from workers.ingester.eventstream import Converted
 
 log = logging.getLogger("streamfill.ingester.firehose")
 
@@ -38,7 +38,7 @@ log = logging.getLogger("streamfill.ingester.firehose")
 _REV_MEMORY = 500_000
 
 
-class FirehoseConverter(FrameConverter):
+class FirehoseConverter:
     """Converts subscribeRepos frames for one relay host."""
 
     def __init__(

@@ -8,12 +8,12 @@ import time
 from atp import AtpError
 from atp.frames import ErrorFrame, InfoFrame, LabelsFrame, decode_frame
 from schemas import Label, LabelBatch, encode_entry
-from workers.ingester.eventstream import Converted, FrameConverter
+from workers.ingester.eventstream import Converted
 
 log = logging.getLogger("streamfill.ingester.labels")
 
 
-class LabelConverter(FrameConverter):
+class LabelConverter:
     """Converts subscribeLabels frames from one labeler host."""
 
     def __init__(self, host: str, stream: str) -> None:
