@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from streams import default_consumer_name
-from workers._env import env_bool, env_float, env_int, env_str
+from workers._env import env_bool, env_str
 
 # 2 GiB: the largest real repos are a few hundred MB; a cap protects memory (the CAR is held
 # while its MST is walked) and stops hostile servers streaming forever.
@@ -48,6 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-repo-bytes", "BACKFILLER_MAX_REPO_BYTES"),
         ("--metrics-port", "METRICS_PORT"),
         ("--high-water-mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK"),
+        ("--redis-url", "REDIS_URL"),
+        ("--prefix", "STREAMFILL_PREFIX"),
+        ("--backfill-stream", "BACKFILLER_BACKFILL_STREAM"),
+        ("--firehose-stream", "BACKFILLER_FIREHOSE_STREAM"),
+        ("--dlq-stream", "BACKFILLER_DLQ_STREAM"),
+        ("--http-timeout-secs", "BACKFILLER_HTTP_TIMEOUT_SECS"),
+        ("--max-retries", "BACKFILLER_MAX_RETRIES"),
+        ("--pds-concurrency", "BACKFILLER_PDS_CONCURRENCY"),
+        ("--min-idle-ms", "BACKFILLER_MIN_IDLE_MS"),
     ):
         p.add_argument(flag, default=None, help=f"(env {help_})")
     p.add_argument("--skip-signature-verification", action="store_true", default=None)
@@ -60,26 +69,26 @@ def from_env(args: argparse.Namespace) -> BackfillerConfig:
 
     metrics = pick("metrics_port", "METRICS_PORT", "")
     return BackfillerConfig(
-        redis_url=env_str("REDIS_URL"),
-        prefix=env_str("STREAMFILL_PREFIX"),
+        redis_url=pick("redis_url", "REDIS_URL", ""),
+        prefix=pick("prefix", "STREAMFILL_PREFIX", ""),
         consumer=pick("consumer", "BACKFILLER_CONSUMER", default_consumer_name("backfiller")),
         group=pick("group", "BACKFILLER_GROUP", "repo_backfill_group"),
-        backfill_stream=env_str("BACKFILLER_BACKFILL_STREAM", "repo_backfill"),
-        firehose_stream=env_str("BACKFILLER_FIREHOSE_STREAM", "firehose_backfill"),
-        dlq_stream=env_str("BACKFILLER_DLQ_STREAM", "repo_backfill:dlq"),
+        backfill_stream=pick("backfill_stream", "BACKFILLER_BACKFILL_STREAM", "repo_backfill"),
+        firehose_stream=pick("firehose_stream", "BACKFILLER_FIREHOSE_STREAM", "firehose_backfill"),
+        dlq_stream=pick("dlq_stream", "BACKFILLER_DLQ_STREAM", "repo_backfill:dlq"),
         concurrency=int(pick("concurrency", "BACKFILLER_CONCURRENCY", "8")),
         firehose_high_water=int(
             pick("high_water_mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK", "100000")
         ),
         batch_size=int(pick("batch_size", "BACKFILLER_BATCH_SIZE", "500")),
-        http_timeout_s=env_float("BACKFILLER_HTTP_TIMEOUT_SECS", 120.0),
-        max_retries=env_int("BACKFILLER_MAX_RETRIES", 5),
+        http_timeout_s=float(pick("http_timeout_secs", "BACKFILLER_HTTP_TIMEOUT_SECS", "120")),
+        max_retries=int(pick("max_retries", "BACKFILLER_MAX_RETRIES", "5")),
         pds_rps=float(pick("pds_rps", "BACKFILLER_PDS_RPS", "10")),
-        pds_concurrency=env_int("BACKFILLER_PDS_CONCURRENCY", 4),
+        pds_concurrency=int(pick("pds_concurrency", "BACKFILLER_PDS_CONCURRENCY", "4")),
         skip_signature_verification=bool(args.skip_signature_verification)
         or env_bool("BACKFILLER_SKIP_SIGNATURE_VERIFICATION", False),
         plc_url=pick("plc_url", "PLC_URL", "https://plc.directory"),
         max_repo_bytes=int(pick("max_repo_bytes", "BACKFILLER_MAX_REPO_BYTES", str(DEFAULT_MAX_REPO_BYTES))),
         metrics_port=int(metrics) if metrics else None,
-        min_idle_ms=env_int("BACKFILLER_MIN_IDLE_MS", 60_000),
+        min_idle_ms=int(pick("min_idle_ms", "BACKFILLER_MIN_IDLE_MS", "60000")),
     )

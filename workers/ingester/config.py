@@ -32,6 +32,16 @@ class IngesterConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None, help="(env REDIS_URL; none: embedded Valkey)")
+    p.add_argument("--prefix", default=None, help="key prefix (env STREAMFILL_PREFIX)")
+    p.add_argument(
+        "--list-limit", type=int, default=None, help="listRepos page size (env INGESTER_LIST_LIMIT, 1000)"
+    )
+    p.add_argument(
+        "--no-verify-signatures",
+        action="store_true",
+        help="skip firehose commit signatures (env INGESTER_VERIFY_SIGNATURES=false)",
+    )
     p.add_argument("--mode", choices=MODES, default=None, help="(env INGESTER_MODE, default all)")
     p.add_argument("--relay-hosts", default=None, help="comma-separated (env INGESTER_RELAY_HOSTS)")
     p.add_argument("--labeler-hosts", default=None, help="comma-separated (env INGESTER_LABELER_HOSTS)")
@@ -72,8 +82,8 @@ def from_env(args: argparse.Namespace) -> IngesterConfig:
         else env_float("INGESTER_RECHECK_SECS", 300.0)
     )
     return IngesterConfig(
-        redis_url=env_str("REDIS_URL"),
-        prefix=env_str("STREAMFILL_PREFIX"),
+        redis_url=args.redis_url or env_str("REDIS_URL"),
+        prefix=args.prefix if args.prefix is not None else env_str("STREAMFILL_PREFIX"),
         mode=mode,
         relay_hosts=relays,
         labeler_hosts=labelers,
@@ -84,8 +94,8 @@ def from_env(args: argparse.Namespace) -> IngesterConfig:
         skip_ahead=pick(args.skip_ahead, "INGESTER_SKIP_AHEAD", 1000),
         metrics_port=None if metrics < 0 else metrics,
         plc_url=args.plc_url or env_str("PLC_URL", "https://plc.directory"),
-        verify_signatures=env_bool("INGESTER_VERIFY_SIGNATURES", True),
+        verify_signatures=not args.no_verify_signatures and env_bool("INGESTER_VERIFY_SIGNATURES", True),
         recheck_interval_s=recheck,
         retry_skipped=bool(args.retry_skipped),
-        list_limit=env_int("INGESTER_LIST_LIMIT", 1000),
+        list_limit=pick(args.list_limit, "INGESTER_LIST_LIMIT", 1000),
     )
