@@ -23,7 +23,7 @@ from streams._admin import (
     trim,
 )
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
-from streams._embedded import env_redis_url, redis_url_or_embedded, start_embedded_valkey
+from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
@@ -73,7 +73,6 @@ __all__ = [
     "dlq_purge",
     "dlq_replay",
     "drain",
-    "env_redis_url",
     "is_permanent",
     "list_streams",
     "prune_consumers",

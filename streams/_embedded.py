@@ -7,7 +7,6 @@ in workers/_embedded_pg.py (streams/ knows nothing about PostgreSQL).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,3 @@ def start_embedded_valkey(*, data_dir: Path | None = None, port: int | None = No
     server.start()
     _say(f"REDIS_URL not set: started embedded Valkey at {server.connection_url}")
     return server
-
-
-def env_redis_url() -> str | None:
-    return os.environ.get("REDIS_URL") or None

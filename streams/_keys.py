@@ -21,10 +21,6 @@ class Keys:
     def stream(self, name: str) -> str:
         return self._k(name)
 
-    def base(self, key: str) -> str:
-        """The unprefixed name of a key built by this object."""
-        return key[len(self.prefix) + 1 :] if self.prefix and key.startswith(self.prefix + ":") else key
-
     def dlq(self, stream_key: str) -> str:
         return f"{stream_key}:dlq"
 
@@ -48,9 +44,6 @@ class Keys:
 
     def cache(self, kind: str, item: str) -> str:
         return self._k(f"cache:{kind}:{item}")
-
-    def health(self, worker: str) -> str:
-        return self._k(f"health:{worker}")
 
     def all_streams_pattern(self) -> str:
         return self._k("*")

@@ -126,9 +126,6 @@ class Producer:
         set_gauge("streamfill_backpressure_active", 1, **self._attrs)
         log.info("backpressure: blocking", extra={"stream": self.config.stream, "backlog": self._backlog})
 
-    async def set_cursor(self, key: str, value: str) -> None:
-        await self._redis.set(key, value)
-
     def statistics(self) -> ProducerStats:
         return ProducerStats(
             self.config.stream, self._produced, self._backlog, self._blocked, self._blocked_s, self._waits

@@ -20,9 +20,6 @@ class Backoff:
         ceiling = min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
         return float((rng or random).uniform(0, ceiling))
 
-    def ceiling(self, attempt: int) -> float:
-        return float(min(self.cap_s, self.base_s * 2.0 ** max(0, attempt - 1)))
-
 
 def is_permanent(exc: BaseException) -> bool:
     """An error is permanent when it says so (`permanent = True`) or is bad input by type."""

@@ -7,7 +7,6 @@ about PostgreSQL.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -45,7 +44,3 @@ def database_url_or_embedded(url: str | None, data_dir: Path | None = None) -> I
         yield uri
     finally:
         server.cleanup()
-
-
-def env_database_url() -> str | None:
-    return os.environ.get("DATABASE_URL") or None
