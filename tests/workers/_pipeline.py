@@ -70,3 +70,9 @@ async def read_all(redis: aioredis.Redis, stream: str) -> list[Any]:
         last = rows[-1][0].decode()
         ms, seq = last.split("-")
         start = f"{ms}-{int(seq) + 1}"
+
+
+async def cursor_at(redis: aioredis.Redis, key: str, seq: int) -> bool:
+    """Whether the cursor at `key` has reached `seq` (for wait_until)."""
+    value = await redis.get(key)
+    return value is not None and int(value) >= seq

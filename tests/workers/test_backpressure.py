@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config, ingester_config, read_all
+from _pipeline import backfiller_config, cursor_at, ingester_config, read_all
 from _support import wait_until
 from test_firehose import as_tuple, expected_events
 from test_listing import run_listing_until_done
@@ -43,7 +43,7 @@ async def test_firehose_ingester_waits_at_the_mark(
             # A consumer drains the stream; the ingester resumes and catches up without loss.
             tg.start_soon(drain, redis_client, stream)
             last = net.world.firehose.last_seq
-            await wait_until(lambda: _at(redis_client, cursor_key, last), timeout=30, what="caught up")
+            await wait_until(lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="caught up")
             source.stop()
             tg.cancel_scope.cancel()
         expected, _ = expected_events(net)
@@ -90,8 +90,3 @@ async def test_backfiller_waits_at_the_mark_holding_its_job(
     events = await read_all(redis_client, out)
     assert sum(isinstance(e, RecordCreate) for e in events) == expected
     assert sum(isinstance(e, RepoMarker) for e in events) >= 1
-
-
-async def _at(redis: aioredis.Redis, key: str, seq: int) -> bool:
-    value = await redis.get(key)
-    return value is not None and int(value) >= seq

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import ingester_config, read_all
+from _pipeline import cursor_at, ingester_config, read_all
 from _support import wait_until
 
 from atp.frames import AccountFrame, CommitFrame, IdentityFrame, SyncFrame, decode_frame
@@ -68,7 +68,7 @@ async def test_firehose_events_match_devnet_in_order_across_dropped_connections(
             await wait_until(lambda: net.world.firehose.subscribers > 0, what="subscribed")
             net.step(150)
             last = net.world.firehose.last_seq
-            await wait_until(lambda: _at(redis_client, cursor_key, last), timeout=30, what="caught up")
+            await wait_until(lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="caught up")
             source.stop()
         expected, synced = expected_events(net)
     got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
@@ -97,7 +97,7 @@ async def test_bad_signature_frame_is_dead_lettered_and_the_rest_flows(
             victim.key = victim_key
             net.step(20)
             last = net.world.firehose.last_seq
-            await wait_until(lambda: _at(redis_client, cursor_key, last), timeout=30, what="caught up")
+            await wait_until(lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="caught up")
             ingester.firehoses[0].stop()
     dlq = await redis_client.xrange(keys.stream("firehose_live:dlq"))
     assert len(dlq) >= 1
@@ -118,16 +118,13 @@ async def test_labels_are_ingested_with_cursor(
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             tg.start_soon(ingester.labelers[0].run)
             last = net.world.labels.last_seq
-            await wait_until(lambda: _at(redis_client, cursor_key, last), timeout=30, what="labels caught up")
+            await wait_until(
+                lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="labels caught up"
+            )
             ingester.labelers[0].stop()
     batches = await read_all(redis_client, keys.stream("label_live"))
     assert [b.seq for b in batches] == list(range(1, last + 1))
     assert all(lbl.src for b in batches for lbl in b.labels)
-
-
-async def _at(redis: aioredis.Redis, key: str, seq: int) -> bool:
-    value = await redis.get(key)
-    return value is not None and int(value) >= seq
 
 
 async def _step_commit_for(net: Devnet, did: str) -> None:
@@ -140,3 +137,36 @@ async def _step_commit_for(net: Devnet, did: str) -> None:
             if isinstance(frame, CommitFrame) and frame.repo == did:
                 return
     raise AssertionError(f"no commit for {did} in 500 steps")
+
+
+async def test_unreachable_plc_stalls_without_dead_letters_then_catches_up(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=10, seed=24)) as net:
+        cursor_key = keys.cursor("firehose_live", host_key(net.relay_url))
+        await redis_client.set(cursor_key, "0")  # replay the relay's log from its start
+        net.step(30)
+        # Nothing listens on port 9 of loopback: every DID resolution fails, transiently.
+        down = ingester_config(
+            redis_url, prefix, net.relay_url, mode="firehose", plc_url="http://127.0.0.1:9"
+        )
+        async with build_ingester(redis_client, down) as ingester, anyio.create_task_group() as tg:
+            source = ingester.firehoses[0]
+            tg.start_soon(source.run)
+            await wait_until(lambda: source.reconnects >= 2, what="retried with the PLC down")
+            source.stop()
+        assert await redis_client.xlen(keys.stream("firehose_live:dlq")) == 0  # an outage is not bad input
+        assert int(await redis_client.get(cursor_key) or 0) < net.world.firehose.last_seq
+
+        up = ingester_config(redis_url, prefix, net.relay_url, mode="firehose", plc_url=net.plc_url)
+        async with build_ingester(redis_client, up) as ingester, anyio.create_task_group() as tg:
+            source = ingester.firehoses[0]
+            tg.start_soon(source.run)
+            last = net.world.firehose.last_seq
+            await wait_until(lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="caught up")
+            source.stop()
+        expected, _ = expected_events(net)
+    got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
+    assert got == expected
+    assert await redis_client.xlen(keys.stream("firehose_live:dlq")) == 0

@@ -37,6 +37,14 @@ class Converted:
     seq: int | None = None
 
 
+class SourceUnavailable(Exception):
+    """A frame cannot be converted *now* (e.g. the PLC directory is down): not the frame's fault.
+
+    The source writes what it converted before that frame, leaves the cursor just before it, and
+    reconnects with backoff; the frame is read again, never dead-lettered for an outage.
+    """
+
+
 class FrameConverter(Protocol):
     """Turns one raw frame into entries (firehose and labeler modes each have one)."""
 
@@ -139,7 +147,11 @@ class EventStreamSource:
                 self._scope.cancel()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reader)
-                await self._batch_loop(receive)
+                try:
+                    await self._batch_loop(receive)
+                except SourceUnavailable as exc:
+                    log.warning("cannot convert frames now", extra={"source": self.name, "error": str(exc)})
+                    read, error = 0, None  # count as a failed connection: the backoff grows
                 tg.cancel_scope.cancel()  # the batcher is done: leave the websocket
         self._scope = None
         return read, error
@@ -153,7 +165,12 @@ class EventStreamSource:
                 except anyio.EndOfStream:
                     frame, ended = None, True
                 if frame is not None:
-                    batch.add(await self._converter.convert(frame))
+                    try:
+                        converted = await self._converter.convert(frame)
+                    except SourceUnavailable:
+                        await self._flush(batch)  # what came before the frame is written
+                        raise
+                    batch.add(converted)
                     self.frames += 1
                 if batch and (ended or len(batch) >= self._batch_size or self._expired(batch)):
                     await self._flush(batch)

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from atp import AtpError, SignatureError, cbor
+from atp import AtpError, DidResolutionError, SignatureError, cbor
 from atp.frames import (
     AccountFrame,
     CommitFrame,
@@ -30,9 +30,13 @@ from atp.frames import (
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
 from streams._producer import Fields
 from workers._identity import IdentityCache
-from workers.ingester.eventstream import Converted
+from workers.ingester.eventstream import Converted, SourceUnavailable
 
 log = logging.getLogger("streamfill.ingester.firehose")
+
+# Whatever a malformed frame can raise while being decoded or verified: it is dead-lettered with
+# its bytes and the reason, never allowed to crash the ingester (which would stall on it forever).
+_BAD_INPUT = (AtpError, ValueError, TypeError, KeyError, IndexError)
 
 # Revs remembered for chain checks; a repo not remembered is simply not checked on its next commit.
 _REV_MEMORY = 500_000
@@ -56,7 +60,7 @@ class FirehoseConverter:
     async def convert(self, frame: bytes) -> Converted:
         try:
             decoded = decode_frame(frame)
-        except AtpError as exc:
+        except _BAD_INPUT as exc:
             return self._dead(frame, "undecodable-frame", exc, None)
         if isinstance(decoded, CommitFrame):
             return await self._commit(frame, decoded)
@@ -82,7 +86,12 @@ class FirehoseConverter:
     async def _commit(self, raw: bytes, frame: CommitFrame) -> Converted:
         try:
             ops = await self._verified_ops(frame)
-        except AtpError as exc:
+            entries = [encode_entry(self._live, _op_event(frame, op)) for op in ops]
+        except DidResolutionError as exc:
+            if not exc.permanent:  # the PLC directory is unreachable: retry, do not dead-letter
+                raise SourceUnavailable(f"resolving {frame.repo}: {exc}") from exc
+            return self._dead(raw, "unverifiable-commit", exc, frame.seq)
+        except _BAD_INPUT as exc:
             return self._dead(raw, "unverifiable-commit", exc, frame.seq)
         out = Converted(seq=frame.seq)
         previous = self._revs.get(frame.repo)
@@ -90,8 +99,7 @@ class FirehoseConverter:
             why = "too-big" if frame.too_big else "gap"
             out.extra.append(self._resync(frame.repo, frame.rev, why))
         self._remember(frame.repo, frame.rev)
-        for op in ops:
-            out.entries.append(encode_entry(self._live, _op_event(frame, op)))
+        out.entries = entries
         return out
 
     async def _verified_ops(self, frame: CommitFrame) -> list[Any]:
