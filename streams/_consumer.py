@@ -305,10 +305,13 @@ class Consumer:
             return []
         entries, _gone = await self._claims.claim([i for i, keep in due if keep is None])
         entries = await self._drop_exhausted(entries)
+        uncounted: dict[int, list[str]] = {}  # delivery count to keep -> ids (one XCLAIM each)
         for entry_id, keep in due:
-            if keep is not None:  # uncounted: keep Redis' delivery count where it was
-                got, _ = await self._claims.claim([entry_id], keep_count=keep)
-                entries += got
+            if keep is not None:
+                uncounted.setdefault(keep, []).append(entry_id)
+        for keep, ids in uncounted.items():
+            got, _ = await self._claims.claim(ids, keep_count=keep)
+            entries += got
         return entries
 
     async def _drop_exhausted(self, entries: list[Entry]) -> list[Entry]:
