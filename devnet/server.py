@@ -234,6 +234,7 @@ class Devnet:
             "repos": len(world.accounts),
             "active_repos": sum(1 for a in world.accounts if a.active),
             "records": world.record_total(),
+            "live_records": world.live_record_total(),
             "firehose_seq": world.firehose.last_seq,
             "labels_seq": world.labels.last_seq,
             "live_labels": len(world.live_labels),

@@ -153,3 +153,7 @@ class World:
     def record_total(self) -> int:
         """Records held by all repos (whatever their status)."""
         return sum(len(a.records) for a in self.accounts)
+
+    def live_record_total(self) -> int:
+        """Records of active repos: what an exact index must hold (the truth's record lines)."""
+        return sum(len(a.records) for a in self.accounts if a.active)

@@ -93,7 +93,7 @@ def render(
             f"{rate_in:>10,.0f}{rate_out:>10,.0f}"
         )
     repos = int(now.devnet.get("repos", 0))
-    records = int(now.devnet.get("records", 0))
+    records = int(now.devnet.get("live_records", 0))  # records of active repos: the indexing goal
     listed = now.rows["repo_backfill"].added
     backfilled = now.rows["repo_backfill"].read - now.rows["repo_backfill"].pending
     lines += [
