@@ -6,6 +6,7 @@ No I/O and no imports of our own packages: every other layer may import this one
 from schemas._messages import (
     Account,
     CaptainsLogDoc,
+    CaptainsLogResult,
     FirehoseEvent,
     Identity,
     Label,
@@ -29,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "Account",
     "CaptainsLogDoc",
+    "CaptainsLogResult",
     "FirehoseEvent",
     "Identity",
     "Label",

@@ -118,8 +118,28 @@ class LabelBatch(msgspec.Struct, frozen=True, kw_only=True):
 class CaptainsLogDoc(msgspec.Struct, frozen=True, kw_only=True):
     """`captains_log`: one log document to (re)index into Elasticsearch."""
 
+    kind: str  # "capture" | "reflection"
+    doc_id: str
+    index: str
+    path: str
+    body: msgspec.Raw  # the file's JSON object, passed through unchanged
+    # Which scan pass wrote it and which version of the file it came from, so the ledger
+    # can tell a result for the file as it is now from one for an older version.
+    run: int = 0
+    mtime_ns: int = 0
+    size: int = 0
+
+
+class CaptainsLogResult(msgspec.Struct, frozen=True, kw_only=True):
+    """`captains_log_results`: what Elasticsearch did with one document (for the replayer's ledger)."""
+
     kind: str
     doc_id: str
     index: str
     path: str
-    body: msgspec.Raw
+    run: int
+    mtime_ns: int
+    size: int
+    status: str  # "indexed" | "failed"
+    error: str = ""
+    version: int | None = None  # Elasticsearch's _version after the write

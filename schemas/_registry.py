@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
 import msgspec
 
-from schemas._messages import CaptainsLogDoc, FirehoseEvent, LabelBatch, RepoJob
+from schemas._messages import CaptainsLogDoc, CaptainsLogResult, FirehoseEvent, LabelBatch, RepoJob
 
 
 class SchemaError(ValueError):
@@ -29,7 +30,7 @@ class StreamContract:
     def encode(self, message: Any) -> dict[bytes, bytes]:
         return {self.field.encode(): _ENCODER.encode(message)}
 
-    def decode(self, fields: dict[bytes, bytes]) -> Any:
+    def decode(self, fields: Mapping[bytes, bytes]) -> Any:
         raw = fields.get(self.field.encode())
         if raw is None:
             raise SchemaError(f"entry has no {self.field!r} field (fields: {sorted(fields)!r})")
@@ -49,6 +50,7 @@ REGISTRY: dict[str, StreamContract] = {
     "firehose_backfill": StreamContract("event", FirehoseEvent),
     "label_live": StreamContract("labels", LabelBatch),
     "captains_log": StreamContract("doc", CaptainsLogDoc),
+    "captains_log_results": StreamContract("result", CaptainsLogResult),
 }
 
 
@@ -65,5 +67,5 @@ def encode_entry(stream: str, message: Any) -> dict[bytes, bytes]:
     return contract_for(stream).encode(message)
 
 
-def decode_entry(stream: str, fields: dict[bytes, bytes]) -> Any:
+def decode_entry(stream: str, fields: Mapping[bytes, bytes]) -> Any:
     return contract_for(stream).decode(fields)

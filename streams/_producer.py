@@ -22,7 +22,7 @@ from streams._metrics import instruments, set_gauge
 
 log = logging.getLogger("streamfill.producer")
 
-Fields = Mapping[bytes | str, bytes | str]
+Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workers.backfiller.cli",
     "workers.indexer.cli",
     "workers.demo.cli",
+    "workers.replayer.cli",
 )
 
 
