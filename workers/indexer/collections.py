@@ -38,34 +38,36 @@ class CollectionTable:
     columns: dict[str, str]
     deltas: tuple[Delta, ...] = ()
 
-    def delete_sql(self) -> str:
-        """Delete this table's rows for every touched uri; deltas of -1 for the removed rows."""
-        delete = (
-            f"DELETE FROM {self.table} t USING {TOUCHED} a "
-            f"WHERE a.collection = '{self.nsid}' AND NOT a.fresh AND t.uri = a.uri"
-        )
-        return _with_deltas(delete, self.deltas, -1)
+    @property
+    def name(self) -> str:
+        """The table name without quotes, for CTE names."""
+        return self.table.strip('"')
 
-    def insert_sql(self) -> str:
-        """Insert the live touched records of this collection; deltas of +1 for the new rows."""
+    def delete_cte(self) -> str:
+        """`d_<name>`: delete this table's rows of the uris in `gone`, returning the delta keys."""
+        return (
+            f"d_{self.name} AS (DELETE FROM {self.table} t USING {_GONE} g "
+            f"WHERE g.collection = '{self.nsid}' AND t.uri = g.uri{self._returning()})"
+        )
+
+    def insert_cte(self) -> str:
+        """`i_<name>`: insert this collection's rows of `live`, returning the delta keys."""
         names = ", ".join(["uri", "cid", "creator", *self.columns])
-        exprs = ", ".join(["o.uri", "o.cid", "o.did", *self.columns.values()])
-        insert = (
-            f"INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {TOUCHED} a "
-            f"JOIN {OPS} o ON o.uri = a.uri, LATERAL (SELECT o.json AS j) x "
-            f"WHERE a.collection = '{self.nsid}' AND NOT a.tombstone"
+        exprs = ", ".join(["uri", "cid", "did", *self.columns.values()])
+        return (
+            f"i_{self.name} AS (INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {_LIVE} "
+            f"WHERE collection = '{self.nsid}'{self._returning()})"
         )
-        return _with_deltas(insert, self.deltas, +1)
 
+    def delta_selects(self, cte: str, sign: int) -> list[str]:
+        """One ±1 delta row per changed row and counter, read from the RETURNING of `cte`."""
+        return [
+            f"SELECT '{d.agg}', {d.key}, {sign} FROM {cte}_{self.name} WHERE {d.key} IS NOT NULL"
+            for d in self.deltas
+        ]
 
-def _with_deltas(statement: str, deltas: tuple[Delta, ...], sign: int) -> str:
-    if not deltas:
-        return statement
-    keys = ", ".join(sorted({d.key for d in deltas}))
-    selects = " UNION ALL ".join(
-        f"SELECT '{d.agg}', {d.key}, {sign} FROM changed WHERE {d.key} IS NOT NULL" for d in deltas
-    )
-    return f"WITH changed AS ({statement} RETURNING {keys}) INSERT INTO {DELTA} (agg, key, n) {selects}"
+    def _returning(self) -> str:
+        return f" RETURNING {', '.join(sorted({d.key for d in self.deltas}))}" if self.deltas else ""
 
 
 def _s(path: str) -> str:
@@ -169,8 +171,21 @@ AGGREGATES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def aggregate_sql(table: str) -> str:
-    """Fold the staged deltas into one aggregate table, in key order (a fixed lock order)."""
+# CTE names: the touched rows whose old per-collection row goes (every row that was there
+# before: replaced or now a tombstone), the touched live rows with their json, the deltas.
+_GONE = "gone"
+_LIVE = "live"
+_DELTAS = "deltas"
+_GONE_CTE = f"{_GONE} AS MATERIALIZED (SELECT uri, collection FROM {TOUCHED} WHERE NOT fresh)"
+_LIVE_CTE = (
+    f"{_LIVE} AS MATERIALIZED (SELECT o.uri, o.cid, o.did, o.collection, o.json AS j "
+    f"FROM {TOUCHED} a JOIN {OPS} o ON o.uri = a.uri WHERE NOT a.tombstone)"
+)
+_NO_DELTAS = "SELECT NULL, NULL, 0 WHERE false"
+
+
+def aggregate_upsert(table: str) -> str:
+    """Fold the `deltas` CTE into one aggregate table, in key order (a fixed lock order)."""
     key, counters = AGGREGATES[table]
     sums = ", ".join(f"coalesce(sum(n) FILTER (WHERE agg = '{c}'), 0)" for c in counters)
     nonzero = " OR ".join(f"coalesce(sum(n) FILTER (WHERE agg = '{c}'), 0) <> 0" for c in counters)
@@ -178,22 +193,48 @@ def aggregate_sql(table: str) -> str:
     agg_list = ", ".join(f"'{c}'" for c in counters)
     return (
         f"INSERT INTO {table} ({key}, {', '.join(counters)}) "
-        f"SELECT key, {sums} FROM {DELTA} WHERE agg IN ({agg_list}) "
+        f"SELECT key, {sums} FROM {_DELTAS} WHERE agg IN ({agg_list}) "
         f"GROUP BY key HAVING {nonzero} ORDER BY key "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
+
+def _with_aggregates(ctes: list[str], deltas: list[str]) -> str:
+    """One statement: `ctes`, then the union of `deltas` folded into every aggregate table.
+
+    The last aggregate is the main statement and the others are CTEs that nobody reads, which
+    PostgreSQL runs after the main one: the aggregate tables are locked in a fixed order."""
+    *others, main = AGGREGATES
+    upserts = [f"agg_{name} AS ({aggregate_upsert(name)})" for name in others]
+    union = " UNION ALL ".join(deltas or [_NO_DELTAS])
+    return f"WITH {', '.join([*ctes, f'{_DELTAS} (agg, key, n) AS ({union})', *upserts])} " + (
+        aggregate_upsert(main)
     )
 
 
 @functools.cache
 def sync_collections_sql(nsids: frozenset[str] | None = None, *, inserts: bool = True) -> str:
     """Statements bringing the per-collection tables (of `nsids`, default all) and the aggregates
-    in line with TOUCHED; without `inserts` when every touched row is a tombstone (marker sweeps)."""
+    in line with TOUCHED; without `inserts` when every touched row is a tombstone (marker sweeps).
+
+    Every statement takes its snapshot after the `record` row locks of the merge. A table's
+    deletes and inserts are in separate statements (the deletes staged in DELTA): within one
+    statement the order of its data-modifying CTEs is not defined."""
     tables = [t for t in TABLES if nsids is None or t.nsid in nsids]
-    statements = [t.delete_sql() for t in tables]
-    if inserts:
-        statements += [t.insert_sql() for t in tables]
-    statements += [aggregate_sql(name) for name in AGGREGATES]
-    return ";\n".join(statements)
+    if not tables:
+        return ""
+    deletes = [_GONE_CTE, *(t.delete_cte() for t in tables)]
+    removed = [s for t in tables for s in t.delta_selects("d", -1)]
+    if not inserts:
+        return _with_aggregates(deletes, removed)
+    added = [s for t in tables for s in t.delta_selects("i", +1)]
+    staged = f"WITH {', '.join(deletes)} INSERT INTO {DELTA} (agg, key, n) " + (
+        " UNION ALL ".join(removed or [_NO_DELTAS])
+    )
+    return ";\n".join(
+        [staged, _with_aggregates([_LIVE_CTE, *(t.insert_cte() for t in tables)],
+                                  [f"SELECT agg, key, n FROM {DELTA}", *added])]
+    )
 
 
 COLLECTIONS: frozenset[str] = frozenset(t.nsid for t in TABLES)
