@@ -34,7 +34,10 @@ def test_capture_becomes_a_compact_document_in_its_daily_index_with_every_field(
     assert (doc.doc_id, doc.kind, doc.run, doc.path) == ("t-1", CAPTURE, 7, "captures/2026-02-22/t-1.json")
     assert b"\n" not in bytes(doc.body)
     assert msgspec.json.decode(bytes(doc.body)) == {
-        "trace_id": "t-1", "timestamp": "2026-02-22T23:30:00-05:00", "extra_field": {"nested": [1, 2]}, "user": "x",
+        "trace_id": "t-1",
+        "timestamp": "2026-02-22T23:30:00-05:00",
+        "extra_field": {"nested": [1, 2]},
+        "user": "x",
     }
     assert (doc.mtime_ns, doc.size) == (f.mtime_ns, f.size)
 

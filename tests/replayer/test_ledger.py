@@ -18,8 +18,16 @@ def _file(rel: str = "captures/2026-02-22/a.json", mtime_ns: int = 1, size: int 
 
 def _result(f: LogFile, run: int, status: str = "indexed", error: str = "") -> CaptainsLogResult:
     return CaptainsLogResult(
-        kind=f.kind, doc_id="a", index="agent-captains-captures-2026-02-22", path=f.rel,
-        run=run, mtime_ns=f.mtime_ns, size=f.size, status=status, error=error, version=1,
+        kind=f.kind,
+        doc_id="a",
+        index="agent-captains-captures-2026-02-22",
+        path=f.rel,
+        run=run,
+        mtime_ns=f.mtime_ns,
+        size=f.size,
+        status=status,
+        error=error,
+        version=1,
     )
 
 
@@ -39,7 +47,11 @@ def test_a_file_is_done_only_when_its_result_arrives_and_duplicates_change_nothi
     again = ledger.fold([_result(f, run)])  # a redelivered result
     assert (again.indexed, again.failed, again.completed_runs) == (0, 0, [])
     row = ledger.run(run)
-    assert row is not None and (row["status"], row["indexed_count"], row["enqueued_count"]) == (COMPLETED, 1, 1)
+    assert row is not None and (row["status"], row["indexed_count"], row["enqueued_count"]) == (
+        COMPLETED,
+        1,
+        1,
+    )
     assert ledger.snapshot().completed == {f.rel: Version(1, 10)}
 
 
