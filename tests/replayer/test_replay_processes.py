@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 import json
 import signal
+import socket
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from tests._support import wait_until
@@ -98,7 +100,8 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
     expected = sample_log(root, captures=10, reflections=5)
     es.down()
     log = tmp_path / "run.log"
-    proc = start_cli(config, "run", REPLAYER_INTERVAL="0.5", stderr=log)
+    port = _free_port()
+    proc = start_cli(config, "run", REPLAYER_INTERVAL="0.5", METRICS_PORT=str(port), stderr=log)
     try:
         await wait_until(
             lambda: "waiting for elasticsearch" in log.read_text(),
@@ -114,8 +117,23 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
             timeout=60,
             what="a periodic pass indexed a new file",
         )
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+        indexed = [ln for ln in metrics.splitlines() if ln.startswith("streamfill_replayer_indexed_count")]
+        assert indexed and float(indexed[0].split()[-1]) >= len(expected), indexed
+        assert "streamfill_replayer_files_scanned" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0, log.read_text()[-3000:]
-    assert "elasticsearch answers" in log.read_text()
+    text = log.read_text()
+    assert "elasticsearch answers" in text
+    logged = {json.loads(line).get("event") for line in text.splitlines() if line.startswith("{")}
+    assert {"captains_log_backfill_started", "captains_log_backfill_completed",
+            "captains_log_backfill_checkpoint_updated"} <= logged
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
