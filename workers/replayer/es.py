@@ -92,7 +92,9 @@ class ElasticClient:
         data = await self._json("POST", "/_bulk", content=ndjson(docs), headers=_NDJSON)
         items = data.get("items")
         if not isinstance(items, list) or len(items) != len(docs):
-            raise EsRejected(200, f"bulk response has {len(items or [])} items for {len(docs)} documents")
+            # Never taken as success: 502 makes every document a counted retry.
+            got = len(items) if isinstance(items, list) else "no"
+            raise EsRejected(502, f"bulk response has {got} items for {len(docs)} documents")
         return [_item(item) for item in items]
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class ElasticClient:
         except ValueError as exc:
             raise EsUnavailable(f"answer is not JSON (is {self.url} Elasticsearch?)") from exc
         if not isinstance(data, dict):
-            raise EsRejected(response.status_code, "answer is not a JSON object")
+            raise EsRejected(502, "answer is not a JSON object")
         return data
 
 
@@ -149,7 +151,9 @@ def _item(item: Any) -> ItemResult:
     body = next(iter(item.values()))
     if not isinstance(body, dict):
         return ItemResult(500, error=f"malformed bulk item: {item!r}"[:500])
-    status = int(body.get("status", 500))
+    status = body.get("status")
+    if not isinstance(status, int):
+        return ItemResult(500, error=f"bulk item without a status: {item!r}"[:500])
     error = body.get("error")
     if error is None:
         return ItemResult(status, version=body.get("_version"))
