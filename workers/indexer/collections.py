@@ -14,11 +14,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-# Staging tables (see store.py): the record rows the current transaction changed, the batch's
-# operations (which hold the json of every live touched row), and the aggregate deltas.
+# Staging tables (see store.py): the record rows the current transaction changed, and the
+# batch's operations (which hold the json of every live touched row).
 TOUCHED = "_sf_touched"
 OPS = "_sf_op"
-DELTA = "_sf_delta"
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class CollectionTable:
         """`d_<name>`: delete this table's rows of the uris in `gone`, returning the delta keys."""
         return (
             f"d_{self.name} AS (DELETE FROM {self.table} t USING {_GONE} g "
-            f"WHERE g.collection = '{self.nsid}' AND t.uri = g.uri{self._returning()})"
+            f"WHERE g.collection = '{self.nsid}' AND t.uri = g.uri RETURNING {self._keys('t.uri')})"
         )
 
     def insert_cte(self) -> str:
@@ -56,7 +55,7 @@ class CollectionTable:
         exprs = ", ".join(["uri", "cid", "did", *self.columns.values()])
         return (
             f"i_{self.name} AS (INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {_LIVE} "
-            f"WHERE collection = '{self.nsid}'{self._returning()})"
+            f"WHERE collection = '{self.nsid}' RETURNING {self._keys('uri')})"
         )
 
     def delta_selects(self, cte: str, sign: int) -> list[str]:
@@ -66,15 +65,14 @@ class CollectionTable:
             for d in self.deltas
         ]
 
-    def _returning(self) -> str:
-        return f" RETURNING {', '.join(sorted({d.key for d in self.deltas}))}" if self.deltas else ""
+    def _keys(self, default: str) -> str:
+        return ", ".join(sorted({d.key for d in self.deltas})) or default
 
 
 def _s(path: str) -> str:
-    """The text at a jsonb path like `reply.root.uri`."""
-    parts = path.split(".")
-    head = "".join(f"->'{p}'" for p in parts[:-1])
-    return f"(j{head}->>'{parts[-1]}')"
+    """The text at a jsonb path like `reply.root.uri` (`#>>` walks it without copying the
+    objects on the way, as a chain of `->` would)."""
+    return f"(j->>'{path}')" if "." not in path else f"(j #>> '{{{path.replace('.', ',')}}}')"
 
 
 _CREATED = {"created_at": _s("createdAt")}
@@ -177,9 +175,13 @@ _GONE = "gone"
 _LIVE = "live"
 _DELTAS = "deltas"
 _GONE_CTE = f"{_GONE} AS MATERIALIZED (SELECT uri, collection FROM {TOUCHED} WHERE NOT fresh)"
+# `live` is read by every insert, and its one-time filter first reads every delete to the end:
+# so a uri's old row is gone before its new one goes in, whatever order PostgreSQL picks for
+# the statement's data-modifying CTEs.
 _LIVE_CTE = (
     f"{_LIVE} AS MATERIALIZED (SELECT o.uri, o.cid, o.did, o.collection, o.json AS j "
-    f"FROM {TOUCHED} a JOIN {OPS} o ON o.uri = a.uri WHERE NOT a.tombstone)"
+    f"FROM {TOUCHED} a JOIN {OPS} o ON o.uri = a.uri "
+    "WHERE NOT a.tombstone AND (SELECT count(*) FROM ({}) d) >= 0)"
 )
 _NO_DELTAS = "SELECT NULL, NULL, 0 WHERE false"
 
@@ -202,9 +204,9 @@ def aggregate_upsert(table: str) -> str:
 def _with_aggregates(ctes: list[str], deltas: list[str]) -> str:
     """One statement: `ctes`, then the union of `deltas` folded into every aggregate table.
 
-    The last aggregate is the main statement and the others are CTEs that nobody reads, which
-    PostgreSQL runs after the main one: the aggregate tables are locked in a fixed order."""
-    *others, main = AGGREGATES
+    The first aggregate is the main statement; the others are CTEs that nothing reads, which
+    PostgreSQL runs after the main statement: the aggregate tables are locked in a fixed order."""
+    main, *others = AGGREGATES
     upserts = [f"agg_{name} AS ({aggregate_upsert(name)})" for name in others]
     union = " UNION ALL ".join(deltas or [_NO_DELTAS])
     return f"WITH {', '.join([*ctes, f'{_DELTAS} (agg, key, n) AS ({union})', *upserts])} " + (
@@ -214,27 +216,20 @@ def _with_aggregates(ctes: list[str], deltas: list[str]) -> str:
 
 @functools.cache
 def sync_collections_sql(nsids: frozenset[str] | None = None, *, inserts: bool = True) -> str:
-    """Statements bringing the per-collection tables (of `nsids`, default all) and the aggregates
-    in line with TOUCHED; without `inserts` when every touched row is a tombstone (marker sweeps).
-
-    Every statement takes its snapshot after the `record` row locks of the merge. A table's
-    deletes and inserts are in separate statements (the deletes staged in DELTA): within one
-    statement the order of its data-modifying CTEs is not defined."""
+    """One statement bringing the per-collection tables (of `nsids`, default all) and the
+    aggregates in line with TOUCHED; without `inserts` when every touched row is a tombstone
+    (marker sweeps). It must run after the statement that locked the touched `record` rows, so
+    that its snapshot sees every committed change to them."""
     tables = [t for t in TABLES if nsids is None or t.nsid in nsids]
     if not tables:
         return ""
-    deletes = [_GONE_CTE, *(t.delete_cte() for t in tables)]
-    removed = [s for t in tables for s in t.delta_selects("d", -1)]
-    if not inserts:
-        return _with_aggregates(deletes, removed)
-    added = [s for t in tables for s in t.delta_selects("i", +1)]
-    staged = f"WITH {', '.join(deletes)} INSERT INTO {DELTA} (agg, key, n) " + (
-        " UNION ALL ".join(removed or [_NO_DELTAS])
-    )
-    return ";\n".join(
-        [staged, _with_aggregates([_LIVE_CTE, *(t.insert_cte() for t in tables)],
-                                  [f"SELECT agg, key, n FROM {DELTA}", *added])]
-    )
+    ctes = [_GONE_CTE, *(t.delete_cte() for t in tables)]
+    deltas = [s for t in tables for s in t.delta_selects("d", -1)]
+    if inserts:
+        deleted = " UNION ALL ".join(f"SELECT FROM d_{t.name}" for t in tables)
+        ctes += [_LIVE_CTE.format(deleted), *(t.insert_cte() for t in tables)]
+        deltas += [s for t in tables for s in t.delta_selects("i", +1)]
+    return _with_aggregates(ctes, deltas)
 
 
 COLLECTIONS: frozenset[str] = frozenset(t.nsid for t in TABLES)

@@ -29,7 +29,6 @@ _STAGING: dict[str, str] = {
     "_sf_op": 'uri text COLLATE "C", did text COLLATE "C", collection text COLLATE "C", rkey text, '
     'rev text COLLATE "C", cid text, json jsonb, tombstone boolean',
     "_sf_touched": 'uri text COLLATE "C", collection text COLLATE "C", tombstone boolean, fresh boolean',
-    "_sf_delta": 'agg text, key text COLLATE "C", n integer',
 }
 ENSURE_STAGING = ";\n".join(_TEMP.format(name, cols) for name, cols in _STAGING.items())
 
