@@ -17,6 +17,7 @@ from tests.replayer.conftest import once_args
 from workers.replayer.cli import run_once
 from workers.replayer.config import ReplayerConfig
 from workers.replayer.ledger import Ledger
+from workers.replayer.status import show_status
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +52,7 @@ async def test_entries_written_while_es_was_down_are_replayed_once_es_is_back(
     status, summary = await _once(config, capsys, timeout=60.0)
     assert status == 0, summary
     # The first pass enqueued them all: this one re-reads them (pending) instead of enqueuing again.
-    assert summary["enqueued_count"] == 0
+    assert (summary["enqueued_count"], summary["indexed_count"]) == (0, 55)
     assert summary["awaited_count"] + summary["skipped_count"] == 55
     first = Ledger(config.ledger_path).run(1)
     assert first is not None and (first["status"], first["indexed_count"]) == ("completed", 55)
@@ -185,3 +186,24 @@ async def test_checkpoint_file_has_the_documented_shape(
     )
     assert data["reflections"]["last_processed_path"] == f"{root.as_posix()}/CL-entry-00001.json"
     assert data["reflections"]["last_processed_mtime"].startswith("2025-10-09T")
+
+
+async def test_status_shows_runs_and_failed_files_with_errors_and_retry_counts(
+    config: ReplayerConfig, es: FakeElasticsearch, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample_log(root, captures=3, reflections=1)
+    write_raw(root / "CL-broken.json", "{")
+    await _once(config, capsys)
+    await _once(config, capsys)
+    assert show_status(config, summary=True, failed=True, run_id=None, as_json=False) == 0
+    text = capsys.readouterr().out
+    assert "ledger: 4 files indexed, 1 failed, 0 in flight, 2 runs kept" in text
+    assert "CL-broken.json\tretries=2\t" in text and "not valid JSON" in text
+    assert show_status(config, summary=False, failed=False, run_id=1, as_json=True) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["run"]["status"] == "completed" and report["run"]["indexed_count"] == 4
+    # A failed file is listed under the run that last attempted it.
+    assert report["failed"] == []
+    assert show_status(config, summary=False, failed=False, run_id=2, as_json=True) == 0
+    assert [f["path"] for f in json.loads(capsys.readouterr().out)["failed"]] == ["CL-broken.json"]
+    assert show_status(config, summary=False, failed=False, run_id=99, as_json=False) == 1

@@ -27,6 +27,9 @@ class LedgerFolder:
         self._ledger = ledger
         self._checkpoint = checkpoint
         self.changed = anyio.Event()
+        # Documents accepted / refused since this process started, whichever run enqueued them.
+        self.indexed_total = 0
+        self.failed_total = 0
 
     async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
         outcomes: list[Outcome] = []
@@ -43,6 +46,8 @@ class LedgerFolder:
 
     def apply(self, results: Sequence[CaptainsLogResult]) -> Folded:
         folded = self._ledger.fold(results)
+        self.indexed_total += folded.indexed
+        self.failed_total += folded.failed
         events.count("indexed_count", folded.indexed)
         events.count("failed_count", folded.failed)
         for r in results:

@@ -98,6 +98,8 @@ class OnceResult:
     run: dict[str, object]
     report: PassReport | None
     outstanding: int
+    indexed: int = 0  # documents accepted during this pass (also those enqueued by earlier runs)
+    failed: int = 0  # files recorded failed during this pass (malformed, or refused)
 
 
 class RunOnce:
@@ -156,10 +158,17 @@ class RunOnce:
         run = ledger.run(report.run) or {}
         if left:
             ledger.mark_incomplete(report.run)
-            return OnceResult(
+            return self._result(
                 1, f"stopped by signal with {left} documents not yet indexed", run, report, left
             )
-        return OnceResult(0, "", run, report, 0)
+        return self._result(0, "", run, report, 0)
+
+    def _result(
+        self, status: int, reason: str, run: dict[str, object], report: PassReport, left: int
+    ) -> OnceResult:
+        folder = self._scanning.folder
+        failed = report.failed + folder.failed_total
+        return OnceResult(status, reason, run, report, left, folder.indexed_total, failed)
 
     def _timed_out(self, report: PassReport, left: int) -> OnceResult:
         ledger = self._scanning.ledger
@@ -171,4 +180,4 @@ class RunOnce:
         else:
             why = f"timed out after {self._timeout_s:g}s"
         reason = f"{why}: {left} documents not yet indexed; they stay in {self._stream} for the next pass"
-        return OnceResult(1, reason, ledger.run(report.run) or {}, report, left)
+        return self._result(1, reason, ledger.run(report.run) or {}, report, left)
