@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from streams import Keys
 from tests._support import wait_until
 from tests.replayer._es_server import FakeElasticsearch
 from tests.replayer._files import sample_log, write_capture
@@ -21,7 +23,8 @@ from workers._env import redis_session
 from workers.replayer.cli import run_scan
 from workers.replayer.config import ReplayerConfig
 from workers.replayer.ledger import Ledger
-from workers.replayer.service import build_indexing, elastic
+from workers.replayer.scan import SCAN_BATCH
+from workers.replayer.service import build_indexing, build_scanning, elastic
 
 pytestmark = pytest.mark.anyio
 
@@ -129,11 +132,39 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
     text = log.read_text()
     assert "elasticsearch answers" in text
     logged = {json.loads(line).get("event") for line in text.splitlines() if line.startswith("{")}
-    assert {"captains_log_backfill_started", "captains_log_backfill_completed",
-            "captains_log_backfill_checkpoint_updated"} <= logged
+    assert {
+        "captains_log_backfill_started",
+        "captains_log_backfill_completed",
+        "captains_log_backfill_checkpoint_updated",
+    } <= logged
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_scan_blocks_at_the_high_water_mark_and_resumes_as_the_index_role_drains(
+    config: ReplayerConfig, es: FakeElasticsearch, root: Path, redis_client: aioredis.Redis
+) -> None:
+    expected = sample_log(root, captures=SCAN_BATCH * 3, reflections=0)
+    config = dataclasses.replace(config, high_water=50)
+    stream = Keys(config.prefix).stream(config.stream)
+    async with redis_session(config.redis_url) as redis, elastic(config) as client:
+        ledger = Ledger(config.ledger_path)
+        scanning = build_scanning(redis, config, ledger)
+        indexing = build_indexing(redis, config, client)
+        async with anyio.create_task_group() as tg:
+            await tg.start(scanning.folder_consumer.run)
+            tg.start_soon(scanning.scanner.scan_pass)
+            await wait_until(lambda: scanning.producer.statistics().blocked, what="the scan blocked")
+            # Blocked after its first batch: never dropping, never running ahead.
+            assert await redis_client.xlen(stream) == SCAN_BATCH
+            await tg.start(indexing.consumer.run)
+            await wait_until(lambda: es.count() == len(expected), timeout=60, what="everything indexed")
+            await wait_until(lambda: ledger.inflight_count() == 0, what="results folded")
+            indexing.consumer.stop()
+            scanning.folder_consumer.stop()
+        ledger.close()
+    assert scanning.producer.statistics().waits >= 2

@@ -53,6 +53,7 @@ class Scanning:
     folder: LedgerFolder
     scanner: Scanner
     ledger: Ledger
+    producer: Producer  # writes captains_log, blocking at the high-water mark
 
 
 @contextlib.asynccontextmanager
@@ -131,18 +132,19 @@ def build_scanning(redis: aioredis.Redis, config: ReplayerConfig, ledger: Ledger
         if scope.cancelled_caught:
             log.warning("results not folded in time; reconciling with what is folded")
 
+    producer = Producer(redis, ProducerConfig(keys.stream(config.stream), high_water=config.high_water))
     scanner = Scanner(
         redis,
         root=config.root,
         group=config.group,
         ledger=ledger,
         checkpoint=checkpoint,
-        producer=Producer(redis, ProducerConfig(keys.stream(config.stream), high_water=config.high_water)),
+        producer=producer,
         max_retries=config.max_retries,
         folder=folder,
         drain_results=drain_results,
     )
-    return Scanning(folder_consumer, folder, scanner, ledger)
+    return Scanning(folder_consumer, folder, scanner, ledger, producer)
 
 
 async def trim_streams(redis: aioredis.Redis, config: ReplayerConfig) -> None:
