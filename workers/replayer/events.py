@@ -29,6 +29,11 @@ def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, event, extra={"event": event, **fields})
 
 
+def file_failed(path: str, kind: str, error: str, *, run: int, stage: str, **context: Any) -> None:
+    """A file recorded as failed: at `stage` "parse" (malformed) or "index" (refused)."""
+    emit(FILE_FAILED, logging.WARNING, path=path, kind=kind, error=error, run=run, stage=stage, **context)
+
+
 def count(name: str, n: int, **attributes: str) -> None:
     """Add `n` to the replayer counter `name` (one of _COUNTERS)."""
     if n <= 0:

@@ -7,7 +7,6 @@ whoever waits for a pass to finish (`run-once`).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 
@@ -52,16 +51,7 @@ class LedgerFolder:
         events.count("failed_count", folded.failed)
         for r in results:
             if r.status == "failed":
-                events.emit(
-                    events.FILE_FAILED,
-                    logging.WARNING,
-                    path=r.path,
-                    kind=r.kind,
-                    doc_id=r.doc_id,
-                    error=r.error,
-                    run=r.run,
-                    stage="index",
-                )
+                events.file_failed(r.path, r.kind, r.error, run=r.run, stage="index", doc_id=r.doc_id)
         self._advance_checkpoint(folded)
         for run in folded.completed_runs:
             self.run_completed(run)

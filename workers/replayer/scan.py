@@ -194,17 +194,15 @@ class Scanner:
     def _malformed(self, f: LogFile, exc: MalformedFile, run: int) -> None:
         retries = self._ledger.record_failed(f, str(exc), run)
         events.count("failed_count", 1)
-        events.emit(
-            events.FILE_FAILED,
-            logging.WARNING,
-            path=f.rel,
-            kind=f.kind,
-            mtime_ns=f.mtime_ns,
-            size=f.size,
-            error=str(exc),
-            retry_count=retries,
+        events.file_failed(
+            f.rel,
+            f.kind,
+            str(exc),
             run=run,
             stage="parse",
+            mtime_ns=f.mtime_ns,
+            size=f.size,
+            retry_count=retries,
         )
 
 
