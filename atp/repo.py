@@ -8,8 +8,9 @@ Reading:
         ...
 
 `read_repo` consumes the whole CAR first, because getRepo emits blocks in no particular order and
-the MST walk needs them all: memory is about the CAR size (block bytes, keyed by binary CID, plus
-~100 bytes of overhead per block); records are decoded one at a time as they are yielded. Every
+the MST walk needs them all: block bytes are kept in memory up to `memory_bytes` (256 MiB by
+default) and in a temporary file beyond it (atp.blocks), so memory stays bounded whatever the repo
+size; records are decoded one at a time as they are yielded. Every
 block is hash-verified while streaming, the commit's DID is checked, and its signature verified
 when a key is given. A partial CAR (firehose slice) fails with MissingBlockError during the walk.
 
@@ -27,6 +28,7 @@ import anyio
 import libipld
 
 from atp import cbor
+from atp.blocks import DEFAULT_MEMORY_BYTES, BlockStore
 from atp.car import CarReader, read_car, write_car
 from atp.cbor import CID, cid_bytes_for, cid_str, encode_head, encode_link, encode_text
 from atp.crypto import PublicKey, SigningKey, verify
@@ -138,9 +140,14 @@ def check_commit(commit: Commit, *, did: str | None, signing_key: PublicKey | No
 class RepoReader:
     """A fully received, verified repo CAR: the commit, then records on demand in key order."""
 
-    def __init__(self, commit: Commit, blocks: dict[bytes, bytes]) -> None:
+    def __init__(self, commit: Commit, blocks: BlockStore | dict[bytes, bytes]) -> None:
         self.commit = commit
         self.blocks = blocks
+
+    def close(self) -> None:
+        """Release the blocks' temporary file, if they spilled to one."""
+        if isinstance(self.blocks, BlockStore):
+            self.blocks.close()
 
     def iter_records(self) -> Iterator[RepoRecord]:
         """Yield every record in key order (synchronous)."""
@@ -189,11 +196,15 @@ class RepoReader:
                 await anyio.lowlevel.checkpoint()
 
 
-async def _collect(reader: CarReader) -> dict[bytes, bytes]:
+async def _collect(reader: CarReader, memory_bytes: int) -> BlockStore:
     """Gather every block of the CAR (verified by the reader as they stream in)."""
-    blocks: dict[bytes, bytes] = {}
-    async for batch in reader.batches():
-        blocks.update(batch)
+    blocks = BlockStore(memory_bytes)
+    try:
+        async for batch in reader.batches():
+            blocks.update(batch)
+    except BaseException:
+        blocks.close()
+        raise
     return blocks
 
 
@@ -203,16 +214,25 @@ async def read_repo(
     did: str | None = None,
     signing_key: PublicKey | None = None,
     max_bytes: int | None = None,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> RepoReader:
-    """Read a repo CAR from an async byte source; check the commit; return a RepoReader."""
+    """Read a repo CAR from an async byte source; check the commit; return a RepoReader.
+
+    Block bytes beyond `memory_bytes` are kept in a temporary file (see atp.blocks); close the
+    reader (or let it be collected) to release it.
+    """
     reader = await read_car(source, max_bytes=max_bytes)
-    blocks = await _collect(reader)
-    root = CID.from_str(reader.header.roots[0])
-    commit_block = blocks.get(root)
-    if commit_block is None:
-        raise MissingBlockError(f"commit block {cid_str(root)} is missing", cid_str(root))
-    commit = parse_commit(root, commit_block)
-    check_commit(commit, did=did, signing_key=signing_key)
+    blocks = await _collect(reader, memory_bytes)
+    try:
+        root = CID.from_str(reader.header.roots[0])
+        commit_block = blocks.get(root)
+        if commit_block is None:
+            raise MissingBlockError(f"commit block {cid_str(root)} is missing", cid_str(root))
+        commit = parse_commit(root, commit_block)
+        check_commit(commit, did=did, signing_key=signing_key)
+    except BaseException:
+        blocks.close()
+        raise
     return RepoReader(commit, blocks)
 
 

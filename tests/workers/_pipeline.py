@@ -52,6 +52,9 @@ def backfiller_config(redis_url: str, prefix: str, plc_url: str, **overrides: An
         skip_signature_verification=False,
         plc_url=plc_url,
         max_repo_bytes=64 * 1024**2,
+        # Small, so that the larger devnet repos spill their blocks to a temporary file: the
+        # backfiller tests then cover that path too.
+        repo_memory_bytes=64 * 1024,
         metrics_port=None,
         min_idle_ms=30_000,
     )

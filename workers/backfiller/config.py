@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from atp.blocks import DEFAULT_MEMORY_BYTES
 from streams import default_consumer_name
 from workers._env import env_bool, env_str
 
-# 2 GiB: the largest real repos are a few hundred MB; a cap protects memory (the CAR is held
-# while its MST is walked) and stops hostile servers streaming forever.
+# 2 GiB: the largest real repos are a few hundred MB; the cap stops hostile servers streaming
+# forever (and bounds the temporary file a repo's blocks spill to beyond repo_memory_bytes).
 DEFAULT_MAX_REPO_BYTES = 2 * 1024**3
 
 
@@ -32,6 +33,7 @@ class BackfillerConfig:
     skip_signature_verification: bool
     plc_url: str
     max_repo_bytes: int
+    repo_memory_bytes: int
     metrics_port: int | None
     min_idle_ms: int
 
@@ -46,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--pds-rps", "BACKFILLER_PDS_RPS"),
         ("--plc-url", "PLC_URL"),
         ("--max-repo-bytes", "BACKFILLER_MAX_REPO_BYTES"),
+        ("--repo-memory-bytes", "BACKFILLER_REPO_MEMORY_BYTES"),
         ("--metrics-port", "METRICS_PORT"),
         ("--high-water-mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK"),
         ("--redis-url", "REDIS_URL"),
@@ -89,6 +92,9 @@ def from_env(args: argparse.Namespace) -> BackfillerConfig:
         or env_bool("BACKFILLER_SKIP_SIGNATURE_VERIFICATION", False),
         plc_url=pick("plc_url", "PLC_URL", "https://plc.directory"),
         max_repo_bytes=int(pick("max_repo_bytes", "BACKFILLER_MAX_REPO_BYTES", str(DEFAULT_MAX_REPO_BYTES))),
+        repo_memory_bytes=int(
+            pick("repo_memory_bytes", "BACKFILLER_REPO_MEMORY_BYTES", str(DEFAULT_MEMORY_BYTES))
+        ),
         metrics_port=int(metrics) if metrics else None,
         min_idle_ms=int(pick("min_idle_ms", "BACKFILLER_MIN_IDLE_MS", "60000")),
     )

@@ -136,15 +136,20 @@ class BackfillHandler:
         async with self._xrpc.get_repo(
             pds, job.did, max_bytes=self._config.max_repo_bytes, timeout_s=self._config.http_timeout_s
         ) as chunks:
-            reader = await read_repo(chunks, did=job.did, signing_key=key)  # type: ignore[arg-type]
+            reader = await read_repo(
+                chunks, did=job.did, signing_key=key, memory_bytes=self._config.repo_memory_bytes  # type: ignore[arg-type]
+            )
         # One batch is written while the next is built: decoding is CPU, XADD mostly waiting on
         # Redis, so overlapping them keeps this process busy. Order is kept (one sender), and
         # memory stays at two batches.
         send, receive = anyio.create_memory_object_stream[list[dict[bytes, bytes]]](1)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._sender, receive)
-            async with send:
-                count = await self._build_batches(job, reader, send)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sender, receive)
+                async with send:
+                    count = await self._build_batches(job, reader, send)
+        finally:
+            reader.close()
         return count
 
     async def _build_batches(
