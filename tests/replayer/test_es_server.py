@@ -586,7 +586,7 @@ def test_runs_standalone_on_a_fixed_port_until_interrupted() -> None:
         assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["version"]["number"] == "8.15.0"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         proc.kill()
         proc.wait()
