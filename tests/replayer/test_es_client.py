@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from schemas import CaptainsLogDoc
-from workers.replayer.es import ElasticClient, EsRejected, EsUnavailable, Verdict, chunks, ndjson
+from workers.replayer.es import ElasticClient, EsRejected, EsUnavailable, Verdict, chunks, judge, ndjson
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +84,10 @@ def test_chunks_bound_count_and_bytes_but_send_an_oversized_document_alone() -> 
     assert [len(c) for c in chunks(docs, max_docs=100, max_bytes=800)] == [2, 2, 2, 2, 2]
     assert [len(c) for c in chunks(docs, max_docs=100, max_bytes=10)] == [1] * 10
     assert len(ndjson(docs[:1]).splitlines()) == 2
+
+
+def test_verdicts_per_item_status() -> None:
+    assert [judge(s) for s in (200, 201, 400, 413, 429, 503, 500, 404, 409)] == [
+        Verdict.INDEXED, Verdict.INDEXED, Verdict.REJECTED, Verdict.REJECTED,
+        Verdict.BUSY, Verdict.BUSY, Verdict.RETRY, Verdict.RETRY, Verdict.RETRY,
+    ]  # fmt: skip

@@ -98,6 +98,8 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
             indexing = build_indexing(redis, config, es)
             scanning = build_scanning(redis, config, ledger)
             once = RunOnce(
+                redis,
+                config,
                 scanning,
                 indexing.handler,
                 timeout_s=args.timeout,

@@ -44,7 +44,7 @@ class EsRejected(EsError):
 
 class Verdict(Enum):
     INDEXED = "indexed"
-    REJECTED = "rejected"  # permanent: a mapping or parsing error (400)
+    REJECTED = "rejected"  # permanent: a mapping or parsing error (400), a document too large (413)
     BUSY = "busy"  # 429 / 503: Elasticsearch's trouble, not the document's (uncounted retry)
     RETRY = "retry"  # anything else: retried, counted towards max deliveries
 
@@ -65,7 +65,7 @@ class ItemResult:
 def judge(status: int) -> Verdict:
     if status in (200, 201):
         return Verdict.INDEXED
-    if status == 400:
+    if status in (400, 413):  # 413: a single document larger than http.max_content_length
         return Verdict.REJECTED
     if status in (429, 503):
         return Verdict.BUSY

@@ -107,6 +107,8 @@ class RunOnce:
 
     def __init__(
         self,
+        redis: aioredis.Redis,
+        config: ReplayerConfig,
         scanning: Scanning,
         indexing: IndexHandler,
         *,
@@ -115,6 +117,8 @@ class RunOnce:
         after: Sequence[Component],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._redis = redis
+        self._config = config
         self._scanning = scanning
         self._index = indexing
         self._timeout_s = timeout_s
@@ -128,6 +132,7 @@ class RunOnce:
         task_status.started()
         try:
             self.result = await self._pass()
+            await self._tidy()
         finally:
             for component in self._after:
                 component.stop()
@@ -135,6 +140,10 @@ class RunOnce:
     def stop(self) -> None:
         self._stop.set()
         self._scanning.scanner.stop()
+
+    async def _tidy(self) -> None:
+        await trim_streams(self._redis, self._config)
+        self._scanning.ledger.cleanup(self._config.cleanup_days)
 
     async def _pass(self) -> OnceResult:
         deadline = None if self._timeout_s is None else self._clock() + self._timeout_s
