@@ -177,11 +177,12 @@ _DELTAS = "deltas"
 _GONE_CTE = f"{_GONE} AS MATERIALIZED (SELECT uri, collection FROM {TOUCHED} WHERE NOT fresh)"
 # `live` is read by every insert, and its one-time filter first reads every delete to the end:
 # so a uri's old row is gone before its new one goes in, whatever order PostgreSQL picks for
-# the statement's data-modifying CTEs.
+# the statement's data-modifying CTEs. In uri order, the primary key inserts walk the index
+# one way instead of jumping about.
 _LIVE_CTE = (
     f"{_LIVE} AS MATERIALIZED (SELECT o.uri, o.cid, o.did, o.collection, o.json AS j "
     f"FROM {TOUCHED} a JOIN {OPS} o ON o.uri = a.uri "
-    "WHERE NOT a.tombstone AND (SELECT count(*) FROM ({}) d) >= 0)"
+    "WHERE NOT a.tombstone AND (SELECT count(*) FROM ({}) d) >= 0 ORDER BY o.uri)"
 )
 _NO_DELTAS = "SELECT NULL, NULL, 0 WHERE false"
 

@@ -24,13 +24,26 @@ from workers.indexer.errors import RetryableConflict, translated
 _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
 # Staging tables live for the connection; ON COMMIT DELETE ROWS empties them after every batch.
 # Each one costs a truncation at every commit, so only the high-volume path stages in tables;
-# labels, actors and markers are passed as arrays (unnest) instead.
+# labels, actors and markers are passed as arrays (unnest) instead. A table with a TOAST-able
+# column also has a TOAST table and index, truncated (the index rebuilt) at every commit too:
+# _sf_touched holds short texts only, so from PostgreSQL 16 on (which takes STORAGE in CREATE
+# TABLE) its columns are PLAIN and it has none.
 _STAGING: dict[str, str] = {
     "_sf_op": 'uri text COLLATE "C", did text COLLATE "C", collection text COLLATE "C", rkey text, '
     'rev text COLLATE "C", cid text, json jsonb, tombstone boolean',
-    "_sf_touched": 'uri text COLLATE "C", collection text COLLATE "C", tombstone boolean, fresh boolean',
+    "_sf_touched": 'uri text {plain} COLLATE "C", collection text {plain} COLLATE "C", '
+    "tombstone boolean, fresh boolean",
 }
-ENSURE_STAGING = ";\n".join(_TEMP.format(name, cols) for name, cols in _STAGING.items())
+_ENSURE_STAGING = {
+    plain: ";\n".join(_TEMP.format(name, cols.format(plain=plain)) for name, cols in _STAGING.items())
+    for plain in ("", "STORAGE PLAIN")
+}
+
+
+def ensure_staging_sql(server_version: tuple[int, ...]) -> str:
+    """The statements creating the staging tables (if missing) on a server of that version."""
+    return _ENSURE_STAGING["STORAGE PLAIN" if server_version >= (16,) else ""]
+
 
 # Repos are mapped to LOCK_BUCKETS advisory locks (per schema). A batch writing records takes
 # the shared lock of every bucket it writes to, a marker the exclusive lock of its repo's bucket,
@@ -149,7 +162,7 @@ async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> None:
         try:
             with translated():
                 async with conn.transaction():
-                    await conn.execute(ENSURE_STAGING)
+                    await conn.execute(ensure_staging_sql(conn.get_server_version()))
                     await step(conn, batch)
                     return
         except RetryableConflict:
