@@ -42,9 +42,10 @@ def at_uri(did: str, collection: str, rkey: str) -> str:
 def decode(stream: str, fields: Any) -> Any:
     """Decode and validate one entry; raises SchemaError for anything the indexer cannot apply."""
     message = _contract(stream).decode(fields)
-    if isinstance(message, RecordCreate | RecordUpdate):
+    kind = type(message)  # msgspec builds exactly these classes: identity beats isinstance
+    if kind is RecordCreate or kind is RecordUpdate:
         _check_record(message.record)
-    elif isinstance(message, LabelBatch):
+    elif kind is LabelBatch:
         for label in message.labels:
             parse_time(label.cts, "cts")
             if label.exp is not None:
@@ -106,7 +107,11 @@ class Batch:
         fold(self, message)
 
     def _add_write(self, m: RecordCreate | RecordUpdate) -> None:
-        self._add_op(_write_row(m))
+        # Most events take this path: _add_op inlined, the row built only when it wins.
+        uri = f"at://{m.did}/{m.collection}/{m.rkey}"
+        old = self.ops.get(uri)
+        if old is None or (m.rev, True) >= _record_key(old):  # (rev, live): see _record_key
+            self.ops[uri] = (uri, m.did, m.collection, m.rkey, m.rev, m.cid, str(m.record, "utf-8"), False)
 
     def _add_delete(self, m: RecordDelete) -> None:
         uri = at_uri(m.did, m.collection, m.rkey)
@@ -156,7 +161,3 @@ _FOLD: dict[type, Any] = {
     LabelBatch: Batch._add_labels,
 }
 
-
-def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
-    uri = at_uri(m.did, m.collection, m.rkey)
-    return (uri, m.did, m.collection, m.rkey, m.rev, m.cid, bytes(m.record).decode(), False)
