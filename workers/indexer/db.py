@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 
+from workers.indexer.store import prepare_connection
+
 # A statement that runs longer than this is treated as a lost connection (transient), so that a
 # black-holed TCP connection cannot hang a batch forever.
 DEFAULT_COMMAND_TIMEOUT_S = 120.0
@@ -18,7 +20,8 @@ async def create_pool(
     schema: str | None = None,
     command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
 ) -> Any:
-    """An asyncpg pool; with `schema`, every connection uses it as its search_path."""
+    """An asyncpg pool whose connections have the indexer's staging tables; with `schema`, every
+    connection uses it as its search_path."""
     settings = {"search_path": schema} if schema else {}
     return await asyncpg.create_pool(
         url,
@@ -26,6 +29,7 @@ async def create_pool(
         max_size=max_size,
         command_timeout=command_timeout_s,
         server_settings=settings,
+        init=prepare_connection,
         reset=_keep_session,
     )
 

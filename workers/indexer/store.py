@@ -40,9 +40,11 @@ _ENSURE_STAGING = {
 }
 
 
-def ensure_staging_sql(server_version: tuple[int, ...]) -> str:
-    """The statements creating the staging tables (if missing) on a server of that version."""
-    return _ENSURE_STAGING["STORAGE PLAIN" if server_version >= (16,) else ""]
+async def prepare_connection(conn: Any) -> None:
+    """Create the staging tables of a new connection (the pool's `init`, see db.py): `apply`
+    needs them, and creating them once per connection spares each batch a round trip."""
+    plain = "STORAGE PLAIN" if conn.get_server_version() >= (16,) else ""
+    await conn.execute(_ENSURE_STAGING[plain])
 
 
 # Repos are mapped to LOCK_BUCKETS advisory locks (per schema). A batch writing records takes
@@ -148,7 +150,8 @@ class ApplyStats:
 
 
 async def apply(conn: Any, batch: Batch) -> ApplyStats:
-    """Apply `batch` on `conn`; raises PermanentError / TransientError (see errors.py)."""
+    """Apply `batch` on `conn` (prepared by `prepare_connection`); raises PermanentError /
+    TransientError (see errors.py)."""
     with translated():
         if batch.ops or batch.labels or batch.accounts or batch.identities:
             await _with_conflict_retry(conn, batch, _apply_main)
@@ -162,7 +165,6 @@ async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> None:
         try:
             with translated():
                 async with conn.transaction():
-                    await conn.execute(ensure_staging_sql(conn.get_server_version()))
                     await step(conn, batch)
                     return
         except RetryableConflict:
