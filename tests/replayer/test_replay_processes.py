@@ -125,6 +125,7 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
         indexed = [ln for ln in metrics.splitlines() if ln.startswith("streamfill_replayer_indexed_count")]
         assert indexed and float(indexed[0].split()[-1]) >= len(expected), indexed
         assert "streamfill_replayer_files_scanned" in metrics
+        assert "streamfill_replayer_run_duration" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

@@ -36,10 +36,21 @@ def file_failed(path: str, kind: str, error: str, *, run: int, stage: str, **con
 
 def count(name: str, n: int, **attributes: str) -> None:
     """Add `n` to the replayer counter `name` (one of _COUNTERS)."""
-    if n <= 0:
-        return
+    if n > 0:
+        _instruments()[name].add(n, attributes)
+
+
+def run_elapsed(seconds: float) -> None:
+    """Record how long a run took from its start to its completion."""
+    _instruments()["elapsed"].record(seconds)
+
+
+def _instruments() -> dict[str, Any]:
     if not _counters:
         meter = metrics.get_meter("streamfill.replayer")
         for key, description in _COUNTERS.items():
             _counters[key] = meter.create_counter(f"streamfill_replayer_{key}", description=description)
-    _counters[name].add(n, attributes)
+        _counters["elapsed"] = meter.create_histogram(
+            "streamfill_replayer_run_duration", unit="s", description="a run, scan to last result"
+        )
+    return _counters

@@ -65,6 +65,7 @@ class LedgerFolder:
         completed = row.get("completed") or time.time()
         self._checkpoint.scan_completed(completed)
         elapsed_ms = round((completed - row.get("started", completed)) * 1000)
+        events.run_elapsed(elapsed_ms / 1000)
         events.emit(
             events.COMPLETED,
             run=run,
