@@ -126,6 +126,8 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
         assert indexed and float(indexed[0].split()[-1]) >= len(expected), indexed
         assert "streamfill_replayer_files_scanned" in metrics
         assert "streamfill_replayer_run_duration" in metrics
+        stream = Keys(config.prefix).stream(config.stream)
+        assert any(ln.startswith("streamfill_stream_length{") and stream in ln for ln in metrics.splitlines())
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import Component, WorkerOptions, configure_logging, run_worker
+from streams import Component, Keys, WorkerOptions, configure_logging, run_worker
 from workers._env import redis_session
 from workers.replayer.config import ReplayerConfig, add_arguments, from_env
 from workers.replayer.ledger import LedgerBusy
@@ -113,7 +113,9 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
 
 
 async def _run(redis: aioredis.Redis, config: ReplayerConfig, components: list[Component], name: str) -> int:
-    options = WorkerOptions(name=name, metrics_port=config.metrics_port)
+    keys = Keys(config.prefix)
+    watched = (keys.stream(config.stream), keys.stream(config.results_stream))
+    options = WorkerOptions(name=name, metrics_port=config.metrics_port, watched_streams=watched)
     return await run_worker(redis, components, options)
 
 
