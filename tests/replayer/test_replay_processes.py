@@ -120,14 +120,19 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
             timeout=60,
             what="a periodic pass indexed a new file",
         )
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+        stream = Keys(config.prefix).stream(config.stream)
+
+        async def metrics_text() -> str:
+            async with httpx.AsyncClient() as http:
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+            # Stream gauges come from the worker's stats poller (every 5 s).
+            return text if 'streamfill_stream_length{' in text and stream in text else ""
+
+        metrics = await wait_until(metrics_text, timeout=30, what="stream gauges on /metrics")
         indexed = [ln for ln in metrics.splitlines() if ln.startswith("streamfill_replayer_indexed_count")]
         assert indexed and float(indexed[0].split()[-1]) >= len(expected), indexed
         assert "streamfill_replayer_files_scanned" in metrics
         assert "streamfill_replayer_run_duration" in metrics
-        stream = Keys(config.prefix).stream(config.stream)
-        assert any(ln.startswith("streamfill_stream_length{") and stream in ln for ln in metrics.splitlines())
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
