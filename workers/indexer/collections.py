@@ -1,7 +1,8 @@
 """Per-collection tables: how each is extracted from `record.json`, and the aggregates it feeds.
 
 Extraction runs in PostgreSQL (jsonb operators over the rows the `record` merge just touched), so
-a batch costs a fixed number of set-based statements instead of one Python pass per record.
+a batch costs one set-based statement (deletes, inserts and aggregate upserts as data-modifying
+CTEs) instead of one Python pass per record.
 Required lexicon fields map to NOT NULL columns: a record missing one is rejected by PostgreSQL,
 which makes it a permanent failure of that entry alone (see handler.py's bisection).
 
