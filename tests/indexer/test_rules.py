@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -179,3 +180,15 @@ async def test_replaying_everything_changes_nothing(pool: Any) -> None:
     assert (agg[0], agg[1]) == (0, 1)
     async with pool.acquire() as conn:
         assert await aggregates_match(conn)
+
+
+async def test_a_uri_too_long_for_an_index_is_dead_lettered_alone(pool: Any) -> None:
+    # Longer than a btree entry may be, even compressed (SQLSTATE 54000): a hostile relay can send it.
+    long_did = "did:web:" + "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(400))
+    like = body(LIKE, subject=P1)
+    good = [entry(LIVE, create(B, LIKE, f"k{i}", tid(i), f"c{i}", like)) for i in range(1, 5)]
+    huge = entry(LIVE, create(long_did, LIKE, "x", tid(9), "cx", like))
+    outcomes = await IndexerHandler(pool)([*good[:2], huge, *good[2:]])
+    assert [type(o).__name__ for o in outcomes] == ["Done", "Done", "DeadLetter", "Done", "Done"]
+    assert outcomes[2].reason == "rejected_by_database"
+    assert await live_uris(pool) == {uri(B, LIKE, f"k{i}") for i in range(1, 5)}

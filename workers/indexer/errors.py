@@ -2,7 +2,8 @@
 
     IndexerError
      ├── PermanentError   the input can never be applied: bad schema/JSON, data PostgreSQL
-     │                    rejects (classes 22 data exception, 23 integrity violation)
+     │                    rejects (classes 22 data exception, 23 integrity violation,
+     │                    54 program limit exceeded)
      │                    -> bisect the batch, dead-letter the culprit
      └── TransientError   the database is down, unreachable, restarting or busy
                           -> Retry the batch (nothing was committed by the failed transaction)
@@ -36,7 +37,10 @@ class RetryableConflict(TransientError):
     """Deadlock or serialization failure: retried at once, a few times, by the store."""
 
 
-_PERMANENT_CLASSES = ("22", "23")
+# 22 data exception, 23 integrity violation, 54 program limit exceeded (an index row too large:
+# a hostile relay's over-long DID or rkey). Bisecting finds the entry; a limit hit by the size of
+# the whole batch goes away in the halves.
+_PERMANENT_CLASSES = ("22", "23", "54")
 # 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown),
 # 58 system error (I/O).
 _TRANSIENT_CLASSES = ("08", "53", "57", "58")
