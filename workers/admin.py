@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status", help="streams, groups, consumers, lag, pending, DLQs")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument("--watch", action="store_true", help="refresh in place every second")
+    _connection(p)
     p.set_defaults(func=_runner(_status))
 
     groups = sub.add_parser("groups", help="re-point or drain a consumer group").add_subparsers(dest="op")
@@ -44,10 +45,12 @@ def register(sub: Any) -> None:
     p = groups.add_parser("reset", help="set a group's last-delivered id (0, $ or an id)")
     _stream_group(p)
     p.add_argument("--to", required=True, help="0 (replay all), $ (skip to end) or an entry id")
+    _connection(p)
     p.set_defaults(func=_runner(_reset))
     p = groups.add_parser("drain", help="wait until a group's lag and pending are 0")
     _stream_group(p)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    _connection(p)
     p.set_defaults(func=_runner(_drain))
 
     consumers = sub.add_parser("consumers", help="consumer clean-up").add_subparsers(dest="op")
@@ -55,17 +58,25 @@ def register(sub: Any) -> None:
     p = consumers.add_parser("prune", help="delete idle consumers that have nothing pending")
     _stream_group(p)
     p.add_argument("--idle", type=float, required=True, help="idle seconds")
+    _connection(p)
     p.set_defaults(func=_runner(_prune))
 
     p = sub.add_parser("trim", help="trim entries that every group has acknowledged")
     p.add_argument("stream")
+    _connection(p)
     p.set_defaults(func=_runner(_trim))
 
     p = sub.add_parser("dlq", help="dead-letter streams")
     p.add_argument("op", choices=["list", "replay", "purge"])
     p.add_argument("stream")
     p.add_argument("--count", type=int, default=100)
+    _connection(p)
     p.set_defaults(func=_runner(_dlq))
+
+
+def _connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None, help="(env REDIS_URL; empty starts an embedded Valkey)")
+    p.add_argument("--prefix", default=None, help="(env STREAMFILL_PREFIX)")
 
 
 def _stream_group(p: argparse.ArgumentParser) -> None:
@@ -76,8 +87,11 @@ def _stream_group(p: argparse.ArgumentParser) -> None:
 def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         async def go() -> int:
-            async with redis_session(env_str("REDIS_URL") or None) as redis:
-                return await action(redis, keys_from_env(), args)
+            url = args.redis_url if getattr(args, "redis_url", None) is not None else env_str("REDIS_URL")
+            prefix = getattr(args, "prefix", None)
+            keys = Keys(prefix) if prefix is not None else keys_from_env()
+            async with redis_session(url or None) as redis:
+                return await action(redis, keys, args)
 
         try:
             return anyio.run(go)

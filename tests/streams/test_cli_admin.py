@@ -55,6 +55,12 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     actions = [(f[b"action"], f[b"operator"]) for _, f in audit]
     assert (b"groups.reset", b"alice") in actions and (b"trim", b"alice") in actions
 
+    # Flags win over REDIS_URL / STREAMFILL_PREFIX.
+    flags = ["--redis-url", redis_url, "--prefix", prefix]
+    out = cli("redis://127.0.0.1:1/0", "other", "status", "--json", *flags)
+    assert out.returncode == 0, out.stderr
+    assert [i["stream"] for i in json.loads(out.stdout)] == [stream]
+
 
 async def test_drain_times_out_then_succeeds(
     redis_client: aioredis.Redis, redis_url: str, prefix: str

@@ -44,3 +44,22 @@ def test_bad_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGESTER_MODE", "sideways")
     with pytest.raises(SystemExit, match="INGESTER_MODE must be one of"):
         ingester_from_env(build_parser().parse_args(["ingester"]))
+
+
+def test_indexer_and_replayer_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.indexer.config import from_env as indexer_from_env
+    from workers.replayer.config import from_env as replayer_from_env
+
+    monkeypatch.setenv("INDEXER_MIN_IDLE_MS", "1000")
+    monkeypatch.setenv("INDEXER_MAX_DELIVERIES", "7")
+    config = indexer_from_env(build_parser().parse_args(["indexer", "--max-deliveries", "3"]))
+    assert (config.min_idle_ms, config.max_deliveries) == (1000, 3)
+
+    monkeypatch.setenv("REPLAYER_INTERVAL", "60")
+    monkeypatch.setenv("ES_URL", "http://es.example:9200/")
+    replayer = replayer_from_env(build_parser().parse_args(["replayer", "run-once", "--max-retries", "1"]))
+    assert (replayer.interval_s, replayer.es_url, replayer.max_retries) == (60.0, "http://es.example:9200", 1)
+    assert (replayer.stream, replayer.group, replayer.bulk_max_docs) == ("captains_log", "es_group", 500)
+    monkeypatch.setenv("REPLAYER_BULK_MAX_DOCS", "0")
+    with pytest.raises(SystemExit, match="REPLAYER_BULK_MAX_DOCS must be positive"):
+        replayer_from_env(build_parser().parse_args(["replayer", "index"]))

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from streams import default_consumer_name
-from workers._env import env_int, env_str
+from workers._env import env_str
 
 DEFAULT_STREAMS = "firehose_live,firehose_backfill,label_live"
 LABEL_STREAM = "label_live"
@@ -48,6 +48,8 @@ _FLAGS = (
     ("--pool-size", "pool_size", "DB_POOL_MAX_SIZE"),
     ("--prefix", "prefix", "STREAMFILL_PREFIX"),
     ("--metrics-port", "metrics_port", "METRICS_PORT"),
+    ("--min-idle-ms", "min_idle_ms", "INDEXER_MIN_IDLE_MS"),
+    ("--max-deliveries", "max_deliveries", "INDEXER_MAX_DELIVERIES"),
 )
 
 
@@ -81,10 +83,10 @@ def from_env(args: argparse.Namespace) -> IndexerConfig:
         concurrency=concurrency,
         batch_size=_int(pick("batch_size", "INDEXER_BATCH_SIZE", "500"), "INDEXER_BATCH_SIZE"),
         pool_max_size=_int(pick("pool_size", "DB_POOL_MAX_SIZE", default_pool), "DB_POOL_MAX_SIZE"),
-        min_idle_ms=env_int("INDEXER_MIN_IDLE_MS", 60_000),
+        min_idle_ms=_int(pick("min_idle_ms", "INDEXER_MIN_IDLE_MS", "60000"), "INDEXER_MIN_IDLE_MS"),
         # Only entries that fail by themselves count: a database outage retries without using up
         # deliveries (Retry(counted=False)), so this bounds poison entries, not outages.
-        max_deliveries=env_int("INDEXER_MAX_DELIVERIES", 5),
+        max_deliveries=_int(pick("max_deliveries", "INDEXER_MAX_DELIVERIES", "5"), "INDEXER_MAX_DELIVERIES"),
         metrics_port=_int(metrics, "METRICS_PORT") if metrics else None,
     )
 
