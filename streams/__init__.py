@@ -24,6 +24,7 @@ from streams._admin import (
 )
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
+from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
@@ -48,6 +49,7 @@ __all__ = [
     "Done",
     "Entry",
     "EntryHandler",
+    "EntryState",
     "GroupInfo",
     "Keys",
     "Outcome",
@@ -73,6 +75,7 @@ __all__ = [
     "dlq_purge",
     "dlq_replay",
     "drain",
+    "entry_states",
     "is_permanent",
     "list_streams",
     "prune_consumers",

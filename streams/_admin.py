@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from streams._keys import Keys
 from streams._settle import DLQ_META
+from streams._types import id_key
 
 
 class AdminError(Exception):
@@ -226,17 +227,13 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
         name = _s(g["name"])
         summary = await redis.xpending(stream, name)
         if int(summary["pending"]):
-            needed.append(_split(_s(summary["min"])))
+            needed.append(id_key(_s(summary["min"])))
         else:
-            ms, seq = _split(_s(g["last-delivered-id"]))
+            ms, seq = id_key(_s(g["last-delivered-id"]))
             needed.append((ms, seq + 1))
     ms, seq = min(needed)
     return f"{ms}-{seq}"
 
-
-def _split(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def trim(redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool = True) -> int:

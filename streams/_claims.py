@@ -12,7 +12,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams._types import Entry
+from streams._types import Entry, id_key
 
 
 def _s(value: bytes | str) -> str:
@@ -44,8 +44,8 @@ class Claims:
         rows: Any = await self._redis.xpending_range(
             self._stream,
             self._group,
-            min=min(ids, key=_id_key),
-            max=max(ids, key=_id_key),
+            min=min(ids, key=id_key),
+            max=max(ids, key=id_key),
             count=max(len(ids) * 2, 10),
             consumername=self._consumer,
         )
@@ -97,7 +97,3 @@ class Claims:
         if ids:
             await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(ids), justid=True)
 
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

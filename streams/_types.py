@@ -9,6 +9,12 @@ from typing import NamedTuple, Protocol, TypeAlias
 Fields: TypeAlias = Mapping[bytes, bytes]
 
 
+def id_key(entry_id: str) -> tuple[int, int]:
+    """An entry id `ms-seq` as a tuple that sorts as Redis orders ids."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Entry(NamedTuple):
     """One stream entry as delivered to a handler. `deliveries` is Redis' delivery count.
 

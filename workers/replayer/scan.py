@@ -22,11 +22,10 @@ import anyio
 import redis.asyncio as aioredis
 
 from schemas import CaptainsLogDoc, encode_entry
-from streams import Producer
+from streams import EntryState, Producer, entry_states
 from workers.replayer import events
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.documents import LogFile, MalformedFile, find_files, read_document
-from workers.replayer.entries import EntryState, entry_states
 from workers.replayer.fold import LedgerFolder
 from workers.replayer.ledger import InFlight, Ledger, Snapshot, Version
 

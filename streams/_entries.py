@@ -1,4 +1,8 @@
-"""Where a stream entry stands for a consumer group: missing, undelivered, pending or acked."""
+"""Where stream entries stand for a consumer group: missing, undelivered, pending or acked.
+
+For a source that remembers which entries it wrote (a ledger of work in flight) and must tell,
+after a restart, which of them are still coming, which are done and which were lost.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+
+from streams._types import id_key
 
 # Entries checked per pipeline round trip.
 _CHUNK = 500
@@ -54,7 +60,7 @@ def _state(entry_id: str, exists: bool, pending: bool, last: tuple[int, int] | N
         return EntryState.MISSING
     if pending:
         return EntryState.PENDING
-    if last is None or _parse(entry_id) > last:
+    if last is None or id_key(entry_id) > last:
         return EntryState.UNDELIVERED
     return EntryState.ACKED
 
@@ -69,10 +75,5 @@ async def _last_delivered(redis: aioredis.Redis, stream: str, group: str) -> tup
         name = g["name"].decode() if isinstance(g["name"], bytes) else str(g["name"])
         if name == group:
             last = g["last-delivered-id"]
-            return _parse(last.decode() if isinstance(last, bytes) else str(last))
+            return id_key(last.decode() if isinstance(last, bytes) else str(last))
     return None
-
-
-def _parse(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return (int(ms), int(seq or 0))
