@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -70,3 +71,10 @@ def test_malformed_files_are_refused_with_file_level_context(tmp_path: Path, tex
         read_document(tmp_path, f, run=1)
     assert "captures/2026-02-22/bad.json" in str(err.value)
     assert message in str(err.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(tmp_path: Path) -> None:
+    write_capture(tmp_path, "ok", "2026-02-22T10:00:00Z")
+    day = tmp_path / "captures" / "2026-02-22"
+    (day / os.fsdecode(b"bad-\xff.json")).write_text("{}")
+    assert [f.rel for f in find_files(tmp_path)] == ["captures/2026-02-22/ok.json"]

@@ -103,7 +103,6 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
                 scanning,
                 indexing.handler,
                 timeout_s=args.timeout,
-                stream=config.stream,
                 after=[indexing.consumer, scanning.folder_consumer],
             )
             await _run(redis, config, [indexing.consumer, scanning.folder_consumer, once], config.consumer)

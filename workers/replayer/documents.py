@@ -10,7 +10,7 @@ Every other field of a file passes through into the document unchanged; unknown 
 
 from __future__ import annotations
 
-import os
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,8 @@ KINDS = (CAPTURE, REFLECTION)
 
 # Elasticsearch refuses document ids longer than 512 bytes.
 MAX_ID_BYTES = 512
+
+log = logging.getLogger("streamfill.replayer")
 
 _INDEX_PREFIX = {CAPTURE: "agent-captains-captures-", REFLECTION: "agent-captains-reflections-"}
 
@@ -76,9 +78,23 @@ def _stat_all(root: Path, paths: list[Path], kind: str) -> list[LogFile]:
             st = path.stat()
         except FileNotFoundError:  # removed between listing and stat: nothing to replay
             continue
+        rel = path.relative_to(root).as_posix()
+        if not _utf8(rel):
+            # The ledger, the stream and Elasticsearch all need a text path: such a name cannot
+            # be recorded anywhere, so it is reported here, every pass, until it is renamed.
+            log.warning("skipping a file whose name is not UTF-8", extra={"path": repr(rel)})
+            continue
         if path.is_file():
-            files.append(LogFile(path.relative_to(root).as_posix(), kind, st.st_mtime_ns, st.st_size))
+            files.append(LogFile(rel, kind, st.st_mtime_ns, st.st_size))
     return files
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
+        return False
+    return True
 
 
 def read_document(root: Path, f: LogFile, run: int) -> CaptainsLogDoc:
@@ -133,8 +149,3 @@ def parse_timestamp(rel: str, raw: str) -> datetime:
     if ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC)
-
-
-def describe(f: LogFile) -> dict[str, Any]:
-    """File-level context for log lines."""
-    return {"path": f.rel, "kind": f.kind, "mtime_ns": f.mtime_ns, "size": f.size, "pid": os.getpid()}

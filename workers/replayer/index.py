@@ -70,10 +70,9 @@ class IndexHandler:
         outcomes: list[Outcome | None] = [None] * len(entries)
         docs = self._decode(entries, outcomes)
         results: list[CaptainsLogResult] = []
-        positions = [i for i, _ in docs]
         try:
             for chunk in chunks([d for _, d in docs], self._max_docs, self._max_bytes):
-                batch = [(positions[k], docs[k][1]) for k in chunk]
+                batch = [docs[k] for k in chunk]
                 items = await self._bulk([d for _, d in batch])
                 for (i, doc), item in zip(batch, items, strict=True):
                     outcomes[i] = self._judge(entries[i], doc, item, results)

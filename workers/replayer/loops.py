@@ -113,7 +113,6 @@ class RunOnce:
         indexing: IndexHandler,
         *,
         timeout_s: float | None,
-        stream: str,
         after: Sequence[Component],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -122,7 +121,6 @@ class RunOnce:
         self._scanning = scanning
         self._index = indexing
         self._timeout_s = timeout_s
-        self._stream = stream
         self._after = after
         self._clock = clock
         self._stop = anyio.Event()
@@ -188,5 +186,7 @@ class RunOnce:
             why = f"elasticsearch unreachable for {down}s ({stats.last_error})"
         else:
             why = f"timed out after {self._timeout_s:g}s"
-        reason = f"{why}: {left} documents not yet indexed; they stay in {self._stream} for the next pass"
+        reason = (
+            f"{why}: {left} documents not yet indexed; they stay in {self._config.stream} for the next pass"
+        )
         return self._result(1, reason, ledger.run(report.run) or {}, report, left)
