@@ -21,6 +21,7 @@ body larger than ``max_bytes``                  ``RepoTooLarge``        yes
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -99,10 +100,8 @@ def _parse_retry_after(headers: httpx.Headers, now: float | None = None) -> floa
         value = value.strip()
         if value.isdigit():
             return float(value)
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # neither form: try ratelimit-reset
             return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-        except (TypeError, ValueError):
-            pass  # neither form: fall through to ratelimit-reset
     reset = headers.get("ratelimit-reset")
     if reset and reset.strip().isdigit():
         return max(0.0, float(reset.strip()) - now)

@@ -143,26 +143,24 @@ async def bench_paired(url: str, rows: list[tuple[Any, ...]], entries: list[Entr
             async with pool.acquire() as c:
                 await migrate(c)
             handler = IndexerHandler(pool)
-            raw_s = idx_s = 0.0
+
+            async def raw_batch(batch: list[Any]) -> None:
+                async with conn.transaction():
+                    await conn.copy_records_to_table("raw_stage", records=batch)
+                    await conn.execute(_RAW_MERGE)
+
+            seconds = {raw_batch: 0.0, handler: 0.0}
             for n, i in enumerate(range(0, len(rows), BATCH)):
-                pair = [("raw", rows[i : i + BATCH]), ("idx", entries[i : i + BATCH])]
-                for side, batch in pair if n % 2 == 0 else pair[::-1]:
+                pair = [(raw_batch, rows[i : i + BATCH]), (handler, entries[i : i + BATCH])]
+                for apply, batch in pair if n % 2 == 0 else pair[::-1]:
                     with Timer() as t:
-                        if side == "raw":
-                            async with conn.transaction():
-                                await conn.copy_records_to_table("raw_stage", records=batch)
-                                await conn.execute(_RAW_MERGE)
-                        else:
-                            await handler(batch)
-                    if side == "raw":
-                        raw_s += t.seconds
-                    else:
-                        idx_s += t.seconds
+                        await apply(batch)
+                    seconds[apply] += t.seconds
             assert handler.statistics().dead_lettered == 0
         finally:
             await pool.close()
             await conn.close()
-    return len(rows) / raw_s, len(entries) / idx_s
+    return len(rows) / seconds[raw_batch], len(entries) / seconds[handler]
 
 
 async def measure_live_latency(url: str, redis_url: str, events: list[Any]) -> dict[str, float]:

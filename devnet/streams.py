@@ -126,9 +126,9 @@ async def serve_stream(request: web.Request, log: EventLog, faults: Faults) -> w
         request.app[_OPEN].add(ws)
     log.subscribers += 1
     try:
-        await _pump(ws, request, log, faults, position, closed)
-    except (ConnectionResetError, ConnectionError):
-        pass  # the subscriber vanished mid-send; nothing to clean up beyond the reader
+        # A subscriber that vanishes mid-send needs no clean-up beyond the reader (below).
+        with contextlib.suppress(ConnectionError):
+            await _pump(ws, request, log, faults, position, closed)
     finally:
         log.subscribers -= 1
         closed.cancel()
