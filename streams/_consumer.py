@@ -49,6 +49,12 @@ class ConsumerConfig:
     group_start_id: str = "0"
     dlq_stream: str | None = None  # default `<stream>:dlq`
 
+    def __post_init__(self) -> None:
+        # A consumer without a handler slot would read nothing and wait forever.
+        for name in ("batch_size", "concurrency", "max_deliveries", "min_idle_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ConsumerConfig.{name} must be at least 1, got {getattr(self, name)}")
+
     @property
     def lease_interval_s(self) -> float:
         return self.min_idle_ms / 3000
@@ -93,6 +99,7 @@ class Consumer:
         self._until_idle = False
         self._stopped: anyio.Event | None = None
         self._slots: anyio.Semaphore  # created in run(): it needs a running event loop
+        self._slot_wait: anyio.CancelScope | None = None  # the reader waiting for a free slot
         self._counts = {"acked": 0, "retried": 0, "dead": 0, "reclaimed": 0, "in_flight": 0}
         self._last_error = ""
         self._attrs = {"stream": config.stream, "group": config.group}
@@ -141,6 +148,8 @@ class Consumer:
         self._stopping = True
         if self._stopped is not None:
             self._stopped.set()
+        if self._slot_wait is not None:
+            self._slot_wait.cancel()
 
     def statistics(self) -> ConsumerStats:
         c = self.config
@@ -165,9 +174,7 @@ class Consumer:
             while not self._stopping:
                 # Read only with a free handler slot: nothing is delivered to us that we cannot
                 # start on at once (no read-ahead sitting pending while handlers are busy).
-                await self._slots.acquire()
-                if self._stopping:  # stopped while we waited for a slot: read nothing more
-                    self._slots.release()
+                if not await self._free_slot():
                     break
                 batch = await self._due_retries()
                 read_new = False
@@ -181,6 +188,25 @@ class Consumer:
                 if self._until_idle and read_new and self._is_idle():
                     self._stopping = True
         self.stop()
+
+    async def _free_slot(self) -> bool:
+        """Wait for a handler slot and take it; False (no slot taken) once stopped.
+
+        stop() interrupts the wait: a reader must not outlive a stop waiting for handlers that
+        may never free a slot.
+        """
+        with anyio.CancelScope() as scope:
+            self._slot_wait = scope
+            if self._stopping:
+                scope.cancel()
+            await self._slots.acquire()
+        self._slot_wait = None
+        if scope.cancelled_caught:
+            return False
+        if self._stopping:  # stopped just as the slot came free: read nothing more
+            self._slots.release()
+            return False
+        return True
 
     async def _read(self, next_id: str) -> tuple[list[Entry], str]:
         block = None if next_id != ">" else self._block_ms()

@@ -2,8 +2,10 @@
 
 `run_worker` starts every component in one anyio task group. SIGTERM/SIGINT call each component's
 `stop()`: consumers stop reading, finish and ack in-flight work, producers flush; the process then
-exits 0. A component that crashes cancels the group and the exception propagates (the
-orchestrator restarts the process): no task dies silently.
+exits 0. Work still running `grace_s` after the signal (a handler blocked on backpressure, a hung
+download) is cancelled and stays pending for the next start, so a worker always exits within its
+grace period; a second signal cancels at once. A component that crashes cancels the group and
+the exception propagates (the orchestrator restarts the process): no task dies silently.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class WorkerOptions:
     metrics_host: str = "0.0.0.0"
     watched_streams: tuple[str, ...] = ()
     stats_interval_s: float = 5.0
+    grace_s: float | None = None  # after a signal, cancel what is still running after this long
 
 
 async def run_worker(
@@ -48,7 +51,7 @@ async def run_worker(
     ready: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Run `components` until they finish or a signal stops them; returns the exit status."""
-    state = _State()
+    state = _State(options.grace_s)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_signals, components, state, tg.cancel_scope)
         if options.metrics_port is not None:
@@ -58,23 +61,35 @@ async def run_worker(
         if options.watched_streams:
             tg.start_soon(_poll_stats, redis, options.watched_streams, options.stats_interval_s)
         async with anyio.create_task_group() as work:
+            state.work = work.cancel_scope
+            if state.signal is not None:  # stopped while the helpers started
+                state.start_grace()
             for component in components:
                 await work.start(component.run)
             state.ready = True
             if ready is not None:
                 await ready()
+        if work.cancel_scope.cancelled_caught:
+            log.warning("grace period over: work still in flight stays pending for the next start")
         tg.cancel_scope.cancel()  # components are done: stop the helpers
     log.info("worker exited", extra={"worker": options.name, "signal": state.signal})
     return 0
 
 
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, grace_s: float | None) -> None:
         self.ready = False
         self.signal: str | None = None
+        self.grace_s = grace_s
+        self.work: anyio.CancelScope | None = None
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def start_grace(self) -> None:
+        """From now on, the components have `grace_s` to finish."""
+        if self.work is not None and self.grace_s is not None:
+            self.work.deadline = min(self.work.deadline, anyio.current_time() + self.grace_s)
 
 
 async def _signals(components: Sequence[Component], state: _State, scope: anyio.CancelScope) -> None:
@@ -85,7 +100,8 @@ async def _signals(components: Sequence[Component], state: _State, scope: anyio.
                 scope.cancel()
                 return
             state.signal = signal.Signals(signum).name
-            log.info("signal: stopping gracefully", extra={"signal": state.signal})
+            log.info("signal: stopping gracefully", extra={"signal": state.signal, "grace_s": state.grace_s})
+            state.start_grace()
             for component in components:
                 component.stop()
 

@@ -1,7 +1,8 @@
 """A consumer process for the kill/SIGTERM tests: records work in Redis, so the test can see it.
 
-argv: REDIS_URL STREAM GROUP CONSUMER MODE
-MODE "hang": the first batch marks itself started and never finishes (the test SIGKILLs us).
+argv: REDIS_URL STREAM GROUP CONSUMER MODE [GRACE_S]
+MODE "hang": the first batch marks itself started and never finishes (the test SIGKILLs us, or
+SIGTERMs us with a GRACE_S after which the hung batch is abandoned).
 MODE "work": each batch marks itself started, waits until the test sets `<stream>:release`,
 then records its ids as done (the test SIGTERMs us mid-batch).
 """
@@ -16,7 +17,7 @@ import anyio
 from streams import DONE, Consumer, ConsumerConfig, Entry, Outcome, WorkerOptions, connect, run_worker
 
 
-async def main(url: str, stream: str, group: str, name: str, mode: str) -> int:
+async def main(url: str, stream: str, group: str, name: str, mode: str, grace: str = "") -> int:
     redis = connect(url)
 
     async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
@@ -31,8 +32,9 @@ async def main(url: str, stream: str, group: str, name: str, mode: str) -> int:
     consumer = Consumer(
         redis, ConsumerConfig(stream=stream, group=group, consumer=name, batch_size=5, concurrency=2), handler
     )
-    return await run_worker(redis, [consumer], WorkerOptions(name=name))
+    options = WorkerOptions(name=name, grace_s=float(grace) if grace else None)
+    return await run_worker(redis, [consumer], options)
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, *sys.argv[1:6]))
+    sys.exit(anyio.run(main, *sys.argv[1:7]))

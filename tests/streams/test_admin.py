@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 from _support import wait_until
@@ -123,3 +125,26 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
     assert started and started == done  # everything it started, it finished and acked
     assert int((await redis_client.xpending(stream, "g"))["pending"]) == 0
     assert len(done) <= len(ids)
+
+
+async def test_sigterm_abandons_work_still_running_after_the_grace_period(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """A handler that never finishes (a hung download, a producer blocked at its high-water mark)
+    cannot keep a worker from exiting: after the grace period it is cancelled, exit 0, and its
+    entries stay pending for the next start."""
+    stream = Keys(prefix).stream("hung")
+    await fill(redis_client, stream, 3)
+    grace = 1.0
+    proc = subprocess.Popen([sys.executable, str(PROC), redis_url, stream, "g", "w1", "hang", str(grace)])
+    try:
+        await wait_until(lambda: redis_client.llen(f"{stream}:started"), what="a batch in flight")
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await anyio.to_thread.run_sync(lambda: proc.wait(30))
+        elapsed = time.monotonic() - signalled
+    finally:
+        proc.kill()
+    assert code == 0
+    assert grace <= elapsed < grace + 10, elapsed  # waited for the handler, then gave up on it
+    assert int((await redis_client.xpending(stream, "g"))["pending"]) == 3  # nothing lost, nothing acked

@@ -254,3 +254,33 @@ async def test_uncounted_retries_never_exhaust_deliveries(redis_client: aioredis
     assert consumer.statistics().acked == 3
     assert await redis_client.xlen(f"{stream}:dlq") == 0
     assert set(counts) == {1}  # Redis' delivery count was kept, not bumped, by those retries
+
+
+def test_a_consumer_that_could_never_read_is_refused() -> None:
+    for field in ("concurrency", "batch_size", "max_deliveries"):
+        with pytest.raises(ValueError, match=f"{field} must be at least 1"):
+            config("s", **{field: 0})
+
+
+async def test_stop_while_every_handler_slot_is_busy_reads_nothing_more(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """The reader waits for a free slot; stop() ends that wait at once (the handlers still finish)."""
+    stream = Keys(prefix).stream("busy")
+    await fill(redis_client, stream, 1)
+    started, release = anyio.Event(), anyio.Event()
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        started.set()
+        await release.wait()
+        return [DONE] * len(entries)
+
+    consumer = Consumer(redis_client, config(stream, batch_size=1, concurrency=1), handler)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await started.wait()
+        await fill(redis_client, stream, 1)  # would be read as soon as the slot is free
+        consumer.stop()
+        release.set()
+    info = {g["name"]: g for g in await redis_client.xinfo_groups(stream)}[b"g"]
+    assert (info["pending"], info["lag"]) == (0, 1)  # the in-flight entry acked, the new one unread
