@@ -1,0 +1,132 @@
+"""Settings every worker shares, declared once: the Redis connection, the process (logs, metrics,
+shutdown), and the consumer-group settings of every consuming worker.
+
+Each config dataclass has the matching fields (`redis_url`, `prefix`, `metrics_port`,
+`log_level`, `grace_s`; `consumer`, `group`, `concurrency`, `min_idle_ms`, `max_deliveries` for
+consumers), with its own defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from workers.settings._declare import Setting
+from workers.settings._kinds import FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL
+
+# Deployments give a stopping worker 60 s (compose stop_grace_period, Kubernetes
+# terminationGracePeriodSeconds); the worker's own deadline ends well before its SIGKILL.
+DEFAULT_GRACE_S = 50.0
+
+
+def redis_settings() -> tuple[Setting, ...]:
+    """REDIS_URL and STREAMFILL_PREFIX (fields `redis_url`, `prefix`)."""
+    return (
+        Setting(
+            "redis_url",
+            "REDIS_URL",
+            REDIS_URL,
+            "Redis 7+ / Valkey 8+ (redis://, rediss:// for TLS, unix://; a password in it is masked "
+            "in messages)",
+            optional=True,
+            secret=True,
+            shown_default="none: an embedded Valkey for development",
+        ),
+        Setting("prefix", "STREAMFILL_PREFIX", PREFIX, "key prefix: with p, every key is p:<name>"),
+    )
+
+
+def process_settings(*, metrics_aliases: tuple[str, ...] = ()) -> tuple[Setting, ...]:
+    """METRICS_PORT, STREAMFILL_LOG_LEVEL and STREAMFILL_GRACE_SECS (`metrics_port`, `log_level`,
+    `grace_s`)."""
+    return (
+        Setting(
+            "metrics_port",
+            "METRICS_PORT",
+            INT,
+            "serve /metrics, /healthz and /readyz on this port (all interfaces)",
+            aliases=metrics_aliases,
+            minimum=1,
+            maximum=65535,
+            optional=True,
+            shown_default="none: no HTTP server",
+        ),
+        Setting(
+            "log_level",
+            "STREAMFILL_LOG_LEVEL",
+            LOG_LEVEL,
+            "log level of the JSON logs on stderr (RUST_LOG is read too, when it is one level)",
+            aliases=("RUST_LOG",),
+            live=True,
+        ),
+        Setting(
+            "grace_s",
+            "STREAMFILL_GRACE_SECS",
+            FLOAT,
+            "after SIGTERM, seconds to finish in-flight work; what is left then stays pending for "
+            "the next start (keep it below the orchestrator's grace period)",
+            flag="--grace-secs",
+            minimum=5,
+            maximum=3600,
+        ),
+    )
+
+
+def consumer_settings(
+    kind: str,
+    env_prefix: str,
+    *,
+    help: Mapping[str, str],
+    max_deliveries_env: str | None = None,
+    aliases: Mapping[str, tuple[str, ...]] | None = None,
+    bounds: Mapping[str, tuple[int, int]] | None = None,
+) -> tuple[Setting, ...]:
+    """The consumer-group settings of a consuming worker (`consumer`, `group`, `concurrency`,
+    `min_idle_ms`, `max_deliveries`) under `<env_prefix>_*`; `help` says what concurrency means."""
+    more = aliases or {}
+    limits = {"concurrency": (1, 1024), **(bounds or {})}
+    deliveries_env = max_deliveries_env or f"{env_prefix}_MAX_DELIVERIES"
+    return (
+        Setting(
+            "consumer",
+            f"{env_prefix}_CONSUMER",
+            NAME,
+            "consumer name: stable per replica and unique (a restarted replica re-reads its own "
+            "pending entries)",
+            aliases=more.get("consumer", ()),
+            shown_default=f"{kind}-<hostname>",
+        ),
+        Setting(
+            "group",
+            f"{env_prefix}_GROUP",
+            NAME,
+            help.get("group", "consumer group"),
+            aliases=more.get("group", ()),
+        ),
+        Setting(
+            "concurrency",
+            f"{env_prefix}_CONCURRENCY",
+            INT,
+            help["concurrency"],
+            minimum=limits["concurrency"][0],
+            maximum=limits["concurrency"][1],
+        ),
+        Setting(
+            "min_idle_ms",
+            f"{env_prefix}_MIN_IDLE_MS",
+            INT,
+            "pending entries idle this long are reclaimed by other consumers (a third of it is "
+            "the lease renewal interval of running handlers)",
+            # Below a second the lease would be renewed in a busy loop.
+            minimum=1000,
+            maximum=7 * 86_400_000,
+        ),
+        Setting(
+            "max_deliveries",
+            deliveries_env,
+            INT,
+            help.get("max_deliveries", "deliveries of an entry before it is dead-lettered"),
+            flag="--" + deliveries_env.removeprefix(env_prefix + "_").lower().replace("_", "-"),
+            minimum=1,
+            maximum=1000,
+        ),
+    )
