@@ -37,9 +37,10 @@ class ProducerConfig:
 
     @property
     def low(self) -> int:
+        """Blocked writers resume below this backlog; at least 1, or they would never resume."""
         if self.high_water is None:
             return 0
-        return self.low_water if self.low_water is not None else max(0, int(self.high_water * 0.9))
+        return self.low_water if self.low_water is not None else max(1, int(self.high_water * 0.9))
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,3 +134,11 @@ async def test_skip_ahead_advances_after_n_failures_and_ledgers_the_range(
     skip.failed("5000")
     skip.succeeded()
     assert skip.failed("5000").retry_same and skip.consecutive_failures == 1
+
+
+def test_the_default_low_mark_lets_a_blocked_writer_resume() -> None:
+    """90 % of the high mark, but never 0: a writer blocked at high_water=1 resumes once the
+    backlog is drained, instead of waiting for a backlog below 0."""
+    assert ProducerConfig("s", high_water=100_000).low == 90_000
+    assert ProducerConfig("s", high_water=1).low == 1
+    assert ProducerConfig("s", high_water=None).low == 0
