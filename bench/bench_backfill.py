@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import Timer, bench_redis_url, report
 from schemas import RepoJob, encode_entry
 from streams import Entry, Keys
+from workers.backfiller import BackfillerConfig
 from workers.backfiller.worker import build_backfiller
+from workers.ingester.config import IngesterConfig
 from workers.ingester.worker import build_ingester
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workers"))
-from _pipeline import backfiller_config, ingester_config
 
 HUGE = int(os.environ.get("BENCH_HUGE_RECORDS", "100000"))
 LIST_REPOS = int(os.environ.get("BENCH_LIST_REPOS", "5000"))
@@ -44,7 +43,9 @@ def start_devnet(*args: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
 async def bench_listing(redis: aioredis.Redis, url: str) -> dict[str, object]:
     proc, net = start_devnet("--repos", str(LIST_REPOS), "--huge-repo-records", "0", "--seed", "9")
     try:
-        config = ingester_config(url, f"bl{os.getpid()}", net["relay"], list_limit=1000)
+        config = IngesterConfig(
+            redis_url=url, prefix=f"bl{os.getpid()}", mode="backfill", relay_hosts=(net["relay"],)
+        )
         async with build_ingester(redis, config) as ingester:
             listing = ingester.listings[0]
             with Timer() as t:
@@ -65,7 +66,9 @@ async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
     keys = Keys(prefix)
     try:
         did = await _huge_did(net)
-        config = backfiller_config(url, prefix, net["plc"], batch_size=BATCH, firehose_high_water=10 * HUGE)
+        config = BackfillerConfig(
+            redis_url=url, prefix=prefix, plc_url=net["plc"], batch_size=BATCH, firehose_high_water=10 * HUGE
+        )
         async with build_backfiller(redis, config) as worker:
             job = Entry(
                 keys.stream("repo_backfill"),

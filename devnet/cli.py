@@ -57,17 +57,59 @@ def _add_fault_flags(p: argparse.ArgumentParser) -> None:
         metavar="I,J",
         help="PDS indexes whose getRepo answers 429 on a share of calls",
     )
-    g.add_argument("--rate-limit-fraction", type=float, default=0.5, metavar="F")
+    g.add_argument(
+        "--rate-limit-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of getRepo calls that answer 429 on those hosts (default 0.5)",
+    )
     g.add_argument("--retry-after", type=int, default=1, metavar="S", help="Retry-After seconds on 429")
-    g.add_argument("--slow-repos", type=_strs, default=frozenset(), metavar="REPOS")
-    g.add_argument("--slow-pds", type=_ints, default=frozenset(), metavar="I,J")
+    g.add_argument(
+        "--slow-repos",
+        type=_strs,
+        default=frozenset(),
+        metavar="REPOS",
+        help="repos whose CAR is served slowly",
+    )
+    g.add_argument(
+        "--slow-pds",
+        type=_ints,
+        default=frozenset(),
+        metavar="I,J",
+        help="PDS indexes serving every CAR slowly",
+    )
     g.add_argument(
         "--slow-delay", type=float, default=0.2, metavar="S", help="pause before each 64 KiB chunk"
     )
-    g.add_argument("--hang-repos", type=_strs, default=frozenset(), metavar="REPOS")
-    g.add_argument("--hang-pds", type=_ints, default=frozenset(), metavar="I,J")
-    g.add_argument("--truncate-repos", type=_strs, default=frozenset(), metavar="REPOS")
-    g.add_argument("--bad-sig-repos", type=_strs, default=frozenset(), metavar="REPOS")
+    g.add_argument(
+        "--hang-repos",
+        type=_strs,
+        default=frozenset(),
+        metavar="REPOS",
+        help="repos whose getRepo never answers",
+    )
+    g.add_argument(
+        "--hang-pds",
+        type=_ints,
+        default=frozenset(),
+        metavar="I,J",
+        help="PDS indexes whose getRepo never answers",
+    )
+    g.add_argument(
+        "--truncate-repos",
+        type=_strs,
+        default=frozenset(),
+        metavar="REPOS",
+        help="repos whose CAR is cut short",
+    )
+    g.add_argument(
+        "--bad-sig-repos",
+        type=_strs,
+        default=frozenset(),
+        metavar="REPOS",
+        help="repos whose commit signature does not verify",
+    )
     g.add_argument("--takendown", type=int, default=0, metavar="N", help="N repos start taken down")
     g.add_argument("--deactivated", type=int, default=0, metavar="N", help="N repos start deactivated")
     g.add_argument(
@@ -88,7 +130,8 @@ def _add_fault_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the `devnet` subcommand."""
-    p = sub.add_parser("devnet", help="run a local, deterministic AT Protocol network")
+    text = "run a local, deterministic AT Protocol network (relay, PDS hosts, PLC, labeler)"
+    p = sub.add_parser("devnet", help=text, description=text + ", with fault injection, until SIGTERM")
     p.add_argument("--repos", type=int, default=50, help="number of repos (default 50)")
     p.add_argument("--pds-hosts", type=int, default=2, help="number of PDS hosts (default 2)")
     p.add_argument(
@@ -100,8 +143,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 in a container)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--firehose-rate", type=float, default=5.0, help="live events per second (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed, the same network (default 0)")
+    p.add_argument(
+        "--firehose-rate", type=float, default=5.0, help="live events per second (default 5; 0 = none)"
+    )
     p.add_argument(
         "--truth", default=None, metavar="FILE", help="ground-truth JSON lines, written on SIGUSR1"
     )

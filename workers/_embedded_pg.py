@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workers._errors import ServerError
+
 
 def _say(message: str) -> None:
     print(f"streamfill: {message}", file=sys.stderr, flush=True)
@@ -30,7 +32,7 @@ def database_url_or_embedded(url: str | None, data_dir: Path | None = None) -> I
     try:
         import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
+        raise ServerError(
             "DATABASE_URL is not set and pgserver is not installed: "
             "set DATABASE_URL or install streamfill[dev-servers]"
         ) from exc

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -28,70 +29,117 @@ from streams import (
     stream_info,
     trim,
 )
-from workers._env import env_str, keys_from_env, redis_session
+from workers._env import redis_session
+from workers._specs import load
+from workers.settings import Spec, add_flags, positive_integer, positive_number, redis_settings
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
 
 
+@dataclass(frozen=True)
+class AdminConfig:
+    """What the operator commands read: where Redis is, and the key prefix."""
+
+    redis_url: str | None = None
+    prefix: str = ""
+
+
+SPEC: Spec[AdminConfig] = Spec(
+    "admin",
+    AdminConfig,
+    redis_settings(),
+    title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`",
+)
+
+_STREAM = "stream name, without the key prefix (e.g. repo_backfill)"
+_GROUP = "consumer group (e.g. repo_backfill_group)"
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("status", help="streams, groups, consumers, lag, pending, DLQs")
-    p.add_argument("--json", action="store_true", help="one JSON document")
-    p.add_argument("--watch", action="store_true", help="refresh in place every second")
-    _connection(p)
+    p = _command(sub, "status", "streams, groups, consumers, lag, pending, DLQs")
+    p.add_argument("--json", action="store_true", help="one JSON document (a list of streams)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh every second (in place on a terminal, a new report each time otherwise)",
+    )
     p.set_defaults(func=_runner(_status))
 
-    groups = sub.add_parser("groups", help="re-point or drain a consumer group").add_subparsers(dest="op")
-    groups.required = True
-    p = groups.add_parser("reset", help="set a group's last-delivered id (0, $ or an id)")
+    groups = _group(sub, "groups", "re-point or drain a consumer group")
+    p = _command(groups, "reset", "set a group's last-delivered id (0, $ or an id); audited")
     _stream_group(p)
-    p.add_argument("--to", required=True, help="0 (replay all), $ (skip to end) or an entry id")
-    _connection(p)
+    p.add_argument("--to", required=True, help="0 (replay everything), $ (skip to the end) or an entry id")
     p.set_defaults(func=_runner(_reset))
-    p = groups.add_parser("drain", help="wait until a group's lag and pending are 0")
+    p = _command(groups, "drain", "wait until a group's lag and pending are 0")
     _stream_group(p)
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
-    _connection(p)
+    p.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=600.0,
+        metavar="S",
+        help="give up (exit 1) after S seconds (default 600)",
+    )
     p.set_defaults(func=_runner(_drain))
 
-    consumers = sub.add_parser("consumers", help="consumer clean-up").add_subparsers(dest="op")
-    consumers.required = True
-    p = consumers.add_parser("prune", help="delete idle consumers that have nothing pending")
+    consumers = _group(sub, "consumers", "consumer clean-up")
+    p = _command(consumers, "prune", "delete idle consumers that have nothing pending; audited")
     _stream_group(p)
-    p.add_argument("--idle", type=float, required=True, help="idle seconds")
-    _connection(p)
+    p.add_argument(
+        "--idle",
+        type=positive_number,
+        required=True,
+        metavar="S",
+        help="only consumers idle for S seconds or more",
+    )
     p.set_defaults(func=_runner(_prune))
 
-    p = sub.add_parser("trim", help="trim entries that every group has acknowledged")
-    p.add_argument("stream")
-    _connection(p)
+    p = _command(sub, "trim", "trim the entries every group has acknowledged; audited")
+    p.add_argument("stream", help=_STREAM)
     p.set_defaults(func=_runner(_trim))
 
-    p = sub.add_parser("dlq", help="dead-letter streams")
-    p.add_argument("op", choices=["list", "replay", "purge"])
-    p.add_argument("stream")
-    p.add_argument("--count", type=int, default=100)
-    _connection(p)
+    p = _command(sub, "dlq", "list, replay or purge a dead-letter stream (<stream>:dlq)")
+    p.add_argument(
+        "op",
+        choices=["list", "replay", "purge"],
+        help="list entries as JSON lines; replay them onto the stream (audited); purge the DLQ (audited)",
+    )
+    p.add_argument("stream", help=_STREAM + "; its DLQ is <stream>:dlq")
+    p.add_argument(
+        "--count",
+        type=positive_integer,
+        default=100,
+        metavar="N",
+        help="entries to list or replay (default 100)",
+    )
     p.set_defaults(func=_runner(_dlq))
 
 
-def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=None, help="(env REDIS_URL; empty starts an embedded Valkey)")
-    p.add_argument("--prefix", default=None, help="(env STREAMFILL_PREFIX)")
+def _command(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
+    add_flags(p, SPEC)
+    return p
+
+
+def _group(sub: Any, name: str, text: str) -> Any:
+    operations = sub.add_parser(name, help=text, description=text).add_subparsers(
+        dest="op", metavar="OPERATION", title="operations", help="what to do"
+    )
+    operations.required = True
+    return operations
 
 
 def _stream_group(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stream")
-    p.add_argument("group")
+    p.add_argument("stream", help=_STREAM)
+    p.add_argument("group", help=_GROUP)
 
 
 def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        config = load(SPEC, args).config
+
         async def go() -> int:
-            url = args.redis_url if getattr(args, "redis_url", None) is not None else env_str("REDIS_URL")
-            prefix = getattr(args, "prefix", None)
-            keys = Keys(prefix) if prefix is not None else keys_from_env()
-            async with redis_session(url or None) as redis:
-                return await action(redis, keys, args)
+            async with redis_session(config.redis_url) as redis:
+                return await action(redis, Keys(config.prefix), args)
 
         try:
             return anyio.run(go)
@@ -109,7 +157,8 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
             print(json.dumps([i.to_json() for i in infos]), flush=True)
         else:
             text = render_status(infos, await skip_ledgers(redis, keys))
-            print(("\x1b[H\x1b[2J" if args.watch else "") + text, flush=True)
+            redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
+            print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:
             return 0
         await anyio.sleep(1)

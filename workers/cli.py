@@ -1,8 +1,9 @@
-"""The `streamfill` command: one subcommand per module in COMMAND_MODULES.
+"""The `streamfill` command.
 
-Each module exposes `register(subparsers)`, which adds its parser and sets `func` to a callable
-`(args) -> int`. Configuration is read from the environment here, at the edge, and passed down
-as frozen values.
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand and sets
+`func` to a callable `(args) -> int`. Settings are read at this edge (workers/_specs.py) and
+passed down as frozen values; errors at the edge are one line and exit status 2
+(workers/_edge.py).
 """
 
 from __future__ import annotations
@@ -11,23 +12,74 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
+
+from workers._edge import debug_enabled, run_command
 
 # Modules that add subcommands. A module that fails to import is a bug: the ImportError surfaces.
 COMMAND_MODULES: tuple[str, ...] = (
-    "workers.admin",  # status, groups, consumers, trim, dlq
-    "workers.inspect",  # inspect car / frames
-    "devnet.cli",  # devnet
     "workers.ingester.cli",
     "workers.backfiller.cli",
     "workers.indexer.cli",
-    "workers.demo.cli",
     "workers.replayer.cli",
+    "workers.admin",  # status, groups, consumers, trim, dlq
+    "workers.inspect",  # inspect car / frames
+    "workers.config_cli",  # config show / reference
+    "workers.demo.cli",
+    "devnet.cli",  # devnet
 )
+
+DESCRIPTION = """\
+Backfill and replay pipelines on Redis streams: rebuild, and keep up to date, the state of the
+AT Protocol network in PostgreSQL, and replay Captain's Log files into Elasticsearch.
+
+Each worker is a separate process; workers talk only through Redis streams and consumer groups.
+Every setting is an environment variable and a flag of the same meaning (see `streamfill config
+reference`); with no REDIS_URL / DATABASE_URL, commands start embedded servers for development."""
+
+EPILOG = """\
+examples:
+  streamfill demo                                  the whole pipeline on a local network, verified
+  REDIS_URL=redis://redis:6379/0 INGESTER_RELAY_HOSTS=https://bsky.network streamfill ingester
+  streamfill backfiller --concurrency 16
+  DATABASE_URL=postgresql://app@db/bsky streamfill indexer --migrate
+  streamfill status --watch                        streams, groups, lag, pending, dead letters
+  streamfill config show backfiller                effective settings and where each comes from
+
+`streamfill COMMAND --help` describes a command, its flags and their variables and defaults."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and exit status 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    try:
+        return version("streamfill")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamfill", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = Parser(
+        prog="streamfill",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"streamfill {_version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of errors that are otherwise one line (env STREAMFILL_DEBUG=1)",
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", title="commands", help="the command to run (one of those below)"
+    )
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -36,11 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code = int(args.func(args))
-    except KeyboardInterrupt:
-        code = 130
-    return code
+    return run_command(lambda: int(args.func(args)), debug=debug_enabled(args.debug))
 
 
 if __name__ == "__main__":

@@ -28,15 +28,20 @@ _CHUNK = 64 * 1024
 
 def register(subparsers: Any) -> None:
     """Add the `inspect` command and its `car` / `frames` subcommands."""
-    parser = subparsers.add_parser("inspect", help="decode a repo CAR or a frames file")
-    sub = parser.add_subparsers(dest="inspect_command", metavar="WHAT")
+    text = "decode a repo CAR or a file of event-stream frames (e.g. dead-lettered ones)"
+    parser = subparsers.add_parser("inspect", help=text, description=text)
+    sub = parser.add_subparsers(
+        dest="inspect_command", metavar="WHAT", title="what", help="the kind of file to decode"
+    )
     sub.required = True
-    car = sub.add_parser("car", help="list the records of a repo CAR in key order")
-    car.add_argument("file", type=Path)
+    text = "list the records of a repo CAR in key order (the commit signature is not checked)"
+    car = sub.add_parser("car", help=text, description=text)
+    car.add_argument("file", type=Path, help="a repo CAR file, as com.atproto.sync.getRepo returns it")
     car.add_argument("--json", action="store_true", help="one JSON line per record, with the record")
     car.set_defaults(func=_run_car)
-    frames = sub.add_parser("frames", help="decode length-prefixed event-stream frames")
-    frames.add_argument("file", type=Path)
+    text = "decode length-prefixed event-stream frames into JSON lines"
+    frames = sub.add_parser("frames", help=text, description=text)
+    frames.add_argument("file", type=Path, help="[u32 little-endian length][frame], repeated")
     frames.set_defaults(func=_run_frames)
 
 

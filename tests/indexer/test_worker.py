@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import redis.asyncio as aioredis
 from streams import Keys
 from tests.indexer._events import BACKFILL, LIKE, LIVE, POST, body, create, entry, marker, tid, uri
 from workers.indexer import IndexerHandler
-from workers.indexer.config import from_env
+from workers.indexer.config import IndexerConfig
 from workers.indexer.verify import verify
 from workers.indexer.worker import build_consumers
 
@@ -24,7 +23,7 @@ async def test_consumers_index_streams_until_idle(
     pool: Any, redis_client: aioredis.Redis, prefix: str
 ) -> None:
     keys = Keys(prefix)
-    config = from_env(argparse.Namespace(prefix=prefix, streams=f"{LIVE},{BACKFILL}", batch_size="50"))
+    config = IndexerConfig(prefix=prefix, streams=(LIVE, BACKFILL), batch_size=50)
     p1 = uri(A, POST, "p1")
     backfill = [create(A, POST, "p1", tid(9), "c1", body(POST), seq=-1), marker(A, tid(9), 1)]
     live = [create(B, LIKE, f"l{i}", tid(i), f"c{i}", body(LIKE, subject=p1)) for i in range(20)]

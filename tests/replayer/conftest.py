@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.replayer._es_server import FakeElasticsearch
-from workers.replayer.config import ReplayerConfig, from_env
+from workers.replayer.config import ReplayerConfig
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -35,9 +34,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def config(redis_url: str, prefix: str, root: Path, tmp_path: Path, es: FakeElasticsearch) -> ReplayerConfig:
     """A replayer configuration of this test's own: its prefix, root, state directory and server."""
-    base = from_env(argparse.Namespace())
-    return dataclasses.replace(
-        base,
+    return ReplayerConfig(
         redis_url=redis_url,
         prefix=prefix,
         es_url=es.url,
@@ -55,11 +52,11 @@ def cli_env(config: ReplayerConfig, **extra: str) -> dict[str, str]:
     """The environment a `streamfill replayer` subprocess reads `config` from."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLAYER_", "ES_"))}
     env.update(
-        REDIS_URL=config.redis_url,
+        REDIS_URL=config.redis_url or "",
         STREAMFILL_PREFIX=config.prefix,
         ES_URL=config.es_url,
         REPLAYER_ROOT=str(config.root),
-        REPLAYER_STATE_DIR=str(config.state_dir),
+        REPLAYER_STATE_DIR=str(config.state),
         REPLAYER_CONSUMER=config.consumer,
         REPLAYER_BULK_MAX_DOCS=str(config.bulk_max_docs),
         REPLAYER_ES_TIMEOUT_SECS=str(config.es_timeout_s),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,52 +12,38 @@ from workers.ingester.config import IngesterConfig
 
 
 def ingester_config(redis_url: str, prefix: str, relay: str, **overrides: Any) -> IngesterConfig:
-    base = IngesterConfig(
-        redis_url=redis_url,
-        prefix=prefix,
-        mode="backfill",
-        relay_hosts=(relay,),
-        labeler_hosts=(),
-        high_water_mark=100_000,
-        batch_size=50,
-        batch_timeout_ms=50,
-        max_consecutive_errors=3,
-        skip_ahead=10,
-        metrics_port=None,
-        plc_url="",
-        verify_signatures=True,
-        recheck_interval_s=3600,
-        list_limit=10,
-    )
-    return replace(base, **overrides)
+    """A listing ingester for one devnet relay: small pages and batches, so tests page a lot."""
+    fields: dict[str, Any] = {
+        "mode": "backfill",
+        "relay_hosts": (relay,),
+        "batch_size": 50,
+        "batch_timeout_ms": 50,
+        "max_consecutive_errors": 3,
+        "skip_ahead": 10,
+        "plc_url": "",
+        "recheck_interval_s": 3600,
+        "list_limit": 10,
+    }
+    return IngesterConfig(redis_url=redis_url, prefix=prefix, **(fields | overrides))
 
 
 def backfiller_config(redis_url: str, prefix: str, plc_url: str, **overrides: Any) -> BackfillerConfig:
-    base = BackfillerConfig(
-        redis_url=redis_url,
-        prefix=prefix,
-        consumer="b1",
-        group="repo_backfill_group",
-        backfill_stream="repo_backfill",
-        firehose_stream="firehose_backfill",
-        dlq_stream="repo_backfill:dlq",
-        concurrency=4,
-        firehose_high_water=1_000_000,
-        batch_size=100,
-        http_timeout_s=10.0,
-        max_retries=3,
-        pds_rps=1000.0,
-        pds_concurrency=4,
-        skip_signature_verification=False,
-        plc_url=plc_url,
-        max_repo_bytes=64 * 1024**2,
+    """A backfiller for a devnet: fast, with few retries and small batches."""
+    fields: dict[str, Any] = {
+        "consumer": "b1",
+        "concurrency": 4,
+        "firehose_high_water": 1_000_000,
+        "batch_size": 100,
+        "http_timeout_s": 10.0,
+        "max_deliveries": 3,
+        "pds_rps": 1000.0,
+        "max_repo_bytes": 64 * 1024**2,
         # Small, so that the larger devnet repos spill their blocks to a temporary file: the
         # backfiller tests then cover that path too.
-        repo_memory_bytes=64 * 1024,
-        metrics_port=None,
-        min_idle_ms=30_000,
-    )
-    return replace(base, **overrides)
+        "repo_memory_bytes": 64 * 1024,
+        "min_idle_ms": 30_000,
+    }
+    return BackfillerConfig(redis_url=redis_url, prefix=prefix, plc_url=plc_url, **(fields | overrides))
 
 
 async def read_all(redis: aioredis.Redis, stream: str) -> list[Any]:

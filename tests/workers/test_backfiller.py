@@ -66,7 +66,7 @@ async def test_backfilled_records_equal_devnet_truth(
         bad = {healthy[0], healthy[1]}
         await run_listing_until_done(redis_client, ingester_config(redis_url, prefix, net.relay_url), net)
         worker = await backfill_all(
-            redis_client, backfiller_config(redis_url, prefix, net.plc_url, max_retries=6)
+            redis_client, backfiller_config(redis_url, prefix, net.plc_url, max_deliveries=6)
         )
         truth = net.truth()
     expected: dict[str, set[tuple[str, str, str]]] = defaultdict(set)

@@ -7,29 +7,50 @@ from typing import Any
 
 import anyio
 
-from streams import WorkerOptions, configure_logging, run_worker
+from streams import WorkerOptions, run_worker
 from workers._env import redis_session
-from workers.backfiller.config import BackfillerConfig, add_arguments, from_env
+from workers._specs import start_worker
+from workers.backfiller.config import SPEC, BackfillerConfig
 from workers.backfiller.worker import build_backfiller
+from workers.settings import add_flags
+
+DESCRIPTION = """\
+Consume repo jobs from repo_backfill (consumer group repo_backfill_group): resolve each DID,
+download its repo from its PDS (getRepo), verify the commit signature and the MST, and write
+every record as a `create` event with seq = -1 to firehose_backfill. Scale it as replicas with
+stable, unique consumer names."""
+
+EPILOG = """\
+examples:
+  REDIS_URL=redis://redis:6379/0 streamfill backfiller
+  streamfill backfiller --consumer backfiller-0 --concurrency 16 --pds-rps 5
+  BACKFILLER_INPUT_STREAM=repo_backfill BACKFILLER_CONSUMER_GROUP=prod_backfiller streamfill backfiller
+                                               (rsky's names are read too)"""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("backfiller", help="download repos listed in repo_backfill into firehose_backfill")
-    add_arguments(p)
+    p = sub.add_parser(
+        "backfiller",
+        help="download repos listed in repo_backfill into firehose_backfill",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flags(p, SPEC)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config = from_env(args)
-    configure_logging("backfiller")
+    config = start_worker(SPEC, args, name="backfiller")
     return anyio.run(run, config)
 
 
 async def run(config: BackfillerConfig) -> int:
-    async with redis_session(config.redis_url or None) as redis, build_backfiller(redis, config) as worker:
+    async with redis_session(config.redis_url) as redis, build_backfiller(redis, config) as worker:
         options = WorkerOptions(
             name=config.consumer,
             metrics_port=config.metrics_port,
             watched_streams=(worker.consumer.config.stream, worker.producer.config.stream),
+            grace_s=config.grace_s,
         )
         return await run_worker(redis, [worker.consumer], options)

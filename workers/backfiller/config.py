@@ -1,13 +1,28 @@
-"""Backfiller configuration: read once from the environment (rsky-compatible names) or flags."""
+"""Backfiller configuration: a frozen dataclass with typed defaults, and its settings (rsky names)."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from atp.blocks import DEFAULT_MEMORY_BYTES
 from streams import default_consumer_name
-from workers._env import env_bool, env_str
+from workers.settings import (
+    BOOL,
+    DEFAULT_GRACE_S,
+    FLOAT,
+    HTTP_URL,
+    INT,
+    NAME,
+    Setting,
+    Spec,
+    at_most,
+    below,
+    consumer_settings,
+    differ,
+    process_settings,
+    redis_settings,
+)
 
 # 2 GiB: the largest real repos are a few hundred MB; the cap stops hostile servers streaming
 # forever (and bounds the temporary file a repo's blocks spill to beyond repo_memory_bytes).
@@ -16,85 +31,174 @@ DEFAULT_MAX_REPO_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class BackfillerConfig:
-    redis_url: str
-    prefix: str
-    consumer: str
-    group: str
-    backfill_stream: str
-    firehose_stream: str
-    dlq_stream: str
-    concurrency: int
-    firehose_high_water: int
-    batch_size: int
-    http_timeout_s: float
-    max_retries: int
-    pds_rps: float
-    pds_concurrency: int
-    skip_signature_verification: bool
-    plc_url: str
-    max_repo_bytes: int
-    repo_memory_bytes: int
-    metrics_port: int | None
-    min_idle_ms: int
+    """Everything the backfiller needs; tests and benchmarks set only what they change."""
+
+    redis_url: str | None = None
+    prefix: str = ""
+    consumer: str = field(default_factory=partial(default_consumer_name, "backfiller"))
+    group: str = "repo_backfill_group"
+    concurrency: int = 8
+    min_idle_ms: int = 60_000
+    max_deliveries: int = 5
+    backfill_stream: str = "repo_backfill"
+    firehose_stream: str = "firehose_backfill"
+    dlq_stream: str | None = None  # None: `<backfill_stream>:dlq`
+    firehose_high_water: int = 100_000
+    firehose_low_water: int | None = None  # None: 90 % of the high mark
+    batch_size: int = 500
+    http_timeout_s: float = 120.0
+    retry_initial_backoff_ms: int = 1000
+    retry_max_backoff_ms: int = 60_000
+    pds_rps: float = 10.0
+    pds_concurrency: int = 4
+    skip_signature_verification: bool = False
+    plc_url: str = "https://plc.directory"
+    max_repo_bytes: int = DEFAULT_MAX_REPO_BYTES
+    repo_memory_bytes: int = DEFAULT_MEMORY_BYTES
+    metrics_port: int | None = None
+    log_level: str = "info"
+    grace_s: float = DEFAULT_GRACE_S
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags mirroring the environment variables (a flag wins over its variable)."""
-    for flag, help_ in (
-        ("--consumer", "BACKFILLER_CONSUMER"),
-        ("--group", "BACKFILLER_GROUP"),
-        ("--concurrency", "BACKFILLER_CONCURRENCY"),
-        ("--batch-size", "BACKFILLER_BATCH_SIZE"),
-        ("--pds-rps", "BACKFILLER_PDS_RPS"),
-        ("--plc-url", "PLC_URL"),
-        ("--max-repo-bytes", "BACKFILLER_MAX_REPO_BYTES"),
-        ("--repo-memory-bytes", "BACKFILLER_REPO_MEMORY_BYTES"),
-        ("--metrics-port", "METRICS_PORT"),
-        ("--high-water-mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK"),
-        ("--redis-url", "REDIS_URL"),
-        ("--prefix", "STREAMFILL_PREFIX"),
-        ("--backfill-stream", "BACKFILLER_BACKFILL_STREAM"),
-        ("--firehose-stream", "BACKFILLER_FIREHOSE_STREAM"),
-        ("--dlq-stream", "BACKFILLER_DLQ_STREAM"),
-        ("--http-timeout-secs", "BACKFILLER_HTTP_TIMEOUT_SECS"),
-        ("--max-retries", "BACKFILLER_MAX_RETRIES"),
-        ("--pds-concurrency", "BACKFILLER_PDS_CONCURRENCY"),
-        ("--min-idle-ms", "BACKFILLER_MIN_IDLE_MS"),
-    ):
-        p.add_argument(flag, default=None, help=f"(env {help_})")
-    p.add_argument("--skip-signature-verification", action="store_true", default=None)
-
-
-def from_env(args: argparse.Namespace) -> BackfillerConfig:
-    def pick(attr: str, env: str, default: str) -> str:
-        value = getattr(args, attr, None)
-        return str(value) if value is not None else env_str(env, default)
-
-    metrics = pick("metrics_port", "METRICS_PORT", "")
-    return BackfillerConfig(
-        redis_url=pick("redis_url", "REDIS_URL", ""),
-        prefix=pick("prefix", "STREAMFILL_PREFIX", ""),
-        consumer=pick("consumer", "BACKFILLER_CONSUMER", default_consumer_name("backfiller")),
-        group=pick("group", "BACKFILLER_GROUP", "repo_backfill_group"),
-        backfill_stream=pick("backfill_stream", "BACKFILLER_BACKFILL_STREAM", "repo_backfill"),
-        firehose_stream=pick("firehose_stream", "BACKFILLER_FIREHOSE_STREAM", "firehose_backfill"),
-        dlq_stream=pick("dlq_stream", "BACKFILLER_DLQ_STREAM", "repo_backfill:dlq"),
-        concurrency=int(pick("concurrency", "BACKFILLER_CONCURRENCY", "8")),
-        firehose_high_water=int(
-            pick("high_water_mark", "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK", "100000")
+SPEC: Spec[BackfillerConfig] = Spec(
+    "backfiller",
+    BackfillerConfig,
+    (
+        *redis_settings(),
+        *consumer_settings(
+            "backfiller",
+            "BACKFILLER",
+            help={
+                "group": "consumer group on the backfill stream",
+                "concurrency": "repos downloaded at once per process",
+                "max_deliveries": "deliveries of a job before it is dead-lettered",
+            },
+            max_deliveries_env="BACKFILLER_MAX_RETRIES",
+            aliases={"consumer": ("BACKFILLER_CONSUMER_NAME",), "group": ("BACKFILLER_CONSUMER_GROUP",)},
         ),
-        batch_size=int(pick("batch_size", "BACKFILLER_BATCH_SIZE", "500")),
-        http_timeout_s=float(pick("http_timeout_secs", "BACKFILLER_HTTP_TIMEOUT_SECS", "120")),
-        max_retries=int(pick("max_retries", "BACKFILLER_MAX_RETRIES", "5")),
-        pds_rps=float(pick("pds_rps", "BACKFILLER_PDS_RPS", "10")),
-        pds_concurrency=int(pick("pds_concurrency", "BACKFILLER_PDS_CONCURRENCY", "4")),
-        skip_signature_verification=bool(args.skip_signature_verification)
-        or env_bool("BACKFILLER_SKIP_SIGNATURE_VERIFICATION", False),
-        plc_url=pick("plc_url", "PLC_URL", "https://plc.directory"),
-        max_repo_bytes=int(pick("max_repo_bytes", "BACKFILLER_MAX_REPO_BYTES", str(DEFAULT_MAX_REPO_BYTES))),
-        repo_memory_bytes=int(
-            pick("repo_memory_bytes", "BACKFILLER_REPO_MEMORY_BYTES", str(DEFAULT_MEMORY_BYTES))
+        Setting(
+            "backfill_stream",
+            "BACKFILLER_BACKFILL_STREAM",
+            NAME,
+            "stream of repo jobs",
+            aliases=("BACKFILLER_INPUT_STREAM",),
         ),
-        metrics_port=int(metrics) if metrics else None,
-        min_idle_ms=int(pick("min_idle_ms", "BACKFILLER_MIN_IDLE_MS", "60000")),
-    )
+        Setting(
+            "firehose_stream",
+            "BACKFILLER_FIREHOSE_STREAM",
+            NAME,
+            "stream the record events go to",
+            aliases=("BACKFILLER_OUTPUT_STREAM",),
+        ),
+        Setting(
+            "dlq_stream",
+            "BACKFILLER_DLQ_STREAM",
+            NAME,
+            "dead-letter stream of jobs",
+            optional=True,
+            shown_default="<backfill stream>:dlq",
+        ),
+        Setting(
+            "firehose_high_water",
+            "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK",
+            INT,
+            "backpressure: writing to the firehose stream blocks while its backlog is at this mark",
+            flag="--high-water-mark",
+            minimum=1,
+            maximum=1_000_000_000,
+            live=True,
+        ),
+        Setting(
+            "firehose_low_water",
+            "BACKFILLER_FIREHOSE_STREAM_LOW_WATER_MARK",
+            INT,
+            "a blocked writer resumes below this backlog (at least 1: with 0 it would never resume)",
+            flag="--low-water-mark",
+            minimum=1,
+            maximum=1_000_000_000,
+            optional=True,
+            live=True,
+            shown_default="90 % of the high-water mark",
+        ),
+        Setting(
+            "batch_size",
+            "BACKFILLER_BATCH_SIZE",
+            INT,
+            "record events per XADD batch",
+            minimum=1,
+            maximum=100_000,
+        ),
+        Setting(
+            "http_timeout_s",
+            "BACKFILLER_HTTP_TIMEOUT_SECS",
+            FLOAT,
+            "HTTP read timeout in seconds (connect: 10 s)",
+            flag="--http-timeout-secs",
+            minimum=1,
+            maximum=3600,
+        ),
+        Setting(
+            "retry_initial_backoff_ms",
+            "BACKFILLER_RETRY_INITIAL_BACKOFF_MS",
+            INT,
+            "first delay before a failed job is retried (it doubles, with jitter)",
+            minimum=1,
+            maximum=3_600_000,
+        ),
+        Setting(
+            "retry_max_backoff_ms",
+            "BACKFILLER_RETRY_MAX_BACKOFF_MS",
+            INT,
+            "longest delay between retries of a job",
+            minimum=1,
+            maximum=3_600_000,
+        ),
+        Setting(
+            "pds_rps",
+            "BACKFILLER_PDS_RPS",
+            FLOAT,
+            "getRepo requests per second per PDS host, per process",
+            minimum=0.01,
+            maximum=100_000,
+            live=True,
+        ),
+        Setting(
+            "pds_concurrency",
+            "BACKFILLER_PDS_CONCURRENCY",
+            INT,
+            "concurrent downloads per PDS host, per process",
+            minimum=1,
+            maximum=1024,
+            live=True,
+        ),
+        Setting(
+            "skip_signature_verification",
+            "BACKFILLER_SKIP_SIGNATURE_VERIFICATION",
+            BOOL,
+            "do not verify repo commit signatures",
+        ),
+        Setting("plc_url", "PLC_URL", HTTP_URL, "PLC directory (PDS endpoint and signing key of each DID)"),
+        Setting(
+            "max_repo_bytes",
+            "BACKFILLER_MAX_REPO_BYTES",
+            INT,
+            "larger CARs are refused",
+            minimum=1024,
+            maximum=2**40,
+        ),
+        Setting(
+            "repo_memory_bytes",
+            "BACKFILLER_REPO_MEMORY_BYTES",
+            INT,
+            "block bytes of one repo kept in memory; the rest spill to a temporary file",
+            minimum=0,
+            maximum=2**40,
+        ),
+        *process_settings(metrics_aliases=("BACKFILLER_METRICS_PORT",)),
+    ),
+    rules=(
+        below("firehose_low_water", "firehose_high_water"),
+        at_most("retry_initial_backoff_ms", "retry_max_backoff_ms"),
+        differ("backfill_stream", "firehose_stream"),
+    ),
+)

@@ -37,7 +37,12 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
         xrpc = XrpcClient(http)
         resolver = DidResolver(http, plc_url=config.plc_url, web_scheme="https")
         producer = Producer(
-            redis, ProducerConfig(keys.stream(config.firehose_stream), high_water=config.firehose_high_water)
+            redis,
+            ProducerConfig(
+                keys.stream(config.firehose_stream),
+                high_water=config.firehose_high_water,
+                low_water=config.firehose_low_water,
+            ),
         )
         limiter = HostLimiter(config.pds_rps, config.pds_concurrency)
         handler = BackfillHandler(
@@ -52,9 +57,11 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
                 batch_size=1,  # one repo per handler call: concurrency is in repos
                 concurrency=config.concurrency,
                 min_idle_ms=config.min_idle_ms,
-                max_deliveries=config.max_retries,
-                backoff=Backoff(base_s=1.0, cap_s=60.0),
-                dlq_stream=keys.stream(config.dlq_stream),
+                max_deliveries=config.max_deliveries,
+                backoff=Backoff(
+                    base_s=config.retry_initial_backoff_ms / 1000, cap_s=config.retry_max_backoff_ms / 1000
+                ),
+                dlq_stream=keys.stream(config.dlq_stream) if config.dlq_stream else None,
             ),
             handler,
         )

@@ -107,3 +107,21 @@ def render(
         state = "up  " if c.alive else "DOWN"
         lines.append(f"  {c.name:<14} {state} restarts={c.restarts} kills={c.kills}")
     return "\n".join(lines)
+
+
+def progress_line(now: Snapshot, children: Sequence[Child], started: float, phase: str) -> str:
+    """The dashboard in one line, for output that is not a terminal (a log file, a pipe)."""
+    repos = int(now.devnet.get("repos", 0))
+    records = int(now.devnet.get("live_records", 0))
+    listing = now.rows["repo_backfill"]
+    lag = sum(r.lag for r in now.rows.values())
+    dlq = sum(r.dlq for r in now.rows.values())
+    up = sum(1 for c in children if c.alive)
+    elapsed = time.monotonic() - started
+    return (
+        f"demo {phase} {elapsed:.0f}s: repos listed {min(listing.added, repos):,}/{repos:,}"
+        + (" (done)" if now.listing_done else "")
+        + f", backfilled {min(listing.read - listing.pending, repos):,}/{repos:,}"
+        f", records indexed {now.records_indexed:,}/{records:,}, lag {lag:,}, dlq {dlq:,}"
+        f", workers up {up}/{len(children)}"
+    )

@@ -29,9 +29,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from streams import Keys, connect, redis_url_or_embedded
+from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers.demo.procs import Child, child_env
-from workers.demo.progress import Snapshot, render, snapshot
+from workers.demo.progress import Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
 
@@ -51,6 +52,10 @@ class DemoOptions:
     workdir: Path | None = None
 
 
+# How often the demo prints a progress line when its output is not a terminal.
+PROGRESS_EVERY_S = 5.0
+
+
 class DemoError(Exception):
     """The demo could not run to a verdict."""
 
@@ -67,7 +72,8 @@ def run_demo(options: DemoOptions) -> int:
         database_url = anyio.run(_create_database, server_url, name)
         ok = False
         try:
-            code = anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+            with redis_errors(redis_url):
+                code = anyio.run(_run, options, workdir, redis_url, database_url, devnet)
             ok = code == 0
             return code
         finally:
@@ -82,7 +88,7 @@ def _with_database(url: str, name: str) -> str:
 
 async def _create_database(server_url: str, name: str) -> str:
     """A database of this run's own: the verdict must not see rows of an earlier run."""
-    conn = await asyncpg.connect(server_url)
+    conn = await connect_postgres(server_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -249,6 +255,8 @@ class _Watcher:
         self.prev: Snapshot | None = None
         self._next_kill = time.monotonic() + options.chaos_interval_s
         self._rng = random.Random(options.seed)
+        self._redraw = sys.stdout.isatty()
+        self._last_line = 0.0
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -281,9 +289,17 @@ class _Watcher:
         devnet = (await self.http.get("/stats")).json()
         snap = await snapshot(self.redis, self.keys, self.pg, self.relay_host, devnet)
         if not self.options.json:
-            print("\x1b[H\x1b[2J" + render(snap, self.prev, self.children, self.started, phase), flush=True)
+            self._show(snap, phase)
         self.prev = snap
         return snap
+
+    def _show(self, snap: Snapshot, phase: str) -> None:
+        """Redraw the dashboard on a terminal; elsewhere (a file, a pipe) a line every few seconds."""
+        if self._redraw:
+            print("\x1b[H\x1b[2J" + render(snap, self.prev, self.children, self.started, phase), flush=True)
+        elif time.monotonic() - self._last_line >= PROGRESS_EVERY_S:
+            print(progress_line(snap, self.children, self.started, phase), flush=True)
+            self._last_line = time.monotonic()
 
 
 def _report(

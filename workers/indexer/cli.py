@@ -9,29 +9,56 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 
-from streams import WorkerOptions, configure_logging, run_worker
+from streams import WorkerOptions, run_worker
+from workers._edge import check_postgres, connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session
-from workers.indexer.config import IndexerConfig, add_arguments, from_env
+from workers._errors import EdgeError
+from workers._specs import start_worker
+from workers.indexer.config import SPEC, IndexerConfig
 from workers.indexer.migrate import migrate
 from workers.indexer.verify import verify
 from workers.indexer.worker import build_indexer
+from workers.settings import add_flags
+
+DESCRIPTION = """\
+Apply firehose, backfill and label events from Redis streams to PostgreSQL: upserts gated on
+each record's repo rev, tombstones for deletes, labels, aggregates. Live events and backfilled
+snapshots may arrive in any order, any number of times. Pending schema migrations are applied on
+start. Scale it as replicas with stable, unique consumer names."""
+
+EPILOG = """\
+examples:
+  DATABASE_URL=postgresql://app:secret@db:5432/bsky REDIS_URL=redis://redis:6379/0 streamfill indexer
+  streamfill indexer --migrate                 apply pending migrations and exit (a pre-deploy step)
+  INDEXER_MODE=label streamfill indexer        only label_live (rsky's modes: all, stream, label)
+  streamfill indexer --verify truth.jsonl      compare with devnet's ground truth"""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("indexer", help="index firehose, backfill and label streams into PostgreSQL")
-    add_arguments(p)
+    p = sub.add_parser(
+        "indexer",
+        help="index firehose, backfill and label streams into PostgreSQL",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--migrate", action="store_true", help="apply pending schema migrations and exit")
-    p.add_argument("--verify", metavar="TRUTH_JSONL", type=Path, default=None,
-                   help="compare the database with devnet ground truth, print the verdict, exit 1 if wrong")
+    p.add_argument(
+        "--verify",
+        metavar="TRUTH_JSONL",
+        type=Path,
+        default=None,
+        help="compare the database with devnet ground truth (a JSON-lines file), print the verdict, "
+        "exit 1 if it differs",
+    )
+    add_flags(p, SPEC)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config = from_env(args)
-    configure_logging("indexer")
+    config = start_worker(SPEC, args, name="indexer")
     with database_url_or_embedded(config.database_url) as database_url:
         if args.migrate:
             return anyio.run(run_migrate, database_url)
@@ -41,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def run(config: IndexerConfig, database_url: str) -> int:
+    await check_postgres(database_url)
     async with (
         redis_session(config.redis_url) as redis,
         build_indexer(redis, database_url, config) as indexer,
@@ -49,12 +77,13 @@ async def run(config: IndexerConfig, database_url: str) -> int:
             name=config.consumer,
             metrics_port=config.metrics_port,
             watched_streams=tuple(c.config.stream for c in indexer.consumers),
+            grace_s=config.grace_s,
         )
         return await run_worker(redis, indexer.consumers, options)
 
 
 async def run_migrate(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
+    conn = await connect_postgres(database_url)
     try:
         applied = await migrate(conn)
     finally:
@@ -64,9 +93,12 @@ async def run_migrate(database_url: str) -> int:
 
 
 async def run_verify(database_url: str, truth_path: Path) -> int:
-    with truth_path.open() as f:
-        truth = [json.loads(line) for line in f if line.strip()]
-    conn = await asyncpg.connect(database_url)
+    try:
+        with truth_path.open() as f:
+            truth = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise EdgeError(f"--verify {truth_path}: cannot read the ground truth: {exc}") from exc
+    conn = await connect_postgres(database_url)
     try:
         verdict = await verify(conn, truth)
     finally:

@@ -1,98 +1,150 @@
-"""Indexer configuration: read once from the environment (rsky-compatible names) or flags."""
+"""Indexer configuration: a frozen dataclass with typed defaults, and its settings (rsky names)."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from streams import default_consumer_name
-from workers._env import env_str
+from workers.settings import (
+    DEFAULT_GRACE_S,
+    INT,
+    NAME,
+    NAMES,
+    POSTGRES_URL,
+    Retired,
+    Rule,
+    Setting,
+    Spec,
+    Values,
+    choice,
+    consumer_settings,
+    process_settings,
+    redis_settings,
+)
 
-DEFAULT_STREAMS = "firehose_live,firehose_backfill,label_live"
+DEFAULT_STREAMS = ("firehose_live", "firehose_backfill", "label_live")
 LABEL_STREAM = "label_live"
+MODES = ("all", "stream", "label")
+
+
+def _consumed(mode: str, streams: tuple[str, ...]) -> tuple[str, ...]:
+    """rsky's INDEXER_MODE: `stream` leaves out the label stream, `label` reads only that."""
+    if mode == "stream":
+        return tuple(s for s in streams if s != LABEL_STREAM)
+    if mode == "label":
+        return (LABEL_STREAM,)
+    return streams
 
 
 @dataclass(frozen=True)
 class IndexerConfig:
     """Everything the indexer needs; built at the CLI edge and passed down."""
 
-    database_url: str | None
-    redis_url: str | None
-    prefix: str
-    streams: tuple[str, ...]
-    group: str
-    label_group: str
-    consumer: str
-    concurrency: int
-    batch_size: int
-    pool_max_size: int
-    min_idle_ms: int
-    max_deliveries: int
-    metrics_port: int | None
+    database_url: str | None = None
+    redis_url: str | None = None
+    prefix: str = ""
+    mode: str = "all"
+    streams: tuple[str, ...] = DEFAULT_STREAMS
+    consumer: str = field(default_factory=partial(default_consumer_name, "indexer"))
+    group: str = "firehose_group"
+    label_group: str = "label_group"
+    concurrency: int = 2
+    min_idle_ms: int = 60_000
+    # Only entries that fail by themselves count: a database outage retries without using up
+    # deliveries (Retry(counted=False)), so this bounds poison entries, not outages.
+    max_deliveries: int = 5
+    batch_size: int = 500
+    pool_max_size: int | None = None  # None: one connection per handler task
+    metrics_port: int | None = None
+    log_level: str = "info"
+    grace_s: float = DEFAULT_GRACE_S
 
     def group_for(self, stream: str) -> str:
         """Labels are read by their own group; firehose streams share `group`."""
         return self.label_group if stream == LABEL_STREAM else self.group
 
+    @property
+    def consumed_streams(self) -> tuple[str, ...]:
+        """The streams this indexer reads: `streams`, narrowed by `mode`."""
+        return _consumed(self.mode, self.streams)
 
-# (flag, attribute, environment variable)
-_FLAGS = (
-    ("--database-url", "database_url", "DATABASE_URL"),
-    ("--redis-url", "redis_url", "REDIS_URL"),
-    ("--streams", "streams", "INDEXER_STREAMS"),
-    ("--group", "group", "INDEXER_GROUP"),
-    ("--label-group", "label_group", "INDEXER_LABEL_GROUP"),
-    ("--consumer", "consumer", "INDEXER_CONSUMER"),
-    ("--concurrency", "concurrency", "INDEXER_CONCURRENCY"),
-    ("--batch-size", "batch_size", "INDEXER_BATCH_SIZE"),
-    ("--pool-size", "pool_size", "DB_POOL_MAX_SIZE"),
-    ("--prefix", "prefix", "STREAMFILL_PREFIX"),
-    ("--metrics-port", "metrics_port", "METRICS_PORT"),
-    ("--min-idle-ms", "min_idle_ms", "INDEXER_MIN_IDLE_MS"),
-    ("--max-deliveries", "max_deliveries", "INDEXER_MAX_DELIVERIES"),
+    @property
+    def pool_size(self) -> int:
+        # Every handler task holds one connection while it applies a batch.
+        return self.pool_max_size or max(2, self.concurrency * len(self.consumed_streams))
+
+
+def _reads_something(v: Values) -> str | None:
+    streams = v["streams"]
+    if isinstance(streams, tuple) and not _consumed(str(v["mode"]), streams):
+        return f"{v.shown('mode')} leaves nothing of {v.shown('streams')} to index"
+    return None
+
+
+SPEC: Spec[IndexerConfig] = Spec(
+    "indexer",
+    IndexerConfig,
+    (
+        Setting(
+            "database_url",
+            "DATABASE_URL",
+            POSTGRES_URL,
+            "PostgreSQL (postgresql://user:password@host:5432/db; the password is masked in messages)",
+            optional=True,
+            secret=True,
+            shown_default="none: an embedded PostgreSQL for development",
+        ),
+        *redis_settings(),
+        Setting(
+            "mode",
+            "INDEXER_MODE",
+            choice(*MODES),
+            "rsky's modes: all streams; stream (all but label_live); label (label_live only)",
+        ),
+        Setting("streams", "INDEXER_STREAMS", NAMES, "streams to index, comma-separated"),
+        *consumer_settings(
+            "indexer",
+            "INDEXER",
+            help={
+                "group": "consumer group of the firehose streams",
+                "concurrency": "handler tasks (batches in flight) per stream",
+                "max_deliveries": "deliveries of an entry before it is dead-lettered (database outages do "
+                "not count)",
+            },
+        ),
+        Setting("label_group", "INDEXER_LABEL_GROUP", NAME, "consumer group of label_live"),
+        Setting(
+            "batch_size",
+            "INDEXER_BATCH_SIZE",
+            INT,
+            "entries per read and per transaction",
+            minimum=1,
+            maximum=100_000,
+        ),
+        Setting(
+            "pool_max_size",
+            "DB_POOL_MAX_SIZE",
+            INT,
+            "PostgreSQL connection pool size",
+            flag="--pool-size",
+            minimum=1,
+            maximum=1000,
+            optional=True,
+            shown_default="max(2, concurrency × streams)",
+        ),
+        *process_settings(),
+    ),
+    rules=(Rule("INDEXER_MODE leaves a stream of INDEXER_STREAMS to index", _reads_something),),
+    retired=(
+        Retired(
+            "DB_POOL_MIN_IDLE",
+            "the pool opens connections as batches need them, up to DB_POOL_MAX_SIZE; unset it",
+        ),
+        Retired(
+            "ENABLE_DID_RESOLUTION",
+            "the indexer does not resolve DIDs (it stores what the events carry); unset it",
+            harmless=frozenset({"false", "0", "no", "off"}),
+        ),
+    ),
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags mirroring the environment variables (a flag wins over its variable)."""
-    for flag, attr, env in _FLAGS:
-        p.add_argument(flag, dest=attr, default=None, help=f"(env {env})")
-
-
-def from_env(args: argparse.Namespace) -> IndexerConfig:
-    """The configuration: flags first, then the environment, then defaults."""
-
-    def pick(attr: str, env: str, default: str) -> str:
-        value = getattr(args, attr, None)
-        return str(value) if value is not None else env_str(env, default)
-
-    raw_streams = pick("streams", "INDEXER_STREAMS", DEFAULT_STREAMS)
-    streams = tuple(s.strip() for s in raw_streams.split(",") if s.strip())
-    concurrency = _int(pick("concurrency", "INDEXER_CONCURRENCY", "2"), "INDEXER_CONCURRENCY")
-    metrics = pick("metrics_port", "METRICS_PORT", "")
-    # Every handler task holds one connection while it applies a batch.
-    default_pool = str(max(2, concurrency * len(streams)))
-    return IndexerConfig(
-        database_url=pick("database_url", "DATABASE_URL", "") or None,
-        redis_url=pick("redis_url", "REDIS_URL", "") or None,
-        prefix=pick("prefix", "STREAMFILL_PREFIX", ""),
-        streams=streams or tuple(DEFAULT_STREAMS.split(",")),
-        group=pick("group", "INDEXER_GROUP", "firehose_group"),
-        label_group=pick("label_group", "INDEXER_LABEL_GROUP", "label_group"),
-        consumer=pick("consumer", "INDEXER_CONSUMER", default_consumer_name("indexer")),
-        concurrency=concurrency,
-        batch_size=_int(pick("batch_size", "INDEXER_BATCH_SIZE", "500"), "INDEXER_BATCH_SIZE"),
-        pool_max_size=_int(pick("pool_size", "DB_POOL_MAX_SIZE", default_pool), "DB_POOL_MAX_SIZE"),
-        min_idle_ms=_int(pick("min_idle_ms", "INDEXER_MIN_IDLE_MS", "60000"), "INDEXER_MIN_IDLE_MS"),
-        # Only entries that fail by themselves count: a database outage retries without using up
-        # deliveries (Retry(counted=False)), so this bounds poison entries, not outages.
-        max_deliveries=_int(pick("max_deliveries", "INDEXER_MAX_DELIVERIES", "5"), "INDEXER_MAX_DELIVERIES"),
-        metrics_port=_int(metrics, "METRICS_PORT") if metrics else None,
-    )
-
-
-def _int(raw: str, name: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"streamfill: {name} must be an integer, got {raw!r}") from None

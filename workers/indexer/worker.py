@@ -26,7 +26,7 @@ class Indexer:
 
 
 def build_consumers(redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler) -> list[Consumer]:
-    """One consumer per stream in `config.streams`, in that stream's group."""
+    """One consumer per stream in `config.consumed_streams`, in that stream's group."""
     keys = Keys(config.prefix)
     return [
         Consumer(
@@ -44,7 +44,7 @@ def build_consumers(redis: aioredis.Redis, config: IndexerConfig, handler: Index
             ),
             handler,
         )
-        for stream in config.streams
+        for stream in config.consumed_streams
     ]
 
 
@@ -53,7 +53,7 @@ async def build_indexer(
     redis: aioredis.Redis, database_url: str, config: IndexerConfig
 ) -> AsyncIterator[Indexer]:
     """Open the pool, apply pending migrations, and assemble the consumers."""
-    pool = await create_pool(database_url, max_size=config.pool_max_size)
+    pool = await create_pool(database_url, max_size=config.pool_size)
     try:
         async with pool.acquire() as conn:
             await migrate(conn)

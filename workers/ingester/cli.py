@@ -3,47 +3,66 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, audit, configure_logging, run_worker
+from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
-from workers.ingester.config import IngesterConfig, add_arguments, from_env
+from workers._specs import start_worker
+from workers.ingester.config import SPEC, IngesterConfig
 from workers.ingester.worker import build_ingester
+from workers.settings import add_flags
 
-log = logging.getLogger("streamfill.ingester")
+DESCRIPTION = """\
+List every repo of the relays into repo_backfill (listRepos, paged, resumable), and follow the
+relays' firehoses into firehose_live and the labelers into label_live. Each cursor is written in
+the same atomic step as the entries it covers. Run exactly one ingester per relay."""
+
+EPILOG = """\
+examples:
+  INGESTER_RELAY_HOSTS=https://bsky.network INGESTER_LABELER_HOSTS=https://mod.bsky.app \\
+    streamfill ingester
+  streamfill ingester --mode backfill --relay-hosts https://bsky.network --list-limit 500
+  streamfill ingester --retry-skipped          re-page the listRepos ranges skipped after errors"""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("ingester", help="list relays into repo_backfill; follow firehoses and labelers")
-    add_arguments(p)
+    p = sub.add_parser(
+        "ingester",
+        help="list relays into repo_backfill; follow firehoses and labelers",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        help="re-page the listRepos ranges recorded in the skip ledger, then exit (1 if one still fails)",
+    )
+    add_flags(p, SPEC)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config = from_env(args)
-    if not config.relay_hosts and not config.labeler_hosts:
-        print("streamfill: no INGESTER_RELAY_HOSTS / INGESTER_LABELER_HOSTS configured", file=sys.stderr)
-        return 2
-    configure_logging("ingester")
-    return anyio.run(retry_skipped if config.retry_skipped else run, config)
+    config = start_worker(SPEC, args, name="ingester")
+    return anyio.run(retry_skipped if args.retry_skipped else run, config)
 
 
 async def run(config: IngesterConfig) -> int:
-    async with redis_session(config.redis_url or None) as redis, build_ingester(redis, config) as ingester:
+    async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
         keys = Keys(config.prefix)
         watched = tuple(keys.stream(s) for s in ("repo_backfill", "firehose_live", "label_live"))
-        options = WorkerOptions(name="ingester", metrics_port=config.metrics_port, watched_streams=watched)
+        options = WorkerOptions(
+            name="ingester", metrics_port=config.metrics_port, watched_streams=watched, grace_s=config.grace_s
+        )
         return await run_worker(redis, ingester.components, options)
 
 
 async def retry_skipped(config: IngesterConfig) -> int:
     """Re-page every skipped listRepos range; exit 1 if some range still fails."""
     failing_total = 0
-    async with redis_session(config.redis_url or None) as redis, build_ingester(redis, config) as ingester:
+    async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
         for listing in ingester.listings:
             recovered, failing = await listing.retry_skipped()
             failing_total += failing

@@ -1,101 +1,196 @@
-"""Ingester configuration: rsky-compatible environment names, each also a flag."""
+"""Ingester configuration: a frozen dataclass with typed defaults, and its settings (rsky names)."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from workers._env import env_bool, env_float, env_int, env_list, env_str
+from workers.settings import (
+    BOOL,
+    DEFAULT_GRACE_S,
+    FLOAT,
+    HOSTS,
+    HTTP_URL,
+    INT,
+    Retired,
+    Rule,
+    Setting,
+    Spec,
+    Values,
+    below,
+    choice,
+    process_settings,
+    redis_settings,
+)
 
 MODES = ("all", "backfill", "firehose", "labeler")
 
 
 @dataclass(frozen=True)
 class IngesterConfig:
-    redis_url: str
-    prefix: str
-    mode: str
-    relay_hosts: tuple[str, ...]
-    labeler_hosts: tuple[str, ...]
-    high_water_mark: int
-    batch_size: int
-    batch_timeout_ms: int
-    max_consecutive_errors: int
-    skip_ahead: int
-    metrics_port: int | None
-    plc_url: str
-    verify_signatures: bool
+    """Everything the ingester needs; tests and benchmarks set only what they change."""
+
+    redis_url: str | None = None
+    prefix: str = ""
+    mode: str = "all"
+    relay_hosts: tuple[str, ...] = ()
+    labeler_hosts: tuple[str, ...] = ()
+    high_water_mark: int = 100_000
+    low_water_mark: int | None = None  # None: 90 % of the high mark
+    batch_size: int = 500
+    batch_timeout_ms: int = 1000
+    max_consecutive_errors: int = 5
+    skip_ahead: int = 1000
+    plc_url: str = "https://plc.directory"
+    verify_signatures: bool = True
     # How often a finished listing looks for accounts created after its last cursor (rsky: 5 min).
     recheck_interval_s: float = 300.0
     list_limit: int = 1000
-    retry_skipped: bool = False
+    metrics_port: int | None = None
+    log_level: str = "info"
+    grace_s: float = DEFAULT_GRACE_S
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=None, help="(env REDIS_URL; none: embedded Valkey)")
-    p.add_argument("--prefix", default=None, help="key prefix (env STREAMFILL_PREFIX)")
-    p.add_argument(
-        "--list-limit", type=int, default=None, help="listRepos page size (env INGESTER_LIST_LIMIT, 1000)"
-    )
-    p.add_argument(
-        "--no-verify-signatures",
-        action="store_true",
-        help="skip firehose commit signatures (env INGESTER_VERIFY_SIGNATURES=false)",
-    )
-    p.add_argument("--mode", choices=MODES, default=None, help="(env INGESTER_MODE, default all)")
-    p.add_argument("--relay-hosts", default=None, help="comma-separated (env INGESTER_RELAY_HOSTS)")
-    p.add_argument("--labeler-hosts", default=None, help="comma-separated (env INGESTER_LABELER_HOSTS)")
-    p.add_argument("--high-water-mark", type=int, default=None, help="(env INGESTER_HIGH_WATER_MARK, 100000)")
-    p.add_argument("--batch-size", type=int, default=None, help="(env INGESTER_BATCH_SIZE, 500)")
-    p.add_argument("--batch-timeout-ms", type=int, default=None, help="(env INGESTER_BATCH_TIMEOUT_MS, 1000)")
-    p.add_argument(
-        "--max-consecutive-errors", type=int, default=None, help="(env INGESTER_MAX_CONSECUTIVE_ERRORS, 5)"
-    )
-    p.add_argument("--skip-ahead", type=int, default=None, help="(env INGESTER_SKIP_AHEAD, 1000)")
-    p.add_argument("--metrics-port", type=int, default=None, help="(env METRICS_PORT)")
-    p.add_argument("--plc-url", default=None, help="(env PLC_URL) for firehose signature checks")
-    p.add_argument(
-        "--recheck-interval", type=float, default=None, help="seconds (env INGESTER_RECHECK_SECS, 300)"
-    )
-    p.add_argument(
-        "--retry-skipped",
-        action="store_true",
-        help="re-page the listRepos ranges recorded in the skip ledger, then exit",
-    )
+def _has_hosts(v: Values) -> str | None:
+    """A mode whose sources are all unconfigured would start and do nothing."""
+    mode, relays, labelers = v["mode"], v["relay_hosts"], v["labeler_hosts"]
+    if mode == "all" and not relays and not labelers:
+        return "the ingester has nothing to do: set INGESTER_RELAY_HOSTS and/or INGESTER_LABELER_HOSTS"
+    if mode in ("backfill", "firehose") and not relays:
+        return f"INGESTER_MODE={mode} needs INGESTER_RELAY_HOSTS: with none, the ingester would do nothing"
+    if mode == "labeler" and not labelers:
+        return "INGESTER_MODE=labeler needs INGESTER_LABELER_HOSTS: with none, the ingester would do nothing"
+    return None
 
 
-def from_env(args: argparse.Namespace) -> IngesterConfig:
-    def pick(value: object, env: str, default: int) -> int:
-        return int(value) if value is not None else env_int(env, default)  # type: ignore[call-overload]
+_FIREHOSE = "that is rsky-firehose's; streamfill's ingester follows relays itself:"
 
-    mode = args.mode or env_str("INGESTER_MODE", "all")
-    if mode not in MODES:
-        raise SystemExit(f"streamfill: INGESTER_MODE must be one of {', '.join(MODES)}, got {mode!r}")
-    relays = tuple(h for h in (args.relay_hosts or "").split(",") if h) or env_list("INGESTER_RELAY_HOSTS")
-    labelers = tuple(h for h in (args.labeler_hosts or "").split(",") if h) or env_list(
-        "INGESTER_LABELER_HOSTS"
-    )
-    metrics = args.metrics_port if args.metrics_port is not None else env_int("METRICS_PORT", -1)
-    recheck = (
-        args.recheck_interval
-        if args.recheck_interval is not None
-        else env_float("INGESTER_RECHECK_SECS", 300.0)
-    )
-    return IngesterConfig(
-        redis_url=args.redis_url or env_str("REDIS_URL"),
-        prefix=args.prefix if args.prefix is not None else env_str("STREAMFILL_PREFIX"),
-        mode=mode,
-        relay_hosts=relays,
-        labeler_hosts=labelers,
-        high_water_mark=pick(args.high_water_mark, "INGESTER_HIGH_WATER_MARK", 100_000),
-        batch_size=pick(args.batch_size, "INGESTER_BATCH_SIZE", 500),
-        batch_timeout_ms=pick(args.batch_timeout_ms, "INGESTER_BATCH_TIMEOUT_MS", 1000),
-        max_consecutive_errors=pick(args.max_consecutive_errors, "INGESTER_MAX_CONSECUTIVE_ERRORS", 5),
-        skip_ahead=pick(args.skip_ahead, "INGESTER_SKIP_AHEAD", 1000),
-        metrics_port=None if metrics < 0 else metrics,
-        plc_url=args.plc_url or env_str("PLC_URL", "https://plc.directory"),
-        verify_signatures=not args.no_verify_signatures and env_bool("INGESTER_VERIFY_SIGNATURES", True),
-        recheck_interval_s=recheck,
-        retry_skipped=bool(args.retry_skipped),
-        list_limit=pick(args.list_limit, "INGESTER_LIST_LIMIT", 1000),
-    )
+SPEC: Spec[IngesterConfig] = Spec(
+    "ingester",
+    IngesterConfig,
+    (
+        *redis_settings(),
+        Setting(
+            "mode",
+            "INGESTER_MODE",
+            choice(*MODES),
+            "all; backfill (listRepos), firehose (subscribeRepos) or labeler (subscribeLabels) only",
+        ),
+        Setting(
+            "relay_hosts",
+            "INGESTER_RELAY_HOSTS",
+            HOSTS,
+            "relays, comma-separated (https://bsky.network or bsky.network); a cursor key's {host} "
+            "is the URL without its scheme",
+            aliases=("RELAY_HOSTS",),
+        ),
+        Setting(
+            "labeler_hosts",
+            "INGESTER_LABELER_HOSTS",
+            HOSTS,
+            "labelers, comma-separated",
+            aliases=("LABELER_HOSTS",),
+        ),
+        Setting(
+            "high_water_mark",
+            "INGESTER_HIGH_WATER_MARK",
+            INT,
+            "backpressure: writing to repo_backfill, firehose_live or label_live blocks while its "
+            "backlog (lag + pending) is at this mark",
+            minimum=1,
+            maximum=1_000_000_000,
+            live=True,
+        ),
+        Setting(
+            "low_water_mark",
+            "INGESTER_LOW_WATER_MARK",
+            INT,
+            "a blocked writer resumes below this backlog (at least 1: with 0 it would never resume)",
+            minimum=1,
+            maximum=1_000_000_000,
+            optional=True,
+            live=True,
+            shown_default="90 % of the high-water mark",
+        ),
+        Setting(
+            "batch_size",
+            "INGESTER_BATCH_SIZE",
+            INT,
+            "firehose and label frames per batch (written atomically with their cursor)",
+            minimum=1,
+            maximum=100_000,
+        ),
+        Setting(
+            "batch_timeout_ms",
+            "INGESTER_BATCH_TIMEOUT_MS",
+            INT,
+            "an open batch is written after this long",
+            minimum=1,
+            maximum=600_000,
+        ),
+        Setting(
+            "max_consecutive_errors",
+            "INGESTER_MAX_CONSECUTIVE_ERRORS",
+            INT,
+            "listRepos error answers at one numeric cursor before it skips ahead (an unreachable "
+            "relay is waited for, never skipped)",
+            minimum=1,
+            maximum=1000,
+        ),
+        Setting(
+            "skip_ahead",
+            "INGESTER_SKIP_AHEAD",
+            INT,
+            "how far a failing numeric listRepos cursor skips (the range is ledgered)",
+            minimum=1,
+            maximum=1_000_000_000,
+        ),
+        Setting(
+            "plc_url", "PLC_URL", HTTP_URL, "PLC directory, to resolve DIDs for firehose signature checks"
+        ),
+        Setting(
+            "verify_signatures",
+            "INGESTER_VERIFY_SIGNATURES",
+            BOOL,
+            "verify firehose commit signatures",
+        ),
+        Setting(
+            "recheck_interval_s",
+            "INGESTER_RECHECK_SECS",
+            FLOAT,
+            "after a finished listing, re-page from the last real cursor this often (seconds)",
+            flag="--recheck-interval",
+            minimum=1,
+            maximum=7 * 86400,
+            live=True,
+        ),
+        Setting(
+            "list_limit",
+            "INGESTER_LIST_LIMIT",
+            INT,
+            "listRepos page size",
+            minimum=1,
+            maximum=1000,
+        ),
+        *process_settings(),
+    ),
+    rules=(
+        Rule("INGESTER_MODE has hosts to read", _has_hosts),
+        below("low_water_mark", "high_water_mark"),
+    ),
+    retired=(
+        Retired("FEEDGEN_SUBSCRIPTION_PATH", f"{_FIREHOSE} set INGESTER_RELAY_HOSTS"),
+        Retired(
+            "FEEDGEN_SUBSCRIPTION_ENDPOINT",
+            f"{_FIREHOSE} it subscribes to subscribeRepos and subscribeLabels (INGESTER_MODE)",
+        ),
+        Retired(
+            "FEEDGEN_SUBSCRIPTION_CURSOR",
+            "the firehose cursor is kept in Redis, in firehose_live:cursor:<host> (set it with redis-cli)",
+        ),
+        Retired(
+            "FEEDGEN_QUEUE_ENDPOINT",
+            "events go to Redis streams, which `streamfill indexer` writes to PostgreSQL (DATABASE_URL)",
+        ),
+        Retired("RSKY_API_KEY", "no replacement: streamfill pushes nothing to a feed generator"),
+    ),
+)

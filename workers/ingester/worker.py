@@ -44,7 +44,9 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
     mark = config.high_water_mark
 
     def producer(stream: str) -> Producer:
-        return Producer(redis, ProducerConfig(keys.stream(stream), high_water=mark))
+        return Producer(
+            redis, ProducerConfig(keys.stream(stream), high_water=mark, low_water=config.low_water_mark)
+        )
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
         xrpc = XrpcClient(http)

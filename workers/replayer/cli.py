@@ -10,55 +10,83 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import Component, Keys, WorkerOptions, configure_logging, run_worker
+from streams import Component, Keys, WorkerOptions, run_worker
 from workers._env import redis_session
-from workers.replayer.config import ReplayerConfig, add_arguments, from_env
+from workers._specs import load, start_worker
+from workers.replayer.config import SPEC, ReplayerConfig
 from workers.replayer.ledger import LedgerBusy
 from workers.replayer.loops import OnceResult, PeriodicScan, RunOnce
 from workers.replayer.service import build_indexing, build_scanning, elastic, scanning_ledger
 from workers.replayer.status import show_status
+from workers.settings import add_flags, positive_integer, positive_number
+
+DESCRIPTION = """\
+Make Captain's Log indexing into Elasticsearch eventually consistent: find the log files (under
+REPLAYER_ROOT) that are not yet indexed, enqueue them into the captains_log stream, index them by
+id into daily indices with `_bulk`, and record every result in a resumable SQLite ledger."""
+
+EPILOG = """\
+examples:
+  REPLAYER_ROOT=/data/telemetry/captains_log ES_URL=http://es:9200 streamfill replayer run-once
+  streamfill replayer run --interval 600       a pass at start-up and every 10 minutes
+  streamfill replayer index                    index replicas (scale them); with `scan --every 60`
+  streamfill replayer status --failed          failed files with their errors"""
+
+ROLES = {
+    "scan": "enqueue the files not yet indexed into the captains_log stream",
+    "index": "index captains_log entries into Elasticsearch (scale as replicas)",
+    "run": "both roles in one process: a pass at start-up and every REPLAYER_INTERVAL",
+    "run-once": "one complete pass: scan, index everything, print a summary",
+    "status": "runs, and failed files with their errors, from the ledger (read-only)",
+}
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("replayer", help="replay Captain's Log files into Elasticsearch")
-    roles = p.add_subparsers(dest="role", metavar="ROLE")
+    p = sub.add_parser(
+        "replayer",
+        help="replay Captain's Log files into Elasticsearch",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roles = p.add_subparsers(dest="role", metavar="ROLE", title="roles", help="what this process does")
     roles.required = True
-    scan = roles.add_parser("scan", help="enqueue files not yet indexed into the captains_log stream")
-    scan.add_argument(
+    parsers = {name: roles.add_parser(name, help=text, description=text) for name, text in ROLES.items()}
+    parsers["scan"].add_argument(
         "--every",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="S",
-        help="keep scanning every S seconds instead of one pass",
+        help="keep scanning every S seconds (default: one pass, then exit)",
     )
-    roles.add_parser("index", help="index captains_log entries into Elasticsearch (scale as replicas)")
-    roles.add_parser("run", help="both roles in one process, a pass at start-up and every REPLAYER_INTERVAL")
-    once = roles.add_parser("run-once", help="one complete pass: scan, index everything, print a summary")
+    once = parsers["run-once"]
     once.add_argument(
         "--timeout",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="S",
-        help="give up (exit 1, nothing lost) when not finished after S seconds",
+        help="give up (exit 1, nothing lost) when not finished after S seconds (default: no limit)",
     )
     once.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    status = roles.add_parser("status", help="runs, and failed files with their errors, from the ledger")
+    status = parsers["status"]
     status.add_argument("--summary", action="store_true", help="every run, one line each")
     status.add_argument("--failed", action="store_true", help="failed files, errors and retry counts")
-    status.add_argument("--run-id", type=int, default=None, help="one run and its failed files")
-    status.add_argument("--json", action="store_true")
-    for parser in (scan, roles.choices["index"], roles.choices["run"], once, status):
-        add_arguments(parser)
+    status.add_argument(
+        "--run-id", type=positive_integer, default=None, metavar="N", help="one run and its failed files"
+    )
+    status.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    for name, parser in parsers.items():
+        add_flags(parser, SPEC, role=name)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config = from_env(args)
     if args.role == "status":
+        config = load(SPEC, args, role="status").config
         return show_status(
             config, summary=args.summary, failed=args.failed, run_id=args.run_id, as_json=args.json
         )
-    configure_logging(f"replayer-{args.role}")
+    config = start_worker(SPEC, args, name=f"replayer-{args.role}", role=args.role)
     try:
         return anyio.run(_ROLES[args.role], config, args)
     except LedgerBusy as exc:
@@ -67,13 +95,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def run_index(config: ReplayerConfig, args: argparse.Namespace) -> int:
-    async with redis_session(config.redis_url or None) as redis, elastic(config) as es:
+    async with redis_session(config.redis_url) as redis, elastic(config) as es:
         indexing = build_indexing(redis, config, es)
         return await _run(redis, config, [indexing.consumer], config.consumer)
 
 
 async def run_scan(config: ReplayerConfig, args: argparse.Namespace) -> int:
-    async with redis_session(config.redis_url or None) as redis:
+    async with redis_session(config.redis_url) as redis:
         with scanning_ledger(config) as ledger:
             scanning = build_scanning(redis, config, ledger)
             loop = PeriodicScan(
@@ -83,7 +111,7 @@ async def run_scan(config: ReplayerConfig, args: argparse.Namespace) -> int:
 
 
 async def run_both(config: ReplayerConfig, args: argparse.Namespace) -> int:
-    async with redis_session(config.redis_url or None) as redis, elastic(config) as es:
+    async with redis_session(config.redis_url) as redis, elastic(config) as es:
         with scanning_ledger(config) as ledger:
             indexing = build_indexing(redis, config, es)
             scanning = build_scanning(redis, config, ledger)
@@ -93,7 +121,7 @@ async def run_both(config: ReplayerConfig, args: argparse.Namespace) -> int:
 
 
 async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
-    async with redis_session(config.redis_url or None) as redis, elastic(config) as es:
+    async with redis_session(config.redis_url) as redis, elastic(config) as es:
         with scanning_ledger(config) as ledger:
             indexing = build_indexing(redis, config, es)
             scanning = build_scanning(redis, config, ledger)
@@ -114,7 +142,9 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
 async def _run(redis: aioredis.Redis, config: ReplayerConfig, components: list[Component], name: str) -> int:
     keys = Keys(config.prefix)
     watched = (keys.stream(config.stream), keys.stream(config.results_stream))
-    options = WorkerOptions(name=name, metrics_port=config.metrics_port, watched_streams=watched)
+    options = WorkerOptions(
+        name=name, metrics_port=config.metrics_port, watched_streams=watched, grace_s=config.grace_s
+    )
     return await run_worker(redis, components, options)
 
 

@@ -1,130 +1,210 @@
-"""Replayer configuration: read once from the environment (`REPLAYER_*`, `ES_URL`) or flags."""
+"""Replayer configuration: a frozen dataclass with typed defaults, and its settings (`REPLAYER_*`,
+`ES_URL`)."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from streams import default_consumer_name
-from workers._env import env_str
+from workers.settings import (
+    DEFAULT_GRACE_S,
+    DIRECTORY,
+    FLOAT,
+    HTTP_URL,
+    INT,
+    NAME,
+    TEXT,
+    Rule,
+    Setting,
+    Spec,
+    Values,
+    consumer_settings,
+    differ,
+    process_settings,
+    redis_settings,
+)
 
 # Elasticsearch's own guidance: bulk requests of a few MB; 5 MB stays far below the default
 # http.max_content_length (100 MB) even for unusually large log entries.
 DEFAULT_BULK_MAX_BYTES = 5 * 1024 * 1024
+STATE_DIR_NAME = ".replayer"
 
-N = TypeVar("N", int, float)
+# The subcommands that read files, and those that talk to Elasticsearch.
+_FILES = frozenset({"scan", "run", "run-once", "status"})
+_ES = frozenset({"index", "run", "run-once"})
 
 
 @dataclass(frozen=True)
 class ReplayerConfig:
-    redis_url: str
-    prefix: str
-    es_url: str
-    es_api_key: str
-    root: Path
-    state_dir: Path
-    consumer: str
-    group: str
-    ledger_group: str
-    stream: str
-    results_stream: str
-    interval_s: float
-    max_retries: int
-    cleanup_days: float
-    bulk_max_docs: int
-    bulk_max_bytes: int
-    concurrency: int
-    high_water: int
-    es_timeout_s: float
-    max_deliveries: int
-    min_idle_ms: int
-    metrics_port: int | None
+    """Everything the replayer's roles need; tests set only what they change."""
+
+    redis_url: str | None = None
+    prefix: str = ""
+    es_url: str = "http://127.0.0.1:9200"
+    es_api_key: str = ""
+    root: Path = Path("telemetry/captains_log")
+    state_dir: Path | None = None  # None: <root>/.replayer
+    consumer: str = field(default_factory=partial(default_consumer_name, "replayer"))
+    group: str = "es_group"
+    concurrency: int = 2
+    min_idle_ms: int = 60_000
+    max_deliveries: int = 5
+    ledger_group: str = "ledger_group"
+    stream: str = "captains_log"
+    results_stream: str = "captains_log_results"
+    interval_s: float = 600.0
+    max_retries: int = 3
+    cleanup_days: float = 7.0
+    bulk_max_docs: int = 500
+    bulk_max_bytes: int = DEFAULT_BULK_MAX_BYTES
+    high_water: int = 20_000
+    es_timeout_s: float = 30.0
+    metrics_port: int | None = None
+    log_level: str = "info"
+    grace_s: float = DEFAULT_GRACE_S
+
+    @property
+    def state(self) -> Path:
+        """The state directory: the SQLite ledger and the scan lock."""
+        return self.state_dir if self.state_dir is not None else self.root / STATE_DIR_NAME
 
     @property
     def ledger_path(self) -> Path:
-        return self.state_dir / "replayer.sqlite3"
+        return self.state / "replayer.sqlite3"
 
     @property
     def checkpoint_path(self) -> Path:
         return self.root / "es_backfill_checkpoint.json"
 
 
-# (flag, environment variable, default, help)
-_SETTINGS: tuple[tuple[str, str, str, str], ...] = (
-    ("--redis-url", "REDIS_URL", "", "Redis/Valkey URL; empty starts an embedded Valkey"),
-    ("--prefix", "STREAMFILL_PREFIX", "", "key prefix of every stream"),
-    ("--es-url", "ES_URL", "http://127.0.0.1:9200", "Elasticsearch URL (user:password@ allowed)"),
-    ("--es-api-key", "ES_API_KEY", "", "Elasticsearch API key (sent as `Authorization: ApiKey`)"),
-    ("--root", "REPLAYER_ROOT", "telemetry/captains_log", "Captain's Log directory"),
-    ("--state-dir", "REPLAYER_STATE_DIR", ".replayer", "directory of the SQLite ledger"),
-    ("--consumer", "REPLAYER_CONSUMER", "", "consumer name (default replayer-<hostname>)"),
-    ("--group", "REPLAYER_GROUP", "es_group", "consumer group of the index role"),
-    ("--ledger-group", "REPLAYER_LEDGER_GROUP", "ledger_group", "group reading results"),
-    ("--stream", "REPLAYER_STREAM", "captains_log", "stream of documents to index"),
-    ("--results-stream", "REPLAYER_RESULTS_STREAM", "captains_log_results", "results stream"),
-    ("--interval", "REPLAYER_INTERVAL", "600", "seconds between replay passes (`run`)"),
-    ("--max-retries", "REPLAYER_MAX_RETRIES", "3", "passes that retry a failed file"),
-    ("--cleanup-days", "REPLAYER_CLEANUP_DAYS", "7", "runs older than this are deleted"),
-    ("--bulk-max-docs", "REPLAYER_BULK_MAX_DOCS", "500", "documents per _bulk request"),
-    ("--bulk-max-bytes", "REPLAYER_BULK_MAX_BYTES", str(DEFAULT_BULK_MAX_BYTES), "bytes per _bulk"),
-    ("--concurrency", "REPLAYER_CONCURRENCY", "2", "concurrent _bulk requests per index process"),
-    ("--high-water-mark", "REPLAYER_STREAM_HIGH_WATER_MARK", "20000", "scan blocks above this"),
-    ("--es-timeout-secs", "REPLAYER_ES_TIMEOUT_SECS", "30", "timeout of one Elasticsearch call"),
-    ("--max-deliveries", "REPLAYER_MAX_DELIVERIES", "5", "deliveries before dead-lettering"),
-    ("--min-idle-ms", "REPLAYER_MIN_IDLE_MS", "60000", "idle time before another replica reclaims"),
-    ("--metrics-port", "METRICS_PORT", "", "serve /metrics, /healthz, /readyz on this port"),
+def _root_exists(v: Values) -> str | None:
+    """A root that does not exist is a mistake: nothing is created there, no empty pass runs."""
+    root = v["root"]
+    if isinstance(root, Path) and not root.is_dir():
+        where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+        what = "is not a directory" if root.exists() else "does not exist"
+        return f"{v.shown('root')}{where} {what}: set REPLAYER_ROOT to the Captain's Log directory"
+    return None
+
+
+SPEC: Spec[ReplayerConfig] = Spec(
+    "replayer",
+    ReplayerConfig,
+    (
+        *redis_settings(),
+        Setting(
+            "es_url",
+            "ES_URL",
+            HTTP_URL,
+            "Elasticsearch (https://user:password@host:9200 for basic auth; kept out of logs)",
+            secret=True,
+            roles=_ES,
+        ),
+        Setting(
+            "es_api_key",
+            "ES_API_KEY",
+            TEXT,
+            "Elasticsearch API key, sent as `Authorization: ApiKey`",
+            roles=_ES,
+            shown_default="none",
+        ),
+        Setting(
+            "root",
+            "REPLAYER_ROOT",
+            DIRECTORY,
+            "the Captain's Log directory (captures/, CL-*.json and the checkpoint file); it must "
+            "exist, a relative path is relative to the working directory",
+            roles=_FILES,
+        ),
+        Setting(
+            "state_dir",
+            "REPLAYER_STATE_DIR",
+            DIRECTORY,
+            "directory of the SQLite ledger and the scan lock (created when missing)",
+            optional=True,
+            roles=_FILES,
+            shown_default=f"<REPLAYER_ROOT>/{STATE_DIR_NAME}",
+        ),
+        *consumer_settings(
+            "replayer",
+            "REPLAYER",
+            help={
+                "group": "consumer group of the index role",
+                "concurrency": "concurrent _bulk requests per index process",
+                "max_deliveries": "deliveries of a document before it is dead-lettered",
+            },
+        ),
+        Setting("ledger_group", "REPLAYER_LEDGER_GROUP", NAME, "consumer group reading the results stream"),
+        Setting("stream", "REPLAYER_STREAM", NAME, "stream of documents to index"),
+        Setting("results_stream", "REPLAYER_RESULTS_STREAM", NAME, "stream of indexing results"),
+        Setting(
+            "interval_s",
+            "REPLAYER_INTERVAL",
+            FLOAT,
+            "seconds between replay passes of `run`",
+            flag="--interval",
+            minimum=0.1,
+            maximum=7 * 86400,
+            live=True,
+        ),
+        Setting(
+            "max_retries",
+            "REPLAYER_MAX_RETRIES",
+            INT,
+            "passes that retry a failed file",
+            minimum=0,
+            maximum=1000,
+        ),
+        Setting(
+            "cleanup_days",
+            "REPLAYER_CLEANUP_DAYS",
+            FLOAT,
+            "runs older than this many days are deleted from the ledger",
+            minimum=0,
+            maximum=36500,
+        ),
+        Setting(
+            "bulk_max_docs",
+            "REPLAYER_BULK_MAX_DOCS",
+            INT,
+            "documents per _bulk request (and per read)",
+            minimum=1,
+            maximum=100_000,
+        ),
+        Setting(
+            "bulk_max_bytes",
+            "REPLAYER_BULK_MAX_BYTES",
+            INT,
+            "bytes per _bulk request",
+            minimum=1024,
+            maximum=2**31,
+        ),
+        Setting(
+            "high_water",
+            "REPLAYER_STREAM_HIGH_WATER_MARK",
+            INT,
+            "backpressure: the scan blocks while the document stream's backlog is at this mark",
+            flag="--high-water-mark",
+            minimum=1,
+            maximum=1_000_000_000,
+            live=True,
+        ),
+        Setting(
+            "es_timeout_s",
+            "REPLAYER_ES_TIMEOUT_SECS",
+            FLOAT,
+            "timeout of one Elasticsearch call, in seconds",
+            flag="--es-timeout-secs",
+            minimum=0.1,
+            maximum=3600,
+            roles=_ES,
+        ),
+        *process_settings(),
+    ),
+    rules=(
+        Rule("REPLAYER_ROOT is an existing directory", _root_exists, attrs=("root",)),
+        differ("stream", "results_stream"),
+    ),
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags mirroring the environment variables (a flag wins over its variable)."""
-    for flag, env, default, help_ in _SETTINGS:
-        shown = f", default {default}" if default else ""
-        p.add_argument(flag, default=None, help=f"{help_} (env {env}{shown})")
-
-
-def from_env(args: argparse.Namespace) -> ReplayerConfig:
-    values: dict[str, str] = {}
-    for flag, env, default, _ in _SETTINGS:
-        attr = flag.lstrip("-").replace("-", "_")
-        given = getattr(args, attr, None)
-        values[attr] = str(given) if given is not None else env_str(env, default)
-    try:
-        return _build(values)
-    except ValueError as exc:
-        raise SystemExit(f"streamfill replayer: invalid setting: {exc}") from None
-
-
-def _build(v: dict[str, str]) -> ReplayerConfig:
-    return ReplayerConfig(
-        redis_url=v["redis_url"],
-        prefix=v["prefix"],
-        es_url=v["es_url"].rstrip("/"),
-        es_api_key=v["es_api_key"],
-        root=Path(v["root"]),
-        state_dir=Path(v["state_dir"]),
-        consumer=v["consumer"] or default_consumer_name("replayer"),
-        group=v["group"],
-        ledger_group=v["ledger_group"],
-        stream=v["stream"],
-        results_stream=v["results_stream"],
-        interval_s=_positive(float(v["interval"]), "REPLAYER_INTERVAL"),
-        max_retries=int(v["max_retries"]),
-        cleanup_days=float(v["cleanup_days"]),
-        bulk_max_docs=_positive(int(v["bulk_max_docs"]), "REPLAYER_BULK_MAX_DOCS"),
-        bulk_max_bytes=_positive(int(v["bulk_max_bytes"]), "REPLAYER_BULK_MAX_BYTES"),
-        concurrency=_positive(int(v["concurrency"]), "REPLAYER_CONCURRENCY"),
-        high_water=int(v["high_water_mark"]),
-        es_timeout_s=_positive(float(v["es_timeout_secs"]), "REPLAYER_ES_TIMEOUT_SECS"),
-        max_deliveries=_positive(int(v["max_deliveries"]), "REPLAYER_MAX_DELIVERIES"),
-        min_idle_ms=_positive(int(v["min_idle_ms"]), "REPLAYER_MIN_IDLE_MS"),
-        metrics_port=int(v["metrics_port"]) if v["metrics_port"] else None,
-    )
-
-
-def _positive(value: N, name: str) -> N:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value

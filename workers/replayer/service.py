@@ -97,7 +97,7 @@ def build_indexing(redis: aioredis.Redis, config: ReplayerConfig, es: ElasticCli
 @contextlib.contextmanager
 def scanning_ledger(config: ReplayerConfig) -> Iterator[Ledger]:
     """The ledger, held with the state directory's scan lock (one scanning process per directory)."""
-    with scan_lock(config.state_dir):
+    with scan_lock(config.state):
         ledger = Ledger(config.ledger_path)
         try:
             yield ledger

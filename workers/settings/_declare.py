@@ -124,7 +124,8 @@ class Values(Mapping[str, object]):
 class Rule:
     """A rule across settings: `check` returns the problem, or None when the values are allowed.
 
-    `attrs` are the fields it reads; a subcommand that reads none of them skips it.
+    `describe` may name fields as `{field}` (the reference shows their environment names);
+    `attrs` are the fields it reads: a subcommand that does not read them all skips it.
     """
 
     describe: str
@@ -141,7 +142,7 @@ def below(low: str, high: str) -> Rule:
             return f"{v.shown(low)} must be below {v.shown(high)}"
         return None
 
-    return Rule(f"{low} < {high}", check, (low, high))
+    return Rule(f"{{{low}}} < {{{high}}}", check, (low, high))
 
 
 def at_most(small: str, large: str) -> Rule:
@@ -153,7 +154,7 @@ def at_most(small: str, large: str) -> Rule:
             return f"{v.shown(small)} must not exceed {v.shown(large)}"
         return None
 
-    return Rule(f"{small} <= {large}", check, (small, large))
+    return Rule(f"{{{small}}} <= {{{large}}}", check, (small, large))
 
 
 def differ(a: str, b: str) -> Rule:
@@ -162,7 +163,7 @@ def differ(a: str, b: str) -> Rule:
     def check(v: Values) -> str | None:
         return f"{v.shown(a)} and {v.shown(b)} must differ" if v[a] == v[b] else None
 
-    return Rule(f"{a} != {b}", check, (a, b))
+    return Rule(f"{{{a}}} != {{{b}}}", check, (a, b))
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,10 @@ class Spec(Generic[C]):
             if name == s.attr or name in s.names:
                 return s
         raise KeyError(name)
+
+    def describe(self, rule: Rule) -> str:
+        """A rule's description with its `{field}` placeholders replaced by environment names."""
+        return rule.describe.format_map({s.attr: s.env for s in self.settings})
 
     def used(self, role: str | None = None) -> tuple[Setting, ...]:
         """The settings that `role` (a subcommand) reads."""

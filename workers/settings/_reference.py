@@ -32,8 +32,8 @@ def spec_table(spec: Spec[Any]) -> str:
     lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
     lines += [_row(s, defaults[s.attr]) for s in spec.settings]
     if spec.rules:
-        lines.append("")
-        lines.append("Checked together at start: " + "; ".join(f"`{r.describe}`" for r in spec.rules) + ".")
+        rules = "; ".join(f"`{spec.describe(r)}`" for r in spec.rules)
+        lines += ["", f"Checked together at start: {rules}."]
     return "\n".join(lines)
 
 
@@ -44,17 +44,27 @@ def reference(specs: Sequence[Spec[Any]]) -> str:
     )
 
 
-def rsky_table(specs: Sequence[Spec[Any]]) -> str:
-    """rsky's environment names: honoured as aliases, or refused with what to use instead."""
-    rows: dict[str, str] = {}
-    for spec in specs:
-        for s in spec.settings:
-            for alias in s.aliases:
-                rows.setdefault(alias, f"| `{alias}` | honoured: same as `{s.env}` |")
-        for r in spec.retired:
-            harmless = f" (accepted when {' or '.join(sorted(r.harmless))})" if r.harmless else ""
-            rows.setdefault(r.env, f"| `{r.env}` | refused{harmless}: {_cell(r.instead)} |")
-    return "\n".join(["| rsky name | streamfill |", "|---|---|", *(rows[k] for k in sorted(rows))])
+def rsky_table(specs: Sequence[Spec[Any]], names: Sequence[str]) -> str:
+    """What streamfill does with each of rsky's environment `names`: reads it (under the same
+    name, or as an alias of its own), or refuses it and says what to use instead."""
+    rows = [f"| `{name}` | {_rsky_fate(specs, name)} |" for name in sorted(set(names))]
+    return "\n".join(["| rsky name | streamfill |", "|---|---|", *rows])
+
+
+def _rsky_fate(specs: Sequence[Spec[Any]], name: str) -> str:
+    read = [spec.kind for spec in specs if any(s.env == name for s in spec.settings)]
+    alias = [(spec.kind, s.env) for spec in specs for s in spec.settings if name in s.aliases]
+    retired = [(spec.kind, r) for spec in specs for r in spec.retired if r.env == name]
+    if read:
+        return "read by " + ", ".join(f"`{k}`" for k in read)
+    if alias:
+        kinds = ", ".join(dict.fromkeys(f"`{k}`" for k, _ in alias))
+        return f"read by {kinds} as `{alias[0][1]}`"
+    if retired:
+        kind, r = retired[0]
+        harmless = f" unless {' / '.join(sorted(r.harmless))}" if r.harmless else ""
+        return f"refused by `{kind}`{harmless}: {_cell(r.instead)}"
+    raise KeyError(f"{name}: neither read nor refused")
 
 
 def show(resolved: Resolved[Any]) -> list[str]:
