@@ -127,3 +127,13 @@ def test_the_docs_carry_the_generated_reference() -> None:
         assert generated.strip() in text, (
             "docs/operations.md is out of date: paste `streamfill config reference`"
         )
+
+
+def test_the_demo_prints_one_progress_line_where_a_terminal_would_redraw() -> None:
+    from workers.demo.progress import STREAMS, Snapshot, StreamRow, progress_line
+
+    rows = {name: StreamRow(name, 5, 8, 3, 1, 0, 5) for name, _ in STREAMS}
+    snap = Snapshot(0.0, rows, True, 1234, {"repos": 10, "live_records": 5000})
+    line = progress_line(snap, [], started=0.0, phase="backfill")
+    assert "\n" not in line and "\x1b" not in line
+    assert "repos listed 8/10 (done), backfilled 4/10, records indexed 1,234/5,000, lag 12" in line
