@@ -66,6 +66,12 @@ def known_names() -> frozenset[str]:
     return frozenset(names)
 
 
+def kinds_reading(name: str) -> tuple[str, ...]:
+    """The worker kinds whose settings include `name` (an environment name or alias): where a
+    live override of it applies."""
+    return tuple(spec.kind for spec in specs() if any(name in s.names for s in spec.settings))
+
+
 def load(
     spec: Spec[C],
     args: object = None,

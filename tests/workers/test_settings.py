@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from workers._errors import SettingError
-from workers._specs import known_names, load, specs
+from workers._specs import kinds_reading, known_names, load, specs
 from workers.backfiller.config import SPEC as BACKFILLER
 from workers.backfiller.config import BackfillerConfig
 from workers.cli import build_parser
@@ -205,3 +205,10 @@ def test_the_replayer_root_must_exist_only_for_the_roles_that_read_files(tmp_pat
     with pytest.raises(SettingError, match="ES_URL must be an http"):
         resolve(REPLAYER, environ={"ES_URL": "notaurl"}, role="index")
     assert resolve(REPLAYER, environ={"ES_URL": "notaurl", "REPLAYER_ROOT": str(tmp_path)}, role="scan")
+
+
+def test_each_setting_knows_the_worker_kinds_that_read_it() -> None:
+    assert kinds_reading("BACKFILLER_PDS_RPS") == ("backfiller",)
+    assert kinds_reading("METRICS_PORT") == ("ingester", "backfiller", "indexer", "replayer")
+    assert kinds_reading("RELAY_HOSTS") == ("ingester",)  # an alias
+    assert kinds_reading("NOT_A_SETTING") == ()
