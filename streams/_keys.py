@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from functools import lru_cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from streams._cluster_nodes import slot_ranges
 
 # Cursor value a listing source writes when it has paged to the end (rsky convention).
 CURSOR_DONE = "!ingester-done"
@@ -20,6 +25,17 @@ class Keys:
 
     def stream(self, name: str) -> str:
         return self._k(name)
+
+    def partition(self, stream: str, index: int, count: int) -> str:
+        """Partition `index` of `count` of a logical stream: `<prefix>:{<tag>}`; count 1 is `stream()`.
+
+        The hash tag puts every key built from the partition key (its DLQ) in one Redis Cluster
+        slot, and `spread_tag` picks tags whose slots fall in `count` equal slot ranges, so that
+        partitions spread evenly over masters that split the slots evenly.
+        """
+        if count == 1:
+            return self.stream(stream)
+        return self._k("{" + spread_tag(stream, index, count) + "}")
 
     def dlq(self, stream_key: str) -> str:
         return f"{stream_key}:dlq"
@@ -52,3 +68,21 @@ class Keys:
 def default_consumer_name(worker: str) -> str:
     """`<worker>-<hostname>`: stable across restarts, so a replica finds its own pending entries."""
     return f"{worker}-{socket.gethostname()}"
+
+
+@lru_cache(maxsize=4096)
+def spread_tag(name: str, index: int, count: int) -> str:
+    """The first of `<name>:<index>`, `<name>:<index>:1`, ... whose hash slot lies in range `index`.
+
+    Range `index` of `count` equal ranges of the 16384 slots; a tag is found in about `count`
+    tries, and every process derives the same one.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"partition {index} out of range for {count} partitions")
+    first, last = slot_ranges(REDIS_CLUSTER_HASH_SLOTS, count)[index]
+    n = 0
+    while True:
+        tag = f"{name}:{index}" if n == 0 else f"{name}:{index}:{n}"
+        if first <= key_slot(tag.encode()) <= last:
+            return tag
+        n += 1

