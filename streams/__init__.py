@@ -22,6 +22,13 @@ from streams._admin import (
     stream_info,
     trim,
 )
+from streams._cluster import (
+    DEFAULT_FAILOVER_TIMEOUT_S,
+    ClusterClient,
+    cluster_retries,
+    connect_cluster,
+    parse_cluster_setting,
+)
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._entries import EntryState, entry_states
@@ -30,16 +37,18 @@ from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_
 from streams._logging import configure_logging
 from streams._producer import Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
-from streams._server import ServerInfo, UnsupportedServer, connect, detect_server
+from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
 
 __all__ = [
     "CURSOR_DONE",
+    "DEFAULT_FAILOVER_TIMEOUT_S",
     "DONE",
     "AdminError",
     "Backoff",
     "BatchHandler",
+    "ClusterClient",
     "Component",
     "Consumer",
     "ConsumerConfig",
@@ -67,8 +76,11 @@ __all__ = [
     "advance",
     "audit",
     "classify",
+    "cluster_retries",
     "configure_logging",
     "connect",
+    "connect_auto",
+    "connect_cluster",
     "default_consumer_name",
     "detect_server",
     "dlq_list",
@@ -78,6 +90,7 @@ __all__ = [
     "entry_states",
     "is_permanent",
     "list_streams",
+    "parse_cluster_setting",
     "prune_consumers",
     "read_backlog",
     "record_skip",

@@ -1,4 +1,4 @@
-"""Connecting, and detecting the server once: Redis 7.0+ or Valkey 8+.
+"""Connecting, and detecting the server once: Redis 7.0+ or Valkey 8+, single server or Cluster.
 
 The runtime uses only commands both have (XAUTOCLAIM with its deleted-ids reply, XINFO GROUPS
 with `lag`, XTRIM MINID, XGROUP CREATECONSUMER), so no code path is specific to a newer server.
@@ -7,8 +7,11 @@ with `lag`, XTRIM MINID, XGROUP CREATECONSUMER), so no code path is specific to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import redis.asyncio as aioredis
+
+from streams._cluster import ClusterClient, connect_cluster
 
 
 class UnsupportedServer(RuntimeError):
@@ -19,6 +22,7 @@ class UnsupportedServer(RuntimeError):
 class ServerInfo:
     flavor: str  # "redis" or "valkey"
     version: tuple[int, ...]
+    cluster: bool = False  # INFO cluster: cluster_enabled:1
 
     @property
     def label(self) -> str:
@@ -32,13 +36,15 @@ def _parse(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
-async def detect_server(redis: aioredis.Redis) -> ServerInfo:
-    """Read INFO server once; refuse servers older than Redis 7.0 / Valkey 8.0."""
-    info = await redis.info("server")
+async def detect_server(redis: aioredis.Redis | ClusterClient) -> ServerInfo:
+    """Read INFO server and cluster once; refuse servers older than Redis 7.0 / Valkey 8.0."""
+    # Several sections in one INFO call exist since Redis 7.0, the oldest server we accept.
+    info = await redis.info("server", "cluster")
+    cluster = int(info.get("cluster_enabled", 0)) == 1
     if "valkey_version" in info:
-        server = ServerInfo("valkey", _parse(str(info["valkey_version"])))
+        server = ServerInfo("valkey", _parse(str(info["valkey_version"])), cluster)
     else:
-        server = ServerInfo("redis", _parse(str(info["redis_version"])))
+        server = ServerInfo("redis", _parse(str(info["redis_version"])), cluster)
     if server.version < MINIMUM[server.flavor]:
         need = ".".join(map(str, MINIMUM[server.flavor]))
         raise UnsupportedServer(
@@ -47,8 +53,44 @@ async def detect_server(redis: aioredis.Redis) -> ServerInfo:
     return server
 
 
-def connect(url: str, **kwargs: object) -> aioredis.Redis:
-    """A client for `url` (redis://, rediss:// with TLS, passwords in the URL)."""
-    options: dict[str, object] = {"health_check_interval": 30, "socket_keepalive": True}
+@overload
+def connect(url: str, *, cluster: Literal[False] = False, **kwargs: Any) -> aioredis.Redis: ...
+@overload
+def connect(url: str, *, cluster: Literal[True], **kwargs: Any) -> ClusterClient: ...
+@overload
+def connect(url: str, *, cluster: bool, **kwargs: Any) -> aioredis.Redis | ClusterClient: ...
+def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> aioredis.Redis | ClusterClient:
+    """A client for `url` (redis://, rediss:// with TLS, passwords in the URL).
+
+    `cluster=True` gives redis-py's cluster client seeded from `url` (streams/_cluster.py);
+    `connect_auto` asks the server which one it needs.
+    """
+    if cluster:
+        return connect_cluster(url, **kwargs)
+    options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
     options.update(kwargs)
-    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    return aioredis.Redis.from_url(url, **options)
+
+
+async def connect_auto(
+    url: str, *, cluster: bool | None = None, **kwargs: Any
+) -> aioredis.Redis | ClusterClient:
+    """`connect(url, cluster=...)`, where `cluster=None` asks the server (`INFO cluster`).
+
+    The probe is the plain client itself: a server that is not in cluster mode costs nothing
+    more than one INFO call.
+    """
+    if cluster:
+        return connect_cluster(url, **kwargs)
+    plain: aioredis.Redis = connect(url, **kwargs)
+    if cluster is False:
+        return plain
+    try:
+        info = await plain.info("cluster")
+    except BaseException:
+        await plain.aclose()
+        raise
+    if int(info.get("cluster_enabled", 0)) != 1:
+        return plain
+    await plain.aclose()
+    return connect_cluster(url, **kwargs)

@@ -21,6 +21,7 @@ C = TypeVar("C")
 READ_ELSEWHERE = {
     "STREAMFILL_OPERATOR": "the `operator` of audit entries (operator commands); default the login name",
     "STREAMFILL_DEBUG": "1: errors at the edge show their traceback (as `streamfill --debug`)",
+    "STREAMFILL_REDIS_CLUSTER": "auto | yes | no: whether REDIS_URL names a Redis Cluster (docs/cluster.md)",
 }
 
 

@@ -1,0 +1,114 @@
+"""Failover on a real cluster (3 masters, a replica each): a master is SIGKILLed, the cluster's own
+failure detection promotes its replica, and the client finds it. Also what asynchronous
+replication loses on failover, and how WAIT tells a writer about it beforehand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from streams import ClusterClient, Keys, connect
+from streams._embedded_cluster import EmbeddedCluster, Node
+
+pytestmark = pytest.mark.anyio
+
+CURSOR_LUA = "redis.call('SET', KEYS[2], ARGV[2]); return redis.call('XADD', KEYS[1], '*', 'n', ARGV[1])"
+
+
+@pytest.fixture
+async def client(failover_cluster: EmbeddedCluster) -> AsyncIterator[ClusterClient]:
+    client = connect(failover_cluster.url, cluster=True)
+    await client.initialize()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def write_replicated(client: ClusterClient, stream: str, n: int, *, timeout_ms: int = 5000) -> int:
+    """XADD, then WAIT 1 on the same connection (same pipeline, same node); WAIT's reply."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xadd(stream, {"n": str(n)})
+        pipe.execute_command("WAIT", 1, timeout_ms, target_nodes=client.get_node_from_key(stream))
+        _, replicas = await pipe.execute()
+    return int(replicas)
+
+
+async def failover(cluster: EmbeddedCluster, master: Node) -> Node:
+    return await anyio.to_thread.run_sync(cluster.wait_failover, master)
+
+
+async def test_the_client_rides_out_the_failover_of_a_master(
+    failover_cluster: EmbeddedCluster, client: ClusterClient, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    stream = keys.partition("s", 0, 3)
+    cursor = keys.dlq(stream) + ":cursor"  # any key with the stream's hash tag
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    script = client.register_script(CURSOR_LUA)
+    for n in range(10):
+        assert await write_replicated(client, stream, n) == 1
+    master = failover_cluster.node_for_key(stream)
+    plain = RedisCluster.from_url(failover_cluster.url)  # redis-py's defaults, for comparison
+    await plain.initialize()
+    try:
+        failover_cluster.kill(master)
+        killed_at = time.monotonic()
+        # redis-py alone spends its retries in a fraction of a second and gives up, long
+        # before the replica can be promoted (that takes at least the node timeout).
+        with pytest.raises(RedisConnectionError):
+            await plain.xadd(stream, {"n": "plain"})
+        assert time.monotonic() - killed_at < failover_cluster.options.node_timeout_ms / 1000
+    finally:
+        await plain.aclose()
+    # Ours waits through the window and lands on the promoted replica.
+    await script(keys=[stream, cursor], args=["10", "10"])
+    window_s = time.monotonic() - killed_at
+    promoted = await failover(failover_cluster, master)
+    assert client.get_node_from_key(stream).port == promoted.port
+    print(f"failover window seen by the client: {window_s:.2f}s (node timeout 2s)")
+    # The promoted replica has the replicated entries, the group, and takes every kind of call.
+    reply = await client.xreadgroup("g", "c", {stream: ">"}, count=100)
+    assert [f[b"n"] for _, f in reply[0][1]] == [str(n).encode() for n in range(11)]
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xack(stream, "g", *[i for i, _ in reply[0][1]])
+        pipe.get(cursor)
+        assert await pipe.execute() == [11, b"10"]
+    assert await write_replicated(client, stream, 11, timeout_ms=100) == 0  # no replica left
+
+
+async def test_a_write_not_yet_replicated_is_lost_on_failover_and_wait_says_so(
+    failover_cluster: EmbeddedCluster, client: ClusterClient, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    stream = keys.partition("s", 0, 3)
+    master = failover_cluster.node_for_key(stream)
+    # The source cursor of that data lives elsewhere, as a cursor shared by partitions would.
+    cursor = next(
+        k
+        for k in (keys.partition("cursor", i, 3) for i in range(3))
+        if failover_cluster.node_for_key(k).node_id != master.node_id
+    )
+    assert await write_replicated(client, stream, 1) == 1
+    await client.set(cursor, "1")
+    (replica,) = failover_cluster.replicas_of(master)
+    # Cut replication deterministically: freeze the replica, drop its link, write.
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        assert master.command("CLIENT", "KILL", "TYPE", "replica") == 1
+        assert await write_replicated(client, stream, 2, timeout_ms=300) == 0  # acked, on no replica
+        await client.set(cursor, "2")  # what a writer that ignores WAIT's answer would do next
+        failover_cluster.kill(master)
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    assert (await failover(failover_cluster, master)).node_id == replica.node_id
+    entries = await client.xrange(stream)
+    assert [f[b"n"] for _, f in entries] == [b"1"]  # the acked entry 2 is gone ...
+    assert await client.get(cursor) == b"2"  # ... and the cursor says it was written: silent loss
