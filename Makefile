@@ -9,7 +9,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench lint typecheck clean
+.PHONY: install test demo bench lint typecheck validate-deploy clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -38,6 +38,13 @@ lint: install
 
 typecheck: install
 	$(UV) run --frozen mypy
+	$(UV) run --frozen mypy --strict $(DEPLOY_CHECK)
+
+# compose/ and compose/k8s/ offline: schemas, references, settings; and `kubectl kustomize`
+# must render what the Python loader reads (the test suite runs the same checks without kubectl).
+DEPLOY_CHECK := compose/validate.py compose/deploy_settings.py compose/deploy_k8s.py compose/deploy_compose.py
+validate-deploy: install
+	$(UV) run --frozen python compose/validate.py --kubectl
 
 clean:
 	rm -rf .venv .tools .pytest_cache .hypothesis

@@ -4,6 +4,9 @@ partitioned runtime (issue #16) relies on exactly these behaviours."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -33,6 +36,7 @@ from streams import (
     stream_info,
 )
 from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+from workers._env import redis_session
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +240,39 @@ async def test_the_runtime_classes_as_they_are_need_changes(cluster: ClusterClie
         await producer.send([{"n": "1"}], cursor=(keys.cursor("out", "h"), "1"))
     with pytest.raises(AttributeError, match="connection_pool"):  # its raw-reply reader
         Consumer(cluster, ConsumerConfig(keys.stream("out"), "g", "c"), lambda es: [DONE] * len(es))
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_workers_refuse_a_cluster_with_one_line(redis_cluster_url: str) -> None:
+    refused = run_cli({"REDIS_URL": redis_cluster_url}, "status")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Redis Cluster" in refused.stderr
+
+
+async def test_the_cluster_setting_overrides_detection(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMFILL_REDIS_CLUSTER", "yes")
+    with pytest.raises(SystemExit) as forced:
+        async with redis_session(redis_url):
+            pass
+    assert forced.value.code == 2 and "Redis Cluster" in capsys.readouterr().err
+    monkeypatch.setenv("STREAMFILL_REDIS_CLUSTER", "maybe")
+    with pytest.raises(SystemExit) as bad:
+        async with redis_session(redis_url):
+            pass
+    assert bad.value.code == 2 and "auto, yes or no" in capsys.readouterr().err
+    # `no` lets a cluster-mode server through: fine when that one node serves every slot.
+    monkeypatch.setenv("STREAMFILL_REDIS_CLUSTER", "no")
+    with EmbeddedCluster(ClusterOptions(masters=1)) as single:
+        async with redis_session(single.url) as client:
+            assert await client.set("k", "v") and await list_streams(client, Keys()) == []
