@@ -1,12 +1,14 @@
-"""Redis Cluster: telling a cluster from a single server, and a cluster client that outlasts a failover.
+"""Redis Cluster: the cluster client, made to outlast a failover; the STREAMFILL_REDIS_CLUSTER setting.
 
 redis-py's async `RedisCluster` handles MOVED/ASK itself and, on a connection error, re-reads the
-slot map and tries again, `retries` times. But it tries again at once: while a killed master's
-replica is not yet promoted (cluster-node-timeout + election, 2 s to 20 s), the slot map still
-names the dead master, and all retries are spent within ~0.1 s. `ClusterClient` pauses between
-those attempts as redis-py's own pipeline and CLUSTERDOWN paths already do (0.25 s), and
-`connect_cluster` sizes `retries` so that the attempts span `failover_timeout_s`. See
-docs/cluster.md for what works on the cluster client and what does not.
+slot map and tries again, `retries` times. For a single command it tries again at once: while a
+killed master's replica is not yet promoted (cluster-node-timeout + election: seconds), the slot
+map still names the dead master, and every retry is spent within ~0.1 s. Its three paths pause
+differently: a non-transactional pipeline sleeps 0.25 s per retry, a MULTI pipeline takes the
+`retry` object's backoff, a single command nothing. `ClusterClient` adds the same 0.25 s pause to
+single commands, `connect_cluster` gives MULTI the same constant backoff, and sizes `retries` so
+that the attempts of all three span `failover_timeout_s`. docs/cluster.md has the measurements,
+and what works on the cluster client and what does not.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from typing import Any
 import anyio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
+from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # The pause redis-py takes before retrying a cluster pipeline or a CLUSTERDOWN reply; used for
-# single commands too, so that one retry count means one span of time for both.
+# single commands and MULTI too, so that one retry count means one span of time for all.
 FAILOVER_PAUSE_S = 0.25
 
 # Must outlast cluster-node-timeout (15 s by default) plus the replica's election (~1-2 s).
@@ -52,7 +54,7 @@ def connect_cluster(
 ) -> ClusterClient:
     """A cluster client seeded from `url` (any node; redis:// or rediss://, password in the URL).
 
-    Commands, scripts and pipelines on a slot whose master died are retried for about
+    Commands, scripts, pipelines and MULTI on a slot whose master died are retried for about
     `failover_timeout_s` before the error reaches the caller.
     """
     options: dict[str, Any] = {
@@ -61,7 +63,8 @@ def connect_cluster(
         # as it asks (redis-py's cluster default of 5 s would cut longer blocks); a dead peer is
         # found by TCP keepalive or by the next connect.
         "socket_timeout": None,
-        "retry": AsyncRetry(NoBackoff(), cluster_retries(failover_timeout_s)),
+        # The count is what redis-py's three retry loops share; the backoff is MULTI's pause.
+        "retry": AsyncRetry(ConstantBackoff(FAILOVER_PAUSE_S), cluster_retries(failover_timeout_s)),
     }
     options.update(kwargs)
     client = ClusterClient.from_url(url, **options)

@@ -137,6 +137,29 @@ async def test_consumer_group_commands_on_one_key_work_unchanged(cluster: Cluste
     assert await cluster.xtrim(stream, minid=ids[2], approximate=False) == 2
 
 
+async def getkeys_calls(cluster: ClusterClient) -> int:
+    stats = await cluster.info("commandstats", target_nodes=ClusterClient.ALL_NODES)
+    return sum(int(node.get("cmdstat_command|getkeys", {}).get("calls", 0)) for node in stats.values())
+
+
+async def test_xreadgroup_costs_a_getkeys_round_trip_unless_its_node_is_given(
+    cluster: ClusterClient, prefix: str
+) -> None:
+    stream = tagged(prefix).stream("s")
+    await cluster.xgroup_create(stream, "g", id="0", mkstream=True)
+    read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", stream, ">")
+    before = await getkeys_calls(cluster)
+    await cluster.execute_command(*read)
+    routed = await getkeys_calls(cluster)
+    # XREADGROUP's keys are movable: redis-py asks a server where they are (twice, in redis-py 8.1).
+    assert routed - before >= 1
+    await cluster.execute_command(*read, target_nodes=cluster.get_node_from_key(stream))
+    async with cluster.pipeline(transaction=False) as pipe:
+        pipe.execute_command(*read, target_nodes=cluster.get_node_from_key(stream))
+        await pipe.execute()
+    assert await getkeys_calls(cluster) == routed
+
+
 async def test_one_command_over_keys_in_two_slots_is_refused_before_it_is_sent(
     cluster: ClusterClient, prefix: str
 ) -> None:

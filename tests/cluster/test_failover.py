@@ -68,19 +68,42 @@ async def test_the_client_rides_out_the_failover_of_a_master(
         assert time.monotonic() - killed_at < failover_cluster.options.node_timeout_ms / 1000
     finally:
         await plain.aclose()
-    # Ours waits through the window and lands on the promoted replica.
-    await script(keys=[stream, cursor], args=["10", "10"])
+    # Ours waits through the window on each of redis-py's three paths and lands on the promoted
+    # replica: a script (a single command), a pipeline and a MULTI, all started while it is dead.
+    replies: dict[str, object] = {}
+
+    async def command() -> None:
+        replies["script"] = await script(keys=[stream, cursor], args=["10", "10"])
+
+    async def pipeline() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, {"n": "11"})
+            pipe.xlen(keys.dlq(stream))
+            replies["pipeline"] = await pipe.execute()
+
+    async def transaction() -> None:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.dlq(stream), {"n": "12"})
+            pipe.incr(cursor + ":multi")
+            replies["multi"] = await pipe.execute()
+
+    async with anyio.create_task_group() as tg:
+        for call in (command, pipeline, transaction):
+            tg.start_soon(call)
     window_s = time.monotonic() - killed_at
+    assert set(replies) == {"script", "pipeline", "multi"}
     promoted = await failover(failover_cluster, master)
     assert client.get_node_from_key(stream).port == promoted.port
     print(f"failover window seen by the client: {window_s:.2f}s (node timeout 2s)")
     # The promoted replica has the replicated entries, the group, and takes every kind of call.
     reply = await client.xreadgroup("g", "c", {stream: ">"}, count=100)
-    assert [f[b"n"] for _, f in reply[0][1]] == [str(n).encode() for n in range(11)]
+    assert sorted(int(f[b"n"]) for _, f in reply[0][1]) == list(range(12))
     async with client.pipeline(transaction=False) as pipe:
         pipe.xack(stream, "g", *[i for i, _ in reply[0][1]])
         pipe.get(cursor)
-        assert await pipe.execute() == [11, b"10"]
+        pipe.get(cursor + ":multi")
+        pipe.xlen(keys.dlq(stream))
+        assert await pipe.execute() == [12, b"10", b"1", 1]
     assert await write_replicated(client, stream, 11, timeout_ms=100) == 0  # no replica left
 
 
