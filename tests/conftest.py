@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 if TYPE_CHECKING:
-    from streams._embedded_cluster import EmbeddedCluster
+    from streams import EmbeddedCluster
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atproto"
 
@@ -56,9 +56,9 @@ def redis_cluster_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+    from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
 
-    with EmbeddedCluster(ClusterOptions(masters=3)) as cluster:
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=3)) as cluster:
         yield cluster.url
 
 
@@ -70,9 +70,9 @@ def failover_cluster() -> Iterator[EmbeddedCluster]:
     timeout is short so that a failover takes seconds, but well above the scheduling stalls
     of a loaded 2-core machine, which would otherwise start failovers nobody asked for.
     """
-    from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
+    from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
 
-    with EmbeddedCluster(ClusterOptions(masters=3, replicas=1, node_timeout_ms=2000)) as cluster:
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=3, replicas=1, node_timeout_ms=2000)) as cluster:
         yield cluster
 
 

@@ -24,6 +24,8 @@ from streams import (
     ClusterClient,
     Consumer,
     ConsumerConfig,
+    EmbeddedCluster,
+    EmbeddedClusterOptions,
     Keys,
     Producer,
     ProducerConfig,
@@ -35,7 +37,6 @@ from streams import (
     parse_cluster_setting,
     stream_info,
 )
-from streams._embedded_cluster import ClusterOptions, EmbeddedCluster
 from workers._env import redis_session
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +94,7 @@ def test_tls_and_retries_come_from_the_url_and_the_failover_timeout() -> None:
 
 
 async def test_auth_from_the_url() -> None:
-    with EmbeddedCluster(ClusterOptions(masters=1, password="s3cret")) as embedded:
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=1, password="s3cret")) as embedded:
         node = embedded.nodes[0]
         client = connect(node.url, cluster=True)
         try:
@@ -296,6 +297,6 @@ async def test_the_cluster_setting_overrides_detection(
     assert bad.value.code == 2 and "auto, yes or no" in capsys.readouterr().err
     # `no` lets a cluster-mode server through: fine when that one node serves every slot.
     monkeypatch.setenv("STREAMFILL_REDIS_CLUSTER", "no")
-    with EmbeddedCluster(ClusterOptions(masters=1)) as single:
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=1)) as single:
         async with redis_session(single.url) as client:
             assert await client.set("k", "v") and await list_streams(client, Keys()) == []

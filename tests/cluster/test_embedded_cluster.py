@@ -10,7 +10,7 @@ import redis
 from redis.crc import key_slot
 
 from streams._cluster_nodes import parse_cluster_nodes, slot_ranges
-from streams._embedded_cluster import ClusterOptions, ClusterStartError, EmbeddedCluster
+from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._keys import Keys, spread_tag
 
 NODES = """\
@@ -64,7 +64,7 @@ def test_partition_keys_fall_in_equal_slot_ranges(count: int) -> None:
 
 
 def test_a_cluster_with_replicas_comes_up_settled_and_goes_away_clean() -> None:
-    cluster = EmbeddedCluster(ClusterOptions(masters=2, replicas=1))
+    cluster = EmbeddedCluster(EmbeddedClusterOptions(masters=2, replicas=1))
     with cluster:
         root = cluster.root
         assert root is not None and root.is_dir()
@@ -92,7 +92,7 @@ def test_a_cluster_with_replicas_comes_up_settled_and_goes_away_clean() -> None:
 
 def test_a_start_that_fails_half_way_stops_what_it_started() -> None:
     # A deadline no cluster can meet: the nodes are spawned, then the first wait gives up.
-    cluster = EmbeddedCluster(ClusterOptions(masters=3, start_timeout_s=0.0))
+    cluster = EmbeddedCluster(EmbeddedClusterOptions(masters=3, start_timeout_s=0.0))
     with pytest.raises(ClusterStartError):
         cluster.start()
     assert cluster.nodes, "nodes were spawned before the failure"
