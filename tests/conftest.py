@@ -56,9 +56,11 @@ def redis_cluster_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
+    from streams import EmbeddedCluster, EmbeddedClusterOptions
 
-    with EmbeddedCluster(EmbeddedClusterOptions(masters=3)) as cluster:
+    # Nothing fails over here: Redis' own 15 s node timeout, so that no scheduling stall of a
+    # loaded machine ever gets a master flagged failed (without replicas: the cluster down).
+    with EmbeddedCluster(EmbeddedClusterOptions(masters=3, node_timeout_ms=15_000)) as cluster:
         yield cluster.url
 
 
@@ -70,7 +72,7 @@ def failover_cluster() -> Iterator[EmbeddedCluster]:
     timeout is short so that a failover takes seconds, but well above the scheduling stalls
     of a loaded 2-core machine, which would otherwise start failovers nobody asked for.
     """
-    from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
+    from streams import EmbeddedCluster, EmbeddedClusterOptions
 
     with EmbeddedCluster(EmbeddedClusterOptions(masters=3, replicas=1, node_timeout_ms=2000)) as cluster:
         yield cluster
