@@ -126,7 +126,14 @@ async def test_a_write_not_yet_replicated_is_lost_on_failover_and_wait_says_so(
     os.kill(replica.process.pid, signal.SIGSTOP)
     try:
         assert master.command("CLIENT", "KILL", "TYPE", "replica") == 1
-        assert await write_replicated(client, stream, 2, timeout_ms=300) == 0  # acked, on no replica
+        # One batch over two masters: WAIT answers per node (per connection), so each node's
+        # writes need their own WAIT, routed there. Here one is on a replica, one is not.
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, {"n": "2"})
+            pipe.execute_command("WAIT", 1, 300, target_nodes=client.get_node_from_key(stream))
+            pipe.set(keys.dlq(cursor), "2")  # a key on the cursor's (healthy) master
+            pipe.execute_command("WAIT", 1, 5000, target_nodes=client.get_node_from_key(cursor))
+            assert (await pipe.execute())[1:] == [0, True, 1]  # entry 2: acked, on no replica
         await client.set(cursor, "2")  # what a writer that ignores WAIT's answer would do next
         failover_cluster.kill(master)
     finally:
