@@ -289,7 +289,7 @@ async def test_the_cluster_setting_overrides_detection(
     with pytest.raises(SystemExit) as forced:
         async with redis_session(redis_url):
             pass
-    assert forced.value.code == 2 and "Redis Cluster" in capsys.readouterr().err
+    assert forced.value.code == 2 and "STREAMFILL_REDIS_CLUSTER=yes" in capsys.readouterr().err
     monkeypatch.setenv("STREAMFILL_REDIS_CLUSTER", "maybe")
     with pytest.raises(SystemExit) as bad:
         async with redis_session(redis_url):
