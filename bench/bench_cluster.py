@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Timer, report
 from streams import ClusterClient, EmbeddedCluster, EmbeddedClusterOptions, Keys, connect
+from streams._embedded_cluster import Node
 
 N = int(os.environ.get("BENCH_ENTRIES", "120000"))
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "6"))
@@ -91,8 +92,9 @@ async def raw_read(client: ClusterClient, streams: Sequence[str]) -> int:
 SIDES = [Side("raw", raw_write, raw_read)]
 
 
-def cpu_s(node_client: object) -> float:
-    info = node_client.info("cpu")  # type: ignore[attr-defined]
+def cpu_s(node: Node) -> float:
+    """CPU seconds the node's server process has used (INFO cpu: sys + user)."""
+    info = node.client().info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
@@ -110,12 +112,12 @@ async def run_round(cluster: EmbeddedCluster, side: Side, tag: str) -> Round:
     for stream in streams:
         await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     masters = [n for n in cluster.nodes if n.alive]
-    before = [cpu_s(n.client()) for n in masters]
+    before = [cpu_s(n) for n in masters]
     with Timer() as write:
         await side.write(client, streams)
     with Timer() as read:
         done = await side.read(client, streams)
-    after = [cpu_s(n.client()) for n in masters]
+    after = [cpu_s(n) for n in masters]
     written = N // (BATCH * PARTITIONS) * BATCH * PARTITIONS
     assert done == written, (done, written)
     for stream in streams:

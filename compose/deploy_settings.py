@@ -1,26 +1,27 @@
-"""What a deployment file may set: documented settings that the code reads, accepted by the
-worker's own configuration parser. Shared by deploy_k8s.py and deploy_compose.py."""
+"""What a deployment file may set: settings that streamfill reads, with values the worker's own
+settings layer accepts. Shared by deploy_k8s.py and deploy_compose.py."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
-import os
-import re
-import sys
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: the repository's packages must import
-    sys.path.insert(0, str(ROOT))
+from workers._errors import EdgeError
+from workers._specs import known_names, load, specs
+from workers.cli import build_parser
+from workers.settings import DIRECTORY, Spec
 
-from workers.cli import build_parser  # noqa: E402
+# The repository (the project is installed editable, so its packages import from anywhere).
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMAS = ROOT / "compose" / "json-schemas"
 IMAGE = "streamfill"
@@ -30,68 +31,54 @@ SECRET_KEYS = {"REDIS_URL": "redis://redis:6379/0", "DATABASE_URL": "postgresql:
 NOT_READ = {"REDIS_ADDRESS": "the KEDA redis-streams scaler (addressFromEnv)"}
 
 
-@cache
-def documented_settings() -> frozenset[str]:
-    """Variable names in the first column of the configuration tables of the docs."""
-    names: set[str] = set()
-    for doc in ("operations.md", "replayer.md"):
-        for line in (ROOT / "docs" / doc).read_text().splitlines():
-            first = line.split("|")[1] if line.startswith("|") and line.count("|") > 2 else ""
-            names.update(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", first))
-    return frozenset(names)
-
-
-@cache
-def settings_in_code() -> frozenset[str]:
-    """Every quoted upper-case name in the Python code that could read a setting."""
-    names: set[str] = set()
-    for package in ("workers", "streams", "devnet"):
-        for path in (ROOT / package).rglob("*.py"):
-            names.update(re.findall(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']", path.read_text()))
-    return frozenset(names)
-
-
 def check_setting_names(where: str, names: list[str]) -> list[str]:
-    problems = []
-    for name in names:
-        if name in NOT_READ:
-            continue
-        if name not in documented_settings():
-            problems.append(f"{where}: {name} is not a documented setting (docs/operations.md)")
-        elif name not in settings_in_code():
-            problems.append(f"{where}: {name} is documented but no code reads it")
-    return problems
+    """Every name must be one some setting of streamfill reads (workers/_specs.py)."""
+    known = known_names()
+    return [
+        f"{where}: {name} is not a setting streamfill reads (streamfill config reference)"
+        for name in names
+        if name not in known and name not in NOT_READ
+    ]
 
 
-@contextlib.contextmanager
-def environment(env: Mapping[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+@cache
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()  # importing every command module: once
+
+
+def _outside_the_container(spec: Spec[Any], env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with directory settings pointing here: a path inside the container (a mounted
+    volume) cannot be checked from outside it, only that the worker accepts a directory."""
+    directories = {n for s in spec.settings if s.kind is DIRECTORY for n in s.names}
+    here = tempfile.gettempdir()
+    return {k: here if k in directories and v.startswith("/") else v for k, v in env.items()}
 
 
 def worker_config(where: str, args: list[str], env: Mapping[str, str]) -> tuple[Any, list[str]]:
-    """Parse `streamfill <args>` and build its configuration from `env`, as the container would."""
-    from workers.backfiller.config import from_env as backfiller
-    from workers.indexer.config import from_env as indexer
-    from workers.ingester.config import from_env as ingester
-    from workers.replayer.config import from_env as replayer
+    """Parse `streamfill <args>` and resolve its settings from `env`, as the container would.
 
-    builders = {"ingester": ingester, "backfiller": backfiller, "indexer": indexer, "replayer": replayer}
+    The worker's own settings layer decides (types, bounds, cross-setting rules, refused names);
+    its warnings (a variable under our prefixes that nothing reads) count as problems too.
+    """
+    command = f"`streamfill {' '.join(args)}`"
     err = io.StringIO()
     try:
-        with environment(env), contextlib.redirect_stderr(err):
-            parsed = build_parser().parse_args(args)
-            build = builders.get(args[0])
-            return (build(parsed) if build else None), []
-    except (SystemExit, ValueError) as exc:
-        why = err.getvalue().strip().splitlines()[-1:] or [str(getattr(exc, "code", exc))]
-        return None, [f"{where}: `streamfill {' '.join(args)}` is refused: {why[0]}"]
+        with contextlib.redirect_stderr(err):
+            parsed = _parser().parse_args(args)
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        return None, [f"{where}: {command} is not a streamfill command line: {lines[-1] if lines else ''}"]
+    spec = {s.kind: s for s in specs()}.get(args[0])
+    if spec is None:
+        return None, []
+    try:
+        with contextlib.redirect_stderr(err):
+            environ = _outside_the_container(spec, env)
+            config = load(spec, parsed, role=getattr(parsed, "role", None), environ=environ).config
+    except EdgeError as exc:
+        return None, [f"{where}: {command} is refused: {exc}"]
+    warnings = [line.removeprefix("streamfill: ") for line in err.getvalue().splitlines() if line.strip()]
+    return config, [f"{where}: {command}: {w}" for w in warnings]
 
 
 def groups_read(config: Any) -> dict[str, str]:
