@@ -7,7 +7,7 @@ Kubernetes objects are checked against the OpenAPI schemas that `kubernetes-vali
 unknown fields fail), the KEDA ScaledObject against compose/json-schemas/keda-scaledobject.schema.json,
 the compose file against compose/json-schemas/compose-subset.schema.json. Then what no schema knows:
 references between objects resolve, every streamfill container runs a real `streamfill` command
-whose settings are documented, read by the code and accepted by the worker's own parser, and
+whose variables are settings streamfill reads, with values its own settings layer accepts, and
 every KEDA trigger watches a stream its target reads, with the group it reads it with.
 Exit 0: valid; 1: problems, one line each; 2: a tool is missing.
 """
