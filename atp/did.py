@@ -2,8 +2,11 @@
 
 Failures are `DidResolutionError` with `permanent` set per instance: a DID the directory does not
 know (404), has tombstoned (410), or whose document lacks a PDS or `#atproto` key is permanent;
-timeouts, connection errors and 5xx are transient. A malformed DID string raises `InvalidDid`
-before any network call.
+so is an answer we refuse (a document above `MAX_DOC_BYTES`, a content coding we did not ask for,
+too many redirects) and a host the network policy refuses (`atp.netpolicy`: a `did:web` on a
+private address, or with a port unless private hosts are allowed). Timeouts, connection errors,
+429 and 5xx are transient. A malformed DID string raises `InvalidDid` before any network call.
+Every fetch has a deadline (`timeout_s`) and a body cap.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
+import orjson
 
 from atp import syntax
 from atp.crypto import PublicKey
-from atp.errors import DidResolutionError, InvalidDid
+from atp.errors import DidResolutionError, ForbiddenHost, InvalidDid, ResponseRejected, UpstreamError
+from atp.http import Deadline, HttpClient
+from atp.netpolicy import NetPolicy
 
 __all__ = ["DidResolver", "ResolvedDid", "parse_did_document", "validate_did"]
 
 DEFAULT_PLC_URL = "https://plc.directory"
 _PLC_RE = re.compile(r"did:plc:[a-z2-7]{24}")
 _WEB_HOST_RE = re.compile(r"[a-zA-Z0-9.-]+(%3[aA][0-9]+)?")
-# DID documents are small; a huge one is an attack or a misconfiguration.
-_MAX_DOC_BYTES = 256 * 1024
+# DID documents are small (PLC caps an operation at a few KB); a huge one is an attack.
+MAX_DOC_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ def parse_did_document(did: str, doc: Any) -> ResolvedDid:
     endpoint = _service_endpoint(doc, did)
     if not endpoint:
         raise DidResolutionError(f"{did}: no #atproto_pds service", permanent=True)
+    if not endpoint.startswith(("https://", "http://")):
+        raise DidResolutionError(f"{did}: PDS endpoint {endpoint[:200]!r} is not http(s)", permanent=True)
     try:
         key = PublicKey.from_did_doc(doc)
     except Exception as exc:  # any malformed key material is a property of the document
@@ -85,22 +92,31 @@ def parse_did_document(did: str, doc: Any) -> ResolvedDid:
 
 
 class DidResolver:
-    """Resolves DIDs over HTTP; `web_hosts` maps a did:web host to a base URL (tests, devnets)."""
+    """Resolves DIDs over HTTP; `web_hosts` maps a did:web host to a base URL (tests, devnets).
+
+    Without an `http` client of its own, the resolver makes one with `policy` (default: private
+    hosts refused), trusting its configured `plc_url` and `web_hosts`.
+    """
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         *,
         plc_url: str = DEFAULT_PLC_URL,
         web_scheme: str = "https",
         web_hosts: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
+        policy: NetPolicy | None = None,
     ) -> None:
-        self._owned = client is None
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
+        self._web_hosts = dict(web_hosts or {})
+        self._owned = http is None
+        if http is None:
+            trusted = (policy or NetPolicy()).trusting([plc_url, *self._web_hosts.values()])
+            http = HttpClient(trusted, read_timeout_s=timeout_s)
+        self._http = http
         self._plc_url = plc_url.rstrip("/")
         self._web_scheme = web_scheme
-        self._web_hosts = dict(web_hosts or {})
+        self._timeout_s = timeout_s
 
     async def __aenter__(self) -> DidResolver:
         return self
@@ -111,7 +127,7 @@ class DidResolver:
     async def aclose(self) -> None:
         """Close the HTTP client if this resolver created it."""
         if self._owned:
-            await self._client.aclose()
+            await self._http.aclose()
 
     def document_url(self, did: str) -> str:
         """The URL the DID document of `did` is fetched from."""
@@ -120,8 +136,13 @@ class DidResolver:
             return f"{self._plc_url}/{did}"
         if did.startswith("did:web:"):
             host = unquote(did.removeprefix("did:web:"))
-            base = self._web_hosts.get(host) or f"{self._web_scheme}://{host}"
-            return f"{base.rstrip('/')}/.well-known/did.json"
+            mapped = self._web_hosts.get(host)
+            if mapped:
+                return f"{mapped.rstrip('/')}/.well-known/did.json"
+            if ":" in host and not self._http.policy.allow_private:
+                # A port names a service that is not the host's web server: only on devnets.
+                raise DidResolutionError(f"{did}: did:web with a port is refused", permanent=True)
+            return f"{self._web_scheme}://{host}/.well-known/did.json"
         raise InvalidDid(f"unsupported DID method: {did!r}")
 
     async def resolve(self, did: str) -> ResolvedDid:
@@ -131,19 +152,21 @@ class DidResolver:
 
     async def _fetch(self, did: str, url: str) -> Any:
         try:
-            response = await self._client.get(url, follow_redirects=True)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise DidResolutionError(f"{did}: {type(exc).__name__} fetching {url}", permanent=False) from exc
-        status = response.status_code
+            reply, content = await self._http.get(
+                url, max_bytes=MAX_DOC_BYTES, deadline=Deadline.after(self._timeout_s)
+            )
+        except UpstreamError as exc:
+            raise DidResolutionError(f"{did}: fetching {url}: {exc}", permanent=False) from exc
+        except (ForbiddenHost, ResponseRejected) as exc:
+            raise DidResolutionError(f"{did}: {type(exc).__name__}: {exc}", permanent=True) from exc
+        status = reply.status
         if status in (404, 410):
             raise DidResolutionError(f"{did}: not found ({status})", permanent=True)
-        if status >= 500 or status == 429:
+        if status >= 500 or status in (408, 429):
             raise DidResolutionError(f"{did}: directory answered {status}", permanent=False)
         if status >= 300:
             raise DidResolutionError(f"{did}: directory answered {status}", permanent=True)
-        if len(response.content) > _MAX_DOC_BYTES:
-            raise DidResolutionError(f"{did}: document too large", permanent=True)
         try:
-            return response.json()
-        except ValueError as exc:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             raise DidResolutionError(f"{did}: document is not JSON", permanent=True) from exc

@@ -25,9 +25,13 @@ AtpError                              permanent
  │    ├── RepoTakendown               True
  │    ├── RepoDeactivated             True
  │    ├── RepoSuspended               True
- │    ├── RepoTooLarge                True
+ │    ├── RequestRejected             True   (any other 4xx but 408 and 429: will not succeed as sent)
+ │    ├── ResponseRejected            True   (a hostile or broken answer: body above its cap, a content
+ │    │    │                                   coding we did not ask for, too many redirects)
+ │    │    └── RepoTooLarge           True   (a getRepo body above the configured cap)
+ │    ├── ForbiddenHost               True   (the network policy refused the URL or its addresses)
  │    ├── RateLimited                 False  (retry_after_s)
- │    └── UpstreamError               False  (5xx, timeouts, connection errors)
+ │    └── UpstreamError               False  (5xx, 408, timeouts, connection errors, broken bodies)
  └── DidResolutionError               per instance (not found: True, network: False)
 ```
 
@@ -50,6 +54,7 @@ __all__ = [
     "CommitError",
     "DidKeyError",
     "DidResolutionError",
+    "ForbiddenHost",
     "FrameError",
     "InvalidAtUri",
     "InvalidCid",
@@ -67,6 +72,8 @@ __all__ = [
     "RepoSuspended",
     "RepoTakendown",
     "RepoTooLarge",
+    "RequestRejected",
+    "ResponseRejected",
     "SignatureError",
     "UpstreamError",
     "XrpcError",
@@ -216,8 +223,24 @@ class RepoSuspended(XrpcError):
     permanent = True
 
 
-class RepoTooLarge(XrpcError):
+class RequestRejected(XrpcError):
+    """The server refused the request itself (a 4xx other than 404, 408 and 429): retrying won't help."""
+
+    permanent = True
+
+
+class ResponseRejected(XrpcError):
+    """We refuse the answer: a body above its cap, an unrequested content coding, too many redirects."""
+
+    permanent = True
+
+
+class RepoTooLarge(ResponseRejected):
     """The repo exceeds the configured size limit."""
+
+
+class ForbiddenHost(XrpcError):
+    """The network policy refused the URL (scheme) or the addresses its host resolves to."""
 
     permanent = True
 

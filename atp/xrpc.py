@@ -1,7 +1,22 @@
 """XRPC client for the sync endpoints a backfill needs: listRepos, getRepo, getRepoStatus.
 
+Every call goes through `atp.http.HttpClient`: a deadline for the whole call, a cap on decoded
+body bytes, at most one gzip layer, redirects followed by hand and checked by the network policy
+(`atp.netpolicy`). Caps and deadlines per endpoint:
+
+=================  ==========================================  ===========================================
+endpoint           body cap (decoded bytes)                    overall deadline
+=================  ==========================================  ===========================================
+listRepos          ``LIST_REPOS_MAX_BYTES`` (4 MiB: a page of   ``timeout_s``
+                   1,000 repos is ~150 KB)
+getRepoStatus      ``STATUS_MAX_BYTES`` (64 KiB)                ``timeout_s``
+getRepo            ``max_bytes`` (BACKFILLER_MAX_REPO_BYTES)    ``timeout_s`` + one second per
+                                                               ``min_bytes_per_s`` bytes received
+error bodies       64 KiB (the rest is not read)               the call's
+=================  ==========================================  ===========================================
+
 Every failure leaves this module as one of the `atp.errors` classes, translated in one place
-(`_raise_for_response` and `_translate_transport_errors`):
+(`_raise_for_status`, and `atp.http` for the transport):
 
 ==============================================  ======================  =========
 upstream answer                                 raised                  permanent
@@ -10,12 +25,18 @@ upstream answer                                 raised                  permanen
 400 ``{"error": "RepoTakendown"}``              ``RepoTakendown``       yes
 400 ``{"error": "RepoDeactivated"}``            ``RepoDeactivated``     yes
 400 ``{"error": "RepoSuspended"}``              ``RepoSuspended``       yes
-other 4xx (bad request, unknown error name)     ``XrpcError``           yes
+other 4xx but 408 and 429 (bad request,         ``RequestRejected``     yes
+unknown error name, 401, 403, 410, ...)
 429 (``Retry-After`` s / HTTP date,             ``RateLimited``         no
-``ratelimit-reset`` epoch s)                    (``retry_after_s``)
-5xx, unparseable body                           ``UpstreamError``       no
-timeout, connection refused/reset, bad redirect ``UpstreamError``       no
-body larger than ``max_bytes``                  ``RepoTooLarge``        yes
+``ratelimit-reset`` epoch s; capped at          (``retry_after_s``)
+``max_retry_after_s``)
+408, 5xx, unparseable body                      ``UpstreamError``       no
+timeout, deadline, connection refused/reset     ``UpstreamError``       no
+getRepo body larger than ``max_bytes``          ``RepoTooLarge``        yes
+other body above its cap, unrequested content   ``ResponseRejected``    yes
+coding, more than 3 redirects, a 3xx without
+``Location``
+scheme or address refused by the policy         ``ForbiddenHost``       yes
 ==============================================  ======================  =========
 """
 
@@ -24,13 +45,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import httpx
 import orjson
 
 from atp.errors import (
@@ -40,9 +59,13 @@ from atp.errors import (
     RepoSuspended,
     RepoTakendown,
     RepoTooLarge,
+    RequestRejected,
+    ResponseRejected,
     UpstreamError,
     XrpcError,
 )
+from atp.http import Deadline, HttpClient, Reply
+from atp.netpolicy import NetPolicy
 
 __all__ = ["ListReposPage", "RepoStatus", "XrpcClient", "base_url"]
 
@@ -58,8 +81,14 @@ _PERMANENT_BY_NAME: dict[str, type[XrpcError]] = {
 }
 # When a 429 carries no usable hint we still want the caller to back off for a while.
 DEFAULT_RETRY_AFTER_S = 5.0
+# A server asking for more than this is capped: one 429 must not park a host for a day.
+DEFAULT_MAX_RETRY_AFTER_S = 300.0
+LIST_REPOS_MAX_BYTES = 4 * 1024 * 1024
+STATUS_MAX_BYTES = 64 * 1024
 # Error bodies are small JSON; anything bigger is not an XRPC error body.
 _MAX_ERROR_BODY = 64 * 1024
+# getRepo: each byte received buys 1/min_bytes_per_s more seconds beyond timeout_s.
+DEFAULT_MIN_BYTES_PER_S = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +121,7 @@ def _xrpc_url(url_or_host: str, nsid: str) -> str:
     return f"{base_url(url_or_host)}/xrpc/{nsid}"
 
 
-def _parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float:
+def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float:
     """Seconds to wait, from `Retry-After` (seconds or HTTP date) or `ratelimit-reset` (epoch s)."""
     now = time.time() if now is None else now
     value = headers.get("retry-after")
@@ -116,57 +145,46 @@ def _error_body(content: bytes) -> tuple[str, str]:
         return "", ""
     if not isinstance(body, dict):
         return "", ""
-    return str(body.get("error") or ""), str(body.get("message") or "")
+    return str(body.get("error") or "")[:200], str(body.get("message") or "")[:1000]
 
 
-def _raise_for_response(response: httpx.Response, content: bytes) -> None:
-    """Translate a non-2xx response into the `atp.errors` tree (see the module table)."""
-    status = response.status_code
-    if status < 400:
+def _raise_for_status(reply: Reply, content: bytes, max_retry_after_s: float) -> None:
+    """Translate a non-2xx reply into the `atp.errors` tree (see the module table)."""
+    status = reply.status
+    if status < 300:
         return
     name, message = _error_body(content)
     if status == 429:
-        retry_after_s = _parse_retry_after(response.headers)
+        retry_after_s = min(_parse_retry_after(reply.headers), max_retry_after_s)
         error = name or "RateLimitExceeded"
         raise RateLimited(message or error, status=status, error=error, retry_after_s=retry_after_s)
-    if status >= 500:
+    if status >= 500 or status == 408:
         raise UpstreamError(message or "server error", status=status, error=name or "InternalServerError")
     if name in _PERMANENT_BY_NAME:
         raise _PERMANENT_BY_NAME[name](message or name, status=status, error=name)
     if status == 404:
         raise RepoNotFound(message or "not found", status=status, error=name or "NotFound")
-    raise XrpcError(message or "request failed", status=status, error=name or "BadRequest")
-
-
-@contextmanager
-def _translate_transport_errors(url: str) -> Iterator[None]:
-    """Map httpx transport failures and timeouts to `UpstreamError`."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise UpstreamError(f"{url}: timed out", error="Timeout") from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamError(f"{url}: {type(exc).__name__}", error="Timeout") from exc
-    except (httpx.TransportError, httpx.TooManyRedirects) as exc:
-        raise UpstreamError(f"{url}: {type(exc).__name__}: {exc}", error="ConnectionError") from exc
+    if status < 400:  # a 3xx that is not a usable redirect
+        raise ResponseRejected(f"unexpected {status}", status=status, error="UnexpectedRedirect")
+    raise RequestRejected(message or "request failed", status=status, error=name or "BadRequest")
 
 
 class XrpcClient:
-    """Async XRPC client over one shared `httpx.AsyncClient` (owned unless one is passed in)."""
+    """Async XRPC client over one `HttpClient` (owned unless one is passed in)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         *,
+        policy: NetPolicy | None = None,
         timeout_s: float = 30.0,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         user_agent: str = "streamfill",
     ) -> None:
-        self._owned = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            headers={"user-agent": user_agent},
-            follow_redirects=False,
-        )
+        self._owned = http is None
+        self._http = http or HttpClient(policy, read_timeout_s=timeout_s, user_agent=user_agent)
+        self._timeout_s = timeout_s
+        self._max_retry_after_s = max_retry_after_s
 
     async def __aenter__(self) -> XrpcClient:
         return self
@@ -175,27 +193,25 @@ class XrpcClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying client if this object created it."""
+        """Close the HTTP client if this object created it."""
         if self._owned:
-            await self._client.aclose()
+            await self._http.aclose()
 
-    async def _get_json(self, url: str, params: dict[str, Any]) -> Any:
-        with _translate_transport_errors(url):
-            response = await self._client.get(url, params=params, follow_redirects=True)
-        _raise_for_response(response, response.content)
+    async def _get_json(self, url: str, params: dict[str, Any], max_bytes: int) -> Any:
+        deadline = Deadline.after(self._timeout_s)
+        reply, content = await self._http.get(url, params, max_bytes=max_bytes, deadline=deadline)
+        _raise_for_status(reply, content, self._max_retry_after_s)
         try:
-            return response.json()
-        except ValueError as exc:
-            raise UpstreamError(
-                f"{url}: not JSON", status=response.status_code, error="InvalidResponse"
-            ) from exc
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{url}: not JSON", status=reply.status, error="InvalidResponse") from exc
 
     async def list_repos(self, host: str, cursor: str | None = None, limit: int = 1000) -> ListReposPage:
         """Fetch one page of `com.atproto.sync.listRepos` (limit is clamped to 1..1000)."""
         params: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
         if cursor:
             params["cursor"] = cursor
-        body = await self._get_json(_xrpc_url(host, LIST_REPOS), params)
+        body = await self._get_json(_xrpc_url(host, LIST_REPOS), params, LIST_REPOS_MAX_BYTES)
         repos = body.get("repos") if isinstance(body, dict) else None
         if not isinstance(repos, list):
             raise UpstreamError("listRepos: missing repos array", status=200, error="InvalidResponse")
@@ -205,7 +221,7 @@ class XrpcClient:
 
     async def get_repo_status(self, url_or_host: str, did: str) -> RepoStatus:
         """Fetch `com.atproto.sync.getRepoStatus` for one DID."""
-        body = await self._get_json(_xrpc_url(url_or_host, GET_REPO_STATUS), {"did": did})
+        body = await self._get_json(_xrpc_url(url_or_host, GET_REPO_STATUS), {"did": did}, STATUS_MAX_BYTES)
         if not isinstance(body, dict) or "active" not in body:
             raise UpstreamError("getRepoStatus: missing active", status=200, error="InvalidResponse")
         known = {"did", "active", "status", "rev"}
@@ -226,70 +242,20 @@ class XrpcClient:
         max_bytes: int,
         timeout_s: float,
         since: str | None = None,
-        chunk_size: int = 64 * 1024,
+        min_bytes_per_s: float = DEFAULT_MIN_BYTES_PER_S,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream `com.atproto.sync.getRepo` as byte chunks, following redirects.
+        """Stream `com.atproto.sync.getRepo` as decoded byte chunks, following redirects.
 
-        `timeout_s` bounds the whole download (headers and body); `max_bytes` caps the body.
+        The headers must arrive within `timeout_s`; the whole download must end within
+        `timeout_s` plus one second per `min_bytes_per_s` bytes received (0: no extension), so a
+        large repo that keeps flowing reaches `max_bytes` (RepoTooLarge, permanent) instead of
+        timing out again on every retry.
         """
         url = _xrpc_url(url_or_host, GET_REPO)
         params = {"did": did} | ({"since": since} if since else {})
-        deadline = anyio.current_time() + timeout_s
-        request = self._client.build_request("GET", url, params=params)
-        with _translate_transport_errors(url):
-            with anyio.fail_after(timeout_s):
-                response = await self._client.send(request, stream=True, follow_redirects=True)
-        try:
-            await _check_repo_response(response, url, max_bytes, deadline)
-            yield _body_chunks(response, url, max_bytes, deadline, chunk_size)
-        finally:
-            await response.aclose()
-
-
-async def _check_repo_response(response: httpx.Response, url: str, max_bytes: int, deadline: float) -> None:
-    """Raise for an error status or a declared length above the cap, before streaming the body."""
-    if response.status_code >= 300:
-        with _translate_transport_errors(url):
-            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                content = await _read_capped(response, _MAX_ERROR_BODY)
-        _raise_for_response(response, content)
-        raise UpstreamError(f"{url}: unexpected {response.status_code}", status=response.status_code)
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise RepoTooLarge(
-            f"{declared} bytes > cap {max_bytes}", status=response.status_code, error="RepoTooLarge"
-        )
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in response.aiter_bytes():
-        buf += chunk
-        if len(buf) >= limit:
-            break
-    return bytes(buf)
-
-
-async def _body_chunks(
-    response: httpx.Response, url: str, max_bytes: int, deadline: float, chunk_size: int
-) -> AsyncIterator[bytes]:
-    """Yield body chunks, enforcing the byte cap and the overall deadline per read."""
-    received = 0
-    chunks = response.aiter_bytes(chunk_size).__aiter__()
-    while True:
-        remaining = deadline - anyio.current_time()
-        with _translate_transport_errors(url):
-            if remaining <= 0:
-                raise TimeoutError
-            # The cancel scope wraps one read only, never a yield to the caller.
-            with anyio.fail_after(remaining):
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
-        received += len(chunk)
-        if received > max_bytes:
-            raise RepoTooLarge(
-                f"body exceeds cap {max_bytes} bytes", status=response.status_code, error="RepoTooLarge"
-            )
-        yield chunk
+        deadline = Deadline.after(timeout_s, min_bytes_per_s=min_bytes_per_s)
+        async with self._http.open(url, params, deadline=deadline) as reply:
+            if reply.status >= 300:
+                content = await reply.read_error_body(_MAX_ERROR_BODY, deadline)
+                _raise_for_status(reply, content, self._max_retry_after_s)
+            yield reply.chunks(max_bytes, deadline, too_large=RepoTooLarge)

@@ -9,7 +9,13 @@ from typing import TypeVar
 
 import anyio
 
+from atp.netpolicy import NetPolicy
+
 T = TypeVar("T")
+
+# Devnets and test servers listen on loopback: tests that talk to them allow private hosts
+# (tests/atp_net/test_netpolicy.py checks the policy itself, on and off).
+LOOPBACK = NetPolicy(allow_private=True)
 
 
 async def wait_until(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from _support import LOOPBACK
 
 from atp.xrpc import XrpcClient
 from devnet import Devnet, DevnetConfig, FaultConfig
@@ -40,5 +41,5 @@ async def net(start_net: StartNet) -> Devnet:
 
 @pytest.fixture
 async def xrpc() -> AsyncIterator[XrpcClient]:
-    async with XrpcClient(timeout_s=5.0) as client:
+    async with XrpcClient(timeout_s=5.0, policy=LOOPBACK) as client:
         yield client

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from _support import LOOPBACK
 from aiohttp import web
 
 from atp.crypto import SigningKey
@@ -83,7 +84,7 @@ async def test_did_web_with_port_over_http(web_host: tuple[str, dict[str, object
     base, served = web_host
     did = "did:web:" + base.removeprefix("http://").replace(":", "%3A")
     served["doc"] = {"id": did, "alsoKnownAs": [], "verificationMethod": [], "service": []}
-    async with DidResolver(web_scheme="http") as resolver:
+    async with DidResolver(web_scheme="http", policy=LOOPBACK) as resolver:
         assert resolver.document_url(did) == base + "/.well-known/did.json"
         with pytest.raises(DidResolutionError) as info:
             await resolver.resolve(did)  # the document has no PDS: permanent
