@@ -18,6 +18,7 @@ from atp.errors import (
 )
 
 __all__ = [
+    "is_record_key",
     "validate_at_uri",
     "validate_cid",
     "validate_did",
@@ -69,10 +70,15 @@ def validate_nsid(text: str) -> None:
         raise InvalidNsid(f"invalid NSID: {text!r}")
 
 
+def is_record_key(text: str) -> bool:
+    """Whether `text` is a valid record key: 1-512 of `A-Za-z0-9._:~-`, not "." or ".."."""
+    return _RKEY.fullmatch(text) is not None and text != "." and text != ".."
+
+
 def validate_record_key(text: str) -> None:
     """Check record key syntax."""
-    if text in (".", "..") or not _RKEY.fullmatch(text):
-        raise InvalidRecordKey(f"invalid record key: {text!r}")
+    if not is_record_key(text):
+        raise InvalidRecordKey(f"invalid record key: {text[:600]!r}")
 
 
 def validate_tid(text: str) -> None:

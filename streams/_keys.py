@@ -55,6 +55,13 @@ class Keys:
         """Permanent, expected outcomes (e.g. repo taken down) an operator can list."""
         return self._k(f"{stream}:outcomes")
 
+    def backoff(self, stream_key: str, consumer: str) -> str:
+        """Hosts a consumer of `stream_key` is backing off from: a JSON string with a TTL."""
+        return f"{stream_key}:backoff:{consumer}"
+
+    def backoff_pattern(self, stream_key: str) -> str:
+        return f"{stream_key}:backoff:*"
+
     def audit(self) -> str:
         return self._k("audit")
 

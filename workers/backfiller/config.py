@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from atp.blocks import DEFAULT_MEMORY_BYTES
+from atp.xrpc import DEFAULT_MAX_RETRY_AFTER_S, DEFAULT_MIN_BYTES_PER_S
 from streams import default_consumer_name
 from workers.settings import (
     BOOL,
@@ -15,6 +16,7 @@ from workers.settings import (
     INT,
     NAME,
     Setting,
+    allow_private_hosts_setting,
     Spec,
     at_most,
     below,
@@ -58,6 +60,12 @@ class BackfillerConfig:
     metrics_port: int | None = None
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    # PDS endpoints, did:web hosts and redirects on non-public addresses are refused unless set.
+    allow_private_hosts: bool = False
+    # A 429's Retry-After above this is capped (one answer must not park a PDS for a day).
+    max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
+    # getRepo may run past http_timeout_s by one second per this many bytes received.
+    min_download_bytes_per_s: float = DEFAULT_MIN_BYTES_PER_S
 
 
 SPEC: Spec[BackfillerConfig] = Spec(
@@ -132,7 +140,7 @@ SPEC: Spec[BackfillerConfig] = Spec(
             "http_timeout_s",
             "BACKFILLER_HTTP_TIMEOUT_SECS",
             FLOAT,
-            "HTTP read timeout in seconds (connect: 10 s)",
+            "getRepo: per-read timeout and the base of the overall deadline, in seconds (connect: 10 s)",
             flag="--http-timeout-secs",
             minimum=1,
             maximum=3600,
@@ -182,7 +190,7 @@ SPEC: Spec[BackfillerConfig] = Spec(
             "max_repo_bytes",
             "BACKFILLER_MAX_REPO_BYTES",
             INT,
-            "larger CARs are refused",
+            "larger CARs (counted after content decoding) are dead-lettered at once (RepoTooLarge)",
             minimum=1024,
             maximum=2**40,
         ),
@@ -194,6 +202,26 @@ SPEC: Spec[BackfillerConfig] = Spec(
             minimum=0,
             maximum=2**40,
         ),
+        Setting(
+            "min_download_bytes_per_s",
+            "BACKFILLER_MIN_DOWNLOAD_BYTES_PER_SEC",
+            FLOAT,
+            "a getRepo may run past the HTTP timeout by one second per this many bytes received, so a "
+            "big repo that keeps flowing reaches the size cap instead of timing out (0: no extension)",
+            flag="--min-download-bytes-per-sec",
+            minimum=0,
+            maximum=2**40,
+        ),
+        Setting(
+            "max_retry_after_s",
+            "BACKFILLER_MAX_RETRY_AFTER_SECS",
+            FLOAT,
+            "a 429's Retry-After above this many seconds is capped (shown per host in `status`)",
+            flag="--max-retry-after-secs",
+            minimum=1,
+            maximum=86_400,
+        ),
+        allow_private_hosts_setting(),
         *process_settings(metrics_aliases=("BACKFILLER_METRICS_PORT",)),
     ),
     rules=(

@@ -2,20 +2,26 @@
 
 The job is acked only after every record event and the closing `repo` marker are in
 `firehose_backfill`; a redelivered job writes its events again, which the indexer makes harmless.
+A record whose key is not a valid record key (over 512 characters, or outside the charset) is
+not written: its event goes to `firehose_backfill:dlq` (reason `invalid-record-key`) and the rest
+of the repo is backfilled. A 429 puts the host in back-off, published for `streamfill status`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import msgspec
+import orjson
 import redis.asyncio as aioredis
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from opentelemetry import metrics
 
 from atp import (
@@ -32,6 +38,7 @@ from atp import (
 )
 from atp.did import validate_did
 from atp.repo import read_repo
+from atp.syntax import is_record_key
 from atp.xrpc import XrpcClient
 from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
 from schemas._messages import BACKFILL_SEQ
@@ -75,6 +82,7 @@ class BackfillHandler:
         self._xrpc = xrpc
         self._limiter = limiter
         self._out_stream = producer.config.stream
+        self._backoff_key = keys.backoff(keys.stream(config.backfill_stream), config.consumer)
         self.repos_done = 0
         self.records_written = 0
 
@@ -123,6 +131,7 @@ class BackfillHandler:
                 count = await self._download_and_write(job, identity.pds_endpoint, key)
         except RateLimited as exc:
             self._limiter.throttled(host, exc.retry_after_s or 5.0)
+            await self._publish_backoff()
             raise
         self.repos_done += 1
         self.records_written += count
@@ -134,27 +143,51 @@ class BackfillHandler:
 
     async def _download_and_write(self, job: RepoJob, pds: str, key: object) -> int:
         async with self._xrpc.get_repo(
-            pds, job.did, max_bytes=self._config.max_repo_bytes, timeout_s=self._config.http_timeout_s
+            pds,
+            job.did,
+            max_bytes=self._config.max_repo_bytes,
+            timeout_s=self._config.http_timeout_s,
+            min_bytes_per_s=self._config.min_download_bytes_per_s,
         ) as chunks:
             reader = await read_repo(
-                chunks, did=job.did, signing_key=key, memory_bytes=self._config.repo_memory_bytes  # type: ignore[arg-type]
+                chunks,
+                did=job.did,
+                signing_key=key,
+                memory_bytes=self._config.repo_memory_bytes,  # type: ignore[arg-type]
             )
-        # One batch is written while the next is built: decoding is CPU, XADD mostly waiting on
-        # Redis, so overlapping them keeps this process busy. Order is kept (one sender), and
-        # memory stays at two batches.
-        send, receive = anyio.create_memory_object_stream[list[dict[bytes, bytes]]](1)
+        invalid: list[dict[bytes, bytes]] = []
         try:
+            count = await self._write_records(job, reader, invalid)
+        finally:
+            reader.close()
+        if invalid:
+            await self._dead_letter_records(job, invalid)
+        return count
+
+    async def _write_records(self, job: RepoJob, reader: Any, invalid: list[dict[bytes, bytes]]) -> int:
+        """Write the repo's events batch by batch; the count of records written."""
+        counter = [0]
+        async with contextlib.aclosing(self._batches(job, reader, invalid, counter)) as batches:
+            first, last = await anext(batches)
+            if last:  # most repos fit in one batch: no writer task to start
+                await self._producer.send(first)
+                return counter[0]
+            # One batch is written while the next is built: decoding is CPU, XADD mostly waiting
+            # on Redis, so overlapping them keeps this process busy. Order is kept (one sender),
+            # and memory stays at two batches.
+            send, receive = anyio.create_memory_object_stream[list[dict[bytes, bytes]]](1)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sender, receive)
                 async with send:
-                    count = await self._build_batches(job, reader, send)
-        finally:
-            reader.close()
-        return count
+                    await send.send(first)
+                    async for batch, _ in batches:
+                        await send.send(batch)
+        return counter[0]
 
-    async def _build_batches(
-        self, job: RepoJob, reader: Any, send: MemoryObjectSendStream[list[dict[bytes, bytes]]]
-    ) -> int:
+    async def _batches(
+        self, job: RepoJob, reader: Any, invalid: list[dict[bytes, bytes]], counter: list[int]
+    ) -> AsyncIterator[tuple[list[dict[bytes, bytes]], bool]]:
+        """(batch, is the last) of encoded events; the `repo` marker ends the last batch."""
         rev = reader.commit.rev or ""
         stream, size = self._out_stream, self._config.batch_size
         batch: list[dict[bytes, bytes]] = []
@@ -169,20 +202,48 @@ class BackfillHandler:
                 cid=rec.cid,
                 record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
             )
+            if not is_record_key(rec.rkey):
+                invalid.append(encode_entry(stream, event))
+                continue
             batch.append(encode_entry(stream, event))
             count += 1
             if len(batch) >= size:
-                await send.send(batch)
+                yield batch, False
                 batch = []
+        counter[0] = count
         marker = RepoMarker(seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count)
         batch.append(encode_entry(stream, marker))
-        await send.send(batch)  # the marker goes last, after every record of the snapshot
-        return count
+        yield batch, True  # the marker goes last, after every record of the snapshot
 
     async def _sender(self, receive: MemoryObjectReceiveStream[list[dict[bytes, bytes]]]) -> None:
         async with receive:
             async for batch in receive:
                 await self._producer.send(batch)
+
+    async def _dead_letter_records(self, job: RepoJob, invalid: list[dict[bytes, bytes]]) -> None:
+        """Record events we refused to write, in the DLQ of the stream they were meant for."""
+        meta = {
+            b"reason": b"invalid-record-key",
+            b"error": b"record key is not 1-512 characters of A-Za-z0-9._:~-",
+            b"consumer": self._config.consumer.encode(),
+            b"attempts": b"1",
+            b"failed_at": f"{time.time():.3f}".encode(),
+            b"did": job.did.encode(),
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for fields in invalid:
+                pipe.xadd(f"{self._out_stream}:dlq", fields | meta)  # type: ignore[arg-type]
+            await pipe.execute()
+        log.warning("records with invalid keys dead-lettered", extra={"did": job.did, "count": len(invalid)})
+
+    async def _publish_backoff(self) -> None:
+        """Write this consumer's hosts in back-off where `streamfill status` reads them (with a TTL)."""
+        hosts = self._limiter.backing_off()
+        if not hosts:
+            await self._redis.delete(self._backoff_key)
+            return
+        ttl = max(1, math.ceil(max(h["until"] for h in hosts.values()) - time.time()))
+        await self._redis.set(self._backoff_key, orjson.dumps(hosts), ex=ttl)
 
     async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
         _outcome_counter().add(1, {"outcome": outcome})

@@ -94,6 +94,15 @@ class HostLimiter:
         state.throttled += 1
         state.blocked_until = max(state.blocked_until, time.monotonic() + retry_after_s)
 
+    def backing_off(self) -> dict[str, dict[str, float]]:
+        """Hosts in a 429 back-off now: `{host: {"until": Unix seconds, "throttled": 429s seen}}`."""
+        now, wall = time.monotonic(), time.time()
+        return {
+            h: {"until": round(wall + s.blocked_until - now, 3), "throttled": s.throttled}
+            for h, s in self._hosts.items()
+            if s.blocked_until > now
+        }
+
     def statistics(self) -> dict[str, dict[str, float]]:
         now = time.monotonic()
         return {

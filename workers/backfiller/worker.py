@@ -6,10 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import redis.asyncio as aioredis
 
 from atp.did import DidResolver
+from atp.http import HttpClient
+from atp.netpolicy import NetPolicy
 from atp.xrpc import XrpcClient
 from streams import Backoff, Consumer, ConsumerConfig, Keys, Producer, ProducerConfig
 from workers._identity import IdentityCache
@@ -30,11 +31,15 @@ class Backfiller:
 @contextlib.asynccontextmanager
 async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> AsyncIterator[Backfiller]:
     keys = Keys(config.prefix)
-    limits = httpx.Limits(max_connections=max(16, config.concurrency * 2), max_keepalive_connections=32)
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(config.http_timeout_s, connect=10.0), limits=limits, follow_redirects=False
+    # PDS endpoints, did:web hosts and redirects are data from the network: the policy checks
+    # them. The PLC directory is configuration, so it is trusted (a private mirror works).
+    policy = NetPolicy(allow_private=config.allow_private_hosts).trusting([config.plc_url])
+    # One pool per host (atp.http); the limiter decides how many of its connections are in use.
+    per_host = max(config.pds_concurrency, config.concurrency)
+    async with HttpClient(
+        policy, read_timeout_s=config.http_timeout_s, connections_per_host=per_host
     ) as http:
-        xrpc = XrpcClient(http)
+        xrpc = XrpcClient(http, timeout_s=config.http_timeout_s, max_retry_after_s=config.max_retry_after_s)
         resolver = DidResolver(http, plc_url=config.plc_url, web_scheme="https")
         producer = Producer(
             redis,

@@ -16,6 +16,7 @@ from workers.settings import (
     Setting,
     Spec,
     Values,
+    allow_private_hosts_setting,
     below,
     choice,
     process_settings,
@@ -48,6 +49,8 @@ class IngesterConfig:
     metrics_port: int | None = None
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    # did:web hosts and redirects on non-public addresses are refused unless set (devnets).
+    allow_private_hosts: bool = False
 
 
 def _has_hosts(v: Values) -> str | None:
@@ -171,6 +174,7 @@ SPEC: Spec[IngesterConfig] = Spec(
             minimum=1,
             maximum=1000,
         ),
+        allow_private_hosts_setting(),
         *process_settings(),
     ),
     rules=(

@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
 import redis.asyncio as aioredis
 
 from atp.did import DidResolver
+from atp.http import HttpClient
+from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_LABELS, SUBSCRIBE_REPOS, stream_url
 from atp.xrpc import XrpcClient
 from streams import Component, Keys, Producer, ProducerConfig
@@ -48,8 +49,12 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
             redis, ProducerConfig(keys.stream(stream), high_water=mark, low_water=config.low_water_mark)
         )
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
-        xrpc = XrpcClient(http)
+    # Relays, labelers and the PLC directory are configuration (trusted); did:web hosts and
+    # redirects come from the network and are checked by the policy (atp.netpolicy).
+    configured = [*config.relay_hosts, *config.labeler_hosts, config.plc_url]
+    policy = NetPolicy(allow_private=config.allow_private_hosts).trusting(configured)
+    async with HttpClient(policy, read_timeout_s=30.0) as http:
+        xrpc = XrpcClient(http, timeout_s=30.0)
         identities = None
         if config.verify_signatures:
             identities = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))

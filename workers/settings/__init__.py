@@ -6,7 +6,13 @@ Worker kinds declare a `Spec` next to their config dataclass (`workers/<kind>/co
 `workers._specs` collects them and is what commands call at start.
 """
 
-from workers.settings._common import DEFAULT_GRACE_S, consumer_settings, process_settings, redis_settings
+from workers.settings._common import (
+    DEFAULT_GRACE_S,
+    allow_private_hosts_setting,
+    consumer_settings,
+    process_settings,
+    redis_settings,
+)
 from workers.settings._declare import Retired, Rule, Setting, Spec, Values, at_most, below, differ
 from workers.settings._environ import refuse_retired, unknown_names
 from workers.settings._flags import add_flags, describe, positive_integer, positive_number
@@ -56,6 +62,7 @@ __all__ = [
     "Spec",
     "Values",
     "add_flags",
+    "allow_private_hosts_setting",
     "at_most",
     "below",
     "choice",

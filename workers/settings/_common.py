@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workers.settings._declare import Setting
-from workers.settings._kinds import FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL
+from workers.settings._kinds import BOOL, FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL
 
 # Deployments give a stopping worker 60 s (compose stop_grace_period, Kubernetes
 # terminationGracePeriodSeconds); the worker's own deadline ends well before its SIGKILL.
@@ -129,4 +129,15 @@ def consumer_settings(
             minimum=1,
             maximum=1000,
         ),
+    )
+
+
+def allow_private_hosts_setting() -> Setting:
+    """STREAMFILL_ALLOW_PRIVATE_HOSTS (field `allow_private_hosts`): the SSRF policy's switch."""
+    return Setting(
+        "allow_private_hosts",
+        "STREAMFILL_ALLOW_PRIVATE_HOSTS",
+        BOOL,
+        "accept PDS endpoints, did:web hosts (and their ports) and redirect targets on loopback, "
+        "private, link-local and other non-public addresses: only for a local devnet",
     )
