@@ -18,8 +18,9 @@ from atp import cbor
 from atp.car import read_car_bytes_raw
 from atp.cbor import CID, cid_str
 from atp.crypto import PublicKey
-from atp.errors import CommitError, FrameError, MissingBlockError
+from atp.errors import CommitError, FrameError, InvalidRecordKey, MissingBlockError
 from atp.repo import check_commit, parse_commit
+from atp.syntax import is_record_key
 
 __all__ = [
     "AccountFrame",
@@ -335,6 +336,8 @@ def _resolve(op: RepoOp, blocks: dict[bytes, bytes], too_big: bool) -> CommitOp:
     collection, _, rkey = op.path.partition("/")
     if not rkey:
         raise FrameError(f"op path {op.path!r} is not collection/rkey")
+    if not is_record_key(rkey):  # the whole commit is malformed: never index such a key
+        raise InvalidRecordKey(f"op path {op.path[:600]!r}: invalid record key")
     record = None
     if op.action != "delete":
         if op.cid is None:

@@ -3,6 +3,13 @@
 `subscribe` yields raw binary frames; decoding is `atp.frames`' job. An event stream never ends
 normally, so any close or network failure raises `UpstreamError` (transient): the caller
 reconnects with the last seq it processed as `cursor` and owns the backoff.
+
+Limits against a hostile or broken server: the handshake must finish within `open_timeout_s`;
+a frame above `max_frame_bytes` closes the connection (1009); at most `MAX_QUEUE` frames are
+buffered (memory <= MAX_QUEUE x max_frame_bytes); no compression (no inflate bomb); a server
+that stops answering pings within `ping_timeout_s` — for instance one dripping a frame byte by
+byte — is dropped. Redirects are not followed (relays and labelers are configured endpoints)
+and proxies from the environment are not used.
 """
 
 from __future__ import annotations
@@ -21,6 +28,15 @@ SUBSCRIBE_REPOS = "com.atproto.sync.subscribeRepos"
 SUBSCRIBE_LABELS = "com.atproto.label.subscribeLabels"
 # Relay #commit frames carry up to 2 MB of blocks; leave headroom for the envelope.
 DEFAULT_MAX_FRAME_BYTES = 5 * 1024 * 1024
+# Frames read ahead while the consumer is busy (relays send bursts): the library's default.
+MAX_QUEUE = 16
+
+
+class _NoRedirects(connect):
+    """`connect` that treats a redirect answer as a refused handshake."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 def stream_url(url_or_host: str, nsid: str = SUBSCRIBE_REPOS) -> str:
@@ -47,6 +63,8 @@ async def subscribe(
     cursor: int | None,
     open_timeout_s: float = 10.0,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ping_interval_s: float = 20.0,
+    ping_timeout_s: float = 20.0,
 ) -> AsyncIterator[bytes]:
     """Yield raw binary frames from the stream at `url` (resuming after `cursor` when given).
 
@@ -54,12 +72,16 @@ async def subscribe(
     """
     target = _with_cursor(stream_url(url), cursor)
     try:
-        async with connect(
+        async with _NoRedirects(
             target,
             open_timeout=open_timeout_s,
             max_size=max_frame_bytes,
-            # Relays send bursts; the library's default 16-frame read-ahead is fine, compression is not used.
+            max_queue=MAX_QUEUE,
             compression=None,
+            ping_interval=ping_interval_s,
+            ping_timeout=ping_timeout_s,
+            close_timeout=min(10.0, open_timeout_s),
+            proxy=None,
         ) as ws:
             async for message in ws:
                 if isinstance(message, str):

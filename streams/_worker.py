@@ -37,7 +37,8 @@ class Component(Protocol):
 class WorkerOptions:
     name: str
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    # Loopback unless the deployment says otherwise (METRICS_HOST; the container image: 0.0.0.0).
+    metrics_host: str = "127.0.0.1"
     watched_streams: tuple[str, ...] = ()
     stats_interval_s: float = 5.0
     grace_s: float | None = None  # after a signal, cancel what is still running after this long

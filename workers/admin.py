@@ -153,15 +153,41 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
 async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
     while True:
         infos = [await stream_info(redis, s) for s in await list_streams(redis, keys)]
+        backoffs = {i.stream: await host_backoffs(redis, keys, i.stream) for i in infos}
         if args.json:
-            print(json.dumps([i.to_json() for i in infos]), flush=True)
+            print(json.dumps([i.to_json() | {"host_backoff": backoffs[i.stream]} for i in infos]), flush=True)
         else:
-            text = render_status(infos, await skip_ledgers(redis, keys))
+            text = render_status(infos, await skip_ledgers(redis, keys), backoffs)
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:
             return 0
         await anyio.sleep(1)
+
+
+async def host_backoffs(redis: aioredis.Redis, keys: Keys, stream: str) -> list[dict[str, Any]]:
+    """Hosts the consumers of `stream` are backing off from after a 429 (what each published)."""
+    out: list[dict[str, Any]] = []
+    now = time.time()
+    async for key in redis.scan_iter(match=keys.backoff_pattern(stream), _type="string", count=500):
+        consumer = key.decode().rsplit(":backoff:", 1)[-1]
+        try:
+            hosts = json.loads(await redis.get(key) or b"{}")
+        except ValueError:
+            continue
+        for host, state in sorted(hosts.items()):
+            remaining = float(state.get("until", 0)) - now
+            if remaining > 0:
+                throttled = int(state.get("throttled", 0))
+                out.append(
+                    {
+                        "consumer": consumer,
+                        "host": host,
+                        "backoff_s": round(remaining, 1),
+                        "throttled": throttled,
+                    }
+                )
+    return out
 
 
 def _age(seconds: float | None) -> str:
@@ -173,7 +199,11 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.1f}s"
 
 
-def render_status(infos: list[StreamInfo], ledgers: dict[str, int] | None = None) -> str:
+def render_status(
+    infos: list[StreamInfo],
+    ledgers: dict[str, int] | None = None,
+    backoffs: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
     lines = [time.strftime("%Y-%m-%d %H:%M:%S") + "  streamfill status", ""]
     if not infos:
         lines.append("(no streams)")
@@ -190,6 +220,11 @@ def render_status(infos: list[StreamInfo], ledgers: dict[str, int] | None = None
             for c in g.consumers:
                 idle = _age(c.idle_ms / 1000)
                 lines.append(f"    consumer {c.name}  pending={c.pending}  idle={idle}")
+        lines.extend(
+            f"  backoff {b['host']}  {_age(b['backoff_s'])} left  "
+            f"(consumer {b['consumer']}, 429s seen: {b['throttled']})"
+            for b in (backoffs or {}).get(i.stream, ())
+        )
     for ledger, count in (ledgers or {}).items():
         if count:
             lines.append(f"{ledger}  {count} skipped range(s): streamfill ingester --retry-skipped")

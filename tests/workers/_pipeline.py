@@ -23,6 +23,7 @@ def ingester_config(redis_url: str, prefix: str, relay: str, **overrides: Any) -
         "plc_url": "",
         "recheck_interval_s": 3600,
         "list_limit": 10,
+        "allow_private_hosts": True,  # the devnet listens on loopback
     }
     return IngesterConfig(redis_url=redis_url, prefix=prefix, **(fields | overrides))
 
@@ -42,6 +43,7 @@ def backfiller_config(redis_url: str, prefix: str, plc_url: str, **overrides: An
         # backfiller tests then cover that path too.
         "repo_memory_bytes": 64 * 1024,
         "min_idle_ms": 30_000,
+        "allow_private_hosts": True,  # the devnet listens on loopback
     }
     return BackfillerConfig(redis_url=redis_url, prefix=prefix, plc_url=plc_url, **(fields | overrides))
 

@@ -50,6 +50,7 @@ async def run(config: BackfillerConfig) -> int:
         options = WorkerOptions(
             name=config.consumer,
             metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
             watched_streams=(worker.consumer.config.stream, worker.producer.config.stream),
             grace_s=config.grace_s,
         )

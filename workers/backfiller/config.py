@@ -16,8 +16,8 @@ from workers.settings import (
     INT,
     NAME,
     Setting,
-    allow_private_hosts_setting,
     Spec,
+    allow_private_hosts_setting,
     at_most,
     below,
     consumer_settings,
@@ -58,6 +58,7 @@ class BackfillerConfig:
     max_repo_bytes: int = DEFAULT_MAX_REPO_BYTES
     repo_memory_bytes: int = DEFAULT_MEMORY_BYTES
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
     # PDS endpoints, did:web hosts and redirects on non-public addresses are refused unless set.

@@ -35,6 +35,7 @@ from workers.demo.procs import Child, child_env
 from workers.demo.progress import Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
+from workers.settings import masked
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ async def _run(
         "INDEXER_MIN_IDLE_MS": "5000",
         "BACKFILLER_PDS_RPS": "200",
         "BACKFILLER_CONCURRENCY": "6",
+        # The devnet's PDS hosts listen on loopback, which the SSRF policy refuses by default.
+        "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",
     }
     _migrate(base_env, workdir)
     children = _children(base_env, workdir)
@@ -332,7 +335,8 @@ async def _keep(
     options: DemoOptions, devnet: dict[str, Any], redis_url: str, database_url: str, prefix: str
 ) -> None:
     print(
-        f"\n--keep: everything stays up. REDIS_URL={redis_url} DATABASE_URL={database_url} "
+        f"\n--keep: everything stays up. REDIS_URL={masked(redis_url)} "
+        f"DATABASE_URL={masked(database_url)} "
         f"STREAMFILL_PREFIX={prefix} relay={devnet['relay']}. Ctrl-C to stop.",
         file=sys.stderr,
     )

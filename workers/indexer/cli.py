@@ -76,6 +76,7 @@ async def run(config: IndexerConfig, database_url: str) -> int:
         options = WorkerOptions(
             name=config.consumer,
             metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
             watched_streams=tuple(c.config.stream for c in indexer.consumers),
             grace_s=config.grace_s,
         )

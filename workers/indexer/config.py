@@ -57,6 +57,7 @@ class IndexerConfig:
     batch_size: int = 500
     pool_max_size: int | None = None  # None: one connection per handler task
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
 

@@ -54,7 +54,11 @@ async def run(config: IngesterConfig) -> int:
         keys = Keys(config.prefix)
         watched = tuple(keys.stream(s) for s in ("repo_backfill", "firehose_live", "label_live"))
         options = WorkerOptions(
-            name="ingester", metrics_port=config.metrics_port, watched_streams=watched, grace_s=config.grace_s
+            name="ingester",
+            metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
+            watched_streams=watched,
+            grace_s=config.grace_s,
         )
         return await run_worker(redis, ingester.components, options)
 

@@ -47,6 +47,7 @@ class IngesterConfig:
     recheck_interval_s: float = 300.0
     list_limit: int = 1000
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
     # did:web hosts and redirects on non-public addresses are refused unless set (devnets).

@@ -143,7 +143,11 @@ async def _run(redis: aioredis.Redis, config: ReplayerConfig, components: list[C
     keys = Keys(config.prefix)
     watched = (keys.stream(config.stream), keys.stream(config.results_stream))
     options = WorkerOptions(
-        name=name, metrics_port=config.metrics_port, watched_streams=watched, grace_s=config.grace_s
+        name=name,
+        metrics_port=config.metrics_port,
+        metrics_host=config.metrics_host,
+        watched_streams=watched,
+        grace_s=config.grace_s,
     )
     return await run_worker(redis, components, options)
 

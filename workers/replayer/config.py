@@ -62,6 +62,7 @@ class ReplayerConfig:
     high_water: int = 20_000
     es_timeout_s: float = 30.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workers.settings._declare import Setting
-from workers.settings._kinds import BOOL, FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL
+from workers.settings._kinds import BOOL, FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL, TEXT
 
 # Deployments give a stopping worker 60 s (compose stop_grace_period, Kubernetes
 # terminationGracePeriodSeconds); the worker's own deadline ends well before its SIGKILL.
@@ -36,19 +36,25 @@ def redis_settings() -> tuple[Setting, ...]:
 
 
 def process_settings(*, metrics_aliases: tuple[str, ...] = ()) -> tuple[Setting, ...]:
-    """METRICS_PORT, STREAMFILL_LOG_LEVEL and STREAMFILL_GRACE_SECS (`metrics_port`, `log_level`,
-    `grace_s`)."""
+    """METRICS_PORT, METRICS_HOST, STREAMFILL_LOG_LEVEL and STREAMFILL_GRACE_SECS (`metrics_port`,
+    `metrics_host`, `log_level`, `grace_s`)."""
     return (
         Setting(
             "metrics_port",
             "METRICS_PORT",
             INT,
-            "serve /metrics, /healthz and /readyz on this port (all interfaces)",
+            "serve /metrics, /healthz and /readyz on this port (on METRICS_HOST)",
             aliases=metrics_aliases,
             minimum=1,
             maximum=65535,
             optional=True,
             shown_default="none: no HTTP server",
+        ),
+        Setting(
+            "metrics_host",
+            "METRICS_HOST",
+            TEXT,
+            "address /metrics listens on: loopback unless set (the container image sets 0.0.0.0)",
         ),
         Setting(
             "log_level",
