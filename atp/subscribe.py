@@ -8,8 +8,9 @@ Limits against a hostile or broken server: the handshake must finish within `ope
 a frame above `max_frame_bytes` closes the connection (1009); at most `MAX_QUEUE` frames are
 buffered (memory <= MAX_QUEUE x max_frame_bytes); no compression (no inflate bomb); a server
 that stops answering pings within `ping_timeout_s` — for instance one dripping a frame byte by
-byte — is dropped. Redirects are not followed (relays and labelers are configured endpoints)
-and proxies from the environment are not used.
+byte — is dropped (1011). A connection we close is gone within `ping_interval_s` plus the close
+timeout even if the server never answers our close frame. Redirects are not followed (relays
+and labelers are configured endpoints) and proxies from the environment are not used.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ async def subscribe(
             compression=None,
             ping_interval=ping_interval_s,
             ping_timeout=ping_timeout_s,
-            close_timeout=min(10.0, open_timeout_s),
+            close_timeout=min(10.0, ping_timeout_s),
             proxy=None,
         ) as ws:
             async for message in ws:
@@ -88,8 +89,10 @@ async def subscribe(
                     continue  # event streams are binary; text frames are not part of the protocol
                 yield message
     except ConnectionClosed as exc:
-        code = exc.rcvd.code if exc.rcvd else None
-        raise UpstreamError(f"{url}: closed ({code})", error="StreamClosed") from exc
+        # Who closed, and why: the server (its code), or we (1009: frame too big, 1011: no pong).
+        frame, who = (exc.rcvd, "by the server") if exc.rcvd else (exc.sent, "by us")
+        why = f"{frame.code} {frame.reason}".strip() if frame else "no close frame"
+        raise UpstreamError(f"{url}: closed {who} ({why})", error="StreamClosed") from exc
     except InvalidStatus as exc:
         status = exc.response.status_code
         raise UpstreamError(
