@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import ssl
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlencode, urljoin
@@ -145,9 +145,13 @@ class Reply:
         self._response = response
 
     async def chunks(
-        self, max_bytes: int, deadline: Deadline, *, too_large: type[XrpcError] = ResponseRejected
-    ) -> AsyncIterator[bytes]:
-        """Decoded body pieces; `too_large` once more than `max_bytes` were decoded."""
+        self, max_bytes: int, deadline: Deadline | None, *, too_large: type[XrpcError] = ResponseRejected
+    ) -> AsyncGenerator[bytes, None]:
+        """Decoded body pieces; `too_large` once more than `max_bytes` were decoded.
+
+        `deadline` is checked around every read; None leaves it to the caller, who must then hold
+        a cancel scope around the whole iteration (`read` does: one scope instead of one a read).
+        """
         decoder = _decoder(self.headers, self.status)
         declared = self.headers.get("content-length", "")
         if isinstance(decoder, _Identity) and declared.isdigit() and int(declared) > max_bytes:
@@ -156,16 +160,19 @@ class Reply:
         received = 0
         try:
             while True:
-                remaining = deadline.remaining(received)
                 with _translated(self.url):
-                    if remaining <= 0:
-                        raise TimeoutError
-                    # The cancel scope wraps one read only, never a yield to the caller.
-                    with anyio.fail_after(remaining):
-                        try:
+                    try:
+                        if deadline is None:
                             data = await anext(stream)
-                        except StopAsyncIteration:
-                            break
+                        else:
+                            remaining = deadline.remaining(received)
+                            if remaining <= 0:
+                                raise TimeoutError
+                            # The cancel scope wraps one read only, never a yield to the caller.
+                            with anyio.fail_after(remaining):
+                                data = await anext(stream)
+                    except StopAsyncIteration:
+                        break
                 for piece in decoder.feed(data):
                     received += len(piece)
                     if received > max_bytes:
@@ -182,16 +189,19 @@ class Reply:
 
     async def read(self, max_bytes: int, deadline: Deadline) -> bytes:
         """The whole decoded body, at most `max_bytes` (ResponseRejected beyond)."""
-        return b"".join([piece async for piece in self.chunks(max_bytes, deadline)])
+        with _translated(self.url), anyio.fail_after(max(0.0, deadline.remaining())):
+            return b"".join([piece async for piece in self.chunks(max_bytes, None)])
 
     async def read_error_body(self, limit: int, deadline: Deadline) -> bytes:
         """At most `limit` bytes of an error body; a body we cannot decode is just empty."""
         out = bytearray()
         try:
-            async for piece in self.chunks(1 << 62, deadline):
-                out += piece
-                if len(out) >= limit:
-                    break
+            with _translated(self.url), anyio.fail_after(max(0.0, deadline.remaining())):
+                async with aclosing(self.chunks(1 << 62, None)) as pieces:
+                    async for piece in pieces:
+                        out += piece
+                        if len(out) >= limit:
+                            break
         except (ResponseRejected, UpstreamError):
             return b""
         return bytes(out[:limit])

@@ -46,7 +46,7 @@ import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,4 +258,5 @@ class XrpcClient:
             if reply.status >= 300:
                 content = await reply.read_error_body(_MAX_ERROR_BODY, deadline)
                 _raise_for_status(reply, content, self._max_retry_after_s)
-            yield reply.chunks(max_bytes, deadline, too_large=RepoTooLarge)
+            async with aclosing(reply.chunks(max_bytes, deadline, too_large=RepoTooLarge)) as chunks:
+                yield chunks
