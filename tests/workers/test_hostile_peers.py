@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from _hostile import (
     GET_REPO,
+    LIST_REPOS,
     HostileServer,
     bomb,
     car_bomb,
@@ -172,6 +173,7 @@ async def test_hostile_peers_are_dead_lettered_and_the_worker_stays_small(
     # cap's worth (64 MiB) more than after one small repo, and spent seconds, not minutes, of CPU.
     grown = rss - baseline_rss
     assert grown < CAP, f"peak RSS grew {grown / MIB:.0f} MiB (from {baseline_rss / MIB:.0f} MiB)"
+    assert rss < 192 * MIB, f"peak RSS {rss / MIB:.0f} MiB"  # ~75 MiB after one small repo
     assert cpu - baseline_cpu < 10, f"{cpu - baseline_cpu:.1f} s of CPU for the hostile jobs"
 
 
@@ -213,3 +215,36 @@ def _status(redis_url: str, prefix: str) -> str:
     cmd = [sys.executable, "-m", "workers.cli", "status", "--redis-url", redis_url, "--prefix", prefix]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
     return out.stdout
+
+
+async def test_hostile_relay_floods_listrepos(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """`streamfill ingester` paging a relay that answers every listRepos with 200 MB."""
+    async with HostileServer() as relay:
+        relay.on(LIST_REPOS, flood(b'{"repos": [' + b" " * 65536, total=200 * MIB))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTER_", "STREAMFILL_"))}
+        env |= {
+            "REDIS_URL": redis_url,
+            "STREAMFILL_PREFIX": prefix,
+            "INGESTER_MODE": "backfill",
+            "INGESTER_RELAY_HOSTS": relay.base,  # configured, so trusted: the policy stays on
+            "INGESTER_MAX_CONSECUTIVE_ERRORS": "1000",
+        }
+        cmd = [sys.executable, "-m", "workers.cli", "ingester"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await wait_until(lambda: relay.hits[LIST_REPOS] >= 1, timeout=60, what="the first listRepos")
+            baseline_rss, baseline_cpu = _proc_stats(proc.pid)
+            await wait_until(lambda: relay.hits[LIST_REPOS] >= 5, timeout=60, what="four more floods")
+            rss, cpu = _proc_stats(proc.pid)
+            assert proc.poll() is None  # refused, backed off, asked again: still running
+        finally:
+            proc.kill()  # shutdown is not what this test is about
+            await anyio.to_thread.run_sync(lambda: proc.wait(30))
+    cursor = Keys(prefix).cursor("repo_backfill", relay.base.removeprefix("http://"))
+    assert not await redis_client.exists(cursor)  # nothing was taken from those answers
+    # An idle ingester is ~75 MiB; one of those bodies read whole would be 200 MB more.
+    grown = rss - baseline_rss
+    assert rss < 128 * MIB and grown < 32 * MIB, f"peak RSS {rss / MIB:.0f} MiB, grew {grown / MIB:.0f} MiB"
+    assert cpu - baseline_cpu < 10
