@@ -111,7 +111,8 @@ async def ours(redis: aioredis.Redis, config: Any, dids: list[str], passes: int)
         for start in range(0, len(dids), 500):
             async with redis.pipeline(transaction=False) as pipe:
                 for did in dids[start : start + 500]:
-                    pipe.xadd(stream, encode_entry("repo_backfill", RepoJob(did=did, host="bench")))  # type: ignore[arg-type]
+                    job = encode_entry("repo_backfill", RepoJob(did=did, host="bench"))
+                    pipe.xadd(stream, job)  # type: ignore[arg-type]  # bytes field names: redis-py's stubs say str
                 await pipe.execute()
         # A fresh worker per pass (a consumer run until idle stays stopped); the second pass finds
         # every DID document in the Redis identity cache, as another replica would.

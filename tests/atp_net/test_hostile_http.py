@@ -8,6 +8,7 @@ Python allocation); the worker process as a whole is measured in tests/workers/t
 from __future__ import annotations
 
 import email.utils
+import gzip
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,8 @@ from _hostile import (
     zeros_bomb,
 )
 from _support import LOOPBACK
+from aiohttp import web
+from multidict import CIMultiDict
 
 from atp.did import MAX_DOC_BYTES, DidResolver
 from atp.errors import (
@@ -101,8 +104,6 @@ async def test_codings_we_did_not_ask_for_are_refused(
 
 
 async def test_gzip_and_repeated_gzip_fields(evil: HostileServer, xrpc: XrpcClient) -> None:
-    import gzip
-
     body = gzip.compress(orjson.dumps({"repos": [{"did": DID}]}))
     evil.on(LIST_REPOS, raw_answer(body, {"Content-Encoding": "gzip", "Content-Type": "application/json"}))
     assert (await xrpc.list_repos(evil.base)).repos == [{"did": DID}]  # one layer: decoded
@@ -114,9 +115,6 @@ async def test_gzip_and_repeated_gzip_fields(evil: HostileServer, xrpc: XrpcClie
 
 
 def _two_coding_fields(body: bytes) -> Any:
-    from aiohttp import web
-    from multidict import CIMultiDict
-
     async def answer(request: web.Request) -> web.StreamResponse:
         headers = CIMultiDict([("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")])
         return web.Response(body=body, headers=headers)

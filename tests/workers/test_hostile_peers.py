@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -60,7 +60,7 @@ def _proc_stats(pid: int) -> tuple[int, float]:
 
 
 @pytest.fixture
-def backfiller_process(redis_url: str, prefix: str) -> Iterator[object]:
+def backfiller_process(redis_url: str, prefix: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(plc_url: str, *, allow_private: bool) -> subprocess.Popen[bytes]:
@@ -108,7 +108,10 @@ async def _dead(
 
 
 async def test_hostile_peers_are_dead_lettered_and_the_worker_stays_small(
-    redis_client: aioredis.Redis, redis_url: str, prefix: str, backfiller_process: object
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
+    backfiller_process: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     keys = Keys(prefix)
     key = SigningKey.generate("secp256k1", seed=b"hostile")
@@ -131,7 +134,7 @@ async def test_hostile_peers_are_dead_lettered_and_the_worker_stays_small(
         day = {"error": "RateLimitExceeded", "message": "come back tomorrow"}
         strict.on(GET_REPO, json_answer(day, status=429, headers={"Retry-After": "86400"}))
 
-        proc = backfiller_process(evil.base, allow_private=True)  # type: ignore[operator]
+        proc = backfiller_process(evil.base, allow_private=True)
         await _enqueue(redis_client, keys, good)
         await wait_until(lambda: _acked(redis_client, keys, 1), timeout=60, what="the good repo backfilled")
         baseline_rss, baseline_cpu = _proc_stats(proc.pid)
@@ -178,7 +181,7 @@ async def test_hostile_peers_are_dead_lettered_and_the_worker_stays_small(
 
 
 async def test_policy_on_refuses_pds_endpoints_on_private_addresses(
-    redis_client: aioredis.Redis, prefix: str, backfiller_process: object
+    redis_client: aioredis.Redis, prefix: str, backfiller_process: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     keys = Keys(prefix)
     key = SigningKey.generate("secp256k1", seed=b"ssrf")
@@ -187,7 +190,7 @@ async def test_policy_on_refuses_pds_endpoints_on_private_addresses(
         plc.on(f"/{inside}", json_answer(did_document(inside, pds.base, key)))
         plc.on(f"/{metadata}", json_answer(did_document(metadata, "http://169.254.169.254", key)))
         pds.on(GET_REPO, raw_answer(_car(inside, key, []), {}))
-        proc = backfiller_process(plc.base, allow_private=False)  # type: ignore[operator]
+        proc = backfiller_process(plc.base, allow_private=False)
         await _enqueue(redis_client, keys, inside, metadata)
         await wait_until(lambda: _acked(redis_client, keys, 2), timeout=60, what="both jobs settled")
         proc.send_signal(signal.SIGTERM)

@@ -232,6 +232,7 @@ class BackfillHandler:
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             for fields in invalid:
+                # redis-py's annotations want str field names; bytes are what it sends anyway.
                 pipe.xadd(f"{self._out_stream}:dlq", fields | meta)  # type: ignore[arg-type]
             await pipe.execute()
         log.warning("records with invalid keys dead-lettered", extra={"did": job.did, "count": len(invalid)})
