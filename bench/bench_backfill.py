@@ -67,7 +67,12 @@ async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
     try:
         did = await _huge_did(net)
         config = BackfillerConfig(
-            redis_url=url, prefix=prefix, plc_url=net["plc"], batch_size=BATCH, firehose_high_water=10 * HUGE
+            redis_url=url,
+            prefix=prefix,
+            plc_url=net["plc"],
+            batch_size=BATCH,
+            firehose_high_water=10 * HUGE,
+            allow_private_hosts=True,  # the devnet's PDS hosts are on loopback
         )
         async with build_backfiller(redis, config) as worker:
             job = Entry(

@@ -37,10 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import bench_redis_url, report
 from schemas import RepoJob, encode_entry
 from streams import Entry, Keys
+from workers.backfiller import BackfillerConfig
 from workers.backfiller.worker import build_backfiller
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "workers"))
-from _pipeline import backfiller_config
 
 REPOS = int(os.environ.get("BENCH_REPOS", "400"))
 BIG = int(os.environ.get("BENCH_BIG_RECORDS", "20000"))
@@ -154,9 +152,12 @@ async def main() -> None:
             await raw(list(urls.values()))  # warm-up: the devnet builds and caches every CAR
             rows = []
             for round_ in range(ROUNDS):
-                config = backfiller_config(
-                    url, f"br{os.getpid()}r{round_}", net["plc"], concurrency=CONCURRENCY, batch_size=500,
-                    max_retries=5, firehose_high_water=10**9, repo_memory_bytes=256 * 1024**2,
+                # Production defaults but for the devnet: its PDS hosts are on loopback, and one
+                # host serves 100 repos, so its politeness limits are raised.
+                config = BackfillerConfig(
+                    redis_url=url, prefix=f"br{os.getpid()}r{round_}", plc_url=net["plc"],
+                    concurrency=CONCURRENCY, pds_rps=1000.0, firehose_high_water=10**9,
+                    allow_private_hosts=True,
                 )  # fmt: skip
                 pair: dict[str, float] = {}
                 if round_ % 2:

@@ -1,5 +1,4 @@
-"""What an operator sees: where /metrics listens, bad security settings, URLs printed without
-their passwords."""
+"""What an operator sees: where /metrics listens, and a bad value of the SSRF switch."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import anyio
 import httpx
 import pytest
 from _support import wait_until
-
-from workers._env import redact_url
 
 pytestmark = pytest.mark.anyio
 
@@ -67,22 +64,8 @@ def test_a_bad_allow_private_hosts_value_exits_2(redis_url: str, command: str) -
         [sys.executable, "-m", "workers.cli", command], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        "streamfill: STREAMFILL_ALLOW_PRIVATE_HOSTS must be true or false, got 'maybe'"
-    ]
-
-
-def test_printed_urls_hide_passwords() -> None:
-    assert redact_url("redis://:hunter2@redis:6379/0") == "redis://:***@redis:6379/0"
+    [line] = out.stderr.strip().splitlines()  # one line naming the setting and the value
     assert (
-        redact_url("rediss://default:hunter2@cache.example:6380") == "rediss://default:***@cache.example:6380"
-    )
-    assert (
-        redact_url("postgresql://app:p%40ss@db/app?sslmode=require")
-        == "postgresql://app:***@db/app?sslmode=require"
-    )
-    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
-    assert (
-        redact_url("postgresql://postgres@127.0.0.1:5432/postgres")
-        == "postgresql://postgres@127.0.0.1:5432/postgres"
+        line.startswith("streamfill: STREAMFILL_ALLOW_PRIVATE_HOSTS must be true or false")
+        and "'maybe'" in line
     )

@@ -120,6 +120,7 @@ async def test_backfiller(tmp_path: Path, redis_url: str, redis_client: aioredis
             "REDIS_URL": redis_url,
             "STREAMFILL_PREFIX": prefix,
             "PLC_URL": net.plc_url,
+            "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",  # the devnet's PDS hosts are on loopback
         }
 
         async def working() -> bool:
