@@ -7,18 +7,17 @@ A key lives on the layer given by the number of leading zero 2-bit chunks of sha
 child of a layer-h node is a layer h-1 node (possibly one with no entries, only `l`).
 
 Internally CIDs are binary (`bytes`); the `str` variants exist for callers that hold CID strings.
+Walking an untrusted tree checks it against the spec's rules as it goes (atp.mstwalk).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-import libipld
 
 from atp.cbor import CID, DAG_CBOR_SHA256_PREFIX, cid_str, encode_head, encode_link
-from atp.errors import CborError, MissingBlockError, MstError
+from atp.errors import MstError
+from atp.mstwalk import MstWalker
 
 __all__ = ["build", "build_raw", "key_height", "walk", "walk_raw"]
 
@@ -35,80 +34,29 @@ def key_height(key: str | bytes) -> int:
 # ---------------------------------------------------------------------------------------- walk
 
 
-def _load_node(get_block: GetBlock, cid: bytes) -> tuple[bytes | None, list[Any]]:
-    """Fetch and decode one node, checking its shape."""
-    try:
-        data = get_block(cid)
-    except KeyError:
-        data = None
-    if data is None:
-        raise MissingBlockError(f"MST node {cid_str(cid)} is missing", cid_str(cid))
-    try:
-        node = libipld.decode_dag_cbor(data)
-    except (ValueError, RecursionError) as exc:
-        raise CborError(f"MST node {cid_str(cid)} is not DAG-CBOR: {exc}") from None
-    if not isinstance(node, dict) or not isinstance(entries := node.get("e"), list):
-        raise MstError(f"MST node {cid_str(cid)} has no entry list")
-    left = node.get("l")
-    if left is not None and not isinstance(left, bytes):
-        raise MstError(f"MST node {cid_str(cid)} has a bad left link")
-    return left, entries
-
-
-def _expand(entries: list[Any]) -> list[tuple[bytes, bytes, bytes | None]]:
-    """Expand a node's prefix-compressed entries to (full key, value CID, right subtree CID)."""
-    out = []
-    previous = b""
-    try:
-        for entry in entries:
-            p, k, v, t = entry["p"], entry["k"], entry["v"], entry["t"]
-            if p > len(previous) or p < 0 or k.__class__ is not bytes or v.__class__ is not bytes:
-                raise MstError(f"malformed MST entry {entry!r} after key {previous!r}")
-            if t is not None and t.__class__ is not bytes:
-                raise MstError(f"malformed MST subtree link {t!r}")
-            previous = previous[:p] + k
-            out.append((previous, v, t))
-    except (KeyError, TypeError):
-        raise MstError(f"malformed MST entry in {entries!r:.200}") from None
-    return out
-
-
 def walk_raw(get_block: GetBlock, root: bytes) -> Iterator[tuple[str, bytes]]:
-    """Yield (key, binary record CID) in key order; get_block maps binary CID -> bytes or None."""
-    # Iterative, one frame per open node: [expanded entries, next index]. The per-record cost
-    # then does not grow with the depth of the tree.
-    stack: list[list[Any]] = []
-    last = b""
-    pending: bytes | None = root
-    while True:
-        if pending is not None:
-            left, entries = _load_node(get_block, pending)
-            stack.append([_expand(entries), 0])
-            pending = left
-            continue
-        if not stack:
-            return
-        frame = stack[-1]
-        expanded, index = frame
-        if index == len(expanded):
-            stack.pop()
-            continue
-        frame[1] = index + 1
-        key, value, pending = expanded[index]
-        if key <= last and last:
-            raise MstError(f"MST keys out of order: {key!r} after {last!r}")
-        last = key
-        try:
-            yield key.decode(), value
-        except UnicodeDecodeError:
-            raise MstError(f"MST key is not UTF-8: {key!r}") from None
+    """Yield (key, binary record CID) in key order, checking the tree (atp.mstwalk)."""
+    walker = MstWalker(get_block, root)
+    more = True
+    while more:
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        more = walker.step(keys, values, 1000)
+        for key, value in zip(keys, values, strict=True):
+            try:
+                yield key.decode(), value
+            except UnicodeDecodeError:
+                raise MstError(f"MST key is not UTF-8: {key!r}") from None
 
 
 def walk(get_block: Callable[[str], bytes], root: str) -> Iterator[tuple[str, str]]:
     """Yield (key, record CID) in key order from the tree at `root` (CID strings)."""
 
     def by_raw(cid: bytes) -> bytes | None:
-        return get_block(cid_str(cid))
+        try:
+            return get_block(cid_str(cid))
+        except KeyError:
+            return None
 
     for key, value in walk_raw(by_raw, CID.from_str(root)):
         yield key, cid_str(value)

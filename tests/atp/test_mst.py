@@ -78,7 +78,8 @@ def test_walk_refuses_bad_prefix() -> None:
 
 def test_walk_reports_missing_subtree() -> None:
     missing = CID.from_str(cid_for(b"absent"))
-    root, blocks = _node([], left=missing)
+    key = next(k for k in (f"a/{i}".encode() for i in range(100)) if mst.key_height(k) == 1)
+    root, blocks = _node([{"p": 0, "k": key, "v": CID.from_str(cid_for(b"x")), "t": None}], left=missing)
     with pytest.raises(MissingBlockError) as info:
         list(mst.walk(blocks.__getitem__, root))
     assert info.value.cid == cid_str(missing)
