@@ -1,21 +1,37 @@
-"""A block store for reading one repo: in memory up to a budget, then spilled to a temporary file.
+"""A block store for reading one repo: in memory up to a budget, then in a temporary SQLite file.
 
 getRepo emits blocks in no particular order and the MST walk needs random access to all of them,
-so a reader must keep every block until the walk is done. Below `memory_bytes` they stay in a dict
-(the fast path: `get` is the dict's own); beyond it, block bytes go to an unlinked temporary file
-and only their CID, offset and length stay in memory (about 120 bytes per block), so a repo of
-several GB is read with a bounded amount of memory.
+so a reader must keep every block until the walk is done. The budget counts everything a block
+costs in memory, not just its bytes: the CID key, the bytes object's header, the dict slot
+(`BLOCK_OVERHEAD` per block, measured). Below the budget blocks stay in a dict (the fast path:
+`get` is the dict's own); beyond it, further blocks go to an unlinked temporary SQLite database
+whose page cache is bounded (`SPILL_CACHE_BYTES`), so keys and indexes of spilled blocks live on
+disk too. A repo of several GB, or a CAR of millions of tiny blocks, is read in bounded memory:
+at most the budget plus the cache, whatever its size or shape.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from typing import cast
 
-# 256 MiB of block bytes in memory per repo being read: the largest real repos are a few hundred
-# MB, most are far below; a backfiller reads `concurrency` repos at once.
+# 256 MiB per repo being read: the largest real repos are a few hundred MB, most far below; a
+# backfiller reads `concurrency` repos at once.
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
+# What a block costs in memory beyond its bytes, counted against the budget: a 36-byte CID key
+# (72 B with its object header), the data's bytes header (33 B, rounded up), the dict's entry and
+# index slots at their fill factor. Measured (tracemalloc, tests/atp/test_blocks.py) at 98-158 B
+# per block, the peak while the dict grows; counted generously so the budget is an upper bound.
+BLOCK_OVERHEAD = 192
+# SQLite's page cache for spilled blocks: the only memory they use (pages beyond it are read back
+# from the file, which the OS caches outside this process).
+SPILL_CACHE_BYTES = 4 * 1024 * 1024
+
+Lookup = Callable[[bytes], "bytes | None"]
 
 
 class BlockStore:
@@ -24,30 +40,70 @@ class BlockStore:
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY_BYTES, spill_dir: str | None = None) -> None:
         self._memory: dict[bytes, bytes] = {}
         self._budget = memory_bytes
-        self._in_memory = 0
+        self._accounted = 0
         self._spill_dir = spill_dir
-        self._file: int | None = None
-        self._end = 0
-        self._index: dict[bytes, tuple[int, int]] = {}
-        self.get: Callable[[bytes], bytes | None] = self._memory.get
+        self._db: sqlite3.Connection | None = None
+        self._spilled_count = 0
+        self.get: Lookup = self._memory.get
 
-    def update(self, blocks: Iterable[tuple[bytes, bytes]]) -> None:
-        """Add blocks (a later block with the same CID has the same bytes: it is ignored)."""
-        if self._file is not None:
-            self._append(blocks)
-            return
-        items = blocks if isinstance(blocks, list) else list(blocks)
-        self._in_memory += sum([len(data) for _, data in items])
-        self._memory.update(items)
-        if self._in_memory > self._budget:
-            self._spill()
+    @property
+    def memory_bytes(self) -> int:
+        """What the blocks held in memory are accounted at (bytes plus per-block overhead)."""
+        return self._accounted
 
     @property
     def spilled(self) -> bool:
-        return self._file is not None
+        return self._db is not None
+
+    def add(self, cids: Sequence[bytes], datas: Sequence[bytes], nbytes: int) -> None:
+        """Add blocks (`nbytes` = their total length); a later copy of a CID is ignored."""
+        if self._db is not None:
+            self._insert(cids, datas)
+            return
+        cost = nbytes + BLOCK_OVERHEAD * len(cids)
+        if self._accounted + cost <= self._budget:
+            self._memory.update(zip(cids, datas, strict=True))
+            self._accounted += cost
+            return
+        # Keep in memory what still fits, then spill the rest (and every later block).
+        costs = accumulate(len(d) + BLOCK_OVERHEAD for d in datas)
+        fits = sum(1 for c in costs if self._accounted + c <= self._budget)
+        self._memory.update(zip(cids[:fits], datas[:fits], strict=True))
+        self._accounted += sum(len(d) for d in datas[:fits]) + BLOCK_OVERHEAD * fits
+        self._open_spill()
+        self._insert(cids[fits:], datas[fits:])
+
+    def update(self, blocks: Sequence[tuple[bytes, bytes]]) -> None:
+        """Add (CID, bytes) pairs."""
+        cids = [cid for cid, _ in blocks]
+        datas = [data for _, data in blocks]
+        self.add(cids, datas, sum(map(len, datas)))
+
+    def get_many(self, cids: Sequence[bytes], max_bytes: int) -> list[bytes | None]:
+        """Blocks of a prefix of `cids` (at least one) whose total size stays within `max_bytes`."""
+        if self._db is None:
+            found = list(map(self._memory.get, cids))
+            if None in found:
+                return found[: found.index(None) + 1]
+            datas = cast(list[bytes], found)
+            if sum(map(len, datas)) <= max_bytes:
+                return found
+            sizes = accumulate(map(len, datas))
+            return found[: max(1, sum(1 for s in sizes if s <= max_bytes))]
+        out: list[bytes | None] = []
+        total = 0
+        for cid in cids:
+            data = self.get(cid)
+            out.append(data)
+            if data is None:
+                break
+            total += len(data)
+            if total >= max_bytes:
+                break
+        return out
 
     def __len__(self) -> int:
-        return len(self._memory) + len(self._index)
+        return len(self._memory) + self._spilled_count
 
     def __getitem__(self, cid: bytes) -> bytes:
         data = self.get(cid)
@@ -56,51 +112,58 @@ class BlockStore:
         return data
 
     def __contains__(self, cid: object) -> bool:
-        return cid in self._memory or cid in self._index
+        return isinstance(cid, bytes) and self.get(cid) is not None
 
     def close(self) -> None:
-        """Release the temporary file (also done when the store is garbage collected)."""
-        if self._file is not None:
-            os.close(self._file)
-            self._file = None
-        self._index.clear()
+        """Release memory and the temporary file (also done when the store is garbage collected)."""
+        self._memory.clear()
+        self._accounted = 0
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self._spilled_count = 0
+        self.get = self._memory.get
 
     def __del__(self) -> None:
-        self.close()
+        if self._db is not None:
+            self._db.close()
 
-    def _spill(self) -> None:
-        fd, path = tempfile.mkstemp(prefix="streamfill-repo-", dir=self._spill_dir)
-        os.unlink(path)  # gone from the directory at once; the space is freed when fd closes
-        self._file = fd
-        memory, self._memory = self._memory, {}
-        self._append(memory.items())
-        self._in_memory = 0
-        self.get = self._get_spilled
+    def _open_spill(self) -> None:
+        fd, path = tempfile.mkstemp(prefix="streamfill-repo-", suffix=".sqlite", dir=self._spill_dir)
+        os.close(fd)
+        # check_same_thread=False: a reader may be walked from a worker thread; one at a time.
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        os.unlink(path)  # gone from the directory at once; the space is freed when the connection closes
+        for pragma in (
+            "journal_mode=OFF",  # a scratch file: no rollback, no durability needed
+            "synchronous=OFF",
+            "locking_mode=EXCLUSIVE",
+            "temp_store=FILE",
+            f"cache_size=-{SPILL_CACHE_BYTES // 1024}",
+        ):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute("CREATE TABLE block (cid BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+        self._db = db
+        memory = self._memory
+        select = "SELECT data FROM block WHERE cid = ?"
 
-    def _append(self, blocks: Iterable[tuple[bytes, bytes]]) -> None:
-        assert self._file is not None
-        index = self._index
-        parts: list[bytes] = []
-        offset = self._end
-        for cid, data in blocks:
-            if cid in index:
-                continue
-            index[cid] = (offset, len(data))
-            parts.append(data)
-            offset += len(data)
-        if parts:
-            _write_all(self._file, b"".join(parts), self._end)
-            self._end = offset
+        def get(cid: bytes) -> bytes | None:
+            data = memory.get(cid)
+            if data is not None:
+                return data
+            row = db.execute(select, (cid,)).fetchone()
+            return None if row is None else cast(bytes, row[0])
 
-    def _get_spilled(self, cid: bytes) -> bytes | None:
-        where = self._index.get(cid)
-        if where is None or self._file is None:
-            return None
-        return os.pread(self._file, where[1], where[0])
+        self.get = get
 
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+    def _insert(self, cids: Sequence[bytes], datas: Sequence[bytes]) -> None:
+        assert self._db is not None
+        memory = self._memory
+        rows = [(c, d) for c, d in zip(cids, datas, strict=True) if c not in memory]
+        if not rows:
+            return
+        before = self._db.total_changes
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR IGNORE INTO block (cid, data) VALUES (?, ?)", rows)
+        self._db.execute("COMMIT")
+        self._spilled_count += self._db.total_changes - before

@@ -47,6 +47,7 @@ MAX_HEADER_BYTES = 64 * 1024
 # atproto blocks are limited to ~1 MB (records, MST nodes); a larger section is corrupt or hostile.
 MAX_SECTION_BYTES = 8 * 1024 * 1024
 _SHA256_PREFIXES = (DAG_CBOR_SHA256_PREFIX, RAW_SHA256_PREFIX)
+_SHA256 = hashlib.sha256()
 
 Block = tuple[bytes, bytes]
 
@@ -118,9 +119,9 @@ def _unsupported(buf: bytes, pos: int) -> CarUnsupportedCidError:
 
 
 class _Sections:
-    """Incremental section parser: feed bytes, get the complete blocks back."""
+    """Incremental section parser: feed bytes; the blocks completed so far gather in columns."""
 
-    __slots__ = ("buf", "header", "need", "offset", "pending", "strict")
+    __slots__ = ("buf", "cids", "datas", "header", "nbytes", "need", "offset", "pending", "strict")
 
     def __init__(self, *, strict: bool) -> None:
         self.strict = strict
@@ -129,14 +130,23 @@ class _Sections:
         self.need = 0
         self.offset = 0  # file offset of buf[0], for error messages
         self.header: CarHeader | None = None
+        self.cids: list[bytes] = []
+        self.datas: list[bytes] = []
+        self.nbytes = 0  # total length of `datas`
 
-    def feed(self, chunk: bytes) -> list[Block]:
-        """Add input; return the blocks completed by it."""
+    def take(self) -> tuple[list[bytes], list[bytes], int]:
+        """Return the blocks gathered since the last call: (CIDs, block bytes, their total length)."""
+        out = self.cids, self.datas, self.nbytes
+        self.cids, self.datas, self.nbytes = [], [], 0
+        return out
+
+    def feed(self, chunk: bytes) -> None:
+        """Add input; complete blocks are appended to the columns."""
         if self.need:
             self.pending.append(chunk)
             self.need -= len(chunk)
             if self.need > 0:
-                return []
+                return
             self.need = 0
             chunk = b"".join(self.pending)
             self.pending = []
@@ -144,12 +154,10 @@ class _Sections:
         pos = self._header(buf) if self.header is None else 0
         if pos < 0:
             self.buf = buf
-            return []
-        blocks: list[Block] = []
-        pos = self._sections(buf, pos, blocks)
+            return
+        pos = self._sections(buf, pos) if self.strict else self._generic_sections(buf, pos)
         self.offset += pos
         self.buf = buf[pos:]
-        return blocks
 
     def _header(self, buf: bytes) -> int:
         """Parse the header if complete; return the position after it or -1."""
@@ -163,12 +171,24 @@ class _Sections:
         self.header = _parse_header(buf[pos : pos + length], strict=self.strict)
         return pos + length
 
-    def _sections(self, buf: bytes, pos: int, out: list[Block]) -> int:
-        """Parse every complete section in buf from pos; return where parsing stopped."""
+    def _length(self, buf: bytes, pos: int) -> tuple[int, int]:
+        """Decode a section length of 3+ varint bytes at pos: (length, start), (-1, pos) if incomplete."""
+        length, start = _uvarint(buf, pos)
+        if length == 0:
+            raise CarZeroLengthSectionError(f"zero-length section at offset {self.offset + pos}")
+        if length > MAX_SECTION_BYTES:
+            raise CarTooLargeError(f"section of {length} bytes exceeds {MAX_SECTION_BYTES}")
+        return length, start
+
+    def _sections(self, buf: bytes, pos: int) -> int:
+        """Parse and verify every complete section in buf from pos; return where parsing stopped."""
+        # The loop that runs once per block of every repo read: its calls are hoisted into locals,
+        # and the sha-256 state is copied from a prepared one (cheaper than a new OpenSSL context).
         end_all = len(buf)
-        strict = self.strict
-        sha256 = hashlib.sha256
-        append = out.append
+        new_hash = _SHA256.copy
+        add_cid = self.cids.append
+        add_data = self.datas.append
+        nbytes = 0
         while pos < end_all:
             length = buf[pos]
             if length < 0x80:
@@ -177,33 +197,62 @@ class _Sections:
                 length = (length & 0x7F) | (buf[pos + 1] << 7)
                 start = pos + 2
             else:
-                length, start = _uvarint(buf, pos)
+                length, start = self._length(buf, pos)
                 if length < 0:
-                    return pos
+                    break
+            if length < 36:  # also a zero length: an atproto section holds a 36-byte CID at least
+                raise self._short(buf, pos, start, length)
+            end = start + length
+            if end > end_all:
+                self._wait_for(end - end_all)
+                break
+            if not buf.startswith(_SHA256_PREFIXES, start):
+                raise _unsupported(buf, start)
+            data = buf[start + 36 : end]
+            digest = new_hash()
+            digest.update(data)
+            # startswith compares in place: no slice is allocated for the expected digest.
+            if not buf.startswith(digest.digest(), start + 4):
+                raise CarBlockMismatchError(f"block {cid_str(buf[start : start + 36])} does not match")
+            add_cid(buf[start : start + 36])
+            add_data(data)
+            nbytes += length - 36
+            pos = end
+        self.nbytes += nbytes
+        return pos
+
+    def _short(self, buf: bytes, pos: int, start: int, length: int) -> CarError:
+        """The error for a strict-mode section too short to hold an atproto CID."""
+        if length == 0:
+            return CarZeroLengthSectionError(f"zero-length section at offset {self.offset + pos}")
+        if start + length > len(buf):
+            return CarTruncatedError(f"section at offset {self.offset + pos} is cut short")
+        return _unsupported(buf, start)
+
+    def _generic_sections(self, buf: bytes, pos: int) -> int:
+        """Framing only (`verify=False`): split sections with any CID, hash nothing."""
+        end_all = len(buf)
+        while pos < end_all:
+            length, start = _uvarint(buf, pos)
+            if length < 0:
+                break
             if length == 0:
                 raise CarZeroLengthSectionError(f"zero-length section at offset {self.offset + pos}")
             end = start + length
             if end > end_all:
-                self._wait_for(length, end - end_all)
-                return pos
-            if strict and buf.startswith(_SHA256_PREFIXES, start) and length >= 36:
-                data = buf[start + 36 : end]
-                # startswith compares in place: no slice is allocated for the expected digest.
-                if not buf.startswith(sha256(data).digest(), start + 4):
-                    raise CarBlockMismatchError(f"block {cid_str(buf[start : start + 36])} does not match")
-                append((buf[start : start + 36], data))
-            elif strict:
-                raise _unsupported(buf, start)
-            else:
-                cid_len = _generic_cid_len(buf, start, end)
-                append((buf[start : start + cid_len], buf[start + cid_len : end]))
+                if length > MAX_SECTION_BYTES:
+                    raise CarTooLargeError(f"section of {length} bytes exceeds {MAX_SECTION_BYTES}")
+                self._wait_for(end - end_all)
+                break
+            cid_len = _generic_cid_len(buf, start, end)
+            self.cids.append(buf[start : start + cid_len])
+            self.datas.append(buf[start + cid_len : end])
+            self.nbytes += end - start - cid_len
             pos = end
         return pos
 
-    def _wait_for(self, length: int, missing: int) -> None:
-        """Refuse absurd sections, and gather a long one's chunks before joining them once."""
-        if length > MAX_SECTION_BYTES:
-            raise CarTooLargeError(f"section of {length} bytes exceeds {MAX_SECTION_BYTES}")
+    def _wait_for(self, missing: int) -> None:
+        """Gather a long section's chunks before joining them once."""
         if missing > 64 * 1024:
             self.need = missing
 
@@ -218,33 +267,37 @@ class _Sections:
 class CarReader:
     """A CAR being read from an async byte source; the header is already parsed."""
 
-    def __init__(self, header: CarHeader, parser: _Sections, first: list[Block], rest: AsyncIterator[bytes],
+    def __init__(self, header: CarHeader, parser: _Sections, rest: AsyncIterator[bytes],
                  max_bytes: int | None, seen: int) -> None:  # fmt: skip
         self.header = header
         self._parser = parser
-        self._first = first
         self._source = rest
         self._max_bytes = max_bytes
         self.bytes_read = seen
 
-    async def batches(self) -> AsyncIterator[list[Block]]:
-        """Yield lists of (binary CID, block bytes) in file order; raises CarError subclasses."""
-        if self._first:
-            yield self._first
-            self._first = []
+    async def columns(self) -> AsyncIterator[tuple[list[bytes], list[bytes], int]]:
+        """Yield (binary CIDs, block bytes, their total length) in file order; raises CarError subclasses."""
+        parser = self._parser
+        if parser.cids:
+            yield parser.take()
         async for chunk in self._source:
             self.bytes_read += len(chunk)
             if self._max_bytes is not None and self.bytes_read > self._max_bytes:
                 raise CarTooLargeError(f"CAR exceeds {self._max_bytes} bytes")
-            blocks = self._parser.feed(chunk)
-            if blocks:
-                yield blocks
-        self._parser.finish()
+            parser.feed(chunk)
+            if parser.cids:
+                yield parser.take()
+        parser.finish()
+
+    async def batches(self) -> AsyncIterator[list[Block]]:
+        """Yield lists of (binary CID, block bytes) in file order; raises CarError subclasses."""
+        async for cids, datas, _ in self.columns():
+            yield list(zip(cids, datas, strict=True))
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
         """Yield (CID string, block bytes) one at a time (convenient, slower than batches)."""
-        async for batch in self.batches():
-            for cid, data in batch:
+        async for cids, datas, _ in self.columns():
+            for cid, data in zip(cids, datas, strict=True):
                 yield cid_str(cid), data
 
 
@@ -254,14 +307,13 @@ async def read_car(
     """Start reading a CAR from an async byte source: parse the header, return the reader."""
     parser = _Sections(strict=verify)
     seen = 0
-    blocks: list[Block] = []
     async for chunk in source:
         seen += len(chunk)
         if max_bytes is not None and seen > max_bytes:
             raise CarTooLargeError(f"CAR exceeds {max_bytes} bytes")
-        blocks = parser.feed(chunk)
+        parser.feed(chunk)
         if parser.header is not None:
-            return CarReader(parser.header, parser, blocks, source, max_bytes, seen)
+            return CarReader(parser.header, parser, source, max_bytes, seen)
     parser.finish()
     raise CarTruncatedError("empty input")  # unreachable: finish() raises without a header
 
@@ -269,10 +321,10 @@ async def read_car(
 def read_car_bytes_raw(data: bytes, *, verify: bool = True) -> tuple[CarHeader, dict[bytes, bytes]]:
     """Read an in-memory CAR; return the header and {binary CID: block bytes}."""
     parser = _Sections(strict=verify)
-    blocks = parser.feed(bytes(data))
+    parser.feed(bytes(data))
     parser.finish()
     assert parser.header is not None
-    return parser.header, dict(blocks)
+    return parser.header, dict(zip(parser.cids, parser.datas, strict=True))
 
 
 def read_car_bytes(data: bytes, *, verify: bool = True) -> tuple[CarHeader, dict[str, bytes]]:

@@ -32,6 +32,7 @@ __all__ = [
     "encode_link",
     "encode_text",
     "from_json_model",
+    "mark_links",
     "to_json_bytes",
     "to_json_model",
 ]
@@ -95,6 +96,11 @@ def decode(data: bytes) -> Any:
     if _TAG42 in data:
         return _mark_links(obj, data)
     return obj
+
+
+def mark_links(obj: Any, data: bytes) -> Any:
+    """Wrap in `CID` the links of `obj`, which libipld decoded from `data` (as `decode` does)."""
+    return _mark_links(obj, data) if _TAG42 in data else obj
 
 
 def encode(obj: Any) -> bytes:

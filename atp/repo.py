@@ -4,15 +4,19 @@ Reading:
 
     reader = await read_repo(source, did=did, signing_key=key)   # source: AsyncIterator[bytes]
     reader.commit                                                # Commit (v2 or v3)
-    async for rec in reader.records():                           # RepoRecord, in key order
+    async for batch in reader.record_batches():                  # lists of RepoRecord, key order
         ...
 
 `read_repo` consumes the whole CAR first, because getRepo emits blocks in no particular order and
-the MST walk needs them all: block bytes are kept in memory up to `memory_bytes` (256 MiB by
-default) and in a temporary file beyond it (atp.blocks), so memory stays bounded whatever the repo
-size; records are decoded one at a time as they are yielded. Every
-block is hash-verified while streaming, the commit's DID is checked, and its signature verified
-when a key is given. A partial CAR (firehose slice) fails with MissingBlockError during the walk.
+the MST walk needs them all. Every block is hash-verified as it streams in and kept in a
+`BlockStore`: in memory up to `memory_bytes` (256 MiB by default, counting each block's CID, index
+and object overhead, not only its bytes), in a temporary SQLite file beyond it (atp.blocks), so
+memory stays bounded whatever the repo's size or shape. Then the commit's DID is checked and its
+signature verified when a key is given. Records are produced in slices of bounded work (at most
+`SLICE_RECORDS` records and about `SLICE_BYTES` of record bytes): the MST walk checks the tree as
+it goes (atp.mstwalk), record blocks are decoded a slice at a time, and `record_batches` yields to
+the event loop between slices, so a large or hostile repo never blocks it for long. A partial CAR
+(firehose slice) fails with MissingBlockError during the walk.
 
 Writing: `build_repo` encodes records, builds the MST and signs a commit; `BuiltRepo` exposes the
 block CIDs so a caller can diff two builds (`diff_blocks`) to get a commit's new blocks.
@@ -20,9 +24,11 @@ block CIDs so a caller can diff two builds (`diff_blocks`) to get a commit's new
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from itertools import repeat
+from typing import Any, NamedTuple, cast
 
 import anyio
 import libipld
@@ -30,12 +36,16 @@ import libipld
 from atp import cbor
 from atp.blocks import DEFAULT_MEMORY_BYTES, BlockStore
 from atp.car import CarReader, read_car, write_car
-from atp.cbor import CID, cid_bytes_for, cid_str, encode_head, encode_link, encode_text
-from atp.crypto import PublicKey, SigningKey, verify
-from atp.errors import CborError, CommitError, MissingBlockError, MstError
-from atp.mst import build_raw, walk_raw
+from atp.cbor import CID, cid_bytes_for, cid_str
+from atp.commit import Commit, check_commit, parse_commit, sign_commit
+from atp.crypto import PublicKey, SigningKey
+from atp.errors import CborError, MissingBlockError, MstError
+from atp.mst import build_raw
+from atp.mstwalk import MstWalker
 
 __all__ = [
+    "SLICE_BYTES",
+    "SLICE_RECORDS",
     "BuiltRepo",
     "Commit",
     "RepoReader",
@@ -48,35 +58,18 @@ __all__ = [
     "sign_commit",
 ]
 
-# Yield to the event loop this often while walking, so a big repo does not starve other tasks.
-_CHECKPOINT_EVERY = 2000
+# Records per slice: well under a millisecond of work, the longest the event loop waits on a
+# reader. Small enough that a slice's decoded records die young: with 1000, they lived through
+# enough collections to reach the oldest generation and cost full collections (measured).
+SLICE_RECORDS = 256
+# Record bytes decoded per slice (at least one record): bounds a slice's time and memory however
+# large the records are (a block may be up to 8 MiB, see atp.car).
+SLICE_BYTES = 1024 * 1024
 _TAG42 = b"\xd8\x2a"
-
-
-def _decode_plain(decode: Any, data: bytes) -> Any:
-    """Decode a link-free record block, mapping libipld's errors."""
-    try:
-        return decode(data)
-    except (ValueError, RecursionError) as exc:
-        raise CborError(f"invalid DAG-CBOR record: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """A signed repo commit (version 3, or legacy version 2 without `rev`)."""
-
-    did: str
-    version: int
-    data: str
-    rev: str | None
-    prev: str | None
-    sig: bytes
-    cid: str
-
-    def unsigned_bytes(self) -> bytes:
-        """Return the DAG-CBOR bytes the signature covers (the commit without `sig`)."""
-        return _encode_commit(self.did, self.version, CID.from_str(self.data), self.rev,
-                              CID.from_str(self.prev) if self.prev else None, None)  # fmt: skip
+# A record path: `<collection>/<rkey>`, in the characters the repository spec allows. Matched
+# once per slice against the keys joined by newlines (a character no path may contain).
+_PATHS = re.compile(rb"(?:[A-Za-z0-9._:~-]+/[A-Za-z0-9._:~-]+\n)*[A-Za-z0-9._:~-]+/[A-Za-z0-9._:~-]+")
+_PATH = re.compile(rb"[A-Za-z0-9._:~-]+/[A-Za-z0-9._:~-]+")
 
 
 class RepoRecord(NamedTuple):
@@ -95,118 +88,107 @@ class RepoRecord(NamedTuple):
         return f"{self.collection}/{self.rkey}"
 
 
-def _encode_commit(did: str, version: int, data: bytes, rev: str | None, prev: bytes | None,
-                   sig: bytes | None) -> bytes:  # fmt: skip
-    """Encode a commit canonically (keys by length then bytes: did, rev, sig, data, prev, version)."""
-    fields = [(b"\x63did", encode_text(did))]
-    if rev is not None:
-        fields.append((b"\x63rev", encode_text(rev)))
-    if sig is not None:
-        fields.append((b"\x63sig", encode_head(0x40, len(sig)) + sig))
-    fields += [(b"\x64data", encode_link(data)), (b"\x64prev", encode_link(prev))]
-    fields.append((b"\x67version", encode_head(0, version)))
-    return encode_head(0xA0, len(fields)) + b"".join(k + v for k, v in fields)
+def _paths(keys: list[bytes]) -> list[str]:
+    """Check a slice's keys are record paths; return them split: [collection, rkey, collection, ...]."""
+    joined = b"\n".join(keys)
+    if _PATHS.fullmatch(joined) is None:
+        bad = next(k for k in keys if _PATH.fullmatch(k) is None)
+        raise MstError(f"MST key {bad!r} is not a record path (collection/rkey)")
+    return joined.decode("ascii").replace("/", "\n").split("\n")
 
 
-def parse_commit(cid: bytes, block: bytes) -> Commit:
-    """Decode and check a commit block."""
+def _decode_all(datas: list[bytes]) -> list[Any]:
+    """Decode record blocks, with links as `CID` (as cbor.decode does)."""
     try:
-        obj = libipld.decode_dag_cbor(block)
-    except ValueError as exc:
-        raise CommitError(f"commit {cid_str(cid)} is not DAG-CBOR: {exc}") from None
-    if not isinstance(obj, dict):
-        raise CommitError("commit is not a map")
-    did, version, data, sig = obj.get("did"), obj.get("version"), obj.get("data"), obj.get("sig")
-    rev, prev = obj.get("rev"), obj.get("prev")
-    if not isinstance(did, str) or version not in (2, 3) or not isinstance(data, bytes):
-        raise CommitError(f"malformed commit {cid_str(cid)}: did={did!r} version={version!r}")
-    if not isinstance(sig, bytes) or (version == 3 and not isinstance(rev, str)):
-        raise CommitError(f"commit {cid_str(cid)} lacks sig or rev")
-    if prev is not None and not isinstance(prev, bytes):
-        raise CommitError(f"commit {cid_str(cid)} has a bad prev")
-    return Commit(did, version, cid_str(data), rev if isinstance(rev, str) else None,
-                  cid_str(prev) if prev else None, sig, cid_str(cid))  # fmt: skip
+        decoded = list(map(libipld.decode_dag_cbor, datas))
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise CborError(f"invalid DAG-CBOR record: {exc}") from None
+    # Only blocks holding a tag 42 hold links (images, embeds): one search finds whether any do.
+    if _TAG42 in b"".join(datas):
+        for i, data in enumerate(datas):
+            decoded[i] = cbor.mark_links(decoded[i], data)
+    return decoded
 
 
-def check_commit(commit: Commit, *, did: str | None, signing_key: PublicKey | None) -> None:
-    """Check the commit's DID and, with a key, its signature; raise CommitError / SignatureError."""
-    if did is not None and commit.did != did:
-        raise CommitError(f"commit is for {commit.did}, expected {did}")
-    if signing_key is not None:
-        # Legacy v2 commits predate the low-S rule and some were signed with high S (Go's ecdsa).
-        verify(signing_key, commit.unsigned_bytes(), commit.sig, allow_high_s=commit.version == 2)
+def _records(keys: list[bytes], values: list[bytes], datas: list[bytes | None]) -> list[RepoRecord]:
+    """Build the records of one slice (`datas` holds the blocks of the first len(datas) keys)."""
+    if datas[-1] is None:
+        key, cid = keys[len(datas) - 1], values[len(datas) - 1]
+        raise MissingBlockError(f"record block {cid_str(cid)} for {key!r} is missing", cid_str(cid))
+    if len(datas) < len(keys):
+        keys, values = keys[: len(datas)], values[: len(datas)]
+    parts = _paths(keys)
+    decoded = _decode_all(cast(list[bytes], datas))  # no None: the last is checked above
+    # Every value found in the store is a CIDv1 (atp.car refuses others): base32, as cid_str does.
+    cids = list(map(libipld.encode_multibase, repeat("b"), values))
+    rows = zip(parts[0::2], parts[1::2], cids, decoded, strict=True)
+    return list(map(tuple.__new__, repeat(RepoRecord), rows))  # RepoRecord minus its Python __new__
 
 
 class RepoReader:
     """A fully received, verified repo CAR: the commit, then records on demand in key order."""
 
-    def __init__(self, commit: Commit, blocks: BlockStore | dict[bytes, bytes]) -> None:
+    def __init__(self, commit: Commit, blocks: BlockStore) -> None:
         self.commit = commit
         self.blocks = blocks
 
     def close(self) -> None:
-        """Release the blocks' temporary file, if they spilled to one."""
-        if isinstance(self.blocks, BlockStore):
-            self.blocks.close()
+        """Release the blocks (memory and temporary file)."""
+        self.blocks.close()
+
+    def record_slices(self) -> Iterator[list[RepoRecord]]:
+        """Yield every record in key order, in slices of bounded work (synchronous)."""
+        walker = MstWalker(self.blocks.get, CID.from_str(self.commit.data))
+        get_many = self.blocks.get_many
+        more = True
+        while more:
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            more = walker.step(keys, values, SLICE_RECORDS)
+            while keys:
+                datas = get_many(values, SLICE_BYTES)
+                yield _records(keys, values, datas)
+                keys, values = keys[len(datas) :], values[len(datas) :]
+
+    async def record_batches(self) -> AsyncIterator[list[RepoRecord]]:
+        """Yield every record in key order, in slices, letting the event loop run between them."""
+        for batch in self.record_slices():
+            yield batch
+            await anyio.lowlevel.checkpoint()
+
+    async def records(self) -> AsyncIterator[RepoRecord]:
+        """Yield every record in key order (one at a time: `record_batches` is cheaper)."""
+        async for batch in self.record_batches():
+            for record in batch:
+                yield record
 
     def iter_records(self) -> Iterator[RepoRecord]:
         """Yield every record in key order (synchronous)."""
-        get = self.blocks.get
-        decode = libipld.decode_dag_cbor
-        for key, cid in walk_raw(get, CID.from_str(self.commit.data)):
-            data = get(cid)
-            if data is None:
-                raise MissingBlockError(f"record block {cid_str(cid)} for {key} is missing", cid_str(cid))
-            collection, _, rkey = key.partition("/")
-            if not rkey or "/" in rkey:
-                raise MstError(f"MST key {key!r} is not collection/rkey")
-            # cbor.decode inlined for the common case: a block without tag 42 holds no links.
-            record = cbor.decode(data) if _TAG42 in data else _decode_plain(decode, data)
-            yield RepoRecord(collection, rkey, cid_str(cid), record)
+        for batch in self.record_slices():
+            yield from batch
 
     def iter_keys(self) -> Iterator[tuple[str, str]]:
         """Yield (key, record CID) in key order without touching record blocks."""
-        for key, cid in walk_raw(self.blocks.get, CID.from_str(self.commit.data)):
-            yield key, cid_str(cid)
-
-    async def records(self) -> AsyncIterator[RepoRecord]:
-        """Yield every record in key order, checkpointing the event loop now and then."""
-        # The loop of iter_records, inlined and with its calls flattened: this runs once per
-        # record of every repo backfilled (see bench/bench_car.py).
-        get = self.blocks.get
-        decode = libipld.decode_dag_cbor
-        multibase = libipld.encode_multibase
-        new_record = tuple.__new__  # RepoRecord without its Python-level __new__
-        count = 0
-        for key, cid in walk_raw(get, CID.from_str(self.commit.data)):
-            data = get(cid)
-            if data is None:
-                raise MissingBlockError(f"record block {cid_str(cid)} for {key} is missing", cid_str(cid))
-            collection, _, rkey = key.partition("/")
-            if not rkey or "/" in rkey:
-                raise MstError(f"MST key {key!r} is not collection/rkey")
-            if _TAG42 in data:
-                record = cbor.decode(data)
-            else:
-                try:  # cbor.decode inlined: a block without tag 42 holds no links
-                    record = decode(data)
-                except (ValueError, RecursionError) as exc:
-                    raise CborError(f"invalid DAG-CBOR record: {exc}") from None
-            # CIDv1 (every record of a current repo): base32 multibase, as cid_str does.
-            text = multibase("b", cid) if cid[0] == 1 else cid_str(cid)
-            yield new_record(RepoRecord, (collection, rkey, text, record))
-            count += 1
-            if count == _CHECKPOINT_EVERY:
-                count = 0
-                await anyio.lowlevel.checkpoint()
+        walker = MstWalker(self.blocks.get, CID.from_str(self.commit.data))
+        more = True
+        while more:
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            more = walker.step(keys, values, SLICE_RECORDS)
+            if keys:
+                parts = _paths(keys)
+                paths = map("/".join, zip(parts[0::2], parts[1::2], strict=True))
+                yield from zip(paths, map(cid_str, values), strict=True)
 
 
 async def _collect(reader: CarReader, memory_bytes: int) -> BlockStore:
     """Gather every block of the CAR (verified by the reader as they stream in)."""
     blocks = BlockStore(memory_bytes)
     try:
-        async for batch in reader.batches():
-            blocks.update(batch)
+        async for cids, datas, nbytes in reader.columns():
+            blocks.add(cids, datas, nbytes)
+            # A source whose data is already buffered never suspends: yield to the loop here.
+            await anyio.lowlevel.checkpoint()
     except BaseException:
         blocks.close()
         raise
@@ -223,7 +205,7 @@ async def read_repo(
 ) -> RepoReader:
     """Read a repo CAR from an async byte source; check the commit; return a RepoReader.
 
-    Block bytes beyond `memory_bytes` are kept in a temporary file (see atp.blocks); close the
+    Blocks beyond `memory_bytes` are kept in a temporary file (see atp.blocks); close the
     reader (or let it be collected) to release it.
     """
     reader = await read_car(source, max_bytes=max_bytes)
@@ -239,17 +221,6 @@ async def read_repo(
         blocks.close()
         raise
     return RepoReader(commit, blocks)
-
-
-def sign_commit(
-    did: str, data: str, *, rev: str, signing_key: SigningKey, prev: str | None = None
-) -> tuple[str, bytes]:
-    """Build and sign a version-3 commit; return (commit CID, commit block)."""
-    data_cid = CID.from_str(data)
-    prev_cid = CID.from_str(prev) if prev else None
-    sig = signing_key.sign(_encode_commit(did, 3, data_cid, rev, prev_cid, None))
-    block = _encode_commit(did, 3, data_cid, rev, prev_cid, sig)
-    return cid_str(cid_bytes_for(block)), block
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,24 +192,25 @@ class BackfillHandler:
         stream, size = self._out_stream, self._config.batch_size
         batch: list[dict[bytes, bytes]] = []
         count = 0
-        async for rec in reader.records():
-            event = RecordCreate(
-                seq=BACKFILL_SEQ,
-                did=job.did,
-                rev=rev,
-                collection=rec.collection,
-                rkey=rec.rkey,
-                cid=rec.cid,
-                record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
-            )
-            if not is_record_key(rec.rkey):
-                invalid.append(encode_entry(stream, event))
-                continue
-            batch.append(encode_entry(stream, event))
-            count += 1
-            if len(batch) >= size:
-                yield batch, False
-                batch = []
+        async for records in reader.record_batches():  # slices of bounded work, yielding in between
+            for rec in records:
+                event = RecordCreate(
+                    seq=BACKFILL_SEQ,
+                    did=job.did,
+                    rev=rev,
+                    collection=rec.collection,
+                    rkey=rec.rkey,
+                    cid=rec.cid,
+                    record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
+                )
+                if not is_record_key(rec.rkey):
+                    invalid.append(encode_entry(stream, event))
+                    continue
+                batch.append(encode_entry(stream, event))
+                count += 1
+                if len(batch) >= size:
+                    yield batch, False
+                    batch = []
         counter[0] = count
         marker = RepoMarker(seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count)
         batch.append(encode_entry(stream, marker))
