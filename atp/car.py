@@ -46,6 +46,8 @@ __all__ = [
 MAX_HEADER_BYTES = 64 * 1024
 # atproto blocks are limited to ~1 MB (records, MST nodes); a larger section is corrupt or hostile.
 MAX_SECTION_BYTES = 8 * 1024 * 1024
+# Input parsed per step of `CarReader.columns` (an HTTP body comes in chunks of this size).
+FEED_BYTES = 64 * 1024
 _SHA256_PREFIXES = (DAG_CBOR_SHA256_PREFIX, RAW_SHA256_PREFIX)
 _SHA256 = hashlib.sha256()
 
@@ -284,9 +286,11 @@ class CarReader:
             self.bytes_read += len(chunk)
             if self._max_bytes is not None and self.bytes_read > self._max_bytes:
                 raise CarTooLargeError(f"CAR exceeds {self._max_bytes} bytes")
-            parser.feed(chunk)
-            if parser.cids:
-                yield parser.take()
+            # A huge chunk is parsed a piece at a time, so what a caller gets per step is bounded.
+            for start in range(0, len(chunk), FEED_BYTES):
+                parser.feed(chunk[start : start + FEED_BYTES] if len(chunk) > FEED_BYTES else chunk)
+                if parser.cids:
+                    yield parser.take()
         parser.finish()
 
     async def batches(self) -> AsyncIterator[list[Block]]:

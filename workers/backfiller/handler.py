@@ -176,12 +176,19 @@ class BackfillHandler:
             # on Redis, so overlapping them keeps this process busy. Order is kept (one sender),
             # and memory stays at two batches.
             send, receive = anyio.create_memory_object_stream[list[dict[bytes, bytes]]](1)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._sender, receive)
-                async with send:
-                    await send.send(first)
-                    async for batch, _ in batches:
-                        await send.send(batch)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._sender, receive)
+                    async with send:
+                        await send.send(first)
+                        async for batch, _ in batches:
+                            await send.send(batch)
+            except BaseExceptionGroup as group:
+                # anyio wraps even a lone failure: unwrap it so a bad repo found while walking
+                # (MstError, MissingBlockError, CborError) is classified like one found earlier.
+                if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                    raise group.exceptions[0] from None
+                raise
         return counter[0]
 
     async def _batches(
