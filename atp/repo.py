@@ -4,8 +4,8 @@ Reading:
 
     reader = await read_repo(source, did=did, signing_key=key)   # source: AsyncIterator[bytes]
     reader.commit                                                # Commit (v2 or v3)
-    async for batch in reader.record_batches():                  # lists of RepoRecord, key order
-        ...
+    async for part in reader.slices():                           # RecordSlice: columns, key order
+        for collection, rkey, cid, record in zip(*part): ...
 
 `read_repo` consumes the whole CAR first, because getRepo emits blocks in no particular order and
 the MST walk needs them all. Every block is hash-verified as it streams in and kept in a
@@ -14,8 +14,8 @@ and object overhead, not only its bytes), in a temporary SQLite file beyond it (
 memory stays bounded whatever the repo's size or shape. Then the commit's DID is checked and its
 signature verified when a key is given. Records are produced in slices of bounded work (at most
 `SLICE_RECORDS` records and about `SLICE_BYTES` of record bytes): the MST walk checks the tree as
-it goes (atp.mstwalk), record blocks are decoded a slice at a time, and `record_batches` yields to
-the event loop between slices, so a large or hostile repo never blocks it for long. A partial CAR
+it goes (atp.mstwalk), record blocks are decoded a slice at a time, and `slices` yields to the
+event loop between slices, so a large or hostile repo never blocks it for long. A partial CAR
 (firehose slice) fails with MissingBlockError during the walk.
 
 Writing: `build_repo` encodes records, builds the MST and signs a commit; `BuiltRepo` exposes the
@@ -48,6 +48,7 @@ __all__ = [
     "SLICE_RECORDS",
     "BuiltRepo",
     "Commit",
+    "RecordSlice",
     "RepoReader",
     "RepoRecord",
     "build_repo",
@@ -112,7 +113,24 @@ def _decode_all(datas: list[bytes]) -> list[Any]:
     return decoded
 
 
-def _records(keys: list[bytes], values: list[bytes], datas: list[bytes | None]) -> list[RepoRecord]:
+class RecordSlice(NamedTuple):
+    """Records of one slice, in key order, as columns: record i is (collection, rkey, cid, record)[i].
+
+    Columns, not rows: a consumer iterating `zip(*slice)` builds no object per record.
+    """
+
+    collections: list[str]
+    rkeys: list[str]
+    cids: list[str]
+    records: list[Any]
+
+    def rows(self) -> list[RepoRecord]:
+        """The slice as RepoRecords."""
+        # tuple.__new__: RepoRecord without its Python-level __new__ (one per record).
+        return list(map(tuple.__new__, repeat(RepoRecord), zip(*self, strict=True)))
+
+
+def _slice(keys: list[bytes], values: list[bytes], datas: list[bytes | None]) -> RecordSlice:
     """Build the records of one slice (`datas` holds the blocks of the first len(datas) keys)."""
     if datas[-1] is None:
         key, cid = keys[len(datas) - 1], values[len(datas) - 1]
@@ -123,8 +141,7 @@ def _records(keys: list[bytes], values: list[bytes], datas: list[bytes | None]) 
     decoded = _decode_all(cast(list[bytes], datas))  # no None: the last is checked above
     # Every value found in the store is a CIDv1 (atp.car refuses others): base32, as cid_str does.
     cids = list(map(libipld.encode_multibase, repeat("b"), values))
-    rows = zip(parts[0::2], parts[1::2], cids, decoded, strict=True)
-    return list(map(tuple.__new__, repeat(RepoRecord), rows))  # RepoRecord minus its Python __new__
+    return RecordSlice(parts[0::2], parts[1::2], cids, decoded)
 
 
 class RepoReader:
@@ -138,7 +155,7 @@ class RepoReader:
         """Release the blocks (memory and temporary file)."""
         self.blocks.close()
 
-    def record_slices(self) -> Iterator[list[RepoRecord]]:
+    def iter_slices(self) -> Iterator[RecordSlice]:
         """Yield every record in key order, in slices of bounded work (synchronous)."""
         walker = MstWalker(self.blocks.get, CID.from_str(self.commit.data))
         get_many = self.blocks.get_many
@@ -149,25 +166,30 @@ class RepoReader:
             more = walker.step(keys, values, SLICE_RECORDS)
             while keys:
                 datas = get_many(values, SLICE_BYTES)
-                yield _records(keys, values, datas)
+                yield _slice(keys, values, datas)
                 keys, values = keys[len(datas) :], values[len(datas) :]
 
-    async def record_batches(self) -> AsyncIterator[list[RepoRecord]]:
+    async def slices(self) -> AsyncIterator[RecordSlice]:
         """Yield every record in key order, in slices, letting the event loop run between them."""
-        for batch in self.record_slices():
-            yield batch
+        for part in self.iter_slices():
+            yield part
             await anyio.lowlevel.checkpoint()
 
+    async def record_batches(self) -> AsyncIterator[list[RepoRecord]]:
+        """Yield every record in key order, a slice's RepoRecords at a time."""
+        async for part in self.slices():
+            yield part.rows()
+
     async def records(self) -> AsyncIterator[RepoRecord]:
-        """Yield every record in key order (one at a time: `record_batches` is cheaper)."""
-        async for batch in self.record_batches():
-            for record in batch:
+        """Yield every record in key order (one at a time: `slices` is cheaper)."""
+        async for part in self.slices():
+            for record in part.rows():
                 yield record
 
     def iter_records(self) -> Iterator[RepoRecord]:
         """Yield every record in key order (synchronous)."""
-        for batch in self.record_slices():
-            yield from batch
+        for part in self.iter_slices():
+            yield from part.rows()
 
     def iter_keys(self) -> Iterator[tuple[str, str]]:
         """Yield (key, record CID) in key order without touching record blocks."""

@@ -51,7 +51,7 @@ async def test_a_large_repo_is_read_without_holding_the_event_loop() -> None:
         await anyio.lowlevel.checkpoint()  # the ticker starts first
         reader = await read_repo(_eager(chunks), did=repo.did, signing_key=repo.key.public_key,
                                  memory_bytes=4 * 1024 * 1024)  # fmt: skip
-        count = sum([len(batch) async for batch in reader.record_batches()])
+        count = sum([len(part.records) async for part in reader.slices()])
         reader.close()
         done.set()
     took = time.thread_time() - started

@@ -199,18 +199,18 @@ class BackfillHandler:
         stream, size = self._out_stream, self._config.batch_size
         batch: list[dict[bytes, bytes]] = []
         count = 0
-        async for records in reader.record_batches():  # slices of bounded work, yielding in between
-            for rec in records:
+        async for part in reader.slices():  # slices of bounded work, yielding in between
+            for collection, rkey, cid, record in zip(*part, strict=True):
                 event = RecordCreate(
                     seq=BACKFILL_SEQ,
                     did=job.did,
                     rev=rev,
-                    collection=rec.collection,
-                    rkey=rec.rkey,
-                    cid=rec.cid,
-                    record=msgspec.Raw(cbor.to_json_bytes(rec.record)),
+                    collection=collection,
+                    rkey=rkey,
+                    cid=cid,
+                    record=msgspec.Raw(cbor.to_json_bytes(record)),
                 )
-                if not is_record_key(rec.rkey):
+                if not is_record_key(rkey):
                     invalid.append(encode_entry(stream, event))
                     continue
                 batch.append(encode_entry(stream, event))
