@@ -17,9 +17,10 @@ import libipld
 from atp import cbor
 from atp.car import read_car_bytes_raw
 from atp.cbor import CID, cid_str
+from atp.commit import Commit, check_commit, parse_commit
 from atp.crypto import PublicKey
 from atp.errors import CommitError, FrameError, InvalidRecordKey, MissingBlockError
-from atp.repo import check_commit, parse_commit
+from atp.mstinvert import previous_root
 from atp.syntax import is_record_key
 
 __all__ = [
@@ -328,7 +329,24 @@ def commit_ops(frame: CommitFrame, *, signing_key: PublicKey | None = None) -> l
     check_commit(commit, did=frame.repo, signing_key=signing_key)
     if commit.rev is not None and commit.rev != frame.rev:
         raise CommitError(f"frame rev {frame.rev} differs from commit rev {commit.rev}")
+    if frame.prev_data is not None and not frame.too_big:
+        _check_prev_data(frame, blocks, commit)
     return [_resolve(op, blocks, frame.too_big) for op in frame.ops]
+
+
+def _check_prev_data(frame: CommitFrame, blocks: dict[bytes, bytes], commit: Commit) -> None:
+    """Sync 1.1: the ops, undone on the frame's partial tree, must give back `prevData`."""
+    ops: list[tuple[str, bytes | None, bytes | None]] = []
+    for op in frame.ops:
+        if op.action != "create" and op.prev is None:
+            return  # a legacy op without its previous CID: nothing to invert it with
+        after = CID.from_str(op.cid) if op.cid and op.action != "delete" else None
+        ops.append((op.path, after, CID.from_str(op.prev) if op.prev else None))
+    assert frame.prev_data is not None
+    previous = previous_root(blocks.get, CID.from_str(commit.data), ops)
+    if previous != CID.from_str(frame.prev_data):
+        raise CommitError(f"prevData mismatch: the commit's ops undone give {cid_str(previous)}, "
+                          f"the frame says {frame.prev_data}")  # fmt: skip
 
 
 def _resolve(op: RepoOp, blocks: dict[bytes, bytes], too_big: bool) -> CommitOp:

@@ -19,7 +19,7 @@ from atp.cbor import CID, DAG_CBOR_SHA256_PREFIX, cid_str, encode_head, encode_l
 from atp.errors import MstError
 from atp.mstwalk import MstWalker
 
-__all__ = ["build", "build_raw", "key_height", "walk", "walk_raw"]
+__all__ = ["build", "build_raw", "encode_node", "key_height", "walk", "walk_raw"]
 
 GetBlock = Callable[[bytes], "bytes | None"]
 
@@ -65,7 +65,7 @@ def walk(get_block: Callable[[str], bytes], root: str) -> Iterator[tuple[str, st
 # ------------------------------------------------------------------------------------- builder
 
 
-def _encode_node(left: bytes | None, entries: list[tuple[bytes, bytes, bytes | None]]) -> bytes:
+def encode_node(left: bytes | None, entries: list[tuple[bytes, bytes, bytes | None]]) -> bytes:
     """Encode a node canonically: map keys e < l; entry keys k < p < t < v."""
     parts = [b"\xa2\x61e", encode_head(0x80, len(entries))]
     previous = b""
@@ -111,7 +111,7 @@ class _Builder:
             entries[-1] = (key, value, sub)
         else:
             left = sub
-        data = _encode_node(left, entries)
+        data = encode_node(left, entries)
         cid = DAG_CBOR_SHA256_PREFIX + hashlib.sha256(data).digest()
         self.blocks[cid] = data
         return cid

@@ -30,7 +30,7 @@ import libipld
 from atp.cbor import cid_str
 from atp.errors import CborError, MissingBlockError, MstError
 
-__all__ = ["MAX_KEY_BYTES", "MAX_NODE_ENTRIES", "MstWalker"]
+__all__ = ["MAX_KEY_BYTES", "MAX_NODE_ENTRIES", "MstWalker", "layer_of", "read_node"]
 
 GetBlock = Callable[[bytes], "bytes | None"]
 
@@ -228,23 +228,41 @@ class MstWalker:
         raise MstError(f"MST keys out of order across subtrees: {key!r} after {self._last!r}")
 
     def _decode(self, cid: bytes) -> tuple[list[Any], bytes | None]:
-        """Fetch and decode one node: its entries (not yet checked) and left link."""
-        data = self._get(cid)
-        if data is None:
-            raise MissingBlockError(f"MST node {cid_str(cid)} is missing", cid_str(cid))
         self.nodes += 1
-        try:
-            decoded = libipld.decode_dag_cbor(data)
-        except (ValueError, RecursionError) as exc:
-            raise CborError(f"MST node {cid_str(cid)} is not DAG-CBOR: {exc}") from None
-        if decoded.__class__ is not dict or (entries := decoded.get("e")).__class__ is not list:
-            raise MstError(f"MST node {cid_str(cid)} has no entry list")
-        left = decoded.get("l")
-        if left is not None and left.__class__ is not bytes:
-            raise MstError(f"MST node {cid_str(cid)} has a bad left link")
-        if len(entries) > MAX_NODE_ENTRIES:
-            raise MstError(f"MST node {cid_str(cid)} has {len(entries)} entries (limit {MAX_NODE_ENTRIES})")
-        return entries, left
+        return _decode(self._get, cid)
+
+
+def _decode(get_block: GetBlock, cid: bytes) -> tuple[list[Any], bytes | None]:
+    """Fetch and decode one node: its entries (not yet checked) and left link."""
+    data = get_block(cid)
+    if data is None:
+        raise MissingBlockError(f"MST node {cid_str(cid)} is missing", cid_str(cid))
+    try:
+        decoded = libipld.decode_dag_cbor(data)
+    except (ValueError, RecursionError) as exc:
+        raise CborError(f"MST node {cid_str(cid)} is not DAG-CBOR: {exc}") from None
+    if decoded.__class__ is not dict or (entries := decoded.get("e")).__class__ is not list:
+        raise MstError(f"MST node {cid_str(cid)} has no entry list")
+    left = decoded.get("l")
+    if left is not None and left.__class__ is not bytes:
+        raise MstError(f"MST node {cid_str(cid)} has a bad left link")
+    if len(entries) > MAX_NODE_ENTRIES:
+        raise MstError(f"MST node {cid_str(cid)} has {len(entries)} entries (limit {MAX_NODE_ENTRIES})")
+    return entries, left
+
+
+def read_node(
+    get_block: GetBlock, cid: bytes
+) -> tuple[bytes | None, list[bytes], list[bytes], list[bytes | None]]:
+    """Fetch one node: (left subtree, keys, record CIDs, right subtrees), its entries checked."""
+    entries, left = _decode(get_block, cid)
+    keys, values, rights = _expand(entries, cid)
+    return left, keys, values, rights
+
+
+def layer_of(key: bytes) -> int:
+    """The MST layer of a key (as atp.mst.key_height, for bytes)."""
+    return _layer_of(key)
 
 
 def _root_layer(keys: list[bytes], left: bytes | None, cid: bytes) -> int:

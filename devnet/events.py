@@ -7,16 +7,21 @@ from collections.abc import Iterable
 from atp.car import write_car
 from atp.cbor import CID, cid_str, encode
 from atp.frames import AccountFrame, CommitFrame, IdentityFrame, LabelsFrame, RepoOp, SyncFrame, encode_frame
-from devnet.repos import Commit, deterministic_sign, proof_nodes
+from devnet.repos import Commit, deterministic_sign, inversion_nodes, proof_nodes
 from devnet.state import Account, Label, World
 
 __all__ = ["emit_account", "emit_commit", "emit_identity", "emit_labels", "emit_sync"]
 
 
+def _cid(text: str | None) -> bytes | None:
+    return CID.from_str(text) if text else None
+
+
 def _commit_slice(world: World, commit: Commit, ops: list[RepoOp]) -> bytes:
     """CAR slice of a #commit: the commit, the records written and the MST nodes that prove the ops."""
     blocks: list[tuple[bytes, bytes]] = [(commit.cid, commit.block)]
-    nodes = proof_nodes(commit, (op.path for op in ops))
+    undo = [(op.path, _cid(op.cid) if op.action != "delete" else None, _cid(op.prev)) for op in ops]
+    nodes = proof_nodes(commit, (op.path for op in ops)) | inversion_nodes(commit, undo)
     blocks.extend((cid, commit.tree[cid]) for cid in sorted(nodes))
     # Two ops may write identical records (same CID): each block goes in once.
     written = dict.fromkeys(CID.from_str(op.cid) for op in ops if op.cid is not None)

@@ -20,9 +20,18 @@ from atp.car import write_car
 from atp.cbor import CID, cid_bytes_for, encode
 from atp.crypto import SigningKey
 from atp.mst import build_raw
+from atp.mstinvert import previous_root
 from devnet.state import Account
 
-__all__ = ["Commit", "bad_signature_car", "build_commit", "deterministic_sign", "proof_nodes", "repo_car"]
+__all__ = [
+    "Commit",
+    "bad_signature_car",
+    "build_commit",
+    "deterministic_sign",
+    "inversion_nodes",
+    "proof_nodes",
+    "repo_car",
+]
 
 # Curve and group order, to normalise S to the low half as atproto requires.
 _CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
@@ -145,8 +154,21 @@ def _path(tree: dict[bytes, bytes], root: bytes, key: bytes) -> Iterator[bytes]:
 
 
 def proof_nodes(commit: Commit, keys: Iterable[str]) -> set[bytes]:
-    """New MST nodes plus every node on the search path of each op key: enough to invert the ops."""
+    """New MST nodes plus every node on the search path of each op key."""
     nodes = set(commit.new_nodes)
     for key in keys:
         nodes.update(_path(commit.tree, commit.data_cid, key.encode()))
     return nodes
+
+
+def inversion_nodes(commit: Commit, ops: Iterable[tuple[str, bytes | None, bytes | None]]) -> set[bytes]:
+    """The MST nodes that undoing `ops` (path, CID after, CID before) reads, as Sync 1.1 requires
+    a #commit to carry: the search paths, and the neighbours a created key's removal merges."""
+    read: set[bytes] = set()
+
+    def get(cid: bytes) -> bytes | None:
+        read.add(cid)
+        return commit.tree.get(cid)
+
+    previous_root(get, commit.data_cid, ops)
+    return read
