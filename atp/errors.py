@@ -12,8 +12,8 @@ AtpError                              permanent
  │    ├── MissingBlockError           True   (a referenced block is absent)
  │    └── CarTooLargeError            True   (input exceeds max_bytes)
  ├── CborError                        True   (bytes are not valid DAG-CBOR)
- ├── CommitError                      True   (commit object malformed or for another DID)
- ├── MstError                         True   (MST node malformed, keys out of order)
+ ├── CommitError                      True   (commit malformed, for another DID, or not following prevData)
+ ├── MstError                         True   (MST malformed or not a tree of the repo spec: atp.mstwalk)
  ├── SignatureError                   True   (signature invalid or malformed)
  ├── DidKeyError                      True   (did:key / multibase key malformed)
  ├── FrameError                       True   (event-stream frame malformed)
@@ -131,11 +131,11 @@ class CborError(AtpError):
 
 
 class CommitError(AtpError):
-    """A repo commit object is malformed or belongs to another DID."""
+    """A repo commit is malformed, belongs to another DID, or does not follow from its prevData."""
 
 
 class MstError(AtpError):
-    """An MST node is malformed (bad prefix, keys out of order, wrong shape)."""
+    """An MST is malformed or not a tree of the repository spec (order, layers, shape, size)."""
 
 
 class SignatureError(AtpError):
