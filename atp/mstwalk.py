@@ -80,18 +80,20 @@ def _expand_leaf(entries: list[Any], cid: bytes, keys: list[bytes], values: list
     """
     add_key = keys.append
     add_value = values.append
+    fields = _ENTRY
+    max_key = MAX_KEY_BYTES
     previous = b""
     new_hash = _SHA256.copy
     on_layer = True
     try:
         for entry in entries:
-            k, p, t, v = _ENTRY(entry)
+            k, p, t, v = fields(entry)
             if p:
                 key = previous[:p] + k
                 size = len(key)
-                if size != p + len(k) or size > MAX_KEY_BYTES:
+                if size != p + len(k) or size > max_key:
                     raise _malformed(entries, cid)
-            elif k.__class__ is bytes and p.__class__ is int and len(k) <= MAX_KEY_BYTES:
+            elif k.__class__ is bytes and p.__class__ is int and len(k) <= max_key:
                 key = k
             else:
                 raise _malformed(entries, cid)
