@@ -10,6 +10,7 @@ every CID must be CIDv1 sha2-256 with the dag-cbor or raw codec and its block mu
     reader.header.roots                      # list of CID strings
     async for batch in reader.batches():     # list of (binary CID, block bytes), in file order
         ...
+    async for cids, datas, nbytes in reader.columns():   # the same as columns, cheaper
 """
 
 from __future__ import annotations
@@ -323,12 +324,6 @@ class CarReader:
         """Yield lists of (binary CID, block bytes) in file order; raises CarError subclasses."""
         async for cids, datas, _ in self.columns():
             yield list(zip(cids, datas, strict=True))
-
-    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Yield (CID string, block bytes) one at a time (convenient, slower than batches)."""
-        async for cids, datas, _ in self.columns():
-            for cid, data in zip(cids, datas, strict=True):
-                yield cid_str(cid), data
 
 
 async def read_car(
