@@ -31,6 +31,8 @@ from itertools import repeat
 from typing import Any, NamedTuple, cast
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import libipld
 
 from atp import cbor
@@ -224,6 +226,8 @@ async def _collect(reader: CarReader, memory_bytes: int) -> BlockStore:
                 blocks.add(cids, datas, nbytes)
             # A source whose data is already buffered never suspends: yield to the loop here.
             await anyio.lowlevel.checkpoint()
+        if blocks.spilled:  # one long sort in SQLite, which releases the GIL: off the event loop
+            await anyio.to_thread.run_sync(blocks.seal)
     except BaseException:
         blocks.close()
         raise

@@ -14,7 +14,7 @@ before the next run, so each side pays for the collections its own objects cause
 printed, as the median of the pairs' ratios: with the collector on (what a program pays), and with
 it off (the work itself). Target: >= 0.6.
 
-    uv run python bench/bench_car.py [--records N] [--runs R]
+    uv run python bench/bench_car.py [--records N] [--runs R] [--memory-bytes B]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import libipld
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atp.blocks import DEFAULT_MEMORY_BYTES
 from atp.crypto import SigningKey
 from atp.repo import build_repo, read_repo
 from atp.tid import TidClock
@@ -71,9 +72,9 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[i : i + CHUNK]
 
 
-async def _ours(car: bytes) -> int:
+async def _ours(car: bytes, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> int:
     """Run the project's CAR -> records path; return the record count."""
-    reader = await read_repo(_chunks(car), did=DID)
+    reader = await read_repo(_chunks(car), did=DID, memory_bytes=memory_bytes)
     count = 0
     async for part in reader.slices():  # columns of decoded records, as the backfiller takes them
         count += len(part.records)
@@ -126,6 +127,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--memory-bytes", type=int, default=DEFAULT_MEMORY_BYTES,
+                        help="the reader's memory budget (0: every block spills to disk)")  # fmt: skip
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -145,10 +148,10 @@ def main() -> int:
         libipld.decode_car(car)
 
     def ours() -> None:
-        anyio.run(_ours, car)
+        anyio.run(_ours, car, args.memory_bytes)
 
     load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{load}; CPU time per run")
+    print(f"{load}; CPU time per run; memory budget {args.memory_bytes:,} bytes")
     for label, collect in (("gc on ", True), ("gc off", False)):
         _report(label, args.records, *_paired(base, ours, args.runs, collect))
     return 0

@@ -116,5 +116,7 @@ def test_tiny_blocks_spill_once_the_budget_is_used_and_memory_stays_within_it() 
     assert held <= budget, held
     cids, datas = _tiny_blocks(0, 60_000)
     assert [store.get(c) for c in cids[::997]] == datas[::997]
-    assert store.get_many(cids[:5], 10) == datas[:2]  # a prefix within 10 bytes, at least one
+    assert store.get_many(cids[:5], 10) == datas[:1]  # a prefix within 10 bytes
+    assert store.get_many(cids[-5:], 20) == datas[-5:-3]  # the same from disk
+    assert store.get_many(cids[-2:], 1) == datas[-2:-1]  # at least one
     store.close()
