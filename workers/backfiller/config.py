@@ -199,7 +199,8 @@ SPEC: Spec[BackfillerConfig] = Spec(
             "repo_memory_bytes",
             "BACKFILLER_REPO_MEMORY_BYTES",
             INT,
-            "block bytes of one repo kept in memory; the rest spill to a temporary file",
+            "memory one repo's blocks may take while it is read, each block counted with its CID, index and "
+            "object overhead (192 B); further blocks go to a temporary SQLite file (see Security)",
             minimum=0,
             maximum=2**40,
         ),
