@@ -120,6 +120,7 @@ def dag_chain(name: str, fanout: int = 600, chain: int = 50_000) -> HostileRepo:
 @dataclass
 class _Served:
     repo: HostileRepo
+    pace_s: float = 0.0  # pause between chunks: a download that lasts, whatever the machine's speed
     downloads: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -132,8 +133,8 @@ class HostilePds:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def add(self, repo: HostileRepo) -> None:
-        self._repos[repo.did] = _Served(repo)
+    def add(self, repo: HostileRepo, pace_s: float = 0.0) -> None:
+        self._repos[repo.did] = _Served(repo, pace_s)
 
     def served(self, did: str) -> _Served:
         return self._repos[did]
@@ -169,6 +170,8 @@ class HostilePds:
         await response.prepare(request)
         for chunk in served.repo.chunks():
             await response.write(chunk)
+            if served.pace_s:
+                await anyio.sleep(served.pace_s)
         await response.write_eof()
         served.done.set()
         return response
