@@ -59,4 +59,4 @@ async def test_a_large_repo_is_read_without_holding_the_event_loop() -> None:
           f"of CPU at most, over {len(gaps)} turns")  # fmt: skip
     assert count == repo.records
     assert max(gaps) < MAX_HOLD_S, f"the event loop was held for {max(gaps):.2f} s of CPU"
-    assert took > 10 * MAX_HOLD_S  # the read itself is long: holding the loop for it would fail
+    assert took > 10 * max(gaps)  # the read was cut into many turns, whatever the machine's speed
