@@ -135,10 +135,14 @@ async def test_oversized_nodes_and_keys_are_refused() -> None:
 
 
 async def test_keys_that_are_not_record_paths_are_refused() -> None:
-    for i, bad in enumerate([b"no-slash", b"a/b/c", b"app.bsky.feed.like/\xff", b"app.bsky.feed.like/a b"]):
+    for i, bad in enumerate([b"no-slash", b"a/b/c", b"/rkey", b"app.bsky.feed.like/\xff"]):
         root = node([(bad, RECORD_CID, None)])
         with pytest.raises(MstError, match=r"record path|not UTF-8"):
             _ = [r async for r in (await _read(_with(f"path{i}", root))).records()]
+    # A record key outside the syntax is the backfiller's to dead-letter, record by record.
+    root = node([(b"app.bsky.feed.like/a b", RECORD_CID, None)])
+    records = [r async for r in (await _read(_with("odd-rkey", root))).records()]
+    assert [(r.collection, r.rkey) for r in records] == [("app.bsky.feed.like", "a b")]
 
 
 def test_interop_trees_walk_under_the_checks(atproto_data: Path) -> None:
