@@ -329,9 +329,10 @@ def commit_ops(frame: CommitFrame, *, signing_key: PublicKey | None = None) -> l
     check_commit(commit, did=frame.repo, signing_key=signing_key)
     if commit.rev is not None and commit.rev != frame.rev:
         raise CommitError(f"frame rev {frame.rev} differs from commit rev {commit.rev}")
+    ops = [_resolve(op, blocks, frame.too_big) for op in frame.ops]  # checks the record keys first
     if frame.prev_data is not None and not frame.too_big:
         _check_prev_data(frame, blocks, commit)
-    return [_resolve(op, blocks, frame.too_big) for op in frame.ops]
+    return ops
 
 
 def _check_prev_data(frame: CommitFrame, blocks: dict[bytes, bytes], commit: Commit) -> None:
