@@ -17,6 +17,7 @@ from workers.indexer.batch import at_uri
 from workers.indexer.collections import AGGREGATES
 
 _SAMPLES = 5
+_WORK_MEM = "256MB"
 
 # Indexed = live rows of actors not known to be inactive (no actor row counts as active).
 _LIVE = """
@@ -26,25 +27,33 @@ WHERE NOT r.tombstone AND a.active IS DISTINCT FROM false
 _LIVE_LABELS = """
 SELECT DISTINCT src, uri, val FROM label WHERE NOT neg AND (exp IS NULL OR exp > now())
 """
-# Backfilled records carry the snapshot's rev, which is >= the rev that last wrote them.
-_RECORD_COUNTS = f"""
-WITH live AS ({_LIVE})
-SELECT
-  (SELECT count(*) FROM live) AS indexed,
-  (SELECT count(*) FROM _sf_truth t WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.uri = t.uri)) AS missing,
-  (SELECT count(*) FROM live l WHERE NOT EXISTS (SELECT 1 FROM _sf_truth t WHERE t.uri = l.uri)) AS extra,
-  (SELECT count(*) FROM live l JOIN _sf_truth t USING (uri)
-    WHERE l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev) AS stale,
-  (SELECT count(*) FROM record WHERE tombstone) AS tombstones
+# One pass over both sides: a FULL JOIN on an equality can only be a hash or merge join, so the
+# comparison stays linear whatever the planner thinks of the sizes. Backfilled records carry the
+# snapshot's rev, which is >= the rev that last wrote them.
+_COMPARED = f"""
+SELECT l.uri AS indexed_uri, t.uri AS truth_uri,
+       l.uri IS NOT NULL AND t.uri IS NOT NULL AND (l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev) AS stale
+FROM ({_LIVE}) l FULL JOIN _sf_truth t ON t.uri = l.uri
 """
-_RECORD_SAMPLES = {
-    "missing": f"WITH live AS ({_LIVE}) SELECT t.uri FROM _sf_truth t "
-    "WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.uri = t.uri) ORDER BY t.uri LIMIT $1",
-    "extra": f"WITH live AS ({_LIVE}) SELECT l.uri FROM live l "
-    "WHERE NOT EXISTS (SELECT 1 FROM _sf_truth t WHERE t.uri = l.uri) ORDER BY l.uri LIMIT $1",
-    "stale": f"WITH live AS ({_LIVE}) SELECT l.uri FROM live l JOIN _sf_truth t USING (uri) "
-    "WHERE l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev ORDER BY l.uri LIMIT $1",
-}
+_RECORD_COUNTS = f"""
+SELECT count(indexed_uri) AS indexed,
+       count(*) FILTER (WHERE indexed_uri IS NULL) AS missing,
+       count(*) FILTER (WHERE truth_uri IS NULL) AS extra,
+       count(*) FILTER (WHERE stale) AS stale
+FROM ({_COMPARED}) c
+"""
+# Only run when something is wrong: the first few uris of each kind of problem.
+_RECORD_SAMPLES = f"""
+SELECT kind, uri FROM (
+    SELECT kind, uri, row_number() OVER (PARTITION BY kind ORDER BY uri) AS n FROM (
+        SELECT CASE WHEN indexed_uri IS NULL THEN 'missing' WHEN truth_uri IS NULL THEN 'extra'
+                    ELSE 'stale' END AS kind,
+               coalesce(indexed_uri, truth_uri) AS uri
+        FROM ({_COMPARED}) c WHERE indexed_uri IS NULL OR truth_uri IS NULL OR stale
+    ) w
+) x WHERE n <= $1 ORDER BY kind, uri
+"""
+_TOMBSTONES = "SELECT count(*) FROM record WHERE tombstone"
 _LABEL_COUNTS = f"""
 WITH live AS ({_LIVE_LABELS}), truth AS (SELECT DISTINCT src, uri, val FROM _sf_truth_label)
 SELECT
@@ -100,19 +109,14 @@ async def verify(conn_or_pool: Any, truth: Iterable[dict[str, Any]]) -> Verdict:
     """Verify the database behind `conn_or_pool` against `truth` lines."""
     records, labels = _split_truth(truth)
     async with _connection(conn_or_pool) as conn, conn.transaction():
-        await conn.execute(
-            'CREATE TEMP TABLE _sf_truth (uri text COLLATE "C", cid text, rev text COLLATE "C") '
-            "ON COMMIT DROP;"
-            'CREATE TEMP TABLE _sf_truth_label (src text COLLATE "C", uri text COLLATE "C", '
-            'val text COLLATE "C") ON COMMIT DROP'
-        )
-        await conn.copy_records_to_table("_sf_truth", records=records)
-        await conn.copy_records_to_table("_sf_truth_label", records=labels)
+        await _load_truth(conn, records, labels)
         counts = await conn.fetchrow(_RECORD_COUNTS)
         label_counts = await conn.fetchrow(_LABEL_COUNTS)
-        samples = {
-            name: [row[0] for row in await conn.fetch(sql, _SAMPLES)] for name, sql in _RECORD_SAMPLES.items()
-        }
+        wrong = counts["missing"] + counts["extra"] + counts["stale"]
+        samples: dict[str, list[str]] = {}
+        for kind, uri in await conn.fetch(_RECORD_SAMPLES, _SAMPLES) if wrong else []:
+            samples.setdefault(kind, []).append(uri)
+        tombstones = await conn.fetchval(_TOMBSTONES)
         aggregates_ok = await aggregates_match(conn)
     return Verdict(
         expected=len(records),
@@ -120,14 +124,30 @@ async def verify(conn_or_pool: Any, truth: Iterable[dict[str, Any]]) -> Verdict:
         missing=counts["missing"],
         extra=counts["extra"],
         stale=counts["stale"],
-        tombstones=counts["tombstones"],
+        tombstones=tombstones,
         labels_expected=label_counts["expected"],
         labels_indexed=label_counts["indexed"],
         labels_missing=label_counts["missing"],
         labels_extra=label_counts["extra"],
         aggregates_ok=aggregates_ok,
-        samples={k: v for k, v in samples.items() if v},
+        samples=samples,
     )
+
+
+async def _load_truth(conn: Any, records: list[tuple[str, str, str]], labels: list[tuple[str, ...]]) -> None:
+    """COPY the truth into temporary tables and ANALYZE them: without statistics the planner
+    takes a temp table for a few rows and may pick a nested loop over millions."""
+    await conn.execute(
+        'CREATE TEMP TABLE _sf_truth (uri text COLLATE "C", cid text, rev text COLLATE "C") '
+        "ON COMMIT DROP;"
+        'CREATE TEMP TABLE _sf_truth_label (src text COLLATE "C", uri text COLLATE "C", '
+        'val text COLLATE "C") ON COMMIT DROP;'
+        # Hash joins over a few million rows fit in memory instead of spilling in batches.
+        f"SET LOCAL work_mem = '{_WORK_MEM}'"
+    )
+    await conn.copy_records_to_table("_sf_truth", records=records)
+    await conn.copy_records_to_table("_sf_truth_label", records=labels)
+    await conn.execute("ANALYZE _sf_truth, _sf_truth_label")
 
 
 async def aggregates_match(conn: Any) -> bool:
