@@ -172,18 +172,51 @@ async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> None:
                 raise
 
 
-async def _apply_main(conn: Any, batch: Batch) -> None:
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a batch's transaction; `name` labels it in profiles (bench_indexer)."""
+
+    name: str
+    sql: str
+    args: tuple[Any, ...] = ()
+
+
+def main_statements(batch: Batch) -> list[Statement]:
+    """The statements that apply `batch` (records, labels, actors) after its ops are staged."""
+    out: list[Statement] = []
+    if batch.ops:
+        nsids = frozenset(op[2] for op in batch.ops.values()) & COLLECTIONS
+        out += [
+            Statement("lock repos", _LOCK_REPOS),
+            Statement("merge records", _MERGE_RECORDS),
+            Statement("per-collection + aggregates", sync_collections_sql(nsids)),
+        ]
+    if batch.labels:
+        out.append(Statement("labels", _MERGE_LABELS, tuple(_columns(batch.labels.values(), 7))))
+    if batch.accounts:
+        out.append(Statement("accounts", _MERGE_ACCOUNTS, tuple(_columns(batch.accounts.values(), 4))))
+    if batch.identities:
+        out.append(Statement("identities", _MERGE_IDENTITIES, tuple(_columns(batch.identities.values(), 3))))
+    return out
+
+
+async def stage_ops(conn: Any, batch: Batch) -> None:
+    """COPY the batch's record operations into the staging table."""
     if batch.ops:
         await conn.copy_records_to_table("_sf_op", records=list(batch.ops.values()))
-        nsids = frozenset(op[2] for op in batch.ops.values()) & COLLECTIONS
-        # One round trip: a multi-statement simple query; each statement gets its own snapshot.
-        await conn.execute(";\n".join([_LOCK_REPOS, _MERGE_RECORDS, sync_collections_sql(nsids)]))
-    if batch.labels:
-        await conn.execute(_MERGE_LABELS, *_columns(batch.labels.values(), 7))
-    if batch.accounts:
-        await conn.execute(_MERGE_ACCOUNTS, *_columns(batch.accounts.values(), 4))
-    if batch.identities:
-        await conn.execute(_MERGE_IDENTITIES, *_columns(batch.identities.values(), 3))
+
+
+async def _apply_main(conn: Any, batch: Batch) -> None:
+    await stage_ops(conn, batch)
+    statements = main_statements(batch)
+    # One round trip for the statements without parameters: a multi-statement simple query, in
+    # which each statement gets its own snapshot.
+    plain = [s.sql for s in statements if not s.args]
+    if plain:
+        await conn.execute(";\n".join(plain))
+    for statement in statements:
+        if statement.args:
+            await conn.execute(statement.sql, *statement.args)
 
 
 async def _apply_markers(conn: Any, batch: Batch) -> None:
