@@ -32,7 +32,7 @@ from streams import Keys, connect, redis_url_or_embedded
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers.demo.procs import Child, child_env
-from workers.demo.progress import Snapshot, progress_line, render, snapshot
+from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
 from workers.settings import masked
@@ -281,6 +281,7 @@ class _Watcher:
         self._redraw = sys.stdout.isatty()
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
+        self._records = RecordCount()
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -314,7 +315,8 @@ class _Watcher:
             self._rng.choice(self.children).kill()
             self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
-        snap = await snapshot(self.redis, self.keys, self.pg, self.relay_host, devnet)
+        records = await self._records.refresh(self.pg)
+        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
         if not self.options.json:
             self._show(snap, phase)
         self.prev = snap
