@@ -15,6 +15,8 @@ statements are described in collections.py).
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +59,20 @@ async def prepare_connection(conn: Any) -> None:
 # tuple writes (row locks on actor_sync would); a bounded bucket count keeps a batch from
 # filling the shared lock table however many repos it touches.
 LOCK_BUCKETS = 64
-_BUCKET_LOCKS = """
-SELECT count({fn}(hashtext('streamfill.repo:' || current_schema()), b)) FROM (
-    SELECT DISTINCT abs(hashtext(did) % {n}) AS b FROM {source} ORDER BY b
-) x
-"""
-_LOCK_REPOS = _BUCKET_LOCKS.format(fn="pg_advisory_xact_lock_shared", n=LOCK_BUCKETS, source="_sf_op")
-_LOCK_MARKER_REPOS = _BUCKET_LOCKS.format(
-    fn="pg_advisory_xact_lock", n=LOCK_BUCKETS, source="unnest($1::text[]) AS m(did)"
+# The buckets are computed here and inlined as integers (no scan of the staging table, and the
+# statement still fits the batch's single multi-statement round trip); unnest keeps their order.
+_BUCKET_LOCKS = (
+    "SELECT count({fn}(hashtext('streamfill.repo:' || current_schema()), b)) "
+    "FROM unnest('{{{buckets}}}'::int[]) AS b"
 )
+
+
+def lock_repos_sql(dids: Iterable[str], *, exclusive: bool = False) -> str:
+    """Take the (shared, or `exclusive`) advisory lock of every bucket of `dids`, in bucket order."""
+    buckets = sorted({zlib.crc32(did.encode()) % LOCK_BUCKETS for did in dids})
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    return _BUCKET_LOCKS.format(fn=fn, buckets=",".join(map(str, buckets)))
+
 
 # A marker's sweep: every live record of its repo older than the marker becomes a tombstone at
 # the marker's rev (collections.sweep_sql), after the repo's snapshot floor is raised.
@@ -164,7 +171,7 @@ def main_statements(batch: Batch) -> list[Statement]:
         collections = frozenset(op[1] for op in batch.ops.values())
         nsids, generic = collections & COLLECTIONS, not collections <= COLLECTIONS
         out += [
-            Statement("lock repos", _LOCK_REPOS),
+            Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})),
             Statement("merge (gate)", merge_sql(nsids, generic)),
             Statement("content + aggregates", sync_sql(nsids, generic)),
         ]
@@ -198,7 +205,7 @@ async def _apply_main(conn: Any, batch: Batch) -> None:
 
 async def _apply_markers(conn: Any, batch: Batch) -> None:
     dids, revs, commits = _columns(batch.markers.values(), 3)
-    await conn.execute(_LOCK_MARKER_REPOS, dids)
+    await conn.execute(lock_repos_sql(dids, exclusive=True))
     await conn.execute(_MERGE_MARKERS, dids, revs, commits)
     await conn.execute(sync_sql())
 
