@@ -214,7 +214,8 @@ def _merge_cte(t: RecordTable) -> str:
         f"WHERE {t.ops_filter('o')} ORDER BY {order} "
         f"ON CONFLICT ({keys}) DO UPDATE SET rev = excluded.rev, cid = excluded.cid, indexed_at = now() "
         f"WHERE {_GATE} "
-        f"RETURNING t.did, {t.collection_sql('t')}, t.rkey, t.xmax = 0, t.tombstone, {t.k1_sql('t')})"
+        f"RETURNING t.did, {t.collection_sql('t')}, t.rkey, t.xmax = 0 AS fresh, t.tombstone, "
+        f"{t.k1_sql('t')})"
     )
 
 
@@ -227,7 +228,10 @@ def merge_sql(nsids: frozenset[str], generic: bool) -> str:
     """Statement 1 for a batch whose ops are of the collections `nsids` (those with a table)
     and, when `generic`, of others."""
     tables = _tables(nsids, generic)
-    union = " UNION ALL ".join(f"SELECT * FROM m_{t.name}" for t in tables)
+    # A fresh row of a table without aggregates needs nothing more: it is not staged.
+    union = " UNION ALL ".join(
+        f"SELECT * FROM m_{t.name}" + ("" if t.deltas else " WHERE NOT fresh") for t in tables
+    )
     return f"WITH {', '.join([_FLOORED, *map(_merge_cte, tables)])} INSERT INTO {TOUCHED} {union}"
 
 
@@ -245,8 +249,8 @@ def _update_cte(t: RecordTable) -> str:
 
 # The ops of the rows that were there before: usually few (updates and deletes).
 _CHANGED = (
-    f"changed AS MATERIALIZED (SELECT o.* FROM {TOUCHED} x JOIN {OPS} o "
-    "ON o.did = x.did AND o.collection = x.collection AND o.rkey = x.rkey WHERE NOT x.fresh)"
+    f"changed AS MATERIALIZED (SELECT o.* FROM {OPS} o WHERE (o.did, o.collection, o.rkey) IN "
+    f"(SELECT did, collection, rkey FROM {TOUCHED} WHERE NOT fresh))"
 )
 
 
