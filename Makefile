@@ -33,6 +33,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_backfill.py
 	$(UV) run --frozen python bench/bench_indexer.py
 	$(UV) run --frozen python bench/bench_cluster.py
+	$(UV) run --frozen python bench/bench_migrate.py
 	$(UV) run --frozen python bench/bench_demo.py
 
 lint: install

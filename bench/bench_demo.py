@@ -2,9 +2,9 @@
 
 Prints, per run: records indexed, pipeline seconds and records/s (children started -> listing
 done and every stream drained), settle seconds, verify seconds, the devnet's start-up
-(generation included), and verify's share of the pipeline phase (target: small at any size;
-its baseline is the pipeline phase of the same run). An exact verdict is required: a run that
-is not `ok` fails the benchmark.
+(generation included), the database's bytes per live record, and verify's share of the
+pipeline phase (target: small at any size; its baseline is the pipeline phase of the same run).
+An exact verdict is required: a run that is not `ok` fails the benchmark.
 
     BENCH_DEMO_REPOS=2000        sizes, comma-separated (e.g. 2000,20000)
     BENCH_DEMO_SEED=1
@@ -35,7 +35,8 @@ EXTRA = shlex.split(os.environ.get("BENCH_DEMO_ARGS", ""))
 # Verify must stay a small part of the run however big the network.
 VERIFY_SHARE_TARGET = 0.1
 # The demo JSON fields printed, in order.
-ROW = ("expected", "indexed", "pipeline_s", "records_per_s", "settle_s", "verify_s", "devnet_startup_s")
+ROW = ("expected", "indexed", "pipeline_s", "records_per_s", "settle_s", "verify_s", "devnet_startup_s",
+       "database_bytes_per_record")
 
 
 def run_demo(repos: int) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class Snapshot:
     listing_done: bool
     records_indexed: int
     devnet: dict[str, Any] = field(default_factory=dict)
+    database_bytes: int = 0  # measured once, after the verdict
 
     def drained(self) -> bool:
         return all(r.lag == 0 and r.pending == 0 for r in self.rows.values())

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -254,7 +254,15 @@ async def _drive(
     verdict = await verify(pg, truth)
     verify_s = time.monotonic() - settled_at
     times = PhaseTimes(devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s)
-    return verdict, final, times
+    return verdict, replace(final, database_bytes=await pg.fetchval(_DATABASE_BYTES)), times
+
+
+# Heap, TOAST and indexes of every table of the schema the indexer wrote (after it ran: with the
+# free space and dead rows online indexing leaves).
+_DATABASE_BYTES = """
+SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'r'
+"""
 
 
 class _Watcher:
@@ -348,6 +356,7 @@ def _report(
         "devnet_startup_s": round(times.devnet_startup_s, 1),
         # The pipeline's rate: settle and verify are the demo's own checks, not indexing work.
         "records_per_s": round(verdict.indexed / times.pipeline_s, 1) if times.pipeline_s > 0 else 0.0,
+        "database_bytes_per_record": round(final.database_bytes / max(verdict.indexed, 1)),
         "repos": final.devnet.get("repos"),
         "kills": sum(c.kills for c in children),
         "restarts": sum(c.restarts for c in children),
