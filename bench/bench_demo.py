@@ -4,7 +4,8 @@ Prints, per run: records indexed, pipeline seconds and records/s (children start
 done and every stream drained), settle seconds, verify seconds, the devnet's start-up
 (generation included), the database's bytes per live record, and verify's share of the
 pipeline phase (target: small at any size; its baseline is the pipeline phase of the same run).
-An exact verdict is required: a run that is not `ok` fails the benchmark.
+An exact verdict is required: a run that is not `ok` is printed with its mismatch counts, and
+the benchmark exits 1.
 
     BENCH_DEMO_REPOS=2000        sizes, comma-separated (e.g. 2000,20000)
     BENCH_DEMO_SEED=1
@@ -49,8 +50,6 @@ def run_demo(repos: int) -> dict[str, Any]:
         if not lines:
             raise SystemExit(f"bench_demo: no verdict for --repos {repos}:\n{out.stderr[-3000:]}")
         doc: dict[str, Any] = json.loads(lines[-1])
-    if not doc["ok"]:
-        raise SystemExit(f"bench_demo: --repos {repos} is not exact: {json.dumps(doc)}")
     return doc
 
 
@@ -58,11 +57,15 @@ def main() -> None:
     rows = []
     for repos in SIZES:
         doc = run_demo(repos)
-        row: dict[str, Any] = {"repos": repos, **{k: doc[k] for k in ROW}}
+        row: dict[str, Any] = {"repos": repos, "ok": doc["ok"], **{k: doc[k] for k in ROW}}
         row["verify_share"] = doc["verify_s"] / doc["pipeline_s"]
         row["target"] = f"<= {VERIFY_SHARE_TARGET}"
+        if not doc["ok"]:
+            row |= {k: doc[k] for k in ("missing", "extra", "stale", "samples")}
         rows.append(row)
     report("bench_demo", rows)
+    if not all(row["ok"] for row in rows):
+        raise SystemExit("bench_demo: a run was not exact")
 
 
 if __name__ == "__main__":
