@@ -136,16 +136,22 @@ async def scratch_schema(url: str) -> AsyncIterator[str]:
 @dataclasses.dataclass
 class Side:
     """What one side of the paired run spent: wall seconds, PostgreSQL backend CPU seconds (None
-    when the server is not on this machine) and this process' CPU seconds."""
+    when the server is not on this machine), this process' CPU seconds, and WAL bytes."""
 
     wall: float = 0.0
     pg_cpu: float | None = 0.0
     py_cpu: float = 0.0
+    wal: int = 0
 
     def add(self, wall: float, pg_cpu: float | None, py_cpu: float) -> None:
         self.wall += wall
         self.pg_cpu = None if self.pg_cpu is None or pg_cpu is None else self.pg_cpu + pg_cpu
         self.py_cpu += py_cpu
+
+
+# WAL written by one side's batch (both sides run one after the other on the same server).
+_WAL_LSN = "SELECT pg_current_wal_insert_lsn()"
+_WAL_SINCE = "SELECT (pg_current_wal_insert_lsn() - $1::pg_lsn)::bigint"
 
 
 def backend_cpu_s(pid: int) -> float | None:
@@ -155,6 +161,11 @@ def backend_cpu_s(pid: int) -> float | None:
             return int(fh.read().split()[0]) / 1e9
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _backends_cpu_s(pids: tuple[int, ...]) -> float | None:
+    times = [backend_cpu_s(pid) for pid in pids]
+    return None if None in times else sum(t for t in times if t is not None)
 
 
 async def timed(side: Side, pid: int, call: Any) -> None:
@@ -195,7 +206,9 @@ async def bench_paired(url: str, rows: list[tuple[Any, ...]], entries: list[Entr
                     (idx, idx_pid, functools.partial(handler, entries[i : i + BATCH])),
                 ]
                 for side, pid, call in pair if n % 2 == 0 else pair[::-1]:
+                    lsn = await conn.fetchval(_WAL_LSN)
                     await timed(side, pid, call)
+                    side.wal += await conn.fetchval(_WAL_SINCE, lsn)
             assert handler.statistics().dead_lettered == 0
         finally:
             await pool.close()
@@ -230,6 +243,40 @@ async def _profile_batch(conn: Any, pid: int, batch: Batch, profile: dict[str, S
         run = functools.partial(conn.execute, statement.sql, *statement.args)
         await timed(profile[statement.name], pid, run)
     await timed(profile["commit"], pid, functools.partial(conn.execute, "COMMIT"))
+
+
+async def measure_consumer_path(url: str, redis_url: str, entries: list[Entry]) -> Side:
+    """The whole path of one indexer process: the entries already in a stream, read by the real
+    Consumer (two batches in flight, as the indexer's default concurrency) into IndexerHandler on
+    a pool of two connections. PostgreSQL CPU is both backends'."""
+    async with scratch_schema(url) as schema:
+        pool = await create_pool(url, max_size=2, schema=schema)
+        redis = connect(redis_url)
+        stream = Keys(f"bench{uuid.uuid4().hex[:6]}").stream(LIVE)
+        try:
+            async with pool.acquire() as c1, pool.acquire() as c2:
+                await migrate(c1)
+                pids = (c1.get_server_pid(), c2.get_server_pid())
+            for i in range(0, len(entries), BATCH):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for e in entries[i : i + BATCH]:
+                        pipe.xadd(stream, dict(e.fields))
+                    await pipe.execute()
+            consumer = Consumer(redis, ConsumerConfig(stream, "firehose_group", "bench", batch_size=BATCH,
+                                                      concurrency=2, block_ms=50), IndexerHandler(pool))
+            await consumer.ensure_group()
+            side = Side()
+            pg0, py0, t0 = _backends_cpu_s(pids), time.process_time(), time.perf_counter()
+            await consumer.run_until_idle()
+            side.wall, side.py_cpu = time.perf_counter() - t0, time.process_time() - py0
+            pg1 = _backends_cpu_s(pids)
+            side.pg_cpu = None if pg0 is None or pg1 is None else pg1 - pg0
+            assert consumer.statistics().acked == len(entries)
+        finally:
+            await redis.delete(stream)
+            await redis.aclose()
+            await pool.close()
+    return side
 
 
 async def measure_live_latency(url: str, redis_url: str, events: list[Any]) -> dict[str, float]:
@@ -289,18 +336,22 @@ async def main(url: str, redis_url: str) -> None:
     raw, idx = median
     rows_out: list[dict[str, Any]] = [
         {"path": "raw COPY+merge", "events_per_s": N / raw.wall, "pg_us_per_event": _us(raw.pg_cpu, N),
-         "py_us_per_event": _us(raw.py_cpu, N)},
+         "py_us_per_event": _us(raw.py_cpu, N), "wal_bytes_per_event": raw.wal / N},
         # The ratio is the median of the rounds' paired ratios; the rates are that round's.
         {"path": "indexer apply", "events_per_s": N / idx.wall, "ratio": ratios[len(ratios) // 2],
          "ratio_range": f"{ratios[0]:.3f}-{ratios[-1]:.3f}", "target": 0.5,
-         "pg_us_per_event": _us(idx.pg_cpu, N), "py_us_per_event": _us(idx.py_cpu, N)},
+         "pg_us_per_event": _us(idx.pg_cpu, N), "py_us_per_event": _us(idx.py_cpu, N),
+         "wal_bytes_per_event": idx.wal / N},
     ]
-    if idx.pg_cpu is not None:
-        # With PostgreSQL on a core of its own and two batches in flight (the consumer's default
-        # concurrency), the process is bound by the busier of the two.
-        busiest = max(idx.pg_cpu, idx.py_cpu) / N
-        rows_out.append({"path": "indexer, PostgreSQL on its own core (from CPU per event)",
-                         "events_per_s": 1 / busiest, "target": 40000})
+    path = await measure_consumer_path(url, redis_url, entries)
+    row: dict[str, Any] = {"path": "one indexer process: Redis -> consumer -> handler -> PostgreSQL",
+                           "events_per_s": N / path.wall, "pg_us_per_event": _us(path.pg_cpu, N),
+                           "py_us_per_event": _us(path.py_cpu, N)}
+    if path.pg_cpu is not None:
+        # With PostgreSQL on a core of its own and two batches in flight, the process is bound
+        # by the busier of the two: its own CPU per event, or PostgreSQL's.
+        row |= {"with_own_pg_core_events_per_s": N / max(path.pg_cpu, path.py_cpu), "target": 40000}
+    rows_out.append(row)
     rows_out += [
         {"path": f"  {name}", "ms_per_batch": side.wall / (N / BATCH) * 1e3,
          "pg_us_per_event": _us(side.pg_cpu, N), "py_us_per_event": _us(side.py_cpu, N)}
@@ -313,6 +364,5 @@ async def main(url: str, redis_url: str) -> None:
 
 
 if __name__ == "__main__":
-    redis_needed = bench_redis_url() if LIVE_RATE > 0 else contextlib.nullcontext("")
-    with database_url_or_embedded(os.environ.get("DATABASE_URL")) as db_url, redis_needed as r_url:
+    with database_url_or_embedded(os.environ.get("DATABASE_URL")) as db_url, bench_redis_url() as r_url:
         anyio.run(main, db_url, r_url)
