@@ -220,7 +220,8 @@ def _merge_cte(t: RecordTable) -> str:
 
 
 def _tables(nsids: frozenset[str] | None, generic: bool) -> list[RecordTable]:
-    return [t for t in ALL_TABLES if (t.generic and generic) or (nsids is None or t.nsid in nsids)]
+    """The tables of `nsids` (None: all of them), and `record` when `generic`."""
+    return [t for t in ALL_TABLES if (generic if t.generic else nsids is None or t.nsid in nsids)]
 
 
 @functools.cache
