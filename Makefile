@@ -33,6 +33,8 @@ bench: install
 	$(UV) run --frozen python bench/bench_backfill.py
 	$(UV) run --frozen python bench/bench_indexer.py
 	$(UV) run --frozen python bench/bench_cluster.py
+	$(UV) run --frozen python bench/bench_migrate.py
+	$(UV) run --frozen python bench/bench_demo.py
 
 lint: install
 	$(UV) run --frozen ruff check .

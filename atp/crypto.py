@@ -162,9 +162,11 @@ class SigningKey:
         """Return the raw 32-byte private scalar."""
         return self._key.private_numbers().private_value.to_bytes(32, "big")
 
-    def sign(self, data: bytes) -> bytes:
-        """Sign sha256(data); return 64-byte r||s with low S."""
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+    def sign(self, data: bytes, *, deterministic: bool = False) -> bytes:
+        """Sign sha256(data); return 64-byte r||s with low S. `deterministic`: an RFC 6979 nonce
+        (same key and data, same signature: devnet's reproducible commits)."""
+        algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=deterministic)
+        r, s = decode_dss_signature(self._key.sign(data, algorithm))
         order = _ORDER[self.curve]
         if s > order // 2:
             s = order - s

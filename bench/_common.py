@@ -35,13 +35,14 @@ class Timer:
 def report(name: str, rows: list[dict[str, Any]]) -> None:
     """Print a table and append the figures to bench/results/<name>.jsonl (not committed)."""
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    print(f"\n== {name}  ({python}, {os.cpu_count()} cores)")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n== {name}  ({python}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, load {load})")
     for row in rows:
         print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
     with (out / f"{name}.jsonl").open("a") as fh:
-        fh.write(json.dumps({"at": time.time(), "rows": rows}) + "\n")
+        fh.write(json.dumps({"at": time.time(), "load": os.getloadavg(), "rows": rows}) + "\n")
 
 
 def _fmt(v: Any) -> str:

@@ -7,14 +7,10 @@ Signatures are RFC 6979 deterministic so that the same seed gives the same commi
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import libipld
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from atp.car import write_car
 from atp.cbor import CID, cid_bytes_for, encode
@@ -33,26 +29,9 @@ __all__ = [
     "repo_car",
 ]
 
-# Curve and group order, to normalise S to the low half as atproto requires.
-_CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
-    "secp256k1": (ec.SECP256K1(), 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141),
-    "p256": (ec.SECP256R1(), 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551),
-}
-
-
-@functools.cache
-def _ec_key(curve: str, secret: bytes) -> ec.EllipticCurvePrivateKey:
-    return ec.derive_private_key(int.from_bytes(secret, "big"), _CURVES[curve][0])
-
-
 def deterministic_sign(key: SigningKey, data: bytes) -> bytes:
     """Low-S r||s ECDSA over sha256(data) with an RFC 6979 nonce (same input, same signature)."""
-    private = _ec_key(key.curve, key.private_bytes())
-    der = private.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    r, s = decode_dss_signature(der)
-    order = _CURVES[key.curve][1]
-    s = min(s, order - s)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return key.sign(data, deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)

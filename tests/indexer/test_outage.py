@@ -11,6 +11,7 @@ from streams import DONE, Retry
 from tests.indexer._events import FOLLOW, LIKE, LIVE, POST, body, create, entry, tid, uri
 from tests.indexer._proxy import PgProxy
 from workers.indexer import IndexerHandler
+from workers.indexer.collections import live_records_sql
 from workers.indexer.db import create_pool
 from workers.indexer.verify import aggregates_match
 
@@ -49,7 +50,7 @@ def batch(n: int, start: int) -> list[Any]:
 
 async def state(pool: Any) -> tuple[int, int, bool]:
     async with pool.acquire() as conn:
-        records = await conn.fetchval("SELECT count(*) FROM record")
+        records = await conn.fetchval(f"SELECT count(*) FROM ({live_records_sql()}) r")
         likes = await conn.fetchval("SELECT coalesce(sum(like_count), 0) FROM post_agg")
         return records, likes, await aggregates_match(conn)
 

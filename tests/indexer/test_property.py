@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.indexer._db import live_pairs
 from tests.indexer._events import FOLLOW, LIKE, POST, REPOST
 from tests.indexer._world import DIDS, World
 from workers.indexer import IndexerHandler
@@ -86,20 +87,16 @@ async def test_any_interleaving_converges_to_the_truth(pool: Any, scenario: Any,
     verdict = await verify(pool, world.truth())
     assert verdict.ok, verdict.to_json()
     assert verdict.indexed == verdict.expected == len(world.truth())
+    assert await live_pairs(pool, "post", POST, "reply_parent") == world.table(POST, "parent")
+    assert await live_pairs(pool, '"like"', LIKE, "subject") == world.table(LIKE, "subject")
+    assert await live_pairs(pool, "repost", REPOST, "subject") == world.table(REPOST, "subject")
+    assert await live_pairs(pool, "follow", FOLLOW, "subject_did") == world.table(FOLLOW, "subject")
     async with pool.acquire() as conn:
-        assert await _pairs(conn, "post", "reply_parent") == world.table(POST, "parent")
-        assert await _pairs(conn, '"like"', "subject") == world.table(LIKE, "subject")
-        assert await _pairs(conn, "repost", "subject") == world.table(REPOST, "subject")
-        assert await _pairs(conn, "follow", "subject_did") == world.table(FOLLOW, "subject")
         post_agg = await _aggs(conn, "post_agg", "uri", "like_count, repost_count, reply_count")
         assert post_agg == world.post_agg()
         assert await _aggs(conn, "profile_agg", "did", "followers_count, follows_count, posts_count") == (
             world.profile_agg()
         )
-
-
-async def _pairs(conn: Any, table: str, column: str) -> set[tuple[str, str | None]]:
-    return {(r[0], r[1]) for r in await conn.fetch(f"SELECT uri, {column} FROM {table}")}
 
 
 async def _aggs(conn: Any, table: str, key: str, columns: str) -> dict[str, tuple[int, ...]]:

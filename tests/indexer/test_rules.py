@@ -9,6 +9,7 @@ import pytest
 
 from schemas import Label
 from streams import DONE, DeadLetter, Done
+from tests.indexer._db import live_uris, record_row
 from tests.indexer._events import (
     BACKFILL,
     FOLLOW,
@@ -50,17 +51,11 @@ async def row(pool: Any, sql: str, *args: Any) -> Any:
         return await conn.fetchrow(sql, *args)
 
 
-async def live_uris(pool: Any) -> set[str]:
-    async with pool.acquire() as conn:
-        return {r[0] for r in await conn.fetch("SELECT uri FROM record WHERE NOT tombstone")}
-
-
 async def test_delete_before_create_cannot_be_resurrected_by_an_older_backfill(pool: Any) -> None:
     await run(pool, delete(B, LIKE, "l1", tid(5)))
     await run(pool, create(B, LIKE, "l1", tid(3), "c1", body(LIKE, subject=P1), seq=-1), stream=BACKFILL)
-    rec = await row(pool, "SELECT tombstone, rev FROM record WHERE uri = $1", uri(B, LIKE, "l1"))
-    assert (rec["tombstone"], rec["rev"]) == (True, tid(5))
-    assert await row(pool, 'SELECT * FROM "like"') is None
+    rec = await record_row(pool, uri(B, LIKE, "l1"), "tombstone, rev, subject")
+    assert (rec["tombstone"], rec["rev"], rec["subject"]) == (True, tid(5), None)
     assert await row(pool, "SELECT * FROM post_agg WHERE like_count <> 0") is None
 
 
@@ -74,8 +69,7 @@ async def test_updates_in_reverse_order_keep_the_newest_and_move_the_aggregate(p
     newer = create(B, LIKE, "l1", tid(7), "c7", body(LIKE, subject=P2), update=True)
     older = create(B, LIKE, "l1", tid(5), "c5", body(LIKE, subject=P1))
     await run(pool, newer, older, newer)
-    assert (await row(pool, "SELECT cid FROM record WHERE uri = $1", uri(B, LIKE, "l1")))[0] == "c7"
-    assert (await row(pool, 'SELECT subject FROM "like"'))[0] == P2
+    assert (await record_row(pool, uri(B, LIKE, "l1"), "cid, subject"))[:] == ("c7", P2)
     counts = await row(pool, "SELECT (SELECT like_count FROM post_agg WHERE uri = $1) AS p2, "
                              "(SELECT like_count FROM post_agg WHERE uri = $2) AS p1", P2, P1)
     assert (counts["p2"], counts["p1"]) == (1, None)
@@ -103,7 +97,7 @@ async def test_marker_tombstones_records_deleted_before_the_firehose(pool: Any) 
     await run(pool, marker(A, tid(9)), create(A, POST, "p2", tid(9), "cp2", body(POST), seq=-1),
               stream=BACKFILL)
     assert await live_uris(pool) == {P2}
-    assert (await row(pool, "SELECT rev FROM record WHERE uri = $1", P1))[0] == tid(9)
+    assert (await record_row(pool, P1, "rev, tombstone"))[:] == (tid(9), True)
     assert (await row(pool, "SELECT posts_count FROM profile_agg WHERE did = $1", A))[0] == 1
     assert (await row(pool, "SELECT repo_rev FROM actor_sync WHERE did = $1", A))[0] == tid(9)
 
@@ -141,15 +135,18 @@ async def test_labels_negation_and_out_of_order_cts(pool: Any) -> None:
 async def test_one_bad_entry_is_dead_lettered_and_the_rest_committed(pool: Any) -> None:
     like = body(LIKE, subject=P1)
     good = [entry(LIVE, create(B, LIKE, f"l{i}", tid(i), f"c{i}", like)) for i in range(1, 8)]
-    no_subject = entry(LIVE, create(B, LIKE, "bad", tid(20), "cb", {"$type": LIKE}))  # NOT NULL
+    no_text = entry(LIVE, create(B, POST, "bad", tid(20), "cb", {"$type": POST}))  # CHECK
     nul = entry(LIVE, create(B, POST, "nul", tid(21), "cn", {"$type": POST, "text": "a\u0000b"}))  # jsonb
     garbage = type(good[0])(LIVE, "99-0", {b"event": b"{not json"})
-    batch = [*good[:3], no_subject, *good[3:5], nul, garbage, *good[5:]]
+    no_subject = entry(LIVE, create(B, LIKE, "bad", tid(22), "cs", {"$type": LIKE}))  # read in Python
+    batch = [*good[:3], no_text, *good[3:5], nul, garbage, no_subject, *good[5:]]
     outcomes = await IndexerHandler(pool)(batch)
     dead = {i for i, o in enumerate(outcomes) if isinstance(o, DeadLetter)}
-    assert dead == {3, 6, 7}, outcomes
+    assert dead == {3, 6, 7, 8}, outcomes
     assert all(isinstance(outcomes[i], Done) for i in set(range(len(batch))) - dead)
-    assert outcomes[7].reason == "invalid_entry" and outcomes[3].reason == "rejected_by_database"
+    assert [outcomes[i].reason for i in sorted(dead)] == [
+        "rejected_by_database", "rejected_by_database", "invalid_entry", "invalid_entry"
+    ]
     assert (await row(pool, "SELECT like_count FROM post_agg WHERE uri = $1", P1))[0] == 7
     assert await live_uris(pool) == {uri(B, LIKE, f"l{i}") for i in range(1, 8)}
 

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from streams import CURSOR_DONE, Keys
 from workers.demo.procs import Child
+from workers.indexer.collections import live_records_sql
 
 STREAMS = (
     ("repo_backfill", "repo_backfill_group"),
@@ -38,6 +39,7 @@ class Snapshot:
     listing_done: bool
     records_indexed: int
     devnet: dict[str, Any] = field(default_factory=dict)
+    database_bytes: int = 0  # measured once, after the verdict
 
     def drained(self) -> bool:
         return all(r.lag == 0 and r.pending == 0 for r in self.rows.values())
@@ -59,17 +61,35 @@ async def _row(redis: aioredis.Redis, keys: Keys, name: str, group: str) -> Stre
     )
 
 
+class RecordCount:
+    """The number of live records, for the dashboard: an exact count, taken at most once per
+    `_COUNT_EVERY` times the last count's duration, so that on a big network the dashboard
+    never takes more than a small share of PostgreSQL from the indexers."""
+
+    _COUNT_EVERY = 20
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._next_at = 0.0
+
+    async def refresh(self, pg: Any) -> int:
+        started = time.monotonic()
+        if started < self._next_at:
+            return self.value
+        try:
+            self.value = int(await pg.fetchval(f"SELECT count(*) FROM ({live_records_sql()}) r"))
+        except Exception:  # the schema may not exist yet in the first second
+            self.value = 0
+        self._next_at = started + self._COUNT_EVERY * (time.monotonic() - started)
+        return self.value
+
+
 async def snapshot(
-    redis: aioredis.Redis, keys: Keys, pg: Any, relay_host: str, devnet: dict[str, Any]
+    redis: aioredis.Redis, keys: Keys, records: int, relay_host: str, devnet: dict[str, Any]
 ) -> Snapshot:
     rows = {name: await _row(redis, keys, name, group) for name, group in STREAMS}
     cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
-    indexed = 0
-    try:
-        indexed = int(await pg.fetchval("SELECT count(*) FROM record WHERE NOT tombstone"))
-    except Exception:  # the schema may not exist yet in the first second
-        indexed = 0
-    return Snapshot(time.monotonic(), rows, cursor == CURSOR_DONE.encode(), indexed, devnet)
+    return Snapshot(time.monotonic(), rows, cursor == CURSOR_DONE.encode(), records, devnet)
 
 
 def _bar(done: int, total: int, width: int = 32) -> str:

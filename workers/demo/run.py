@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +32,7 @@ from streams import Keys, connect, redis_url_or_embedded
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers.demo.procs import Child, child_env
-from workers.demo.progress import Snapshot, progress_line, render, snapshot
+from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
 from workers.settings import masked
@@ -123,13 +123,14 @@ def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
         str(workdir / "truth.jsonl"),
     ]
     log = (workdir / "devnet.log").open("ab")
+    started = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
             raise DemoError(f"devnet did not start; see {workdir / 'devnet.log'}")
-        yield json.loads(line)
+        yield json.loads(line) | {"startup_s": time.monotonic() - started}
     finally:
         proc.terminate()
         try:
@@ -170,9 +171,9 @@ async def _run(
         for child in children:
             child.start()
         async with httpx.AsyncClient(base_url=relay, timeout=30) as http:
-            verdict, final = await _drive(options, redis, keys, pg, http, devnet, children, started)
+            verdict, final, times = await _drive(options, redis, keys, pg, http, devnet, children, started)
         elapsed = time.monotonic() - started
-        _report(options, verdict, final, elapsed, children, workdir)
+        _report(options, verdict, final, (elapsed, times), children, workdir)
         if options.keep:
             await _keep(options, devnet, redis_url, database_url, prefix)
         return 0 if verdict.ok else 1
@@ -209,6 +210,18 @@ def _children(env: dict[str, str], workdir: Path) -> list[Child]:
     ]
 
 
+@dataclass(frozen=True)
+class PhaseTimes:
+    """Seconds spent in each phase (the devnet's start, generation included, comes before the
+    workers start). The pipeline phase ends at the first moment listing was done
+    and every stream drained (the extra ticks that confirm it are settle time)."""
+
+    devnet_startup_s: float
+    pipeline_s: float
+    settle_s: float
+    verify_s: float
+
+
 async def _drive(
     options: DemoOptions,
     redis: aioredis.Redis,
@@ -218,11 +231,12 @@ async def _drive(
     devnet: dict[str, Any],
     children: list[Child],
     started: float,
-) -> tuple[Verdict, Snapshot]:
+) -> tuple[Verdict, Snapshot, PhaseTimes]:
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
     watch.labeler_host = host_key(devnet["labeler"])
     await watch.until(lambda s: s.listing_done and s.drained(), "backfill", stable=3)
+    drained_at = watch.reached_at
     await http.post("/control/pause")
     stats = (await http.get("/stats")).json()
     firehose_key = keys.cursor("firehose_live", host_key(relay))
@@ -233,8 +247,22 @@ async def _drive(
         lambda s: True, "settle", stable=1, cursors=((firehose_key, last_seq), (labels_key, last_label))
     )
     final = await watch.until(lambda s: s.drained(), "settle", stable=4)
+    settled_at = time.monotonic()
+    if not options.json:
+        print("\nverifying against the devnet's ground truth ...", flush=True)
     truth = [orjson.loads(line) for line in (await http.get("/truth")).content.splitlines() if line.strip()]
-    return await verify(pg, truth), final
+    verdict = await verify(pg, truth)
+    verify_s = time.monotonic() - settled_at
+    times = PhaseTimes(devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s)
+    return verdict, replace(final, database_bytes=await pg.fetchval(_DATABASE_BYTES)), times
+
+
+# Heap, TOAST and indexes of every table of the schema the indexer wrote (after it ran: with the
+# free space and dead rows online indexing leaves).
+_DATABASE_BYTES = """
+SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'r'
+"""
 
 
 class _Watcher:
@@ -260,6 +288,8 @@ class _Watcher:
         self._rng = random.Random(options.seed)
         self._redraw = sys.stdout.isatty()
         self._last_line = 0.0
+        self.reached_at = started  # when the condition of the last `until` started to hold
+        self._records = RecordCount()
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -267,9 +297,12 @@ class _Watcher:
         ok_in_a_row = 0
         deadline = self.started + self.options.timeout_s
         while True:
+            ticked_at = time.monotonic()
             snap = await self._tick(phase)
             reached = done(snap) and await self._cursors_reached(cursors)
             ok_in_a_row = ok_in_a_row + 1 if reached else 0
+            if ok_in_a_row == 1:
+                self.reached_at = ticked_at
             if ok_in_a_row >= stable:
                 return snap
             if time.monotonic() > deadline:
@@ -290,7 +323,8 @@ class _Watcher:
             self._rng.choice(self.children).kill()
             self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
-        snap = await snapshot(self.redis, self.keys, self.pg, self.relay_host, devnet)
+        records = await self._records.refresh(self.pg)
+        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
         if not self.options.json:
             self._show(snap, phase)
         self.prev = snap
@@ -309,13 +343,20 @@ def _report(
     options: DemoOptions,
     verdict: Verdict,
     final: Snapshot,
-    elapsed: float,
+    elapsed: tuple[float, PhaseTimes],
     children: list[Child],
     workdir: Path,
 ) -> None:
+    seconds, times = elapsed
     doc = verdict.to_json() | {
-        "seconds": round(elapsed, 1),
-        "records_per_s": round(verdict.indexed / elapsed, 1) if elapsed else 0.0,
+        "seconds": round(seconds, 1),
+        "pipeline_s": round(times.pipeline_s, 1),
+        "settle_s": round(times.settle_s, 1),
+        "verify_s": round(times.verify_s, 1),
+        "devnet_startup_s": round(times.devnet_startup_s, 1),
+        # The pipeline's rate: settle and verify are the demo's own checks, not indexing work.
+        "records_per_s": round(verdict.indexed / times.pipeline_s, 1) if times.pipeline_s > 0 else 0.0,
+        "database_bytes_per_record": round(final.database_bytes / max(verdict.indexed, 1)),
         "repos": final.devnet.get("repos"),
         "kills": sum(c.kills for c in children),
         "restarts": sum(c.restarts for c in children),

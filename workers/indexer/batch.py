@@ -1,5 +1,9 @@
 """Decode stream entries and collapse a batch in memory to the newest operation per key.
 
+A record operation becomes an `OpRow` when it is decoded: the JSON text of the record, or, for
+the lean collections (likes, reposts, follows, blocks, list items; see collections.py), only
+the lexicon's fields, read here: a record of those that lacks one is invalid input.
+
 Collapsing keeps the semantics of applying the events one by one because every rule is a
 "newest wins" register with a total order: records by (rev, live over tombstone), actors by seq,
 labels by (cts, neg), markers by rev. Applying the maximum once equals applying them all in
@@ -9,10 +13,12 @@ any order.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
+
+import msgspec
 
 from schemas import (
     Account,
@@ -25,27 +31,30 @@ from schemas import (
     SchemaError,
     contract_for,
 )
+from workers.indexer.collections import BLOCK_NSID, FOLLOW_NSID, LEAN, LIKE_NSID, LIST_ITEM_NSID, REPOST_NSID
 
-# COPY rows, in the staging tables' column order (store.py).
-OpRow: TypeAlias = tuple[str, str, str, str, str, str | None, str | None, bool]
+# COPY rows, in the staging tables' column order (store.py). An OpRow is (did, collection, rkey,
+# rev, cid, json, tombstone, subject, subject_cid, ref, created_at).
+OpRow: TypeAlias = tuple[
+    str, str, str, str, str | None, str | None, bool, str | None, str | None, str | None, str | None
+]
 LabelRow: TypeAlias = tuple[str, str, str, str, bool, datetime, datetime | None]
 MarkerRow: TypeAlias = tuple[str, str, str]
 AccountRow: TypeAlias = tuple[str, int, bool, str | None]
 IdentityRow: TypeAlias = tuple[str, int, str | None]
 
 
-def at_uri(did: str, collection: str, rkey: str) -> str:
-    """The AT-URI of a record."""
-    return f"at://{did}/{collection}/{rkey}"
-
-
 def decode(stream: str, fields: Any) -> Any:
-    """Decode and validate one entry; raises SchemaError for anything the indexer cannot apply."""
+    """Decode and validate one entry: an OpRow for a record operation, else the message; raises
+    SchemaError for anything the indexer cannot apply."""
     message = _contract(stream).decode(fields)
     kind = type(message)  # msgspec builds exactly these classes: identity beats isinstance
     if kind is RecordCreate or kind is RecordUpdate:
-        _check_record(message.record)
-    elif kind is LabelBatch:
+        return _write_row(message)
+    if kind is RecordDelete:
+        return (message.did, message.collection, message.rkey, message.rev, None, None, True,
+                None, None, None, None)
+    if kind is LabelBatch:
         for label in message.labels:
             parse_time(label.cts, "cts")
             if label.exp is not None:
@@ -57,10 +66,81 @@ def decode(stream: str, fields: Any) -> Any:
 _contract = functools.lru_cache(maxsize=64)(contract_for)
 
 
-def _check_record(raw: Any) -> None:
-    # msgspec.Raw already guarantees well-formed JSON; the data model needs an object.
-    if memoryview(raw)[:1] != b"{":
-        raise SchemaError("record is not a JSON object")
+def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
+    read = _LEAN_READERS.get(m.collection)
+    if read is None:
+        # msgspec.Raw already guarantees well-formed JSON; the data model needs an object.
+        if memoryview(m.record)[:1] != b"{":
+            raise SchemaError("record is not a JSON object")
+        json = str(m.record, "utf-8")
+        return (m.did, m.collection, m.rkey, m.rev, m.cid, json, False, None, None, None, None)
+    try:
+        subject, subject_cid, ref, created_at = read(m.record)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise SchemaError(f"{m.collection} record: {exc}") from None
+    for text in (subject, subject_cid, ref, created_at):
+        if text is not None and "\x00" in text:  # PostgreSQL text cannot hold NUL
+            raise SchemaError(f"{m.collection} record: a field holds U+0000")
+    return (m.did, m.collection, m.rkey, m.rev, m.cid, None, False, subject, subject_cid, ref, created_at)
+
+
+class _StrongRef(msgspec.Struct):
+    uri: str
+    cid: str | None = None
+
+
+class _RefRecord(msgspec.Struct, rename="camel"):
+    """app.bsky.feed.like, app.bsky.feed.repost: `subject` is a strong ref to a record."""
+
+    subject: _StrongRef
+    created_at: str | None = None
+
+
+class _DidRecord(msgspec.Struct, rename="camel"):
+    """app.bsky.graph.follow, app.bsky.graph.block: `subject` is a DID."""
+
+    subject: str
+    created_at: str | None = None
+
+
+class _ListItemRecord(msgspec.Struct, rename="camel"):
+    """app.bsky.graph.listitem: `subject` is a DID, `list` the list's AT-URI."""
+
+    subject: str
+    list: str
+    created_at: str | None = None
+
+
+_Fields: TypeAlias = tuple[str | None, str | None, str | None, str | None]
+_decode_ref = msgspec.json.Decoder(_RefRecord).decode
+_decode_did = msgspec.json.Decoder(_DidRecord).decode
+_decode_list_item = msgspec.json.Decoder(_ListItemRecord).decode
+
+
+def _ref_reader(raw: Any) -> _Fields:
+    r = _decode_ref(raw)
+    return r.subject.uri, r.subject.cid, None, r.created_at
+
+
+def _did_reader(raw: Any) -> _Fields:
+    r = _decode_did(raw)
+    return r.subject, None, None, r.created_at
+
+
+def _list_item_reader(raw: Any) -> _Fields:
+    r = _decode_list_item(raw)
+    return r.subject, None, r.list, r.created_at
+
+
+# (subject, subject_cid, ref, created_at) of a lean collection's record.
+_LEAN_READERS: dict[str, Callable[[Any], _Fields]] = {
+    LIKE_NSID: _ref_reader,
+    REPOST_NSID: _ref_reader,
+    FOLLOW_NSID: _did_reader,
+    BLOCK_NSID: _did_reader,
+    LIST_ITEM_NSID: _list_item_reader,
+}
+assert frozenset(_LEAN_READERS) == LEAN, "every lean collection needs a reader, and only those"
 
 
 def parse_time(text: str, what: str) -> datetime:
@@ -75,14 +155,14 @@ def parse_time(text: str, what: str) -> datetime:
 def _record_key(row: OpRow) -> tuple[str, bool]:
     # At equal revs a live write beats a tombstone: a snapshot create at the marker's rev must
     # survive the marker's sweep whichever is applied first.
-    return (row[4], not row[7])
+    return (row[3], not row[6])
 
 
 @dataclass
 class Batch:
-    """The newest operation per record uri, label key, actor and repo of a set of events."""
+    """The newest operation per record, label key, actor and repo of a set of events."""
 
-    ops: dict[str, OpRow] = field(default_factory=dict)
+    ops: dict[tuple[str, str, str], OpRow] = field(default_factory=dict)
     markers: dict[str, MarkerRow] = field(default_factory=dict)
     labels: dict[tuple[str, str, str, str], LabelRow] = field(default_factory=dict)
     accounts: dict[str, AccountRow] = field(default_factory=dict)
@@ -91,7 +171,7 @@ class Batch:
 
     @classmethod
     def of(cls, messages: Iterable[Any]) -> Batch:
-        """Collapse decoded messages into a batch."""
+        """Collapse decoded messages (see `decode`) into a batch."""
         batch = cls()
         for message in messages:
             batch.add(message)
@@ -102,29 +182,19 @@ class Batch:
         self.events += 1
         try:
             fold = _FOLD[type(message)]
-        except KeyError:  # pragma: no cover - the registry only yields the types in _FOLD
+        except KeyError:  # pragma: no cover - decode only yields the types in _FOLD
             raise SchemaError(f"unexpected message {type(message).__name__}") from None
         fold(self, message)
 
-    def _add_write(self, m: RecordCreate | RecordUpdate) -> None:
-        # Most events take this path: _add_op inlined, the row built only when it wins.
-        uri = f"at://{m.did}/{m.collection}/{m.rkey}"
-        old = self.ops.get(uri)
-        if old is None or (m.rev, True) >= _record_key(old):  # (rev, live): see _record_key
-            self.ops[uri] = (uri, m.did, m.collection, m.rkey, m.rev, m.cid, str(m.record, "utf-8"), False)
-
-    def _add_delete(self, m: RecordDelete) -> None:
-        uri = at_uri(m.did, m.collection, m.rkey)
-        self._add_op((uri, m.did, m.collection, m.rkey, m.rev, None, None, True))
+    def _add_op(self, row: OpRow) -> None:
+        key = (row[0], row[1], row[2])
+        old = self.ops.get(key)
+        if old is None or (row[3], not row[6]) >= (old[3], not old[6]):  # see _record_key
+            self.ops[key] = row
 
     def _add_labels(self, m: LabelBatch) -> None:
         for label in m.labels:
             self._add_label(label)
-
-    def _add_op(self, row: OpRow) -> None:
-        old = self.ops.get(row[0])
-        if old is None or _record_key(row) >= _record_key(old):
-            self.ops[row[0]] = row
 
     def _add_marker(self, m: RepoMarker) -> None:
         old = self.markers.get(m.did)
@@ -152,12 +222,9 @@ class Batch:
 
 
 _FOLD: dict[type, Any] = {
-    RecordCreate: Batch._add_write,
-    RecordUpdate: Batch._add_write,
-    RecordDelete: Batch._add_delete,
+    tuple: Batch._add_op,
     RepoMarker: Batch._add_marker,
     Account: Batch._add_account,
     Identity: Batch._add_identity,
     LabelBatch: Batch._add_labels,
 }
-

@@ -1,13 +1,27 @@
-"""Per-collection tables: how each is extracted from `record.json`, and the aggregates it feeds.
+"""The tables that hold records, and the SQL that merges a batch's operations into them.
 
-Extraction runs in PostgreSQL (jsonb operators over the rows the `record` merge just touched), so
-a batch costs one set-based statement (deletes, inserts and aggregate upserts as data-modifying
-CTEs) instead of one Python pass per record.
-Required lexicon fields map to NOT NULL columns: a record missing one is rejected by PostgreSQL,
-which makes it a permanent failure of that entry alone (see handler.py's bisection).
+A record lives in exactly one row: the table of its collection (Bluesky appview model) or, for
+collections without one, `record`. That row holds the record's gate state (rev, cid,
+tombstone) and its content: the JSON and the columns read from it (posts, profiles, lists,
+feed generators), or only the lexicon's fields, read in Python (likes, reposts, follows,
+blocks, list items: the high-volume collections, see batch.py). A tombstone keeps the key and
+rev, with NULL content. Every key starts with the repo's DID.
 
-Aggregate deltas come only from the rows each statement actually deleted or inserted
-(`RETURNING`), never from the events, so post_agg / profile_agg always equal COUNT(*).
+Applying a batch takes two statements per transaction (see store.py):
+
+1. `merge_sql`: insert every operation that passes the repo's snapshot floor; on conflict move
+   only the gate state (rev, cid) forward, where the gate passes. RETURNING goes to the staging
+   table TOUCHED: each row's key, whether it was freshly inserted, and its tombstone flag and
+   aggregate key as they stand now: the new ones for a fresh row, the old ones otherwise (the
+   content was not touched). Content is not updated here, so a CHECK that ties content to the
+   tombstone flag holds at every step.
+2. `sync_sql`: for the rows that were there before (not fresh), write the new tombstone flag
+   and content; then turn into ±1 deltas what was live before (from TOUCHED) and what is live
+   now (fresh rows from TOUCHED, updated rows from the UPDATE's RETURNING), and fold them into
+   post_agg, then profile_agg. It runs after statement 1 has locked every row it changed, so
+   its snapshot sees every committed change to them, and nothing else can change them.
+
+Aggregates therefore move only by rows that actually changed, and equal COUNT(*) of live rows.
 """
 
 from __future__ import annotations
@@ -15,27 +29,33 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-# Staging tables (see store.py): the record rows the current transaction changed, and the
-# batch's operations (which hold the json of every live touched row).
-TOUCHED = "_sf_touched"
+# Staging tables (store.py): the batch's operations, and the rows statement 1 changed.
 OPS = "_sf_op"
+TOUCHED = "_sf_touched"
+
+LIKE_NSID = "app.bsky.feed.like"
+REPOST_NSID = "app.bsky.feed.repost"
+FOLLOW_NSID = "app.bsky.graph.follow"
+BLOCK_NSID = "app.bsky.graph.block"
+LIST_ITEM_NSID = "app.bsky.graph.listitem"
 
 
 @dataclass(frozen=True)
 class Delta:
-    """One aggregate counter fed by a per-collection table: `agg` counts rows by `key` column."""
+    """One aggregate counter fed by a table: `agg` counts live rows by the `did` or `k1` key."""
 
     agg: str
-    key: str
+    key: str  # "did" (the record's repo) or "k1" (the table's `k1` column)
 
 
 @dataclass(frozen=True)
-class CollectionTable:
-    """A per-collection table: `columns` maps column -> SQL expression over `j` (the record json)."""
+class RecordTable:
+    """A table of records: `content` maps column -> SQL expression over a staged op `o`."""
 
     nsid: str
     table: str
-    columns: dict[str, str]
+    content: dict[str, str]
+    k1: str | None = None
     deltas: tuple[Delta, ...] = ()
 
     @property
@@ -43,115 +63,112 @@ class CollectionTable:
         """The table name without quotes, for CTE names."""
         return self.table.strip('"')
 
-    def delete_cte(self) -> str:
-        """`d_<name>`: delete this table's rows of the uris in `gone`, returning the delta keys."""
-        return (
-            f"d_{self.name} AS (DELETE FROM {self.table} t USING {_GONE} g "
-            f"WHERE g.collection = '{self.nsid}' AND t.uri = g.uri RETURNING {self._keys('t.uri')})"
-        )
+    @property
+    def generic(self) -> bool:
+        """`record`: the table of every collection without one; its key includes the collection."""
+        return self.nsid == ""
 
-    def insert_cte(self) -> str:
-        """`i_<name>`: insert this collection's rows of `live`, returning the delta keys."""
-        names = ", ".join(["uri", "cid", "creator", *self.columns])
-        exprs = ", ".join(["uri", "cid", "did", *self.columns.values()])
-        return (
-            f"i_{self.name} AS (INSERT INTO {self.table} ({names}) SELECT {exprs} FROM {_LIVE} "
-            f"WHERE collection = '{self.nsid}' RETURNING {self._keys('uri')})"
-        )
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("did", "collection", "rkey") if self.generic else ("did", "rkey")
 
-    def delta_selects(self, cte: str, sign: int) -> list[str]:
-        """One ±1 delta row per changed row and counter, read from the RETURNING of `cte`."""
-        return [
-            f"SELECT '{d.agg}', {d.key}, {sign} FROM {cte}_{self.name} WHERE {d.key} IS NOT NULL"
-            for d in self.deltas
-        ]
+    def collection_sql(self, alias: str) -> str:
+        return f"{alias}.collection" if self.generic else f"'{self.nsid}'"
 
-    def _keys(self, default: str) -> str:
-        return ", ".join(sorted({d.key for d in self.deltas})) or default
+    def ops_filter(self, alias: str) -> str:
+        """The staged ops that go to this table."""
+        if self.generic:
+            return f"{alias}.collection NOT IN ({', '.join(repr(n) for n in COLLECTIONS)})"
+        return f"{alias}.collection = '{self.nsid}'"
+
+    def k1_sql(self, alias: str) -> str:
+        return f"{alias}.{self.k1}" if self.k1 else "NULL::text"
 
 
-def _s(path: str) -> str:
-    """The text at a jsonb path like `reply.root.uri` (`#>>` walks it without copying the
-    objects on the way, as a chain of `->` would)."""
-    return f"(j->>'{path}')" if "." not in path else f"(j #>> '{{{path.replace('.', ',')}}}')"
+def _j(path: str) -> str:
+    """The text at a jsonb path of the staged op, like `reply.root.uri` (`#>>` walks it without
+    copying the objects on the way, as a chain of `->` would)."""
+    return f"(o.json->>'{path}')" if "." not in path else f"(o.json #>> '{{{path.replace('.', ',')}}}')"
 
 
-_CREATED = {"created_at": _s("createdAt")}
+_JSON = {"json": "o.json"}
+_CREATED_JSON = {"created_at": _j("createdAt")}
+# Columns read in Python (batch.py) and staged as they are.
+_SUBJECT = {"subject": "o.subject", "subject_cid": "o.subject_cid", "created_at": "o.created_at"}
+_SUBJECT_DID = {"subject_did": "o.subject", "created_at": "o.created_at"}
 
-POST = CollectionTable(
+RECORD = RecordTable("", "record", _JSON)
+POST = RecordTable(
     "app.bsky.feed.post",
     "post",
     {
-        "text": _s("text"),
-        "reply_root": _s("reply.root.uri"),
-        "reply_root_cid": _s("reply.root.cid"),
-        "reply_parent": _s("reply.parent.uri"),
-        "reply_parent_cid": _s("reply.parent.cid"),
-        "embed_uri": f"coalesce({_s('embed.record.uri')}, {_s('embed.record.record.uri')})",
-        "langs": "(j->'langs')",
-        **_CREATED,
+        **_JSON,
+        "text": _j("text"),
+        "reply_root": _j("reply.root.uri"),
+        "reply_root_cid": _j("reply.root.cid"),
+        "reply_parent": _j("reply.parent.uri"),
+        "reply_parent_cid": _j("reply.parent.cid"),
+        "embed_uri": f"coalesce({_j('embed.record.uri')}, {_j('embed.record.record.uri')})",
+        "langs": "(o.json->'langs')",
+        **_CREATED_JSON,
     },
-    (Delta("reply_count", "reply_parent"), Delta("posts_count", "creator")),
+    "reply_parent",
+    (Delta("reply_count", "k1"), Delta("posts_count", "did")),
 )
-LIKE = CollectionTable(
-    "app.bsky.feed.like",
-    '"like"',
-    {"subject": _s("subject.uri"), "subject_cid": _s("subject.cid"), **_CREATED},
-    (Delta("like_count", "subject"),),
-)
-REPOST = CollectionTable(
-    "app.bsky.feed.repost",
-    "repost",
-    {"subject": _s("subject.uri"), "subject_cid": _s("subject.cid"), **_CREATED},
-    (Delta("repost_count", "subject"),),
-)
-FOLLOW = CollectionTable(
-    "app.bsky.graph.follow",
+LIKE = RecordTable(LIKE_NSID, '"like"', _SUBJECT, "subject", (Delta("like_count", "k1"),))
+REPOST = RecordTable(REPOST_NSID, "repost", _SUBJECT, "subject", (Delta("repost_count", "k1"),))
+FOLLOW = RecordTable(
+    FOLLOW_NSID,
     "follow",
-    {"subject_did": _s("subject"), **_CREATED},
-    (Delta("follows_count", "creator"), Delta("followers_count", "subject_did")),
+    _SUBJECT_DID,
+    "subject_did",
+    (Delta("follows_count", "did"), Delta("followers_count", "k1")),
 )
-BLOCK = CollectionTable("app.bsky.graph.block", "actor_block", {"subject_did": _s("subject"), **_CREATED})
-PROFILE = CollectionTable(
+BLOCK = RecordTable(BLOCK_NSID, "actor_block", _SUBJECT_DID)
+LIST_ITEM = RecordTable(
+    LIST_ITEM_NSID,
+    "list_item",
+    {"subject_did": "o.subject", "list_uri": "o.ref", "created_at": "o.created_at"},
+)
+PROFILE = RecordTable(
     "app.bsky.actor.profile",
     "profile",
     {
-        "display_name": _s("displayName"),
-        "description": _s("description"),
-        "avatar_cid": _s("avatar.ref.$link"),
-        "banner_cid": _s("banner.ref.$link"),
-        **_CREATED,
+        **_JSON,
+        "display_name": _j("displayName"),
+        "description": _j("description"),
+        "avatar_cid": _j("avatar.ref.$link"),
+        "banner_cid": _j("banner.ref.$link"),
+        **_CREATED_JSON,
     },
 )
-LIST = CollectionTable(
+LIST = RecordTable(
     "app.bsky.graph.list",
     "list",
     {
-        "name": _s("name"),
-        "purpose": _s("purpose"),
-        "description": _s("description"),
-        "avatar_cid": _s("avatar.ref.$link"),
-        **_CREATED,
+        **_JSON,
+        "name": _j("name"),
+        "purpose": _j("purpose"),
+        "description": _j("description"),
+        "avatar_cid": _j("avatar.ref.$link"),
+        **_CREATED_JSON,
     },
 )
-LIST_ITEM = CollectionTable(
-    "app.bsky.graph.listitem",
-    "list_item",
-    {"subject_did": _s("subject"), "list_uri": _s("list"), **_CREATED},
-)
-FEED_GENERATOR = CollectionTable(
+FEED_GENERATOR = RecordTable(
     "app.bsky.feed.generator",
     "feed_generator",
     {
-        "feed_did": _s("did"),
-        "display_name": _s("displayName"),
-        "description": _s("description"),
-        "avatar_cid": _s("avatar.ref.$link"),
-        **_CREATED,
+        **_JSON,
+        "feed_did": _j("did"),
+        "display_name": _j("displayName"),
+        "description": _j("description"),
+        "avatar_cid": _j("avatar.ref.$link"),
+        **_CREATED_JSON,
     },
 )
 
-TABLES: tuple[CollectionTable, ...] = (
+# The tables of the collections that have one; `record` takes the rest.
+TABLES: tuple[RecordTable, ...] = (
     POST,
     LIKE,
     REPOST,
@@ -162,6 +179,10 @@ TABLES: tuple[CollectionTable, ...] = (
     LIST_ITEM,
     FEED_GENERATOR,
 )
+ALL_TABLES: tuple[RecordTable, ...] = (RECORD, *TABLES)
+COLLECTIONS: frozenset[str] = frozenset(t.nsid for t in TABLES)
+# Collections whose fields are read in Python and staged in columns, without their JSON.
+LEAN: frozenset[str] = frozenset((LIKE_NSID, REPOST_NSID, FOLLOW_NSID, BLOCK_NSID, LIST_ITEM_NSID))
 
 # Aggregate table -> (key column, counter columns fed by `Delta.agg`).
 AGGREGATES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -169,23 +190,94 @@ AGGREGATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "profile_agg": ("did", ("followers_count", "follows_count", "posts_count")),
 }
 
-
-# CTE names: the touched rows whose old per-collection row goes (every row that was there
-# before: replaced or now a tombstone), the touched live rows with their json, the deltas.
-_GONE = "gone"
-_LIVE = "live"
-_DELTAS = "deltas"
-_GONE_CTE = f"{_GONE} AS MATERIALIZED (SELECT uri, collection FROM {TOUCHED} WHERE NOT fresh)"
-# `live` is read by every insert, and its one-time filter first reads every delete to the end:
-# so a uri's old row is gone before its new one goes in, whatever order PostgreSQL picks for
-# the statement's data-modifying CTEs. In uri order, the primary key inserts walk the index
-# one way instead of jumping about.
-_LIVE_CTE = (
-    f"{_LIVE} AS MATERIALIZED (SELECT o.uri, o.cid, o.did, o.collection, o.json AS j "
-    f"FROM {TOUCHED} a JOIN {OPS} o ON o.uri = a.uri "
-    "WHERE NOT a.tombstone AND (SELECT count(*) FROM ({}) d) >= 0 ORDER BY o.uri)"
+# The gate: a newer rev wins; at equal rev a live write replaces a tombstone (or another cid).
+_GATE = (
+    "t.rev < excluded.rev OR (t.rev = excluded.rev AND NOT excluded.tombstone "
+    "AND (t.tombstone OR t.cid IS DISTINCT FROM excluded.cid))"
 )
-_NO_DELTAS = "SELECT NULL, NULL, 0 WHERE false"
+# Ops older than the repo's completed snapshot are dropped: that snapshot already holds the
+# record at its own rev, or the record was gone by then. Deletes always go through.
+_FLOORED = (
+    f"floored AS MATERIALIZED (SELECT o.* FROM {OPS} o LEFT JOIN actor_sync s ON s.did = o.did "
+    "WHERE o.tombstone OR s.repo_rev IS NULL OR o.rev >= s.repo_rev)"
+)
+
+
+def _merge_cte(t: RecordTable) -> str:
+    """`m_<name>`: statement 1 for one table. `xmax = 0` marks a row this statement inserted."""
+    keys = ", ".join(t.keys)
+    cols = ", ".join([*t.keys, "rev", "cid", "tombstone", *t.content])
+    exprs = ", ".join([*(f"o.{k}" for k in t.keys), "o.rev", "o.cid", "o.tombstone", *t.content.values()])
+    order = ", ".join(f"o.{k}" for k in t.keys)
+    return (
+        f"m_{t.name} AS (INSERT INTO {t.table} AS t ({cols}) SELECT {exprs} FROM floored o "
+        f"WHERE {t.ops_filter('o')} ORDER BY {order} "
+        f"ON CONFLICT ({keys}) DO UPDATE SET rev = excluded.rev, cid = excluded.cid, indexed_at = now() "
+        f"WHERE {_GATE} "
+        f"RETURNING t.did, {t.collection_sql('t')}, t.rkey, t.xmax = 0 AS fresh, t.tombstone, "
+        f"{t.k1_sql('t')})"
+    )
+
+
+def _tables(nsids: frozenset[str] | None, generic: bool) -> list[RecordTable]:
+    """The tables of `nsids` (None: all of them), and `record` when `generic`."""
+    return [t for t in ALL_TABLES if (generic if t.generic else nsids is None or t.nsid in nsids)]
+
+
+@functools.cache
+def merge_sql(nsids: frozenset[str], generic: bool) -> str:
+    """Statement 1 for a batch whose ops are of the collections `nsids` (those with a table)
+    and, when `generic`, of others."""
+    tables = _tables(nsids, generic)
+    # A fresh row of a table without aggregates needs nothing more: it is not staged.
+    union = " UNION ALL ".join(
+        f"SELECT * FROM m_{t.name}" + ("" if t.deltas else " WHERE NOT fresh") for t in tables
+    )
+    return f"WITH {', '.join([_FLOORED, *map(_merge_cte, tables)])} INSERT INTO {TOUCHED} {union}"
+
+
+def _update_cte(t: RecordTable) -> str:
+    """`u_<name>`: statement 2's write of the new tombstone flag and content of rows that were
+    there before; an op that is a delete stages NULL content."""
+    sets = ", ".join(["tombstone = o.tombstone", *(f"{c} = {e}" for c, e in t.content.items())])
+    match = " AND ".join(f"t.{k} = o.{k}" for k in t.keys)
+    return (
+        f"u_{t.name} AS (UPDATE {t.table} t SET {sets}, indexed_at = now() FROM changed o "
+        f"WHERE {t.ops_filter('o')} AND {match} "
+        f"RETURNING t.did, {t.collection_sql('t')}, t.tombstone, {t.k1_sql('t')})"
+    )
+
+
+# The ops of the rows that were there before: usually few (updates and deletes).
+_CHANGED = (
+    f"changed AS MATERIALIZED (SELECT o.* FROM {OPS} o WHERE (o.did, o.collection, o.rkey) IN "
+    f"(SELECT did, collection, rkey FROM {TOUCHED} WHERE NOT fresh))"
+)
+
+
+def _delta_specs() -> str:
+    rows = ", ".join(f"('{t.nsid}', '{d.agg}', '{d.key}')" for t in TABLES for d in t.deltas)
+    return f"specs (collection, agg, key) AS (VALUES {rows})"
+
+
+def _deltas(tables: list[RecordTable]) -> str:
+    """The ±1 deltas: rows live before (-1, from TOUCHED unless fresh), rows live now (+1: fresh
+    rows from TOUCHED, updated rows from the UPDATEs)."""
+    updated = " UNION ALL ".join(
+        f"SELECT collection, did, k1 FROM u_{t.name} AS u(did, collection, tombstone, k1) WHERE NOT tombstone"
+        for t in tables
+        if t.deltas
+    )
+    now_live = f"SELECT collection, did, k1, 1 AS n FROM ({updated}) u" if updated else ""
+    before = (
+        f"SELECT collection, did, k1, CASE WHEN fresh THEN 1 ELSE -1 END FROM {TOUCHED} WHERE NOT tombstone"
+    )
+    source = " UNION ALL ".join(s for s in (before, now_live) if s)
+    return (
+        "deltas (agg, key, n) AS (SELECT s.agg, CASE s.key WHEN 'did' THEN d.did ELSE d.k1 END, d.n "
+        f"FROM ({source}) AS d(collection, did, k1, n) JOIN specs s ON s.collection = d.collection "
+        "WHERE (CASE s.key WHEN 'did' THEN d.did ELSE d.k1 END) IS NOT NULL)"
+    )
 
 
 def aggregate_upsert(table: str) -> str:
@@ -197,41 +289,55 @@ def aggregate_upsert(table: str) -> str:
     agg_list = ", ".join(f"'{c}'" for c in counters)
     return (
         f"INSERT INTO {table} ({key}, {', '.join(counters)}) "
-        f"SELECT key, {sums} FROM {_DELTAS} WHERE agg IN ({agg_list}) "
+        f"SELECT key, {sums} FROM deltas WHERE agg IN ({agg_list}) "
         f"GROUP BY key HAVING {nonzero} ORDER BY key "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
 
 
-def _with_aggregates(ctes: list[str], deltas: list[str]) -> str:
-    """One statement: `ctes`, then the union of `deltas` folded into every aggregate table.
-
-    The first aggregate is the main statement; the others are CTEs that nothing reads, which
-    PostgreSQL runs after the main statement: the aggregate tables are locked in a fixed order."""
+@functools.cache
+def sync_sql(nsids: frozenset[str] | None = None, generic: bool = True) -> str:
+    """Statement 2, for the tables of `nsids` (default: every table) and `record` when
+    `generic`. The first aggregate is the main statement; the other is a CTE that nothing reads,
+    which PostgreSQL runs after the main statement: the aggregate tables are locked in a fixed
+    order."""
+    tables = _tables(nsids, generic)
     main, *others = AGGREGATES
-    upserts = [f"agg_{name} AS ({aggregate_upsert(name)})" for name in others]
-    union = " UNION ALL ".join(deltas or [_NO_DELTAS])
-    return f"WITH {', '.join([*ctes, f'{_DELTAS} (agg, key, n) AS ({union})', *upserts])} " + (
-        aggregate_upsert(main)
+    ctes = [_CHANGED, *map(_update_cte, tables), _delta_specs(), _deltas(tables)]
+    ctes += [f"agg_{name} AS ({aggregate_upsert(name)})" for name in others]
+    return f"WITH {', '.join(ctes)} {aggregate_upsert(main)}"
+
+
+def _sweep_cte(t: RecordTable) -> str:
+    """`s_<name>`: a marker's sweep of one table; the self-join `p` reads the old aggregate key
+    (no other transaction can change these rows: the marker holds its repos' exclusive lock)."""
+    nulls = ", ".join(f"{c} = NULL" for c in t.content)
+    match = " AND ".join(f"p.{k} = t.{k}" for k in t.keys)
+    return (
+        f"s_{t.name} AS (UPDATE {t.table} t SET tombstone = true, rev = m.rev, cid = NULL, {nulls}, "
+        f"indexed_at = now() FROM m, {t.table} p "
+        f"WHERE p.did = m.did AND NOT p.tombstone AND p.rev < m.rev AND {match} "
+        f"RETURNING t.did, {t.collection_sql('t')}, t.rkey, false, false, {t.k1_sql('p')})"
     )
 
 
-@functools.cache
-def sync_collections_sql(nsids: frozenset[str] | None = None, *, inserts: bool = True) -> str:
-    """One statement bringing the per-collection tables (of `nsids`, default all) and the
-    aggregates in line with TOUCHED; without `inserts` when every touched row is a tombstone
-    (marker sweeps). It must run after the statement that locked the touched `record` rows, so
-    that its snapshot sees every committed change to them."""
-    tables = [t for t in TABLES if nsids is None or t.nsid in nsids]
-    if not tables:
-        return ""
-    ctes = [_GONE_CTE, *(t.delete_cte() for t in tables)]
-    deltas = [s for t in tables for s in t.delta_selects("d", -1)]
-    if inserts:
-        deleted = " UNION ALL ".join(f"SELECT FROM d_{t.name}" for t in tables)
-        ctes += [_LIVE_CTE.format(deleted), *(t.insert_cte() for t in tables)]
-        deltas += [s for t in tables for s in t.delta_selects("i", +1)]
-    return _with_aggregates(ctes, deltas)
+def sweep_sql() -> str:
+    """A marker's sweep of every table, into TOUCHED (then `sync_sql()` folds the deltas): `m`
+    is a CTE of (did, rev) the caller defines first."""
+    union = " UNION ALL ".join(f"SELECT * FROM s_{t.name}" for t in ALL_TABLES)
+    return f"{', '.join(map(_sweep_cte, ALL_TABLES))} INSERT INTO {TOUCHED} {union}"
 
 
-COLLECTIONS: frozenset[str] = frozenset(t.nsid for t in TABLES)
+def live_records_sql() -> str:
+    """Every live record as (did, collection, rkey, cid, rev), whichever table holds it."""
+    return " UNION ALL ".join(
+        f"SELECT did, {t.collection_sql('t')} AS collection, rkey, cid, rev FROM {t.table} t "
+        "WHERE NOT tombstone"
+        for t in ALL_TABLES
+    )
+
+
+def tombstones_sql() -> str:
+    """The number of tombstones in every table."""
+    counts = " + ".join(f"(SELECT count(*) FROM {t.table} WHERE tombstone)" for t in ALL_TABLES)
+    return f"SELECT {counts}"

@@ -7,18 +7,21 @@ visible), and a marker holds the exclusive one. Holding both kinds in one transa
 deadlock against a batch holding the opposite pair; in separate transactions each takes one kind,
 in bucket order. Every rule is order-independent, so splitting them changes nothing else.
 
-Per-collection rows are changed only for record rows the current transaction has locked (through
-the `record` merge or the marker sweep), and each statement of the merge runs with a fresh
-READ COMMITTED snapshot taken after those locks: a concurrent replica's committed rows are seen.
+A record's content and the aggregates change only for rows the current transaction has locked
+(through the merge or the marker sweep), and each statement runs with a fresh READ COMMITTED
+snapshot taken after those locks: a concurrent replica's committed rows are seen (the two
+statements are described in collections.py).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from workers.indexer.batch import Batch
-from workers.indexer.collections import COLLECTIONS, sync_collections_sql
+from workers.indexer.collections import COLLECTIONS, merge_sql, sweep_sql, sync_sql
 from workers.indexer.errors import RetryableConflict, translated
 
 _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
@@ -28,11 +31,13 @@ _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
 # column also has a TOAST table and index, truncated (the index rebuilt) at every commit too:
 # _sf_touched holds short texts only, so from PostgreSQL 16 on (which takes STORAGE in CREATE
 # TABLE) its columns are PLAIN and it has none.
+# _sf_op's columns are batch.OpRow's; _sf_touched's are what collections.merge_sql returns.
 _STAGING: dict[str, str] = {
-    "_sf_op": 'uri text COLLATE "C", did text COLLATE "C", collection text COLLATE "C", rkey text, '
-    'rev text COLLATE "C", cid text, json jsonb, tombstone boolean',
-    "_sf_touched": 'uri text {plain} COLLATE "C", collection text {plain} COLLATE "C", '
-    "tombstone boolean, fresh boolean",
+    "_sf_op": 'did text COLLATE "C", collection text COLLATE "C", rkey text COLLATE "C", '
+    'rev text COLLATE "C", cid text, json jsonb, tombstone boolean, subject text COLLATE "C", '
+    'subject_cid text, ref text COLLATE "C", created_at text',
+    "_sf_touched": 'did text {plain} COLLATE "C", collection text {plain} COLLATE "C", '
+    'rkey text {plain} COLLATE "C", fresh boolean, tombstone boolean, k1 text {plain} COLLATE "C"',
 }
 _ENSURE_STAGING = {
     plain: ";\n".join(_TEMP.format(name, cols.format(plain=plain)) for name, cols in _STAGING.items())
@@ -54,40 +59,24 @@ async def prepare_connection(conn: Any) -> None:
 # tuple writes (row locks on actor_sync would); a bounded bucket count keeps a batch from
 # filling the shared lock table however many repos it touches.
 LOCK_BUCKETS = 64
-_BUCKET_LOCKS = """
-SELECT count({fn}(hashtext('streamfill.repo:' || current_schema()), b)) FROM (
-    SELECT DISTINCT abs(hashtext(did) % {n}) AS b FROM {source} ORDER BY b
-) x
-"""
-_LOCK_REPOS = _BUCKET_LOCKS.format(fn="pg_advisory_xact_lock_shared", n=LOCK_BUCKETS, source="_sf_op")
-_LOCK_MARKER_REPOS = _BUCKET_LOCKS.format(
-    fn="pg_advisory_xact_lock", n=LOCK_BUCKETS, source="unnest($1::text[]) AS m(did)"
+# The buckets are computed here and inlined as integers (no scan of the staging table, and the
+# statement still fits the batch's single multi-statement round trip); unnest keeps their order.
+_BUCKET_LOCKS = (
+    "SELECT count({fn}(hashtext('streamfill.repo:' || current_schema()), b)) "
+    "FROM unnest('{{{buckets}}}'::int[]) AS b"
 )
 
-# `xmax = 0` in RETURNING marks a freshly inserted row (no previous version): such a uri has no
-# per-collection row to delete, which spares most of the deletes on a firehose of creates.
-# The gate: newer rev wins; at equal rev a live write replaces a tombstone (or a different cid).
-# Writes older than the repo's completed snapshot are dropped: that snapshot already holds the
-# record at its own rev, or the record was gone by then.
-_MERGE_RECORDS = """
-WITH up AS (
-    INSERT INTO record AS r (uri, cid, did, collection, rkey, rev, json, tombstone)
-    SELECT o.uri, o.cid, o.did, o.collection, o.rkey, o.rev, o.json, o.tombstone
-    FROM _sf_op o LEFT JOIN actor_sync s ON s.did = o.did
-    WHERE o.tombstone OR s.repo_rev IS NULL OR o.rev >= s.repo_rev
-    ORDER BY o.uri
-    ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, json = excluded.json,
-        tombstone = excluded.tombstone, indexed_at = now()
-    WHERE r.rev < excluded.rev
-       OR (r.rev = excluded.rev AND NOT excluded.tombstone
-           AND (r.tombstone OR r.cid IS DISTINCT FROM excluded.cid))
-    RETURNING r.uri, r.collection, r.tombstone, r.xmax = 0
-) INSERT INTO _sf_touched SELECT * FROM up
-"""
 
-# The marker's repo rows are swept through the primary key: a repo is the uri range
-# 'at://{did}/' .. 'at://{did}0'.
-_MERGE_MARKERS = """
+def lock_repos_sql(dids: Iterable[str], *, exclusive: bool = False) -> str:
+    """Take the (shared, or `exclusive`) advisory lock of every bucket of `dids`, in bucket order."""
+    buckets = sorted({zlib.crc32(did.encode()) % LOCK_BUCKETS for did in dids})
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    return _BUCKET_LOCKS.format(fn=fn, buckets=",".join(map(str, buckets)))
+
+
+# A marker's sweep: every live record of its repo older than the marker becomes a tombstone at
+# the marker's rev (collections.sweep_sql), after the repo's snapshot floor is raised.
+_MERGE_MARKERS = f"""
 WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(did, rev, commit_cid)),
 synced AS (
     INSERT INTO actor_sync AS s (did, commit_cid, repo_rev)
@@ -96,13 +85,7 @@ synced AS (
         indexed_at = now()
     WHERE s.repo_rev IS NULL OR s.repo_rev < excluded.repo_rev
 ),
-swept AS (
-    UPDATE record r SET tombstone = true, rev = m.rev, cid = NULL, json = NULL, indexed_at = now()
-    FROM m
-    WHERE r.uri >= 'at://' || m.did || '/' AND r.uri < 'at://' || m.did || '0'
-      AND NOT r.tombstone AND r.rev < m.rev
-    RETURNING r.uri, r.collection, r.tombstone, false
-) INSERT INTO _sf_touched SELECT * FROM swept
+{sweep_sql()}
 """
 
 # A negation is kept as a row so that an older positive label arriving later stays dead;
@@ -172,25 +155,59 @@ async def _with_conflict_retry(conn: Any, batch: Batch, step: Any) -> None:
                 raise
 
 
-async def _apply_main(conn: Any, batch: Batch) -> None:
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a batch's transaction; `name` labels it in profiles (bench_indexer)."""
+
+    name: str
+    sql: str
+    args: tuple[Any, ...] = ()
+
+
+def main_statements(batch: Batch) -> list[Statement]:
+    """The statements that apply `batch` (records, labels, actors) after its ops are staged."""
+    out: list[Statement] = []
+    if batch.ops:
+        collections = frozenset(op[1] for op in batch.ops.values())
+        nsids, generic = collections & COLLECTIONS, not collections <= COLLECTIONS
+        out += [
+            Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})),
+            Statement("merge (gate)", merge_sql(nsids, generic)),
+            Statement("content + aggregates", sync_sql(nsids, generic)),
+        ]
+    if batch.labels:
+        out.append(Statement("labels", _MERGE_LABELS, tuple(_columns(batch.labels.values(), 7))))
+    if batch.accounts:
+        out.append(Statement("accounts", _MERGE_ACCOUNTS, tuple(_columns(batch.accounts.values(), 4))))
+    if batch.identities:
+        out.append(Statement("identities", _MERGE_IDENTITIES, tuple(_columns(batch.identities.values(), 3))))
+    return out
+
+
+async def stage_ops(conn: Any, batch: Batch) -> None:
+    """COPY the batch's record operations into the staging table."""
     if batch.ops:
         await conn.copy_records_to_table("_sf_op", records=list(batch.ops.values()))
-        nsids = frozenset(op[2] for op in batch.ops.values()) & COLLECTIONS
-        # One round trip: a multi-statement simple query; each statement gets its own snapshot.
-        await conn.execute(";\n".join([_LOCK_REPOS, _MERGE_RECORDS, sync_collections_sql(nsids)]))
-    if batch.labels:
-        await conn.execute(_MERGE_LABELS, *_columns(batch.labels.values(), 7))
-    if batch.accounts:
-        await conn.execute(_MERGE_ACCOUNTS, *_columns(batch.accounts.values(), 4))
-    if batch.identities:
-        await conn.execute(_MERGE_IDENTITIES, *_columns(batch.identities.values(), 3))
+
+
+async def _apply_main(conn: Any, batch: Batch) -> None:
+    await stage_ops(conn, batch)
+    statements = main_statements(batch)
+    # One round trip for the statements without parameters: a multi-statement simple query, in
+    # which each statement gets its own snapshot.
+    plain = [s.sql for s in statements if not s.args]
+    if plain:
+        await conn.execute(";\n".join(plain))
+    for statement in statements:
+        if statement.args:
+            await conn.execute(statement.sql, *statement.args)
 
 
 async def _apply_markers(conn: Any, batch: Batch) -> None:
     dids, revs, commits = _columns(batch.markers.values(), 3)
-    await conn.execute(_LOCK_MARKER_REPOS, dids)
+    await conn.execute(lock_repos_sql(dids, exclusive=True))
     await conn.execute(_MERGE_MARKERS, dids, revs, commits)
-    await conn.execute(sync_collections_sql(inserts=False))
+    await conn.execute(sync_sql())
 
 
 def _columns(rows: Any, width: int) -> list[list[Any]]:

@@ -13,38 +13,49 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workers.indexer.batch import at_uri
-from workers.indexer.collections import AGGREGATES
+from workers.indexer.collections import AGGREGATES, live_records_sql, tombstones_sql
 
 _SAMPLES = 5
+_WORK_MEM = "256MB"
 
-# Indexed = live rows of actors not known to be inactive (no actor row counts as active).
-_LIVE = """
-SELECT r.uri, r.cid, r.rev FROM record r LEFT JOIN actor a ON a.did = r.did
-WHERE NOT r.tombstone AND a.active IS DISTINCT FROM false
+# Indexed = live rows (of every table) of actors not known to be inactive (no actor row counts
+# as active).
+_LIVE = f"""
+SELECT r.did, r.collection, r.rkey, r.cid, r.rev FROM ({live_records_sql()}) r
+LEFT JOIN actor a ON a.did = r.did WHERE a.active IS DISTINCT FROM false
 """
 _LIVE_LABELS = """
 SELECT DISTINCT src, uri, val FROM label WHERE NOT neg AND (exp IS NULL OR exp > now())
 """
-# Backfilled records carry the snapshot's rev, which is >= the rev that last wrote them.
-_RECORD_COUNTS = f"""
-WITH live AS ({_LIVE})
-SELECT
-  (SELECT count(*) FROM live) AS indexed,
-  (SELECT count(*) FROM _sf_truth t WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.uri = t.uri)) AS missing,
-  (SELECT count(*) FROM live l WHERE NOT EXISTS (SELECT 1 FROM _sf_truth t WHERE t.uri = l.uri)) AS extra,
-  (SELECT count(*) FROM live l JOIN _sf_truth t USING (uri)
-    WHERE l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev) AS stale,
-  (SELECT count(*) FROM record WHERE tombstone) AS tombstones
+# One pass over both sides: a FULL JOIN on equalities can only be a hash or merge join, so the
+# comparison stays linear whatever the planner thinks of the sizes. Backfilled records carry the
+# snapshot's rev, which is >= the rev that last wrote them.
+_COMPARED = f"""
+SELECT l.did IS NOT NULL AS indexed, t.did IS NOT NULL AS expected,
+       l.did IS NOT NULL AND t.did IS NOT NULL AND (l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev) AS stale,
+       'at://' || coalesce(l.did, t.did) || '/' || coalesce(l.collection, t.collection) || '/'
+           || coalesce(l.rkey, t.rkey) AS uri
+FROM ({_LIVE}) l FULL JOIN _sf_truth t
+    ON t.did = l.did AND t.collection = l.collection AND t.rkey = l.rkey
 """
-_RECORD_SAMPLES = {
-    "missing": f"WITH live AS ({_LIVE}) SELECT t.uri FROM _sf_truth t "
-    "WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.uri = t.uri) ORDER BY t.uri LIMIT $1",
-    "extra": f"WITH live AS ({_LIVE}) SELECT l.uri FROM live l "
-    "WHERE NOT EXISTS (SELECT 1 FROM _sf_truth t WHERE t.uri = l.uri) ORDER BY l.uri LIMIT $1",
-    "stale": f"WITH live AS ({_LIVE}) SELECT l.uri FROM live l JOIN _sf_truth t USING (uri) "
-    "WHERE l.cid IS DISTINCT FROM t.cid OR l.rev < t.rev ORDER BY l.uri LIMIT $1",
-}
+_RECORD_COUNTS = f"""
+SELECT count(*) FILTER (WHERE indexed) AS indexed,
+       count(*) FILTER (WHERE NOT indexed) AS missing,
+       count(*) FILTER (WHERE NOT expected) AS extra,
+       count(*) FILTER (WHERE stale) AS stale
+FROM ({_COMPARED}) c
+"""
+# Only run when something is wrong: the first few uris of each kind of problem.
+_RECORD_SAMPLES = f"""
+SELECT kind, uri FROM (
+    SELECT kind, uri, row_number() OVER (PARTITION BY kind ORDER BY uri) AS n FROM (
+        SELECT CASE WHEN NOT indexed THEN 'missing' WHEN NOT expected THEN 'extra' ELSE 'stale' END
+                   AS kind,
+               uri
+        FROM ({_COMPARED}) c WHERE NOT indexed OR NOT expected OR stale
+    ) w
+) x WHERE n <= $1 ORDER BY kind, uri
+"""
 _LABEL_COUNTS = f"""
 WITH live AS ({_LIVE_LABELS}), truth AS (SELECT DISTINCT src, uri, val FROM _sf_truth_label)
 SELECT
@@ -56,16 +67,16 @@ SELECT
 # COUNT(*) recomputation of both aggregate tables; a missing aggregate row counts as zeros.
 _POST_COUNTS = """
 SELECT uri, sum(l) AS like_count, sum(rp) AS repost_count, sum(re) AS reply_count FROM (
-  SELECT subject AS uri, 1 AS l, 0 AS rp, 0 AS re FROM "like"
-  UNION ALL SELECT subject, 0, 1, 0 FROM repost
-  UNION ALL SELECT reply_parent, 0, 0, 1 FROM post WHERE reply_parent IS NOT NULL
+  SELECT subject AS uri, 1 AS l, 0 AS rp, 0 AS re FROM "like" WHERE NOT tombstone
+  UNION ALL SELECT subject, 0, 1, 0 FROM repost WHERE NOT tombstone
+  UNION ALL SELECT reply_parent, 0, 0, 1 FROM post WHERE NOT tombstone AND reply_parent IS NOT NULL
 ) x GROUP BY uri
 """
 _PROFILE_COUNTS = """
 SELECT did, sum(fr) AS followers_count, sum(fo) AS follows_count, sum(p) AS posts_count FROM (
-  SELECT subject_did AS did, 1 AS fr, 0 AS fo, 0 AS p FROM follow
-  UNION ALL SELECT creator, 0, 1, 0 FROM follow
-  UNION ALL SELECT creator, 0, 0, 1 FROM post
+  SELECT subject_did AS did, 1 AS fr, 0 AS fo, 0 AS p FROM follow WHERE NOT tombstone
+  UNION ALL SELECT did, 0, 1, 0 FROM follow WHERE NOT tombstone
+  UNION ALL SELECT did, 0, 0, 1 FROM post WHERE NOT tombstone
 ) x GROUP BY did
 """
 
@@ -100,19 +111,14 @@ async def verify(conn_or_pool: Any, truth: Iterable[dict[str, Any]]) -> Verdict:
     """Verify the database behind `conn_or_pool` against `truth` lines."""
     records, labels = _split_truth(truth)
     async with _connection(conn_or_pool) as conn, conn.transaction():
-        await conn.execute(
-            'CREATE TEMP TABLE _sf_truth (uri text COLLATE "C", cid text, rev text COLLATE "C") '
-            "ON COMMIT DROP;"
-            'CREATE TEMP TABLE _sf_truth_label (src text COLLATE "C", uri text COLLATE "C", '
-            'val text COLLATE "C") ON COMMIT DROP'
-        )
-        await conn.copy_records_to_table("_sf_truth", records=records)
-        await conn.copy_records_to_table("_sf_truth_label", records=labels)
+        await _load_truth(conn, records, labels)
         counts = await conn.fetchrow(_RECORD_COUNTS)
         label_counts = await conn.fetchrow(_LABEL_COUNTS)
-        samples = {
-            name: [row[0] for row in await conn.fetch(sql, _SAMPLES)] for name, sql in _RECORD_SAMPLES.items()
-        }
+        wrong = counts["missing"] + counts["extra"] + counts["stale"]
+        samples: dict[str, list[str]] = {}
+        for kind, uri in await conn.fetch(_RECORD_SAMPLES, _SAMPLES) if wrong else []:
+            samples.setdefault(kind, []).append(uri)
+        tombstones = await conn.fetchval(tombstones_sql())
         aggregates_ok = await aggregates_match(conn)
     return Verdict(
         expected=len(records),
@@ -120,14 +126,31 @@ async def verify(conn_or_pool: Any, truth: Iterable[dict[str, Any]]) -> Verdict:
         missing=counts["missing"],
         extra=counts["extra"],
         stale=counts["stale"],
-        tombstones=counts["tombstones"],
+        tombstones=tombstones,
         labels_expected=label_counts["expected"],
         labels_indexed=label_counts["indexed"],
         labels_missing=label_counts["missing"],
         labels_extra=label_counts["extra"],
         aggregates_ok=aggregates_ok,
-        samples={k: v for k, v in samples.items() if v},
+        samples=samples,
     )
+
+
+async def _load_truth(conn: Any, records: list[tuple[str, ...]], labels: list[tuple[str, ...]]) -> None:
+    """COPY the truth into temporary tables and ANALYZE them: without statistics the planner
+    takes a temp table for a few rows and may pick a nested loop over millions."""
+    await conn.execute(
+        'CREATE TEMP TABLE _sf_truth (did text COLLATE "C", collection text COLLATE "C", '
+        'rkey text COLLATE "C", cid text, rev text COLLATE "C") ON COMMIT DROP;'
+
+        'CREATE TEMP TABLE _sf_truth_label (src text COLLATE "C", uri text COLLATE "C", '
+        'val text COLLATE "C") ON COMMIT DROP;'
+        # Hash joins over a few million rows fit in memory instead of spilling in batches.
+        f"SET LOCAL work_mem = '{_WORK_MEM}'"
+    )
+    await conn.copy_records_to_table("_sf_truth", records=records)
+    await conn.copy_records_to_table("_sf_truth_label", records=labels)
+    await conn.execute("ANALYZE _sf_truth, _sf_truth_label")
 
 
 async def aggregates_match(conn: Any) -> bool:
@@ -143,13 +166,12 @@ async def aggregates_match(conn: Any) -> bool:
     return True
 
 
-def _split_truth(truth: Iterable[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], list[tuple[str, ...]]]:
+def _split_truth(truth: Iterable[dict[str, Any]]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     records, labels = [], []
     for line in truth:
         kind = line.get("type")
         if kind == "record":
-            uri = at_uri(line["did"], line["collection"], line["rkey"])
-            records.append((uri, line["cid"], line["rev"]))
+            records.append((line["did"], line["collection"], line["rkey"], line["cid"], line["rev"]))
         elif kind == "label":
             labels.append((line["src"], line["uri"], line["val"]))
     return records, labels
