@@ -8,9 +8,11 @@ low half of the curve order; atproto rejects high-S and DER signatures. Public k
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import coincurve
+from coincurve.ecdsa import cdata_to_der, deserialize_compact
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -70,6 +72,16 @@ class PublicKey:
 
     curve: Curve
     key: ec.EllipticCurvePublicKey
+    # libsecp256k1's form of a secp256k1 key, built on first use: it verifies ~9x faster than
+    # OpenSSL's generic-curve code, which is most of a small repo's CPU in the backfiller.
+    _secp: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def secp256k1(self) -> coincurve.PublicKey:
+        """The key as a coincurve (libsecp256k1) public key (secp256k1 keys only)."""
+        if self._secp is None:
+            object.__setattr__(self, "_secp", coincurve.PublicKey(self.compressed()))
+        key: coincurve.PublicKey = self._secp
+        return key
 
     @classmethod
     def from_bytes(cls, curve: Curve, point: bytes) -> PublicKey:
@@ -127,10 +139,23 @@ def verify(public_key: PublicKey, data: bytes, sig: bytes, *, allow_high_s: bool
     s = int.from_bytes(sig[32:], "big")
     if s > _ORDER[public_key.curve] // 2 and not allow_high_s:
         raise SignatureError("high-S signature rejected")
+    if public_key.curve == "secp256k1" and not allow_high_s:
+        _verify_secp256k1(public_key, data, sig)
+        return
     try:
         public_key.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise SignatureError("signature does not verify") from None
+
+
+def _verify_secp256k1(public_key: PublicKey, data: bytes, sig: bytes) -> None:
+    """libsecp256k1's verification (low-S only, which atproto requires anyway)."""
+    try:
+        der = cdata_to_der(deserialize_compact(sig))
+    except ValueError:  # r or s not below the curve order
+        raise SignatureError("signature does not verify") from None
+    if not public_key.secp256k1().verify(der, data):
+        raise SignatureError("signature does not verify")
 
 
 class SigningKey:

@@ -128,3 +128,50 @@ def test_tid_clock_is_monotonic_and_deterministic() -> None:
     assert live == sorted(live) and len(set(live)) == 1000
     for text in tids[:5] + live[:5]:
         syntax.validate_tid(text)
+
+
+def _openssl_accepts(key: PublicKey, data: bytes, sig: bytes) -> bool:
+    """The reference: OpenSSL's ECDSA check of r||s (plus atproto's low-S rule)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    if s > _SECP256K1_ORDER // 2:
+        return False
+    try:
+        key.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def test_secp256k1_fast_path_agrees_with_openssl() -> None:
+    """secp256k1 signatures are checked by libsecp256k1 (coincurve): same verdicts as OpenSSL."""
+    import random
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    key = SigningKey.generate("secp256k1", seed=rng.randbytes(8))
+    for i in range(300):
+        data = rng.randbytes(rng.randrange(1, 300))
+        sig = bytearray(key.sign(data))
+        mutation = i % 5
+        if mutation == 1:  # a flipped bit anywhere
+            sig[rng.randrange(64)] ^= 1 << rng.randrange(8)
+        elif mutation == 2:  # r or s at or above the curve order
+            half = rng.choice((0, 32))
+            sig[half : half + 32] = (_SECP256K1_ORDER + rng.randrange(3)).to_bytes(32, "big")
+        elif mutation == 3:  # another message
+            data += b"!"
+        expected = _openssl_accepts(key.public_key, data, bytes(sig))
+        try:
+            verify(key.public_key, data, bytes(sig))
+            got = True
+        except SignatureError:
+            got = False
+        assert got == expected, f"seed {seed}, case {i} (mutation {mutation})"
