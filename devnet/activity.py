@@ -21,11 +21,11 @@ from devnet.labeler import LabelMaker
 from devnet.repos import apply_commit, build_commit
 from devnet.state import Account, World
 
-__all__ = ["Activity"]
+__all__ = ["Activity", "move_account"]
 
 # Relative weights of event kinds; commits dominate as on the real firehose.
-_KINDS = ("commit", "labels", "account", "identity", "sync")
-_KIND_WEIGHTS = (88, 6, 3, 2, 1)
+_KINDS = ("commit", "labels", "account", "identity", "sync", "move")
+_KIND_WEIGHTS = (88, 6, 3, 2, 1, 1)
 # How many recently created records we remember to delete soon after creation (create-then-delete).
 _RECENT = 200
 _UPDATABLE = (rec.PROFILE, rec.LIST, rec.GENERATOR, rec.POST)
@@ -48,7 +48,9 @@ class Activity:
             "account": self._account_event,
             "identity": self._identity_event,
             "sync": self._sync_event,
+            "move": self._move_event,
         }
+        self._pds_hosts = config.pds_hosts
 
     def step(self) -> str:
         """Produce one event; return its kind."""
@@ -173,6 +175,16 @@ class Activity:
         emit_identity(self._world, account)
         return True
 
+    def _move_event(self) -> bool:
+        candidates = self._active_live()
+        if self._pds_hosts < 2 or not candidates:
+            return False
+        account = self._rng.choice(candidates)
+        move_account(
+            self._world, account, self._rng.choice([i for i in range(self._pds_hosts) if i != account.pds])
+        )
+        return True
+
     def _sync_event(self) -> bool:
         """A commit that never appeared on the firehose, announced by #sync: consumers must re-fetch."""
         candidates = self._active_live()
@@ -183,3 +195,18 @@ class Activity:
             return False
         emit_sync(self._world, account)
         return True
+
+
+def move_account(world: World, account: Account, to: int) -> None:
+    """The account migrates to PDS `to`, as on the real network: its DID document names the new
+    host (#identity), the new host announces it active, and the old host, where it is now
+    deactivated, announces that too: a stale #account that a consumer must not believe."""
+    old = account.pds
+    account.pds = to
+    account.moved_from.discard(to)
+    account.moved_from.add(old)
+    account.car = None
+    world.count("accounts.moved")
+    emit_identity(world, account)
+    emit_account(world, account)
+    emit_account(world, account, stale_status="deactivated")

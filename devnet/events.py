@@ -74,16 +74,16 @@ def emit_identity(world: World, account: Account) -> int:
     )
 
 
-def emit_account(world: World, account: Account) -> int:
-    """Append an #account with the account's current hosting status."""
+def emit_account(world: World, account: Account, *, stale_status: str | None = None) -> int:
+    """Append an #account with the account's current hosting status, or, with `stale_status`, the
+    status a host the account has left still announces (the relay passes it on)."""
     time = world.clock.iso()
-    status = None if account.status == "active" else account.status
-    world.count("events.account")
+    said = stale_status or account.status
+    status = None if said == "active" else said
+    world.count("events.account_stale" if stale_status else "events.account")
     return world.firehose.append(
         lambda seq: encode_frame(
-            AccountFrame(
-                seq=seq, did=account.did, time=time, active=account.status == "active", status=status
-            )
+            AccountFrame(seq=seq, did=account.did, time=time, active=said == "active", status=status)
         )
     )
 

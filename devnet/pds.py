@@ -1,8 +1,9 @@
 """A PDS host: getRepo (streamed CAR), getRepoStatus and listRepos for the accounts it hosts.
 
-Error bodies and messages are those of the reference PDS (`assertRepoAvailability`). getRepo faults:
-429 with `Retry-After` on a share of calls, slow streaming, hanging after half the body, truncated
-bodies and commits with a bad signature.
+Error bodies and messages are those of the reference PDS (`assertRepoAvailability`); a host an
+account migrated away from says, as the reference PDS does, that the repo is deactivated there.
+getRepo faults: 429 with `Retry-After` on a share of calls, slow streaming, hanging after half
+the body, truncated bodies and commits with a bad signature.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ CHUNK = 64 * 1024
 
 def _unavailable(account: Account | None, did: str, pds: int) -> web.Response | None:
     """The reference PDS's answer for a repo it cannot serve, or None when it can."""
+    if account is not None and account.pds != pds and pds in account.moved_from:
+        # What the reference PDS answers for an account that migrated away: it is deactivated here.
+        return xrpc_error("RepoDeactivated", f"Repo has been deactivated: {did}")
     if account is None or account.pds != pds or account.missing or account.status == "deleted":
         return xrpc_error("RepoNotFound", f"Could not find repo for DID: {did}")
     if account.status == "takendown":
@@ -101,6 +105,8 @@ def pds_app(world: World, faults: Faults, index: int) -> web.Application:
     async def get_repo_status(request: web.Request) -> web.Response:
         did = request.query.get("did", "")
         account = world.by_did.get(did)
+        if account is not None and account.pds != index and index in account.moved_from:
+            return web.json_response({"did": did, "active": False, "status": "deactivated"})
         if account is None or account.pds != index or account.missing:
             return xrpc_error("RepoNotFound", f"Could not find user: {did}")
         return web.json_response(repo_status(account))

@@ -29,6 +29,7 @@ __all__ = [
     "repo_car",
 ]
 
+
 def deterministic_sign(key: SigningKey, data: bytes) -> bytes:
     """Low-S r||s ECDSA over sha256(data) with an RFC 6979 nonce (same input, same signature)."""
     return key.sign(data, deterministic=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devnet.activity import Activity
+from devnet.activity import Activity, move_account
 from devnet.config import DevnetConfig
 from devnet.events import emit_account
 from devnet.faults import Faults
@@ -210,6 +210,13 @@ class Devnet:
         account.car = None
         if emit:
             emit_account(self.world, account)
+
+    def move(self, did: str, to_pds: int) -> None:
+        """Migrate an account to PDS `to_pds` (#identity, #account from the new host, and a stale
+        #account "deactivated" from the old one)."""
+        if not 0 <= to_pds < self.config.pds_hosts or to_pds == self.world.by_did[did].pds:
+            raise ValueError(f"to_pds must be another of the {self.config.pds_hosts} PDS hosts")
+        move_account(self.world, self.world.by_did[did], to_pds)
 
     def set_missing(self, did: str, missing: bool = True) -> None:
         """Make the PDS forget (or remember) a repo the relay still lists as active."""

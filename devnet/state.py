@@ -71,6 +71,7 @@ class Account:
     key: SigningKey
     status: str = ACTIVE
     missing: bool = False  # fault: the relay lists it, the PDS has never heard of it
+    moved_from: set[int] = field(default_factory=set)  # PDS hosts it left (they say "deactivated")
     records: dict[str, RecordRef] = field(default_factory=dict)
     rev: str = ""
     commit_cid: bytes = b""

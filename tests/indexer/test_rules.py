@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from schemas import Label
+from schemas import Account, Label
 from streams import DONE, DeadLetter, Done
 from tests.indexer._db import live_uris, record_row
 from tests.indexer._events import (
@@ -189,3 +189,27 @@ async def test_a_uri_too_long_for_an_index_is_dead_lettered_alone(pool: Any) -> 
     assert [type(o).__name__ for o in outcomes] == ["Done", "Done", "DeadLetter", "Done", "Done"]
     assert outcomes[2].reason == "rejected_by_database"
     assert await live_uris(pool) == {uri(B, LIKE, f"k{i}") for i in range(1, 5)}
+
+
+async def test_a_deleted_account_is_tombstoned_and_a_deactivated_one_only_hidden(pool: Any) -> None:
+    like, follow = uri(B, LIKE, "l1"), uri(B, FOLLOW, "f1")
+    await run(
+        pool,
+        create(A, POST, "p1", tid(3), "c1", body(POST)),
+        create(B, LIKE, "l1", tid(4), "c2", body(LIKE, subject=P1)),
+        create(B, FOLLOW, "f1", tid(4), "c3", body(FOLLOW, subject=A)),
+    )
+    deactivated = Account(seq=8, did=B, active=False, status="deactivated", time="2025-01-01T00:00:00.000Z")
+    await run(pool, deactivated)
+    assert {like, follow} <= await live_uris(pool)  # hidden from readers by actor.active, kept
+    deleted = Account(seq=9, did=B, active=False, status="deleted", time="2025-01-01T00:00:01.000Z")
+    await run(pool, deleted)
+    assert (await record_row(pool, like, "tombstone"))["tombstone"]
+    assert (await record_row(pool, follow, "tombstone"))["tombstone"]
+    assert P1 in await live_uris(pool)
+    assert await row(pool, "SELECT * FROM post_agg WHERE like_count <> 0") is None
+    async with pool.acquire() as conn:
+        assert await aggregates_match(conn)
+    # A later commit (a rev after the deletion: the DID came back) is written again.
+    await run(pool, create(B, LIKE, "l2", "3zzzzzzzzzzzz", "c4", body(LIKE, subject=P1)))
+    assert uri(B, LIKE, "l2") in await live_uris(pool)

@@ -5,6 +5,11 @@ The job is acked only after every record event and the closing `repo` marker are
 A record whose key is not a valid record key (over 512 characters, or outside the charset) is
 not written: its event goes to `firehose_backfill:dlq` (reason `invalid-record-key`) and the rest
 of the repo is backfilled. A 429 puts the host in back-off, published for `streamfill status`.
+
+A job for a repo listed as inactive, or one whose PDS says it is inactive or unknown, ends as an
+outcome (acked, counted, listed); the ingester enqueues a new job when the account becomes active
+again (`#account active=true`). Before such an answer is believed the DID is resolved afresh: an
+account that moved is fetched from its new PDS.
 """
 
 from __future__ import annotations
@@ -122,17 +127,21 @@ class BackfillHandler:
         if not job.active or (job.status or "active") in INACTIVE_STATUSES:
             await self._record_outcome(job, job.status or "inactive", "listed as inactive by the relay")
             return DONE
-        identity = await self._identities.resolve(job.did)
-        host = urlsplit(identity.pds_endpoint).netloc or identity.pds_endpoint
-        key = None if self._config.skip_signature_verification else identity.signing_key
         started = time.perf_counter()
+        identity = await self._identities.resolve(job.did)
         try:
-            async with self._limiter.slot(host):
-                count = await self._download_and_write(job, identity.pds_endpoint, key)
-        except RateLimited as exc:
-            self._limiter.throttled(host, exc.retry_after_s or 5.0)
-            await self._publish_backoff()
-            raise
+            count = await self._from_pds(job, identity)
+        except tuple(PERMANENT_OUTCOMES):
+            # The cached DID document may name a PDS the account has left (which says "not found"
+            # or "deactivated" about it): resolve afresh and ask the current one before giving up.
+            await self._identities.evict(job.did)
+            fresh = await self._identities.resolve(job.did)
+            if fresh.pds_endpoint == identity.pds_endpoint:
+                raise
+            log.info(
+                "repo moved", extra={"did": job.did, "from": identity.pds_endpoint, "to": fresh.pds_endpoint}
+            )
+            count = await self._from_pds(job, fresh)
         self.repos_done += 1
         self.records_written += count
         log.info(
@@ -140,6 +149,17 @@ class BackfillHandler:
             extra={"did": job.did, "records": count, "seconds": round(time.perf_counter() - started, 3)},
         )
         return DONE
+
+    async def _from_pds(self, job: RepoJob, identity: Any) -> int:
+        host = urlsplit(identity.pds_endpoint).netloc or identity.pds_endpoint
+        key = None if self._config.skip_signature_verification else identity.signing_key
+        try:
+            async with self._limiter.slot(host):
+                return await self._download_and_write(job, identity.pds_endpoint, key)
+        except RateLimited as exc:
+            self._limiter.throttled(host, exc.retry_after_s or 5.0)
+            await self._publish_backoff()
+            raise
 
     async def _download_and_write(self, job: RepoJob, pds: str, key: object) -> int:
         async with self._xrpc.get_repo(

@@ -26,6 +26,7 @@ class Backfiller:
     consumer: Consumer
     handler: BackfillHandler
     producer: Producer
+    identities: IdentityCache
 
 
 @contextlib.asynccontextmanager
@@ -50,9 +51,8 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
             ),
         )
         limiter = HostLimiter(config.pds_rps, config.pds_concurrency)
-        handler = BackfillHandler(
-            redis, keys, config, producer, IdentityCache(redis, keys, resolver), xrpc, limiter
-        )
+        identities = IdentityCache(redis, keys, resolver)
+        handler = BackfillHandler(redis, keys, config, producer, identities, xrpc, limiter)
         consumer = Consumer(
             redis,
             ConsumerConfig(
@@ -70,4 +70,4 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
             ),
             handler,
         )
-        yield Backfiller(consumer, handler, producer)
+        yield Backfiller(consumer, handler, producer, identities)

@@ -20,6 +20,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from atp import InvalidTid
+from atp.tid import tid_from_time
 from schemas import (
     Account,
     Identity,
@@ -39,7 +41,7 @@ OpRow: TypeAlias = tuple[
     str, str, str, str, str | None, str | None, bool, str | None, str | None, str | None, str | None
 ]
 LabelRow: TypeAlias = tuple[str, str, str, str, bool, datetime, datetime | None]
-MarkerRow: TypeAlias = tuple[str, str, str]
+MarkerRow: TypeAlias = tuple[str, str, str | None]  # commit None: a deleted account
 AccountRow: TypeAlias = tuple[str, int, bool, str | None]
 IdentityRow: TypeAlias = tuple[str, int, str | None]
 
@@ -143,6 +145,23 @@ _LEAN_READERS: dict[str, Callable[[Any], _Fields]] = {
 assert frozenset(_LEAN_READERS) == LEAN, "every lean collection needs a reader, and only those"
 
 
+def deletion_rev(time: str) -> str | None:
+    """The rev a deletion at `time` (an event's RFC 3339 time, millisecond precision) sweeps up to:
+    the TID of the next millisecond, above the rev of any commit made before it. None when the
+    time cannot be read (the account is then only hidden, as any inactive account is)."""
+    try:
+        moment = datetime.fromisoformat(time)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    us = (int(moment.timestamp() * 1000) + 1) * 1000
+    try:
+        return tid_from_time(us)
+    except InvalidTid:
+        return None
+
+
 def parse_time(text: str, what: str) -> datetime:
     """An RFC 3339 datetime; naive values are taken as UTC."""
     try:
@@ -197,14 +216,23 @@ class Batch:
             self._add_label(label)
 
     def _add_marker(self, m: RepoMarker) -> None:
-        old = self.markers.get(m.did)
-        if old is None or m.rev > old[1]:
-            self.markers[m.did] = (m.did, m.rev, m.commit)
+        self._add_marker_row(m.did, m.rev, m.commit)
+
+    def _add_marker_row(self, did: str, rev: str, commit: str | None) -> None:
+        old = self.markers.get(did)
+        if old is None or rev > old[1]:
+            self.markers[did] = (did, rev, commit)
 
     def _add_account(self, a: Account) -> None:
         old = self.accounts.get(a.did)
         if old is None or a.seq >= old[1]:
             self.accounts[a.did] = (a.did, a.seq, a.active, a.status)
+        if not a.active and a.status == "deleted":
+            # A deleted account is an empty snapshot as of the event's time: every record written
+            # before it becomes a tombstone (the marker's sweep, aggregates included).
+            rev = deletion_rev(a.time)
+            if rev is not None:
+                self._add_marker_row(a.did, rev, None)
 
     def _add_identity(self, i: Identity) -> None:
         old = self.identities.get(i.did)

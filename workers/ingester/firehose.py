@@ -5,6 +5,17 @@ document unless disabled). A frame that fails to decode or verify is dead-letter
 bytes and a reason, and the cursor moves past it. A `#sync` frame, a commit marked `tooBig`, or a
 commit whose `since` does not chain to the last rev seen for that repo enqueues the repo into
 `repo_backfill` for a fresh snapshot, in the same MULTI as the batch.
+
+Account lifecycle (docs/indexer.md, "Account status"):
+- `#account active=true` is applied and enqueues one snapshot (reason `reactivated`): a repo that
+  was inactive when it was listed, or when its job ran, was never snapshotted, and its records are
+  only reachable this way. One job per reactivation; the backfiller's job for a repo that is
+  inactive again by then ends as an outcome, and the next reactivation enqueues the next one.
+- `#account active=false` is confirmed with `getRepoStatus` at the DID's *current* PDS first: a
+  host the account has moved away from keeps sending `#account` events about it. When the current
+  PDS says the repo is active the event is stale and dropped (counted as `stale_accounts`); when it
+  cannot be asked, the relay's word is applied.
+- `#identity` evicts the DID from the identity cache, so a move to another PDS is followed.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from atp import AtpError, DidResolutionError, SignatureError, cbor
+from atp import AtpError, DidResolutionError, RepoNotFound, SignatureError, cbor
 from atp.frames import (
     AccountFrame,
     CommitFrame,
@@ -27,6 +38,7 @@ from atp.frames import (
     commit_ops,
     decode_frame,
 )
+from atp.xrpc import RepoStatus, XrpcClient
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
 from streams._producer import Fields
 from workers._identity import IdentityCache
@@ -42,20 +54,57 @@ _BAD_INPUT = (AtpError, ValueError, TypeError, KeyError, IndexError)
 _REV_MEMORY = 500_000
 
 
+class AccountChecker:
+    """Asks a DID's current PDS for its repo status (`getRepoStatus`), following a move once."""
+
+    def __init__(self, identities: IdentityCache, xrpc: XrpcClient) -> None:
+        self.identities = identities
+        self._xrpc = xrpc
+
+    async def status(self, did: str) -> RepoStatus | None:
+        """The current PDS's answer; None when it has none (the caller keeps the relay's word).
+
+        The DID is resolved afresh (the account may have moved since it was cached). A DID the PLC
+        directory cannot resolve right now raises SourceUnavailable: the frame is retried later,
+        never applied unconfirmed because of an outage of ours.
+        """
+        try:
+            await self.identities.evict(did)
+            pds = (await self.identities.resolve(did)).pds_endpoint
+            return await self._xrpc.get_repo_status(pds, did)
+        except DidResolutionError as exc:
+            if not exc.permanent:
+                raise SourceUnavailable(f"resolving {did}: {exc}") from exc
+            return None
+        except RepoNotFound:
+            return None
+        except AtpError as exc:
+            log.warning("getRepoStatus failed", extra={"did": did, "error": f"{type(exc).__name__}: {exc}"})
+            return None
+
+
 class FirehoseConverter:
     """Converts subscribeRepos frames for one relay host."""
 
     def __init__(
-        self, host: str, live_stream: str, backfill_stream: str, identities: IdentityCache | None
+        self,
+        host: str,
+        live_stream: str,
+        backfill_stream: str,
+        identities: IdentityCache | None,
+        *,
+        accounts: AccountChecker | None = None,
     ) -> None:
         self._host = host
         self._live = live_stream
         self._backfill = backfill_stream
         self._dlq = f"{live_stream}:dlq"
         self._identities = identities
+        self._accounts = accounts
         self._revs: OrderedDict[str, str] = OrderedDict()
         self.resyncs = 0
         self.dead_lettered = 0
+        self.stale_accounts = 0
 
     async def convert(self, frame: bytes) -> Converted:
         try:
@@ -65,23 +114,43 @@ class FirehoseConverter:
         if isinstance(decoded, CommitFrame):
             return await self._commit(frame, decoded)
         if isinstance(decoded, IdentityFrame):
+            await self._forget(decoded.did)  # the DID document changed: its PDS or key may have
             event: Any = Identity(seq=decoded.seq, did=decoded.did, handle=decoded.handle, time=decoded.time)
             return Converted([encode_entry(self._live, event)], seq=decoded.seq)
         if isinstance(decoded, AccountFrame):
-            event = Account(
-                seq=decoded.seq,
-                did=decoded.did,
-                active=decoded.active,
-                status=decoded.status,
-                time=decoded.time,
-            )
-            return Converted([encode_entry(self._live, event)], seq=decoded.seq)
+            return await self._account(decoded)
         if isinstance(decoded, SyncFrame):
             self._revs[decoded.did] = decoded.rev
             return Converted(extra=[self._resync(decoded.did, decoded.rev, "sync")], seq=decoded.seq)
         if isinstance(decoded, InfoFrame | ErrorFrame):
             log.warning("relay says", extra={"host": self._host, "frame": repr(decoded)})
         return Converted()
+
+    async def _forget(self, did: str) -> None:
+        caches = [self._identities] if self._identities is not None else []
+        if self._accounts is not None and self._accounts.identities not in caches:
+            caches.append(self._accounts.identities)
+        for cache in caches:
+            await cache.evict(did)
+
+    async def _account(self, frame: AccountFrame) -> Converted:
+        active, status = frame.active, frame.status
+        if not active and self._accounts is not None:
+            current = await self._accounts.status(frame.did)
+            if current is not None and current.active:
+                self.stale_accounts += 1
+                log.info(
+                    "stale #account dropped", extra={"did": frame.did, "status": status, "host": self._host}
+                )
+                return Converted(seq=frame.seq)
+            if current is not None and current.status:
+                status = current.status
+        event = Account(seq=frame.seq, did=frame.did, active=active, status=status, time=frame.time)
+        out = Converted([encode_entry(self._live, event)], seq=frame.seq)
+        if active:
+            self._revs.pop(frame.did, None)  # the snapshot starts the chain afresh
+            out.extra.append(self._resync(frame.did, None, "reactivated"))
+        return out
 
     async def _commit(self, raw: bytes, frame: CommitFrame) -> Converted:
         try:
@@ -119,7 +188,7 @@ class FirehoseConverter:
         if len(self._revs) > _REV_MEMORY:
             self._revs.popitem(last=False)
 
-    def _resync(self, did: str, rev: str, why: str) -> tuple[str, Fields]:
+    def _resync(self, did: str, rev: str | None, why: str) -> tuple[str, Fields]:
         self.resyncs += 1
         log.info("repo needs a fresh snapshot", extra={"did": did, "why": why, "host": self._host})
         return self._backfill, encode_entry(

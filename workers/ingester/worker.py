@@ -18,7 +18,7 @@ from streams import Component, Keys, Producer, ProducerConfig
 from workers._identity import IdentityCache
 from workers.ingester.config import IngesterConfig
 from workers.ingester.eventstream import EventStreamSource
-from workers.ingester.firehose import FirehoseConverter
+from workers.ingester.firehose import AccountChecker, FirehoseConverter
 from workers.ingester.labels import LabelConverter
 from workers.ingester.listing import ListingSource
 
@@ -55,9 +55,11 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
     policy = NetPolicy(allow_private=config.allow_private_hosts).trusting(configured)
     async with HttpClient(policy, read_timeout_s=30.0) as http:
         xrpc = XrpcClient(http, timeout_s=30.0)
-        identities = None
-        if config.verify_signatures:
-            identities = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
+        # One cache: it verifies commit signatures (unless disabled) and finds the current PDS
+        # that confirms an `#account` event saying a repo went inactive.
+        cache = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
+        identities = cache if config.verify_signatures else None
+        accounts = AccountChecker(cache, xrpc)
         ingester = Ingester()
         for relay in config.relay_hosts if config.mode in ("all", "backfill") else ():
             ingester.listings.append(
@@ -68,7 +70,11 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         for relay in config.relay_hosts if config.mode in ("all", "firehose") else ():
             host = host_key(relay)
             converter = FirehoseConverter(
-                relay, keys.stream("firehose_live"), keys.stream("repo_backfill"), identities
+                relay,
+                keys.stream("firehose_live"),
+                keys.stream("repo_backfill"),
+                identities,
+                accounts=accounts,
             )
             ingester.firehoses.append(
                 EventStreamSource(
