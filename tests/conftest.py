@@ -79,9 +79,47 @@ def failover_cluster() -> Iterator[EmbeddedCluster]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A key prefix of this test's own, so tests never see each other's keys."""
-    return f"t{uuid.uuid4().hex[:10]}"
+def prefix(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, so tests never see each other's keys.
+
+    After the test, no consumer group under the prefix may hold pending entries: an entry
+    delivered and never acked is the first sign of a lost ack. A test that leaves some on
+    purpose (a consumer killed mid-batch, a crash it reproduces) says so with
+    `@pytest.mark.leaves_pending("why")`.
+    """
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    if request.node.get_closest_marker("leaves_pending") is not None:
+        return
+    if getattr(request.node, "rep_call", None) is None or not request.node.rep_call.passed:
+        return  # a failing test reports its own failure; do not bury it under this one
+    leftover = pending_entries(redis_url, name)
+    if leftover:
+        pytest.fail(f"entries left pending (delivered, never acked) under {name}: {leftover}")
+
+
+def pending_entries(redis_url: str, prefix: str) -> dict[str, int]:
+    """{"stream/group": pending} for every group with pending entries under `prefix`."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        found: dict[str, int] = {}
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000, _type="stream"):
+            for group in client.xinfo_groups(key):
+                if group["pending"]:
+                    found[f"{key.decode()}/{group['name'].decode()}"] = int(group["pending"])
+        return found
+    finally:
+        client.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
+    """Keep each phase's report on the item (the `prefix` fixture reads whether the test passed)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ async def fill(redis: aioredis.Redis, stream: str, n: int) -> list[bytes]:
     return [await redis.xadd(stream, {"n": str(i)}) for i in range(n)]
 
 
+@pytest.mark.leaves_pending("it trims around entries a group holds")
 async def test_trim_keeps_everything_some_group_has_not_acked(
     redis_client: aioredis.Redis, prefix: str
 ) -> None:
@@ -64,6 +65,7 @@ async def test_trim_without_groups_removes_nothing(redis_client: aioredis.Redis,
     assert await redis_client.xlen(keys.stream("s")) == 3
 
 
+@pytest.mark.leaves_pending("a consumer with pending entries must survive the prune")
 async def test_prune_deletes_only_idle_consumers_with_nothing_pending(
     redis_client: aioredis.Redis, prefix: str
 ) -> None:
@@ -127,6 +129,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
     assert len(done) <= len(ids)
 
 
+@pytest.mark.leaves_pending("abandoned work stays pending for reclaim")
 async def test_sigterm_abandons_work_still_running_after_the_grace_period(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:

@@ -10,6 +10,7 @@ from streams import EntryState, Keys, entry_states
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.leaves_pending("it inspects a pending entry")
 async def test_missing_undelivered_pending_and_acked(redis_client: aioredis.Redis, prefix: str) -> None:
     stream = Keys(prefix).stream("s")
     ids = [(await redis_client.xadd(stream, {"n": str(i)})).decode() for i in range(5)]

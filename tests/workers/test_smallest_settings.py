@@ -110,6 +110,7 @@ async def test_ingester(tmp_path: Path, redis_url: str, redis_client: aioredis.R
         await stop_within_grace(tmp_path, ["ingester"], env, blocked, "a listing page written")
 
 
+@pytest.mark.leaves_pending("stopped mid-job: the job stays pending for reclaim")
 async def test_backfiller(tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, prefix: str) -> None:
     keys = Keys(prefix)
     async with Devnet(DevnetConfig(repos=5, seed=12)) as net:
