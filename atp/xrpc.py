@@ -1,4 +1,4 @@
-"""XRPC client for the sync endpoints a backfill needs: listRepos, getRepo, getRepoStatus.
+"""XRPC client for the sync endpoints a backfill needs: listHosts, listRepos, getRepo, getRepoStatus.
 
 Every call goes through `atp.http.HttpClient`: a deadline for the whole call, a cap on decoded
 body bytes, at most one gzip layer, redirects followed by hand and checked by the network policy
@@ -9,6 +9,8 @@ endpoint           body cap (decoded bytes)                    overall deadline
 =================  ==========================================  ===========================================
 listRepos          ``LIST_REPOS_MAX_BYTES`` (4 MiB: a page of   ``timeout_s``
                    1,000 repos is ~150 KB)
+listHosts          ``LIST_REPOS_MAX_BYTES`` (a page of 1,000    ``timeout_s``
+                   hosts is ~100 KB)
 getRepoStatus      ``STATUS_MAX_BYTES`` (64 KiB)                ``timeout_s``
 getRepo            ``max_bytes`` (BACKFILLER_MAX_REPO_BYTES)    ``timeout_s`` + one second per
                                                                ``min_bytes_per_s`` bytes received
@@ -67,9 +69,10 @@ from atp.errors import (
 from atp.http import Deadline, HttpClient, Reply
 from atp.netpolicy import NetPolicy
 
-__all__ = ["ListReposPage", "RepoStatus", "XrpcClient", "base_url"]
+__all__ = ["ListHostsPage", "ListReposPage", "RepoStatus", "XrpcClient", "base_url"]
 
 LIST_REPOS = "com.atproto.sync.listRepos"
+LIST_HOSTS = "com.atproto.sync.listHosts"
 GET_REPO = "com.atproto.sync.getRepo"
 GET_REPO_STATUS = "com.atproto.sync.getRepoStatus"
 
@@ -96,6 +99,14 @@ class ListReposPage:
     """One page of `com.atproto.sync.listRepos`; `cursor` is None on the last page."""
 
     repos: list[dict[str, Any]]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListHostsPage:
+    """One page of `com.atproto.sync.listHosts` (items unchecked); `cursor` is None on the last page."""
+
+    hosts: list[Any]
     cursor: str | None
 
 
@@ -218,6 +229,18 @@ class XrpcClient:
         next_cursor = body.get("cursor")
         # An empty page ends the listing even if the server (wrongly) sends a cursor.
         return ListReposPage(repos=repos, cursor=str(next_cursor) if next_cursor and repos else None)
+
+    async def list_hosts(self, host: str, cursor: str | None = None, limit: int = 1000) -> ListHostsPage:
+        """Fetch one page of a relay's `com.atproto.sync.listHosts` (limit is clamped to 1..1000)."""
+        params: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
+        if cursor:
+            params["cursor"] = cursor
+        body = await self._get_json(_xrpc_url(host, LIST_HOSTS), params, LIST_REPOS_MAX_BYTES)
+        hosts = body.get("hosts") if isinstance(body, dict) else None
+        if not isinstance(hosts, list):
+            raise UpstreamError("listHosts: missing hosts array", status=200, error="InvalidResponse")
+        next_cursor = body.get("cursor")
+        return ListHostsPage(hosts=hosts, cursor=str(next_cursor) if next_cursor and hosts else None)
 
     async def get_repo_status(self, url_or_host: str, did: str) -> RepoStatus:
         """Fetch `com.atproto.sync.getRepoStatus` for one DID."""

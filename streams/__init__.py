@@ -36,7 +36,7 @@ from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
-from streams._producer import Producer, ProducerConfig, ProducerStats, read_backlog
+from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
@@ -65,6 +65,7 @@ __all__ = [
     "EntryState",
     "GroupInfo",
     "Keys",
+    "Mark",
     "Outcome",
     "Producer",
     "ProducerConfig",

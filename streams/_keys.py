@@ -51,6 +51,17 @@ class Keys:
         """Skipped source ranges (skip-ahead), one stream entry per range."""
         return self._k(f"{stream}:skipped:{host}")
 
+    def listed(self, stream: str, bucket: int) -> str:
+        """One bucket of the listed register: what a listing already enqueued (hash field -> mark)."""
+        return self._k(f"{stream}:listed:{bucket:05x}")
+
+    def listed_pattern(self, stream: str) -> str:
+        return self._k(f"{stream}:listed:*")
+
+    def hosts(self, stream: str, relay: str) -> str:
+        """Hosts discovered through a relay's listHosts: hostname -> JSON of the last sighting."""
+        return self._k(f"{stream}:hosts:{relay}")
+
     def outcomes(self, stream: str) -> str:
         """Permanent, expected outcomes (e.g. repo taken down) an operator can list."""
         return self._k(f"{stream}:outcomes")

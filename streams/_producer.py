@@ -26,6 +26,22 @@ Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes 
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """A versioned register slot guarding one entry: `HSET key field value` unless it holds news.
+
+    `value` is 8 bytes, big-endian. When neither the stored nor the new value has its top bit set,
+    the next 62 bits are a version and the lowest bit a flag: the entry is written (and the value
+    stored) when the version is newer, or the same with the other flag; an older version, or the
+    same one with the same flag, skips it. With a top bit set the value is opaque: the entry is
+    skipped only when the stored value is equal. With no stored value the entry is written.
+    """
+
+    key: str
+    field: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ProducerConfig:
     """Where to write and when to block. `high_water = None` disables backpressure."""
 
@@ -83,9 +99,35 @@ class Producer:
 
         Blocks first while the target's backlog is at or above the high mark.
         """
-        await self.wait_below_mark()
         sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
-        keys, args = _script_args(self.config.stream, batch, extra, sets)
+        ids = await self._write(batch, sets, extra, ())
+        return [i or "" for i in ids]
+
+    async def send_marked(
+        self,
+        batch: Sequence[Fields],
+        marks: Sequence[Mark | None],
+        *,
+        cursors: Sequence[tuple[str, str]] = (),
+        extra: Sequence[tuple[str, Fields]] = (),
+    ) -> list[str | None]:
+        """Like `send`, with one `Mark` (or None) per entry of `batch`, checked in the same step.
+
+        An entry whose mark the register already holds (see `Mark`) is not written: its id is None.
+        """
+        if len(marks) != len(batch):
+            raise ValueError(f"{len(marks)} marks for {len(batch)} entries")
+        return await self._write(batch, tuple(cursors), extra, marks)
+
+    async def _write(
+        self,
+        batch: Sequence[Fields],
+        sets: Sequence[tuple[str, str]],
+        extra: Sequence[tuple[str, Fields]],
+        marks: Sequence[Mark | None],
+    ) -> list[str | None]:
+        await self.wait_below_mark()
+        keys, args = _script_args(self.config.stream, batch, extra, sets, marks)
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
             if self.config.high_water is not None:
@@ -97,9 +139,14 @@ class Producer:
             # An empty batch to a stream that does not exist yet: no backlog to read.
             ok = not any(isinstance(r, Exception) for r in replies[1:])
             self._backlog = backlog_from_replies(replies[-2], replies[-1]) if ok else 0
-        self._produced += len(batch)
-        instruments().produced.add(len(batch), self._attrs)
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[0][: len(batch)]]
+        ids: list[str | None] = [
+            None if r is None else r.decode() if isinstance(r, bytes) else str(r) for r in replies[0]
+        ]
+        ids = (ids + [None] * len(batch))[: len(batch)]
+        written = sum(1 for i in ids if i is not None)
+        self._produced += written
+        instruments().produced.add(written, self._attrs)
+        return ids
 
     async def wait_below_mark(self) -> None:
         """Block while the backlog is at or above the high mark, until it is below the low mark."""
@@ -136,17 +183,40 @@ class Producer:
 # One script call writes a whole batch: the XADDs, entries for other streams and the cursor(s),
 # atomically (a script runs in isolation, like MULTI/EXEC). It also costs one command and one
 # reply per batch instead of one per entry, which is most of a Python producer's time.
-# ARGV: n, then per entry (key index, pair count, field, value, ...); then m, then per SET
-# (key index, value). Returns the new entry ids in order.
+# ARGV: n, then per entry (key index, pair count, mark key index or 0, [mark field, mark value,]
+# field, value, ...); then m, then per SET (key index, value). Returns the new entry ids in
+# order, false (nil) for an entry its mark skipped (`Mark` says when).
 _WRITE_LUA = """
+local function news(old, new)
+  if not old then return true end
+  local oh, ol = struct.unpack('>I4I4', old)
+  local nh, nl = struct.unpack('>I4I4', new)
+  if oh >= 2147483648 or nh >= 2147483648 then return old ~= new end
+  local ov, nv = math.floor(ol / 2), math.floor(nl / 2)
+  if nh ~= oh then return nh > oh end
+  if nv ~= ov then return nv > ov end
+  return (nl % 2) ~= (ol % 2)
+end
 local i = 1
 local n = tonumber(ARGV[i]); i = i + 1
 local ids = {}
 for e = 1, n do
   local key = KEYS[tonumber(ARGV[i])]
   local count = tonumber(ARGV[i + 1]) * 2
-  i = i + 2
-  ids[e] = redis.call('XADD', key, '*', unpack(ARGV, i, i + count - 1))
+  local mark = tonumber(ARGV[i + 2])
+  i = i + 3
+  local write = true
+  if mark > 0 then
+    local hash, field, value = KEYS[mark], ARGV[i], ARGV[i + 1]
+    i = i + 2
+    write = news(redis.call('HGET', hash, field), value)
+    if write then redis.call('HSET', hash, field, value) end
+  end
+  if write then
+    ids[e] = redis.call('XADD', key, '*', unpack(ARGV, i, i + count - 1))
+  else
+    ids[e] = false
+  end
   i = i + count
 end
 local m = tonumber(ARGV[i]); i = i + 1
@@ -159,7 +229,11 @@ return ids
 
 
 def _script_args(
-    stream: str, batch: Sequence[Fields], extra: Sequence[tuple[str, Fields]], sets: Sequence[tuple[str, str]]
+    stream: str,
+    batch: Sequence[Fields],
+    extra: Sequence[tuple[str, Fields]],
+    sets: Sequence[tuple[str, str]],
+    marks: Sequence[Mark | None] = (),
 ) -> tuple[list[str], list[bytes | str | int]]:
     keys = [stream]
     index = {stream: 1}
@@ -171,12 +245,16 @@ def _script_args(
         return index[key]
 
     args: list[bytes | str | int] = [len(batch) + len(extra)]
-    for fields in batch:
-        args += (1, len(fields))
+    for n, fields in enumerate(batch):
+        mark = marks[n] if marks else None
+        if mark is None:
+            args += (1, len(fields), 0)
+        else:
+            args += (1, len(fields), key_index(mark.key), mark.field, mark.value)
         for name, value in fields.items():
             args += (name, value)
     for other, fields in extra:
-        args += (key_index(other), len(fields))
+        args += (key_index(other), len(fields), 0)
         for name, value in fields.items():
             args += (name, value)
     args.append(len(sets))

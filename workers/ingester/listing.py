@@ -1,10 +1,12 @@
-"""Backfill mode: page `listRepos` on one relay into `repo_backfill`.
+"""Backfill mode: page `listRepos` on one host (a relay or a PDS) into `repo_backfill`.
 
-Each page's jobs and the cursor after it are written in one MULTI, so a crash never loses a page
-and never records a cursor ahead of its data (rsky saved the cursor first). When paging ends the
-cursor becomes `!ingester-done`; every `recheck_interval_s` the host is paged again from the
-last real cursor, which finds accounts created since. After `max_consecutive_errors` failures
-at one cursor the source skips ahead and ledgers the skipped range (`--retry-skipped`).
+Each page's jobs and the cursor after it are written in one script call, so a crash never loses
+a page and never records a cursor ahead of its data (rsky saved the cursor first). Every job is
+guarded by its slot in the listed register (`workers.ingester.register`), checked and written in
+that same call: a repo is enqueued once per (did, rev, active), whichever path lists it. When
+paging ends the cursor becomes `!ingester-done`; a re-check is a whole new pass from the start,
+which enqueues only what is new or changed. After `max_consecutive_errors` failures at one
+numeric cursor the source skips ahead and ledgers the skipped range (`--retry-skipped`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from streams import (
     CURSOR_DONE,
     Backoff,
     Keys,
+    Mark,
     Producer,
     SkipAhead,
     record_skip,
@@ -34,16 +37,18 @@ from streams import (
 from streams._settle import dlq_fields
 from streams._types import DeadLetter, Entry
 from workers.ingester.config import IngesterConfig
+from workers.ingester.register import listed_mark
 
 log = logging.getLogger("streamfill.ingester.listing")
 STREAM = "repo_backfill"
 
 
 def _jobs(
-    host: str, repos: Sequence[Any], stream: str
-) -> tuple[list[dict[bytes, bytes]], list[tuple[str, Any]]]:
-    """Valid repos become jobs; malformed ones go to the DLQ with a reason (never dropped)."""
+    host: str, repos: Sequence[Any], stream: str, keys: Keys
+) -> tuple[list[dict[bytes, bytes]], list[Mark | None], list[tuple[str, Any]]]:
+    """Valid repos become jobs with their register marks; malformed ones go to the DLQ with a reason."""
     jobs: list[dict[bytes, bytes]] = []
+    marks: list[Mark | None] = []
     bad: list[tuple[str, Any]] = []
     for repo in repos:
         try:
@@ -59,14 +64,22 @@ def _jobs(
                 active=bool(repo.get("active", True)),
                 reason="list",
             )
+            rev = None if job.rev is None else str(job.rev)
             jobs.append(encode_entry(stream, job))
+            marks.append(listed_mark(keys, STREAM, did, rev, job.active))
         except (InvalidDid, ValueError, TypeError) as exc:
             bad.append((f"{type(exc).__name__}: {exc}", repo))
-    return jobs, bad
+    return jobs, marks, bad
 
 
 class ListingSource:
-    """Pages one relay's listRepos into repo_backfill; a runtime Component."""
+    """Pages one host's listRepos into repo_backfill; a runtime Component when it is a relay.
+
+    A relay's source waits for an unreachable relay however long it takes. A PDS's source (from
+    host discovery) has `give_up_after`: after that many failures it cannot skip past (no answer,
+    or a non-numeric cursor) it ends the pass, keeping its cursor for the next round, so that one
+    dead host never holds a paging slot.
+    """
 
     def __init__(
         self,
@@ -78,6 +91,7 @@ class ListingSource:
         xrpc: XrpcClient,
         *,
         url: str | None = None,
+        give_up_after: int | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -88,52 +102,66 @@ class ListingSource:
         self._xrpc = xrpc
         self._stream = producer.config.stream
         self._cursor_key = keys.cursor(STREAM, host)
-        self._last_key = keys.last_cursor(STREAM, host)
         self._ledger = keys.ledger(STREAM, host)
         self._skip = SkipAhead(config.max_consecutive_errors, config.skip_ahead)
         self._backoff = Backoff(base_s=0.5, cap_s=30.0)
+        self._give_up_after = give_up_after
         self._unreachable = 0
+        self._skipped = False
         self._stop = anyio.Event()
         self.pages = 0
-        self.listed = 0
+        self.listed = 0  # jobs written (new or changed repos)
+        self.seen = 0  # valid repos read, written or not
         self.passes = 0
+        self.abandoned = 0
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Page to the end; then, every `recheck_interval_s`, page the whole host again."""
         task_status.started()
+        recheck = False
         while not self._stop.is_set():
-            cursor = await self._redis.get(self._cursor_key)
-            if cursor == CURSOR_DONE.encode():
+            if not await self.run_pass(recheck=recheck):
+                recheck = True
                 await self._wait(self._config.recheck_interval_s)
-                if not self._stop.is_set():
-                    await self._recheck()
-                continue
-            await self._page_until_done(cursor.decode() if cursor else None)
+
+    async def run_pass(self, *, recheck: bool) -> bool:
+        """Finish the current pass; with `recheck`, a finished host starts a new one from the start.
+
+        Returns whether there is more to do at once (stopped, skipped ahead or given up: False).
+        """
+        raw: bytes | None = await self._redis.get(self._cursor_key)
+        if raw == CURSOR_DONE.encode():
+            if not recheck:
+                return False
+            raw = None
+        return await self._page_until_done(raw.decode() if raw else None)
 
     async def _wait(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
             await self._stop.wait()
 
-    async def _page_until_done(self, cursor: str | None) -> None:
-        """One listing pass from `cursor` to the end (or until stopped)."""
+    async def _page_until_done(self, cursor: str | None) -> bool:
+        """One listing pass from `cursor` to the end; True when it skipped ahead (go on at once)."""
+        self._unreachable = 0
         while not self._stop.is_set():
             page = await self._fetch(cursor)
             if page is None:
-                return  # skipped ahead or stopping: the caller re-reads the cursor
+                return self._skipped
             repos, next_cursor = page
-            done = next_cursor is None
-            cursors = [(self._cursor_key, CURSOR_DONE if done else next_cursor)]
-            await self._write(repos, cursors, last=next_cursor or cursor)
-            if done:
+            await self._write(repos, [(self._cursor_key, next_cursor or CURSOR_DONE)])
+            if next_cursor is None:
                 self.passes += 1
                 log.info("listing finished", extra={"host": self.host, "listed": self.listed})
-                return
+                return False
             cursor = next_cursor
+        return False
 
     async def _fetch(self, cursor: str | None) -> tuple[list[Any], str | None] | None:
-        """One page, retried with backoff; None after a skip-ahead or when stopping."""
+        """One page, retried with backoff; None after a skip-ahead, a give-up or when stopping."""
+        self._skipped = False
         while not self._stop.is_set():
             try:
                 page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
@@ -147,20 +175,24 @@ class ListingSource:
         return None
 
     async def _failed(self, cursor: str | None, exc: AtpError) -> bool:
-        """Count a failure at `cursor`; back off, or skip ahead (returns True) after too many.
+        """Count a failure at `cursor`; back off, or skip ahead or give up (returns True).
 
-        Only failures the relay answered (an HTTP status) count toward skip-ahead: a relay that
-        is down or unreachable is waited for, not skipped past. A non-numeric cursor cannot be
+        Only failures the host answered (an HTTP status) count toward skip-ahead: a host that is
+        down or unreachable is waited for, not skipped past. A non-numeric cursor cannot be
         advanced, so it is retried with backoff, never skipped.
         """
         answered = getattr(exc, "status", None) is not None
         skippable = answered and (cursor or "0").isdigit()
         if not skippable:
             self._unreachable += 1
-            await self._wait(self._backoff.delay(self._unreachable))
             log.warning(
                 "listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)}
             )
+            if self._give_up_after is not None and self._unreachable >= self._give_up_after:
+                self.abandoned += 1
+                log.error("listing pass given up", extra={"host": self.host, "cursor": cursor})
+                return True
+            await self._wait(self._backoff.delay(self._unreachable))
             return False
         decision = self._skip.failed(cursor or "")
         log.warning(
@@ -175,6 +207,7 @@ class ListingSource:
         if not decision.retry_same:
             reason = f"{decision.failures} consecutive failures: {type(exc).__name__}: {exc}"
             await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
+            self._skipped = True
             log.error(
                 "skipped ahead", extra={"host": self.host, "from": decision.skip_from, "to": decision.skip_to}
             )
@@ -183,31 +216,16 @@ class ListingSource:
         await self._wait(delay if delay is not None else self._backoff.delay(self._skip.consecutive_failures))
         return False
 
-    async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]], *, last: str | None) -> None:
-        jobs, bad = _jobs(self.url, repos, self._stream)
+    async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]]) -> None:
+        jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys)
         extra = [
             (f"{self._stream}:dlq", _bad_fields(self._stream, self.host, reason, repo))
             for reason, repo in bad
         ]
-        if last:
-            cursors.append((self._last_key, last))
-        await self._producer.send(jobs, cursors=cursors, extra=extra)
+        ids = await self._producer.send_marked(jobs, marks, cursors=cursors, extra=extra)
         self.pages += 1
-        self.listed += len(jobs)
-
-    async def _recheck(self) -> None:
-        """Page from the last real cursor: accounts created after the pass get listed too."""
-        last = await self._redis.get(self._last_key)
-        cursor = last.decode() if last else None
-        while not self._stop.is_set():
-            page = await self._fetch(cursor)
-            if page is None or not page[0]:
-                return
-            repos, next_cursor = page
-            await self._write(repos, [], last=next_cursor or cursor)
-            if next_cursor is None:
-                return
-            cursor = next_cursor
+        self.seen += len(jobs)
+        self.listed += sum(1 for i in ids if i is not None)
 
     async def retry_skipped(self) -> tuple[int, int]:
         """Re-page every ledgered range; returns (ranges recovered, ranges still failing)."""
@@ -230,7 +248,7 @@ class ListingSource:
         cursor: str | None = start or None
         while True:
             page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
-            await self._write(page.repos, [], last=None)
+            await self._write(page.repos, [])
             if page.cursor is None or (page.cursor.isdigit() and int(page.cursor) >= end):
                 return
             cursor = page.cursor
