@@ -159,6 +159,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--event-log-size", type=int, default=10_000, help="firehose frames kept for cursor replay"
     )
+    p.add_argument(
+        "--relay-omit",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="accounts the relay's listRepos leaves out, as the real one does; only their PDS lists "
+        "them (default 0.05)",
+    )
     _add_fault_flags(p)
     p.set_defaults(func=_run)
 
@@ -177,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> DevnetConfig:
     return DevnetConfig(
         repos=args.repos, pds_hosts=args.pds_hosts, seed=args.seed, port=args.port, host=args.host,
         firehose_rate=args.firehose_rate, truth_path=args.truth, huge_repo_records=args.huge_repo_records,
-        event_log_size=args.event_log_size, faults=faults,
+        event_log_size=args.event_log_size, relay_omit_fraction=args.relay_omit, faults=faults,
     )  # fmt: skip
 
 

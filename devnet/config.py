@@ -40,6 +40,10 @@ class FaultConfig:
     missing: int = 0  # listed by the relay as active, unknown to the PDS (RepoNotFound)
     # Close every firehose/labeler websocket connection after this many frames (0 = never).
     drop_ws_every: int = 0
+    # PDS listRepos pages (pds index, 0-based page index for the requested limit) answering 500.
+    fail_pds_list_pages: frozenset[tuple[int, int]] = frozenset()
+    # PDS indexes the relay's listHosts leaves out (hosts it has not crawled yet).
+    hidden_hosts: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,9 @@ class DevnetConfig:
     label_log_size: int = 10_000
     initial_labels: int = 20
     start_us: int = DEFAULT_START_US
+    # Like the real relay, leave this fraction of the accounts (chosen by the seed) out of the
+    # relay's listRepos: only their PDS's listRepos (found through listHosts) lists them.
+    relay_omit_fraction: float = 0.05
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def resolved_huge_records(self) -> int:

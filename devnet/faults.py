@@ -48,6 +48,10 @@ class Faults:
         self.truncate_dids = resolve_repos(config.truncate_repos, dids)
         self.bad_sig_dids = resolve_repos(config.bad_sig_repos, dids)
         self.drop_ws_every = config.drop_ws_every
+        self.fail_pds_list_pages: set[tuple[int, int]] = set(config.fail_pds_list_pages)
+        self.hidden_hosts: set[int] = set(config.hidden_hosts)
+        # Raw items the relay's listHosts appends to its hosts (dead hosts, malformed items).
+        self.extra_hosts: list[object] = []
         self.injected: Counter[str] = Counter()
         self._list_failures: Counter[str] = Counter()
         self._getrepo_calls: Counter[int] = Counter()
@@ -64,6 +68,13 @@ class Faults:
             return False
         self._list_failures[key] += 1
         self.injected["list_500"] += 1
+        return True
+
+    def pds_list_page_fails(self, pds: int, page: int) -> bool:
+        """Whether this PDS listRepos page answers 500 now (it always does while configured)."""
+        if (pds, page) not in self.fail_pds_list_pages:
+            return False
+        self.injected["pds_list_500"] += 1
         return True
 
     def rate_limited(self, pds: int) -> bool:
@@ -102,6 +113,9 @@ class Faults:
             "hang_pds",
             "truncate_dids",
             "bad_sig_dids",
+            "fail_pds_list_pages",
+            "hidden_hosts",
+            "extra_hosts",
         ):
             getattr(self, name).clear()
         self.drop_ws_every = 0

@@ -120,6 +120,17 @@ def _assign_statuses(config: DevnetConfig, world: World, rng: random.Random) -> 
             account.missing = True
 
 
+def _omit_from_relay(config: DevnetConfig, world: World) -> None:
+    """Mark round(fraction * repos) accounts, chosen by the seed, as left out of the relay's listRepos."""
+    count = round(config.relay_omit_fraction * len(world.accounts))
+    # Its own generator: turning omissions on or off leaves the rest of the world unchanged. A
+    # "missing" repo (the relay lists it, its PDS does not know it) is never omitted as well.
+    rng = random.Random(f"relay-omit:{config.seed}")
+    candidates = [a for a in world.accounts if not a.missing]
+    for account in rng.sample(candidates, min(count, len(candidates))):
+        account.relay_omitted = True
+
+
 def generate_world(config: DevnetConfig) -> World:
     """Build the initial network for `config` (pure function of the config)."""
     rng = random.Random(config.seed)
@@ -141,5 +152,6 @@ def generate_world(config: DevnetConfig) -> World:
             ref.rev = rev
         apply_commit(account, build_commit(account, rev))
     _assign_statuses(config, world, rng)
+    _omit_from_relay(config, world)
     clock.restart(max(clock.now_us, config.start_us), step_us=1_000)
     return world

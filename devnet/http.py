@@ -34,11 +34,11 @@ def xrpc_error(
     return web.json_response({"error": error, "message": message}, status=status, headers=headers)
 
 
-def parse_limit(request: web.Request) -> int:
-    """listRepos `limit` (1..1000, default 500); out of range is an InvalidRequest like on real hosts."""
+def parse_limit(request: web.Request, default: int = DEFAULT_LIST_LIMIT) -> int:
+    """listRepos/listHosts `limit` (1..1000); out of range is an InvalidRequest like on real hosts."""
     raw = request.query.get("limit")
     if raw is None:
-        return DEFAULT_LIST_LIMIT
+        return default
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
         raise web.HTTPBadRequest(
             text='{"error": "InvalidRequest", "message": "limit must be an integer in 1..1000"}',

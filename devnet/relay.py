@@ -1,5 +1,9 @@
-"""The relay: paged listRepos, getRepo as a redirect to the PDS, getRepoStatus, the firehose, and the
-devnet's own endpoints (`/truth`, `/truth/write`, `/stats`, `/control/...`)."""
+"""The relay: paged listRepos, listHosts, getRepo as a redirect to the PDS, getRepoStatus, the firehose,
+and the devnet's own endpoints (`/truth`, `/truth/write`, `/stats`, `/control/...`).
+
+Like the real relay, its listRepos leaves out some accounts (`DevnetConfig.relay_omit_fraction`):
+only their PDS's listRepos lists them. listHosts lists the PDS hosts (but `Faults.hidden_hosts`),
+then `Faults.extra_hosts` as they are (dead or malformed items)."""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ class Control(Protocol):
 def _xrpc_routes(app: web.Application, world: World, faults: Faults, urls: Urls) -> None:
     async def list_repos(request: web.Request) -> web.Response:
         cursor = request.query.get("cursor")
-        page_index, page, next_cursor = page_of(world.accounts, cursor, parse_limit(request))
+        listed = [a for a in world.accounts if not a.relay_omitted]
+        page_index, page, next_cursor = page_of(listed, cursor, parse_limit(request))
         if faults.list_page_fails(page_index, cursor):
             return xrpc_error("InternalServerError", "Internal Server Error", status=500)
         world.count("relay.list_repos")
@@ -40,6 +45,11 @@ def _xrpc_routes(app: web.Application, world: World, faults: Faults, urls: Urls)
         if next_cursor:
             body["cursor"] = next_cursor
         return web.json_response(body)
+
+    async def list_hosts(request: web.Request) -> web.Response:
+        world.count("relay.list_hosts")
+        limit = parse_limit(request, default=200)
+        return web.json_response(hosts_page(world, faults, urls, request.query.get("cursor", ""), limit))
 
     async def get_repo(request: web.Request) -> web.Response:
         did = request.query.get("did", "")
@@ -59,9 +69,32 @@ def _xrpc_routes(app: web.Application, world: World, faults: Faults, urls: Urls)
         return await serve_stream(request, world.firehose, faults)
 
     app.router.add_get("/xrpc/com.atproto.sync.listRepos", list_repos)
+    app.router.add_get("/xrpc/com.atproto.sync.listHosts", list_hosts)
     app.router.add_get("/xrpc/com.atproto.sync.getRepo", get_repo)
     app.router.add_get("/xrpc/com.atproto.sync.getRepoStatus", get_repo_status)
     app.router.add_get("/xrpc/com.atproto.sync.subscribeRepos", subscribe)
+
+
+def hosts_page(world: World, faults: Faults, urls: Urls, cursor: str, limit: int) -> dict[str, Any]:
+    """A listHosts body: the PDS hosts but the hidden ones, then the extra items; cursor = an offset."""
+    shown = [(index, url) for index, url in enumerate(urls.pds) if index not in faults.hidden_hosts]
+    hosts: list[object] = [host_entry(world, index, url) for index, url in shown]
+    hosts += faults.extra_hosts
+    start = int(cursor) if cursor.isdigit() else 0
+    body: dict[str, Any] = {"hosts": hosts[start : start + limit]}
+    if start + limit < len(hosts):
+        body["cursor"] = str(start + limit)
+    return body
+
+
+def host_entry(world: World, index: int, url: str) -> dict[str, Any]:
+    """One listHosts item for PDS `index`: its hostname (host:port, no scheme), seq and account count."""
+    return {
+        "hostname": url.split("://", 1)[-1],
+        "seq": world.firehose.last_seq,
+        "accountCount": sum(1 for a in world.accounts if a.pds == index and not a.missing),
+        "status": "active",
+    }
 
 
 def _devnet_routes(app: web.Application, control: Control) -> None:

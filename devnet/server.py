@@ -240,6 +240,7 @@ class Devnet:
         return {
             "repos": len(world.accounts),
             "active_repos": sum(1 for a in world.accounts if a.active),
+            "relay_omitted": sum(1 for a in world.accounts if a.relay_omitted),
             "records": world.record_total(),
             "live_records": world.live_record_total(),
             "firehose_seq": world.firehose.last_seq,

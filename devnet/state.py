@@ -72,6 +72,7 @@ class Account:
     status: str = ACTIVE
     missing: bool = False  # fault: the relay lists it, the PDS has never heard of it
     moved_from: set[int] = field(default_factory=set)  # PDS hosts it left (they say "deactivated")
+    relay_omitted: bool = False  # left out of the relay's listRepos (its PDS still lists it)
     records: dict[str, RecordRef] = field(default_factory=dict)
     rev: str = ""
     commit_cid: bytes = b""

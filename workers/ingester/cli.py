@@ -15,8 +15,9 @@ from workers.ingester.worker import build_ingester
 from workers.settings import add_flags
 
 DESCRIPTION = """\
-List every repo of the relays into repo_backfill (listRepos, paged, resumable), and follow the
-relays' firehoses into firehose_live and the labelers into label_live. Each cursor is written in
+List every repo of the relays into repo_backfill (the relays' listRepos, and each PDS host of
+their listHosts: INGESTER_DISCOVERY; paged, resumable, each repo enqueued once per rev), and
+follow the relays' firehoses into firehose_live and the labelers into label_live. Each cursor is written in
 the same atomic step as the entries it covers. Run exactly one ingester per relay."""
 
 EPILOG = """\
@@ -67,7 +68,10 @@ async def retry_skipped(config: IngesterConfig) -> int:
     """Re-page every skipped listRepos range; exit 1 if some range still fails."""
     failing_total = 0
     async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
-        for listing in ingester.listings:
+        listings = list(ingester.listings)
+        for discovery in ingester.discoveries:
+            listings += [discovery.source(host.hostname) for host in await discovery.known_hosts()]
+        for listing in listings:
             recovered, failing = await listing.retry_skipped()
             failing_total += failing
             await audit(

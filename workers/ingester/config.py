@@ -24,6 +24,7 @@ from workers.settings import (
 )
 
 MODES = ("all", "backfill", "firehose", "labeler")
+DISCOVERY = ("both", "relay", "hosts")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class IngesterConfig:
     # How often a finished listing looks for accounts created after its last cursor (rsky: 5 min).
     recheck_interval_s: float = 300.0
     list_limit: int = 1000
+    # Where listings come from: the relay's listRepos, its listHosts then each PDS's listRepos, or both.
+    discovery: str = "both"
+    # PDS hosts paged at the same time (each with its own cursor and skip ledger).
+    host_concurrency: int = 8
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
@@ -161,7 +166,8 @@ SPEC: Spec[IngesterConfig] = Spec(
             "recheck_interval_s",
             "INGESTER_RECHECK_SECS",
             FLOAT,
-            "after a finished listing, re-page from the last real cursor this often (seconds)",
+            "after a finished listing pass, page every host again from the start this often "
+            "(seconds); only new or changed repos are enqueued",
             flag="--recheck-interval",
             minimum=1,
             maximum=7 * 86400,
@@ -174,6 +180,21 @@ SPEC: Spec[IngesterConfig] = Spec(
             "listRepos page size",
             minimum=1,
             maximum=1000,
+        ),
+        Setting(
+            "discovery",
+            "INGESTER_DISCOVERY",
+            choice(*DISCOVERY),
+            "where backfill listings come from: relay (its listRepos), hosts (its listHosts, then "
+            "each PDS's listRepos) or both; a repo found by several is enqueued once",
+        ),
+        Setting(
+            "host_concurrency",
+            "INGESTER_HOST_CONCURRENCY",
+            INT,
+            "PDS hosts whose listRepos is paged at the same time (discovery hosts or both)",
+            minimum=1,
+            maximum=10_000,
         ),
         allow_private_hosts_setting(),
         *process_settings(),

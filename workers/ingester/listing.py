@@ -19,7 +19,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
-from atp import AtpError, InvalidDid, RateLimited
+from atp import AtpError, ForbiddenHost, InvalidDid, RateLimited
 from atp.did import validate_did
 from atp.xrpc import XrpcClient
 from schemas import RepoJob, encode_entry
@@ -188,7 +188,8 @@ class ListingSource:
             log.warning(
                 "listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)}
             )
-            if self._give_up_after is not None and self._unreachable >= self._give_up_after:
+            limit = self._give_up_after
+            if limit is not None and (isinstance(exc, ForbiddenHost) or self._unreachable >= limit):
                 self.abandoned += 1
                 log.error("listing pass given up", extra={"host": self.host, "cursor": cursor})
                 return True
@@ -219,7 +220,7 @@ class ListingSource:
     async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]]) -> None:
         jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys)
         extra = [
-            (f"{self._stream}:dlq", _bad_fields(self._stream, self.host, reason, repo))
+            (f"{self._stream}:dlq", bad_item_fields(self._stream, self.host, reason, repo))
             for reason, repo in bad
         ]
         ids = await self._producer.send_marked(jobs, marks, cursors=cursors, extra=extra)
@@ -254,6 +255,10 @@ class ListingSource:
             cursor = page.cursor
 
 
-def _bad_fields(stream: str, host: str, reason: str, repo: Any) -> dict[bytes, bytes]:
-    entry = Entry(stream, "", {b"repo": repr(repo).encode()[:4000], b"host": host.encode()}, 1)
-    return dlq_fields(entry, DeadLetter(reason="invalid-listing-item", error=reason), consumer="ingester")
+def bad_item_fields(
+    stream: str, host: str, error: str, item: Any, *, kind: str = "listing"
+) -> dict[bytes, bytes]:
+    """DLQ fields for a listRepos item (kind "listing") or a listHosts item (kind "host")."""
+    field = b"repo" if kind == "listing" else b"item"
+    entry = Entry(stream, "", {field: repr(item).encode()[:4000], b"host": host.encode()}, 1)
+    return dlq_fields(entry, DeadLetter(reason=f"invalid-{kind}-item", error=error), consumer="ingester")

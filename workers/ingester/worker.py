@@ -1,5 +1,6 @@
-"""Wiring the ingester: one listing task per relay, one firehose follower per relay, one label
-follower per labeler, each with its own producer (backpressure is per target stream)."""
+"""Wiring the ingester: per relay a listing task and a host discovery task (INGESTER_DISCOVERY) and
+a firehose follower, one label follower per labeler, each with its own producer (backpressure is
+per target stream)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from atp.xrpc import XrpcClient
 from streams import Component, Keys, Producer, ProducerConfig
 from workers._identity import IdentityCache
 from workers.ingester.config import IngesterConfig
+from workers.ingester.discovery import HostDiscovery
 from workers.ingester.eventstream import EventStreamSource
 from workers.ingester.firehose import AccountChecker, FirehoseConverter
 from workers.ingester.labels import LabelConverter
@@ -26,12 +28,13 @@ from workers.ingester.listing import ListingSource
 @dataclass
 class Ingester:
     listings: list[ListingSource] = field(default_factory=list)
+    discoveries: list[HostDiscovery] = field(default_factory=list)
     firehoses: list[EventStreamSource] = field(default_factory=list)
     labelers: list[EventStreamSource] = field(default_factory=list)
 
     @property
     def components(self) -> list[Component]:
-        return [*self.listings, *self.firehoses, *self.labelers]
+        return [*self.listings, *self.discoveries, *self.firehoses, *self.labelers]
 
 
 def host_key(url_or_host: str) -> str:
@@ -61,10 +64,17 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         identities = cache if config.verify_signatures else None
         accounts = AccountChecker(cache, xrpc)
         ingester = Ingester()
-        for relay in config.relay_hosts if config.mode in ("all", "backfill") else ():
+        backfill = config.mode in ("all", "backfill")
+        for relay in config.relay_hosts if backfill and config.discovery in ("relay", "both") else ():
             ingester.listings.append(
                 ListingSource(
                     redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, url=relay
+                )
+            )
+        for relay in config.relay_hosts if backfill and config.discovery in ("hosts", "both") else ():
+            ingester.discoveries.append(
+                HostDiscovery(
+                    redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, relay_url=relay
                 )
             )
         for relay in config.relay_hosts if config.mode in ("all", "firehose") else ():
