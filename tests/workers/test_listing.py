@@ -16,6 +16,7 @@ from _support import wait_until
 
 from devnet import Devnet, DevnetConfig, FaultConfig
 from streams import CURSOR_DONE, Keys, skip_ledgers, skipped_ranges
+from workers.ingester.discovery import discovery_rounds
 from workers.ingester.worker import build_ingester, host_key
 
 pytestmark = pytest.mark.anyio
@@ -26,14 +27,23 @@ async def listed_dids(redis: aioredis.Redis, keys: Keys) -> Counter[str]:
 
 
 async def run_listing_until_done(redis: aioredis.Redis, config, net: Devnet) -> None:  # type: ignore[no-untyped-def]
+    """Run the ingester's listing components until the relay's pass and a discovery round are done."""
     keys = Keys(config.prefix)
-    cursor_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+    relay = host_key(net.relay_url)
+    cursor_key = keys.cursor("repo_backfill", relay)
     async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
-        [listing] = ingester.listings
-        tg.start_soon(listing.run)
-        await wait_until(lambda: redis.get(cursor_key), what="listing cursor written")
-        await wait_until(lambda: _is_done(redis, cursor_key), what="listing finished")
-        listing.stop()
+        for component in [*ingester.listings, *ingester.discoveries]:
+            tg.start_soon(component.run)
+        if ingester.listings:
+            await wait_until(lambda: _is_done(redis, cursor_key), what="listing finished")
+        if ingester.discoveries:
+            await wait_until(lambda: _rounds(redis, keys, relay), what="discovery round finished")
+        for component in [*ingester.listings, *ingester.discoveries]:
+            component.stop()
+
+
+async def _rounds(redis: aioredis.Redis, keys: Keys, relay: str) -> bool:
+    return await discovery_rounds(redis, keys, relay) > 0
 
 
 async def _is_done(redis: aioredis.Redis, key: str) -> bool:
@@ -53,7 +63,7 @@ async def test_every_did_is_listed_exactly_once_with_status(
     jobs = await read_all(redis_client, keys.stream("repo_backfill"))
     inactive = {j.did: j.status for j in jobs if not j.active}
     assert sorted(inactive.values()) == ["deactivated", "deactivated", "takendown", "takendown"]
-    assert all(j.host == net.relay_url and j.reason == "list" for j in jobs)
+    assert all(j.host in (net.relay_url, *net.pds_urls) and j.reason == "list" for j in jobs)
 
 
 async def test_failing_page_is_skipped_ledgered_and_recovered(
@@ -63,11 +73,12 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
     async with Devnet(
         DevnetConfig(repos=40, seed=4, faults=FaultConfig(fail_list_pages=frozenset({1})))
     ) as net:
-        config = ingester_config(redis_url, prefix, net.relay_url)
+        config = ingester_config(redis_url, prefix, net.relay_url, discovery="relay")
         await run_listing_until_done(redis_client, config, net)
         all_dids = {t["did"] for t in net.truth() if t["type"] == "repo"}
+        omitted = {a.did for a in net.world.accounts if a.relay_omitted}
         counts = await listed_dids(redis_client, keys)
-        missing = all_dids - set(counts)
+        missing = all_dids - omitted - set(counts)
         assert len(missing) == 10  # one page of 10 accounts was skipped...
         ledger = await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url)))
         assert len(ledger) == 1 and ledger[0].failures == 3
@@ -85,6 +96,7 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
             "INGESTER_LIST_LIMIT": "10",
             "INGESTER_RELAY_HOSTS": net.relay_url,
             "INGESTER_MODE": "backfill",
+            "INGESTER_DISCOVERY": "relay",
         }
         cmd = [sys.executable, "-m", "workers.cli", "ingester", "--retry-skipped"]
         out = await anyio.to_thread.run_sync(
@@ -95,7 +107,7 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
         audit = [f for _, f in await redis_client.xrange(keys.audit())]
         assert [f[b"action"] for f in audit] == [b"ingester.retry_skipped"]
         assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url))) == []
-        assert set(await listed_dids(redis_client, keys)) == all_dids
+        assert set(await listed_dids(redis_client, keys)) == all_dids - omitted
 
 
 async def test_killed_mid_paging_resumes_without_loss_or_duplicates(

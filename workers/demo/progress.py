@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from streams import CURSOR_DONE, Keys
 from workers.demo.procs import Child
 from workers.indexer.collections import live_records_sql
+from workers.ingester.discovery import discovery_rounds
 
 STREAMS = (
     ("repo_backfill", "repo_backfill_group"),
@@ -89,7 +90,9 @@ async def snapshot(
 ) -> Snapshot:
     rows = {name: await _row(redis, keys, name, group) for name, group in STREAMS}
     cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
-    return Snapshot(time.monotonic(), rows, cursor == CURSOR_DONE.encode(), records, devnet)
+    # Listing is done when the relay's listRepos is, and a first round of host discovery too.
+    listed = cursor == CURSOR_DONE.encode() and await discovery_rounds(redis, keys, relay_host) > 0
+    return Snapshot(time.monotonic(), rows, listed, records, devnet)
 
 
 def _bar(done: int, total: int, width: int = 32) -> str:

@@ -34,7 +34,7 @@ from streams import Backoff, Keys, Producer
 from workers.ingester.config import IngesterConfig
 from workers.ingester.listing import STREAM, ListingSource, bad_item_fields
 
-__all__ = ["PAGED_STATUSES", "HostDiscovery", "HostItem", "parse_host"]
+__all__ = ["PAGED_STATUSES", "HostDiscovery", "HostItem", "discovery_rounds", "parse_host"]
 
 log = logging.getLogger("streamfill.ingester.discovery")
 
@@ -79,12 +79,17 @@ def parse_host(item: Any) -> HostItem:
     if not isinstance(hostname, str) or not hostname:
         raise ValueError(f"hostname missing or not a string: {hostname!r:.100}")
     name = hostname.strip().lower().rstrip(".")
-    if len(name) > 260 or not _HOSTNAME.fullmatch(name):
+    if len(name) > 260 or not _HOSTNAME.fullmatch(name) or int(name.partition(":")[2] or 1) > 65535:
         raise ValueError(f"not a hostname[:port] (no scheme, path or user): {hostname!r:.100}")
     status = item.get("status", "active")
     if not isinstance(status, str):
         raise ValueError(f"status is not a string: {status!r:.50}")
     return HostItem(name, status, _optional_int(item, "seq"), _optional_int(item, "accountCount"))
+
+
+async def discovery_rounds(redis: aioredis.Redis, keys: Keys, relay: str) -> int:
+    """How many discovery rounds (listHosts, then every host's pass) have finished for `relay`."""
+    return int(await redis.hget(keys.hosts(STREAM, relay), ROUNDS_FIELD) or 0)
 
 
 class HostDiscovery:
