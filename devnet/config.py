@@ -40,8 +40,8 @@ class FaultConfig:
     missing: int = 0  # listed by the relay as active, unknown to the PDS (RepoNotFound)
     # Close every firehose/labeler websocket connection after this many frames (0 = never).
     drop_ws_every: int = 0
-    # PDS listRepos pages (pds index, 0-based page index for the requested limit) answering 500.
-    fail_pds_list_pages: frozenset[tuple[int, int]] = frozenset()
+    # PDS listRepos calls (pds index, cursor; "" for the first page) answering 500, every time.
+    fail_pds_list_cursors: frozenset[tuple[int, str]] = frozenset()
     # PDS indexes the relay's listHosts leaves out (hosts it has not crawled yet).
     hidden_hosts: frozenset[int] = frozenset()
 

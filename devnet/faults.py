@@ -48,7 +48,7 @@ class Faults:
         self.truncate_dids = resolve_repos(config.truncate_repos, dids)
         self.bad_sig_dids = resolve_repos(config.bad_sig_repos, dids)
         self.drop_ws_every = config.drop_ws_every
-        self.fail_pds_list_pages: set[tuple[int, int]] = set(config.fail_pds_list_pages)
+        self.fail_pds_list_cursors: set[tuple[int, str]] = set(config.fail_pds_list_cursors)
         self.hidden_hosts: set[int] = set(config.hidden_hosts)
         # Raw items the relay's listHosts appends to its hosts (dead hosts, malformed items).
         self.extra_hosts: list[object] = []
@@ -70,9 +70,9 @@ class Faults:
         self.injected["list_500"] += 1
         return True
 
-    def pds_list_page_fails(self, pds: int, page: int) -> bool:
-        """Whether this PDS listRepos page answers 500 now (it always does while configured)."""
-        if (pds, page) not in self.fail_pds_list_pages:
+    def pds_list_fails(self, pds: int, cursor: str | None) -> bool:
+        """Whether this PDS listRepos call answers 500 now (it always does while configured)."""
+        if (pds, cursor or "") not in self.fail_pds_list_cursors:
             return False
         self.injected["pds_list_500"] += 1
         return True
@@ -113,7 +113,7 @@ class Faults:
             "hang_pds",
             "truncate_dids",
             "bad_sig_dids",
-            "fail_pds_list_pages",
+            "fail_pds_list_cursors",
             "hidden_hosts",
             "extra_hosts",
         ):

@@ -113,9 +113,9 @@ def pds_app(world: World, faults: Faults, index: int) -> web.Application:
 
     async def list_repos(request: web.Request) -> web.Response:
         hosted = [a for a in world.accounts if a.pds == index and not a.missing]
-        page_index, page, cursor = page_of(hosted, request.query.get("cursor"), parse_limit(request))
-        if faults.pds_list_page_fails(index, page_index):
+        if faults.pds_list_fails(index, request.query.get("cursor")):
             return xrpc_error("InternalServerError", "Internal Server Error", status=500)
+        _, page, cursor = page_of(hosted, request.query.get("cursor"), parse_limit(request))
         body: dict[str, object] = {"repos": [repo_entry(a, as_relay=False) for a in page]}
         if cursor:
             body["cursor"] = cursor

@@ -1,0 +1,210 @@
+"""Host discovery against devnet: listHosts, each PDS's listRepos, the listed register, re-checks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from _pipeline import ingester_config, read_all
+from _support import wait_until
+
+from devnet import Devnet, DevnetConfig, FaultConfig
+from devnet.http import account_id
+from streams import CURSOR_DONE, Keys, skipped_ranges
+from workers.ingester.cli import retry_skipped
+from workers.ingester.config import IngesterConfig
+from workers.ingester.discovery import discovery_rounds
+from workers.ingester.worker import Ingester, build_ingester, host_key
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def listing(redis: aioredis.Redis, config: IngesterConfig) -> AsyncIterator[Ingester]:
+    """The ingester's listing components, running until the block ends."""
+    async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
+        components = [*ingester.listings, *ingester.discoveries]
+        for component in components:
+            tg.start_soon(component.run)
+        try:
+            yield ingester
+        finally:
+            for component in components:
+                component.stop()
+
+
+async def until_round(redis: aioredis.Redis, keys: Keys, net: Devnet, n: int, timeout: float = 30.0) -> None:
+    relay = host_key(net.relay_url)
+
+    async def reached() -> bool:
+        return await discovery_rounds(redis, keys, relay) >= n
+
+    await wait_until(reached, timeout=timeout, what=f"discovery round {n}")
+
+
+async def jobs(redis: aioredis.Redis, keys: Keys) -> list[Any]:
+    return await read_all(redis, keys.stream("repo_backfill"))
+
+
+def pds_host(net: Devnet, index: int) -> str:
+    return host_key(net.pds_urls[index])
+
+
+async def test_omitted_accounts_are_found_through_their_pds_and_listed_once(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    faults = FaultConfig(takendown=2, deactivated=2)
+    keys = Keys(prefix)
+    config = DevnetConfig(repos=80, pds_hosts=3, seed=11, relay_omit_fraction=0.2, faults=faults)
+    async with Devnet(config) as net:
+        omitted = {a.did: a.pds for a in net.world.accounts if a.relay_omitted}
+        assert len(omitted) == 16
+        async with listing(redis_client, ingester_config(redis_url, prefix, net.relay_url)):
+            relay_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+            await wait_until(lambda: _done(redis_client, relay_key), what="relay listing done")
+            await until_round(redis_client, keys, net, 1)
+        truth = {t["did"]: t["status"] for t in net.truth() if t["type"] == "repo"}
+        listed = await jobs(redis_client, keys)
+        counts = Counter(j.did for j in listed)
+        assert set(counts) == set(truth)
+        assert set(counts.values()) == {1}  # found by the relay and by its PDS: enqueued once
+        by_did = {j.did: j for j in listed}
+        for did, pds in omitted.items():
+            assert by_did[did].host == net.pds_urls[pds]  # only its PDS lists it
+            assert by_did[did].active == (truth[did] == "active")
+        hosts = await redis_client.hgetall(keys.hosts("repo_backfill", host_key(net.relay_url)))
+        assert {pds_host(net, i).encode() for i in range(3)} <= set(hosts)
+        cursors = [await redis_client.get(keys.cursor("repo_backfill", pds_host(net, i))) for i in range(3)]
+        assert cursors == [CURSOR_DONE.encode()] * 3
+
+
+async def test_relay_only_discovery_misses_the_omitted_accounts(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=40, pds_hosts=2, seed=12, relay_omit_fraction=0.1)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url, discovery="relay")
+        async with listing(redis_client, config) as ingester:
+            assert ingester.discoveries == []
+            relay_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+            await wait_until(lambda: _done(redis_client, relay_key), what="relay listing done")
+        omitted = {a.did for a in net.world.accounts if a.relay_omitted}
+        listed = {j.did for j in await jobs(redis_client, keys)}
+        assert len(omitted) == 4 and not omitted & listed
+        assert listed | omitted == {a.did for a in net.world.accounts}
+
+
+async def test_recheck_enqueues_only_new_or_changed_repos(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=30, pds_hosts=2, seed=13, relay_omit_fraction=0.1)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url, list_limit=4, recheck_interval_s=0.2)
+        async with listing(redis_client, config) as ingester:
+            [relay] = ingester.listings
+            await wait_until(lambda: relay.passes >= 3, what="three relay passes")
+            await until_round(redis_client, keys, net, 3)
+            before = {a.did: (a.rev, a.active) for a in net.world.accounts}
+            first = Counter(j.did for j in await jobs(redis_client, keys))
+            # Three passes of every path over an unchanged network: each repo once, no more.
+            assert set(first) == set(before) and set(first.values()) == {1}
+
+            net.step(40)  # commits (new revs), maybe status changes
+            after = {a.did: (a.rev, a.active) for a in net.world.accounts}
+            changed = {did for did in after if after[did] != before[did]}
+            assert changed
+            passes = relay.passes
+            rounds = await discovery_rounds(redis_client, keys, host_key(net.relay_url))
+            await wait_until(lambda: relay.passes >= passes + 2, what="two more relay passes")
+            await until_round(redis_client, keys, net, rounds + 2)
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert {did for did, n in counts.items() if n > 1} == changed
+        assert all(counts[did] == 2 for did in changed)  # re-enqueued once, by whichever path saw it first
+        assert all(counts[did] == 1 for did in set(after) - changed)
+
+
+async def test_new_host_in_listhosts_is_paged_on_recheck(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    faults = FaultConfig(hidden_hosts=frozenset({2}))
+    config = DevnetConfig(repos=60, pds_hosts=3, seed=14, relay_omit_fraction=0.3, faults=faults)
+    async with Devnet(config) as net:
+        hidden = {a.did for a in net.world.accounts if a.relay_omitted and a.pds == 2}
+        assert hidden
+        ingester = ingester_config(redis_url, prefix, net.relay_url, recheck_interval_s=0.2)
+        async with listing(redis_client, ingester):
+            await until_round(redis_client, keys, net, 1)
+            assert not hidden & {j.did for j in await jobs(redis_client, keys)}
+            assert await redis_client.get(keys.cursor("repo_backfill", pds_host(net, 2))) is None
+            net.faults.hidden_hosts.clear()  # the relay crawls the host: listHosts shows it
+            rounds = await discovery_rounds(redis_client, keys, host_key(net.relay_url))
+            await until_round(redis_client, keys, net, rounds + 2)
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {1}
+        assert await redis_client.get(keys.cursor("repo_backfill", pds_host(net, 2))) == CURSOR_DONE.encode()
+
+
+async def test_host_failures_are_ledgered_per_host_without_stopping_others(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=60, pds_hosts=3, seed=15, relay_omit_fraction=0.5)) as net:
+        hosted = [a for a in net.world.accounts if a.pds == 0]
+        start = account_id(hosted[3])  # the cursor after PDS 0's first page (of 4): it always fails
+        net.faults.fail_pds_list_cursors.add((0, str(start)))
+        net.faults.extra_hosts.append({"hostname": "127.0.0.1:9", "status": "active"})  # nothing listens
+        config = ingester_config(redis_url, prefix, net.relay_url, list_limit=4, host_concurrency=2)
+        async with listing(redis_client, config) as ingester:
+            await until_round(redis_client, keys, net, 1, timeout=60)
+            [discovery] = ingester.discoveries
+            dead = discovery.source("127.0.0.1:9")
+            assert dead.abandoned == 1 and dead.listed == 0
+        ledger = await skipped_ranges(redis_client, keys.ledger("repo_backfill", pds_host(net, 0)))
+        assert [(r.start, r.end, r.failures) for r in ledger] == [(str(start), str(start + 10), 3)]
+        for i in (1, 2):
+            assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", pds_host(net, i))) == []
+        skipped = {a.did for a in hosted if start < account_id(a) <= start + 10 and a.relay_omitted}
+        assert skipped
+        listed = {j.did for j in await jobs(redis_client, keys)}
+        assert listed == {a.did for a in net.world.accounts} - skipped  # every other host was paged
+
+        net.faults.clear()
+        assert await retry_skipped(config) == 0
+        assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", pds_host(net, 0))) == []
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {1}
+
+
+async def test_bad_listhosts_items_are_dead_lettered_with_a_reason(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    bad: list[Any] = [
+        42,
+        {"hostname": "https://pds.example.com/xrpc"},
+        {"status": "active"},
+        {"hostname": "pds.example.com", "accountCount": "many"},
+        {"hostname": "pds.example.com:70000"},
+    ]
+    async with Devnet(DevnetConfig(repos=10, pds_hosts=2, seed=16)) as net:
+        net.faults.extra_hosts += [*bad, {"hostname": "gone.example.com", "status": "offline"}]
+        async with listing(redis_client, ingester_config(redis_url, prefix, net.relay_url)) as ingester:
+            await until_round(redis_client, keys, net, 1)
+            assert ingester.discoveries[0].bad_items == len(bad)
+    dlq = [f for _, f in await redis_client.xrange(keys.dlq(keys.stream("repo_backfill")))]
+    assert len(dlq) == len(bad)
+    assert {f[b"reason"] for f in dlq} == {b"invalid-host-item"}
+    assert all(f[b"host"] == host_key(net.relay_url).encode() and f[b"error"] for f in dlq)
+    hosts = await redis_client.hgetall(keys.hosts("repo_backfill", host_key(net.relay_url)))
+    assert b"gone.example.com" in hosts  # recorded, but an offline host is not paged
+    assert await redis_client.get(keys.cursor("repo_backfill", "gone.example.com")) is None
+
+
+async def _done(redis: aioredis.Redis, key: str) -> bool:
+    return await redis.get(key) == CURSOR_DONE.encode()
