@@ -16,7 +16,7 @@ from _support import wait_until
 from devnet import Devnet, DevnetConfig, FaultConfig
 from devnet.http import account_id
 from streams import CURSOR_DONE, Keys, skipped_ranges
-from workers.ingester.cli import retry_skipped
+from workers.ingester.cli import relist, retry_skipped
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import discovery_rounds
 from workers.ingester.worker import Ingester, build_ingester, host_key
@@ -208,3 +208,23 @@ async def test_bad_listhosts_items_are_dead_lettered_with_a_reason(
 
 async def _done(redis: aioredis.Redis, key: str) -> bool:
     return await redis.get(key) == CURSOR_DONE.encode()
+
+
+async def test_relist_forgets_the_register_and_the_cursors(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=20, pds_hosts=2, seed=17, relay_omit_fraction=0.1)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url)
+        relay_key = keys.cursor("repo_backfill", host_key(net.relay_url))
+        for expected in (1, 2):
+            async with listing(redis_client, config):
+                await wait_until(lambda: _done(redis_client, relay_key), what="relay listing done")
+                await until_round(redis_client, keys, net, expected)
+            counts = Counter(j.did for j in await jobs(redis_client, keys))
+            assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {expected}
+            if expected == 1:
+                assert await relist(config) == 0
+                assert "listing cursor(s)" in capsys.readouterr().out
+                assert await redis_client.get(relay_key) is None
+                assert not [k async for k in redis_client.scan_iter(keys.listed_pattern("repo_backfill"))]

@@ -11,7 +11,7 @@ from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
 from workers._specs import start_worker
 from workers.ingester.config import SPEC, IngesterConfig
-from workers.ingester.worker import build_ingester
+from workers.ingester.worker import build_ingester, host_key
 from workers.settings import add_flags
 
 DESCRIPTION = """\
@@ -25,7 +25,8 @@ examples:
   INGESTER_RELAY_HOSTS=https://bsky.network INGESTER_LABELER_HOSTS=https://mod.bsky.app \\
     streamfill ingester
   streamfill ingester --mode backfill --relay-hosts https://bsky.network --list-limit 500
-  streamfill ingester --retry-skipped          re-page the listRepos ranges skipped after errors"""
+  streamfill ingester --retry-skipped          re-page the listRepos ranges skipped after errors
+  streamfill ingester --relist                 forget what was listed: the next start re-lists all"""
 
 
 def register(sub: Any) -> None:
@@ -35,6 +36,12 @@ def register(sub: Any) -> None:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--relist",
+        action="store_true",
+        help="forget what was listed (the listed register) and every listing cursor, then exit: the "
+        "next start lists every repo again (stop the ingester first)",
     )
     p.add_argument(
         "--retry-skipped",
@@ -47,7 +54,7 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = start_worker(SPEC, args, name="ingester")
-    return anyio.run(retry_skipped if args.retry_skipped else run, config)
+    return anyio.run(relist if args.relist else retry_skipped if args.retry_skipped else run, config)
 
 
 async def run(config: IngesterConfig) -> int:
@@ -84,3 +91,25 @@ async def retry_skipped(config: IngesterConfig) -> int:
             )
             print(f"{listing.host}: {recovered} skipped range(s) recovered, {failing} still failing")
     return 1 if failing_total else 0
+
+
+async def relist(config: IngesterConfig) -> int:
+    """Delete the listed register and the listing cursors of every relay and discovered host."""
+    keys = Keys(config.prefix)
+    async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
+        buckets = 0
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=keys.listed_pattern("repo_backfill"), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                buckets += await redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            buckets += await redis.unlink(*batch)
+        hosts = [host_key(relay) for relay in config.relay_hosts]
+        for discovery in ingester.discoveries:
+            hosts += [host.hostname for host in await discovery.known_hosts()]
+        cursors = await redis.delete(*[keys.cursor("repo_backfill", h) for h in hosts]) if hosts else 0
+        await audit(redis, keys, "ingester.relist", buckets=buckets, cursors=cursors)
+    print(f"forgot {buckets} listed-register bucket(s) and {cursors} listing cursor(s)")
+    return 0
