@@ -128,6 +128,21 @@ async def test_recheck_enqueues_only_new_or_changed_repos(
         assert all(counts[did] == 1 for did in set(after) - changed)
 
 
+async def test_hosts_are_paged_a_bounded_number_at_a_time(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=40, pds_hosts=5, seed=18, relay_omit_fraction=0.2)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url, list_limit=2, host_concurrency=2)
+        async with listing(redis_client, config) as ingester:
+            await until_round(redis_client, keys, net, 1)
+            [discovery] = ingester.discoveries
+        assert discovery.max_in_flight == 2 and discovery.in_flight == 0
+        assert len(discovery.sources) == 5 and all(s.passes == 1 for s in discovery.sources)
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {1}
+
+
 async def test_new_host_in_listhosts_is_paged_on_recheck(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:

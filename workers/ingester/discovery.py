@@ -121,6 +121,8 @@ class HostDiscovery:
         self._stop = anyio.Event()
         self.rounds = 0
         self.bad_items = 0
+        self.in_flight = 0  # hosts being paged now (at most host_concurrency)
+        self.max_in_flight = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -165,7 +167,12 @@ class HostDiscovery:
             async for hostname in receive:
                 if self._stop.is_set():
                     return
-                await self._page(self.source(hostname), recheck)
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    await self._page(self.source(hostname), recheck)
+                finally:
+                    self.in_flight -= 1
 
     async def _page(self, source: ListingSource, recheck: bool) -> None:
         """One pass of one host; after a skip-ahead it goes on, after two in a row it gives up."""
