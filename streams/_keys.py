@@ -43,10 +43,6 @@ class Keys:
     def cursor(self, stream: str, host: str) -> str:
         return self._k(f"{stream}:cursor:{host}")
 
-    def last_cursor(self, stream: str, host: str) -> str:
-        """The last real listing cursor, kept after the cursor became CURSOR_DONE (for re-checks)."""
-        return self._k(f"{stream}:cursor:{host}:last")
-
     def ledger(self, stream: str, host: str) -> str:
         """Skipped source ranges (skip-ahead), one stream entry per range."""
         return self._k(f"{stream}:skipped:{host}")
