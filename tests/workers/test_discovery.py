@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -243,3 +247,37 @@ async def test_relist_forgets_the_register_and_the_cursors(
                 assert "listing cursor(s)" in capsys.readouterr().out
                 assert await redis_client.get(relay_key) is None
                 assert not [k async for k in redis_client.scan_iter(keys.listed_pattern("repo_backfill"))]
+
+
+async def test_killed_mid_host_paging_resumes_without_loss_or_duplicates(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=240, pds_hosts=3, seed=19, relay_omit_fraction=0.2)) as net:
+        env = {
+            **os.environ, "REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix,
+            "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",
+            "INGESTER_RELAY_HOSTS": net.relay_url, "INGESTER_MODE": "backfill", "INGESTER_LIST_LIMIT": "2",
+            "INGESTER_DISCOVERY": "hosts", "INGESTER_HOST_CONCURRENCY": "3",
+        }  # fmt: skip
+        cursors = [keys.cursor("repo_backfill", pds_host(net, i)) for i in range(3)]
+
+        async def some_cursor() -> bool:
+            return any([await redis_client.get(c) for c in cursors])
+
+        cmd = [sys.executable, "-m", "workers.cli", "ingester"]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        try:
+            await wait_until(some_cursor, what="a host's first page written")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            proc.kill()
+        assert await discovery_rounds(redis_client, keys, host_key(net.relay_url)) == 0  # died mid-round
+        listed_before = len(await jobs(redis_client, keys))
+        config = ingester_config(redis_url, prefix, net.relay_url, discovery="hosts")
+        async with listing(redis_client, config):
+            await until_round(redis_client, keys, net, 1, timeout=60)
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert listed_before < len(counts)
+        assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {1}
