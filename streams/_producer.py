@@ -29,11 +29,11 @@ Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes 
 class Mark:
     """A versioned register slot guarding one entry: `HSET key field value` unless it holds news.
 
-    `value` is 8 bytes, big-endian. When neither the stored nor the new value has its top bit set,
-    the next 62 bits are a version and the lowest bit a flag: the entry is written (and the value
-    stored) when the version is newer, or the same with the other flag; an older version, or the
-    same one with the same flag, skips it. With a top bit set the value is opaque: the entry is
-    skipped only when the stored value is equal. With no stored value the entry is written.
+    `value` is 8 bytes, big-endian: a version (all bits but the lowest) and a flag (the lowest
+    bit). When neither the stored nor the new value has its top bit set, the entry is written (and
+    the value stored) when the version is newer, or the same with the other flag; an older version,
+    or the same one with the same flag, skips it. A value with its top bit set is opaque: the entry
+    is skipped only when the stored value is equal. With no stored value the entry is written.
     """
 
     key: str
@@ -84,6 +84,7 @@ class Producer:
         self._waits = 0
         self._attrs = {"stream": config.stream}
         self._script = redis.register_script(_WRITE_LUA)
+        self._marked_script = redis.register_script(_WRITE_MARKED_LUA)
 
     async def send(
         self,
@@ -100,7 +101,7 @@ class Producer:
         Blocks first while the target's backlog is at or above the high mark.
         """
         sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
-        ids = await self._write(batch, sets, extra, ())
+        ids = await self._write(batch, sets, extra, None)
         return [i or "" for i in ids]
 
     async def send_marked(
@@ -124,12 +125,13 @@ class Producer:
         batch: Sequence[Fields],
         sets: Sequence[tuple[str, str]],
         extra: Sequence[tuple[str, Fields]],
-        marks: Sequence[Mark | None],
+        marks: Sequence[Mark | None] | None,
     ) -> list[str | None]:
         await self.wait_below_mark()
         keys, args = _script_args(self.config.stream, batch, extra, sets, marks)
+        script = self._script if marks is None else self._marked_script
         async with self._redis.pipeline(transaction=False) as pipe:
-            await self._script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
+            await script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
             if self.config.high_water is not None:
                 queue_backlog_reading(pipe, self.config.stream)
             replies = await pipe.execute(raise_on_error=False)
@@ -183,10 +185,31 @@ class Producer:
 # One script call writes a whole batch: the XADDs, entries for other streams and the cursor(s),
 # atomically (a script runs in isolation, like MULTI/EXEC). It also costs one command and one
 # reply per batch instead of one per entry, which is most of a Python producer's time.
-# ARGV: n, then per entry (key index, pair count, mark key index or 0, [mark field, mark value,]
-# field, value, ...); then m, then per SET (key index, value). Returns the new entry ids in
-# order, false (nil) for an entry its mark skipped (`Mark` says when).
+# ARGV: n, then per entry (key index, pair count, field, value, ...); then m, then per SET
+# (key index, value). Returns the new entry ids in order.
 _WRITE_LUA = """
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+local ids = {}
+for e = 1, n do
+  local key = KEYS[tonumber(ARGV[i])]
+  local count = tonumber(ARGV[i + 1]) * 2
+  i = i + 2
+  ids[e] = redis.call('XADD', key, '*', unpack(ARGV, i, i + count - 1))
+  i = i + count
+end
+local m = tonumber(ARGV[i]); i = i + 1
+for _ = 1, m do
+  redis.call('SET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  i = i + 2
+end
+return ids
+"""
+
+# The same with a `Mark` slot per entry (its own script, so that unmarked batches pay nothing):
+# ARGV: n, then per entry (key index, pair count, mark key index or 0, [mark field, mark value,]
+# field, value, ...); then m, then the SETs. An entry its mark skips gets false (nil) for an id.
+_WRITE_MARKED_LUA = """
 local function news(old, new)
   if not old then return true end
   local oh, ol = struct.unpack('>I4I4', old)
@@ -233,8 +256,9 @@ def _script_args(
     batch: Sequence[Fields],
     extra: Sequence[tuple[str, Fields]],
     sets: Sequence[tuple[str, str]],
-    marks: Sequence[Mark | None] = (),
+    marks: Sequence[Mark | None] | None = None,
 ) -> tuple[list[str], list[bytes | str | int]]:
+    """Keys and arguments of `_WRITE_LUA`, or of `_WRITE_MARKED_LUA` when `marks` is given."""
     keys = [stream]
     index = {stream: 1}
 
@@ -245,16 +269,17 @@ def _script_args(
         return index[key]
 
     args: list[bytes | str | int] = [len(batch) + len(extra)]
+    no_mark = () if marks is None else (0,)
     for n, fields in enumerate(batch):
-        mark = marks[n] if marks else None
+        mark = None if marks is None else marks[n]
         if mark is None:
-            args += (1, len(fields), 0)
+            args += (1, len(fields), *no_mark)
         else:
             args += (1, len(fields), key_index(mark.key), mark.field, mark.value)
         for name, value in fields.items():
             args += (name, value)
     for other, fields in extra:
-        args += (key_index(other), len(fields), 0)
+        args += (key_index(other), len(fields), *no_mark)
         for name, value in fields.items():
             args += (name, value)
     args.append(len(sets))

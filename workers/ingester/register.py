@@ -9,7 +9,8 @@ skipped.
 
 Layout: `LISTED_BUCKETS` hashes `repo_backfill:listed:<bucket>`; a DID's 64-bit BLAKE2b digest
 gives its bucket (top 19 bits) and its field (the next 5 bytes); the value is the rev's 63-bit
-TID shifted left by one with `active` in the lowest bit (8 bytes). Buckets of up to ~128 fields
+TID shifted left by one with `active` in the lowest bit (8 bytes; the top bit stays clear for
+TIDs before the year 2112). Buckets of up to ~128 fields
 stay in Redis' compact listpack encoding: at 40M repos a bucket holds ~76. A rev that is not a
 TID is stored as an opaque digest with the top bit set (compared for equality only). Two DIDs
 whose field collides (~0.001 expected pairs at 40M repos) only cost extra jobs, never a lost one.
