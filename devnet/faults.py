@@ -52,6 +52,8 @@ class Faults:
         self.hidden_hosts: set[int] = set(config.hidden_hosts)
         # Raw items the relay's listHosts appends to its hosts (dead hosts, malformed items).
         self.extra_hosts: list[object] = []
+        # The relay's listHosts answers 503 while set.
+        self.fail_list_hosts = False
         self.injected: Counter[str] = Counter()
         self._list_failures: Counter[str] = Counter()
         self._getrepo_calls: Counter[int] = Counter()
@@ -119,6 +121,7 @@ class Faults:
         ):
             getattr(self, name).clear()
         self.drop_ws_every = 0
+        self.fail_list_hosts = False
 
     def snapshot(self) -> dict[str, int]:
         """Counters of injected faults."""

@@ -47,9 +47,7 @@ def _xrpc_routes(app: web.Application, world: World, faults: Faults, urls: Urls)
         return web.json_response(body)
 
     async def list_hosts(request: web.Request) -> web.Response:
-        world.count("relay.list_hosts")
-        limit = parse_limit(request, default=200)
-        return web.json_response(hosts_page(world, faults, urls, request.query.get("cursor", ""), limit))
+        return _list_hosts(request, world, faults, urls)
 
     async def get_repo(request: web.Request) -> web.Response:
         did = request.query.get("did", "")
@@ -73,6 +71,15 @@ def _xrpc_routes(app: web.Application, world: World, faults: Faults, urls: Urls)
     app.router.add_get("/xrpc/com.atproto.sync.getRepo", get_repo)
     app.router.add_get("/xrpc/com.atproto.sync.getRepoStatus", get_repo_status)
     app.router.add_get("/xrpc/com.atproto.sync.subscribeRepos", subscribe)
+
+
+def _list_hosts(request: web.Request, world: World, faults: Faults, urls: Urls) -> web.Response:
+    if faults.fail_list_hosts:
+        faults.note("list_hosts_503")
+        return xrpc_error("ServiceUnavailable", "Service Unavailable", status=503)
+    world.count("relay.list_hosts")
+    limit = parse_limit(request, default=200)
+    return web.json_response(hosts_page(world, faults, urls, request.query.get("cursor", ""), limit))
 
 
 def hosts_page(world: World, faults: Faults, urls: Urls, cursor: str, limit: int) -> dict[str, Any]:

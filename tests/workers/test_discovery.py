@@ -281,3 +281,20 @@ async def test_killed_mid_host_paging_resumes_without_loss_or_duplicates(
         counts = Counter(j.did for j in await jobs(redis_client, keys))
         assert listed_before < len(counts)
         assert set(counts) == {a.did for a in net.world.accounts} and set(counts.values()) == {1}
+
+
+async def test_a_failing_listhosts_still_pages_the_hosts_known_from_earlier_rounds(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=20, pds_hosts=2, seed=20)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url, recheck_interval_s=0.2)
+        async with listing(redis_client, config) as ingester:
+            await until_round(redis_client, keys, net, 1)
+            [discovery] = ingester.discoveries
+            net.faults.fail_list_hosts = True
+            rounds = await discovery_rounds(redis_client, keys, host_key(net.relay_url))
+            passes = [s.passes for s in discovery.sources]
+            await until_round(redis_client, keys, net, rounds + 2)
+            assert net.faults.snapshot()["list_hosts_503"] >= 3  # max_consecutive_errors, each round
+            assert all(s.passes > p for s, p in zip(discovery.sources, passes, strict=True))
