@@ -34,6 +34,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_indexer.py
 	$(UV) run --frozen python bench/bench_cluster.py
 	$(UV) run --frozen python bench/bench_migrate.py
+	$(UV) run --frozen python bench/bench_devnet.py
 	$(UV) run --frozen python bench/bench_demo.py
 
 # The chaos demo STRESS_K times with random seeds: prints `N/K exact` and the failing seeds (not
