@@ -320,8 +320,13 @@ class _Watcher:
         for child in self.children:
             child.restart_if_dead()
         if self.chaos and time.monotonic() >= self._next_kill:
-            self._rng.choice(self.children).kill()
-            self._next_kill = time.monotonic() + self.options.chaos_interval_s
+            # Only a worker that is up: one killed again and again while it is still importing
+            # (seconds on a loaded machine, more than a short --chaos-interval) never does any
+            # work, and the run can only time out.
+            up = [child for child in self.children if child.up]
+            if up:
+                self._rng.choice(up).kill()
+                self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
         snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
