@@ -10,10 +10,14 @@ import os
 import random
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _group import GroupRun, group_members
+
+from workers.demo.procs import Child, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +109,26 @@ def test_leftovers_of_a_command_that_ended_are_reported_and_killed() -> None:
         run.proc.wait(timeout=30)
     assert run.leftovers == [child]
     assert group_members(run.pgid) == []
+
+
+def test_chaos_counts_a_worker_as_up_only_once_it_has_logged_since_its_start(tmp_path: Path) -> None:
+    # `demo --chaos` kills only children that are up: a child restarted is not up again until it
+    # has logged anew (its imports alone take seconds on a loaded machine).
+    child = Child("devnet", ["devnet", "--repos", "2"], child_env({}), tmp_path / "devnet.log")
+    try:
+        child.start()
+        wait_for(lambda: child.up, "the devnet logged")
+        child.kill()
+        assert not child.up and child.restart_if_dead()
+        assert child.log_mark == (tmp_path / "devnet.log").stat().st_size > 0
+        wait_for(lambda: child.up, "the restarted devnet logged")
+    finally:
+        child.stop()
+    assert not child.up
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        time.sleep(0.02)
