@@ -320,12 +320,12 @@ class _Watcher:
         for child in self.children:
             child.restart_if_dead()
         if self.chaos and time.monotonic() >= self._next_kill:
-            # Only a worker that is up: one killed again and again while it is still importing
-            # (seconds on a loaded machine, more than a short --chaos-interval) never does any
-            # work, and the run can only time out.
-            up = [child for child in self.children if child.up]
-            if up:
-                self._rng.choice(up).kill()
+            # Only once every worker is up again (has logged since its restart): one down at a
+            # time. Killed again and again while still importing (seconds on a loaded machine,
+            # more than a short --chaos-interval), the workers would do no work and the run could
+            # only time out.
+            if all(child.up for child in self.children):
+                self._rng.choice(self.children).kill()
                 self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
