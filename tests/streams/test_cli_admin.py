@@ -77,6 +77,7 @@ async def test_drain_times_out_then_succeeds(
     assert out.returncode == 0 and "drained" in out.stdout
 
 
+@pytest.mark.leaves_pending("entries pending at the reset are part of the case")
 async def test_trim_after_reset_to_0_trims_nothing(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
