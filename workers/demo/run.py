@@ -286,6 +286,7 @@ class _Watcher:
         self.prev: Snapshot | None = None
         self._next_kill = time.monotonic() + options.chaos_interval_s
         self._rng = random.Random(options.seed)
+        self._victim: Child | None = None  # the last worker killed
         self._redraw = sys.stdout.isatty()
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
@@ -320,12 +321,13 @@ class _Watcher:
         for child in self.children:
             child.restart_if_dead()
         if self.chaos and time.monotonic() >= self._next_kill:
-            # Only once every worker is up again (has logged since its restart): one down at a
-            # time. Killed again and again while still importing (seconds on a loaded machine,
-            # more than a short --chaos-interval), the workers would do no work and the run could
-            # only time out.
-            if all(child.up for child in self.children):
-                self._rng.choice(self.children).kill()
+            # Only once the last one killed is up again (has logged since its restart): one down
+            # at a time. Killed again and again while still importing (seconds on a loaded
+            # machine, more than a short --chaos-interval), the workers would do no work and the
+            # run could only time out.
+            if self._victim is None or self._victim.up:
+                self._victim = self._rng.choice(self.children)
+                self._victim.kill()
                 self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
