@@ -112,8 +112,8 @@ def test_leftovers_of_a_command_that_ended_are_reported_and_killed() -> None:
 
 
 def test_chaos_counts_a_worker_as_up_only_once_it_has_logged_since_its_start(tmp_path: Path) -> None:
-    # `demo --chaos` kills only when every child is up: a child restarted is not up again until
-    # it has logged anew (its imports alone take seconds on a loaded machine).
+    # `demo --chaos` kills again only once its last victim is up: a child restarted is not up
+    # again until it has logged anew (its imports alone take seconds on a loaded machine).
     child = Child("devnet", ["devnet", "--repos", "2"], child_env({}), tmp_path / "devnet.log")
     try:
         child.start()

@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--chaos",
         action="store_true",
-        help="SIGKILL a random worker every few seconds (once all are up again), restart it",
+        help="SIGKILL a random worker every few seconds (one down at a time), restart it",
     )
     p.add_argument(
         "--chaos-interval",
