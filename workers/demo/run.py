@@ -37,6 +37,9 @@ from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
 from workers.settings import masked
 
+# A --chaos run's backfill phase lasts at least this many kills.
+CHAOS_MIN_KILLS = 3
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -235,7 +238,9 @@ async def _drive(
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
     watch.labeler_host = host_key(devnet["labeler"])
-    await watch.until(lambda s: s.listing_done and s.drained(), "backfill", stable=3)
+    # Under --chaos the phase also lasts until a few workers were killed: a small network can be
+    # drained before a worker that was killed is even back up, and a run without kills proves nothing.
+    await watch.until(lambda s: s.listing_done and s.drained() and watch.chaos_done(), "backfill", stable=3)
     drained_at = watch.reached_at
     await http.post("/control/pause")
     stats = (await http.get("/stats")).json()
@@ -291,6 +296,10 @@ class _Watcher:
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
         self._records = RecordCount()
+
+    def chaos_done(self) -> bool:
+        """Whether --chaos has killed CHAOS_MIN_KILLS workers (always true without --chaos)."""
+        return not self.chaos or sum(c.kills for c in self.children) >= CHAOS_MIN_KILLS
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
