@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -32,14 +33,18 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def kill_group(pgid: int) -> list[int]:
-    """SIGKILL every process of the group; returns the pids that were still alive."""
+def kill_group(pgid: int, *, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL every process of the group and wait until none is left (a signal is delivered
+    asynchronously); returns the pids that were alive when it was sent."""
     alive = group_members(pgid)
     if alive:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        deadline = time.monotonic() + timeout_s
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling for the kernel to finish the kill, not a fixed wait
     return alive
 
 
