@@ -9,7 +9,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench lint typecheck validate-deploy clean
+.PHONY: install test demo bench stress lint typecheck validate-deploy clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -34,7 +34,15 @@ bench: install
 	$(UV) run --frozen python bench/bench_indexer.py
 	$(UV) run --frozen python bench/bench_cluster.py
 	$(UV) run --frozen python bench/bench_migrate.py
+	$(UV) run --frozen python bench/bench_devnet.py
 	$(UV) run --frozen python bench/bench_demo.py
+
+# The chaos demo STRESS_K times with random seeds: prints `N/K exact` and the failing seeds (not
+# part of `make test`; docs/testing.md). STRESS_PARALLEL runs at a time, STRESS_ARGS for the demo.
+STRESS_K ?= 10
+STRESS_PARALLEL ?= 1
+stress: install
+	$(UV) run --frozen python tools/stress.py --runs $(STRESS_K) --parallel $(STRESS_PARALLEL)
 
 lint: install
 	$(UV) run --frozen ruff check .

@@ -9,6 +9,7 @@ from streams._admin import (
     ConsumerInfo,
     GroupInfo,
     StreamInfo,
+    TrimPlan,
     audit,
     dlq_list,
     dlq_purge,
@@ -21,6 +22,7 @@ from streams._admin import (
     skip_ledgers,
     stream_info,
     trim,
+    trim_stream,
 )
 from streams._cluster import (
     DEFAULT_FAILOVER_TIMEOUT_S,
@@ -76,6 +78,7 @@ __all__ = [
     "SkipDecision",
     "SkippedRange",
     "StreamInfo",
+    "TrimPlan",
     "UnsupportedServer",
     "WorkerOptions",
     "advance",
@@ -109,4 +112,5 @@ __all__ = [
     "start_embedded_valkey",
     "stream_info",
     "trim",
+    "trim_stream",
 ]

@@ -27,7 +27,7 @@ from streams import (
     reset_group,
     skip_ledgers,
     stream_info,
-    trim,
+    trim_stream,
 )
 from workers._env import redis_session
 from workers._specs import load
@@ -93,7 +93,7 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_runner(_prune))
 
-    p = _command(sub, "trim", "trim the entries every group has acknowledged; audited")
+    p = _command(sub, "trim", "trim the entries every group has read and acknowledged; audited")
     p.add_argument("stream", help=_STREAM)
     p.set_defaults(func=_runner(_trim))
 
@@ -261,8 +261,15 @@ async def _prune(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) ->
 
 
 async def _trim(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    removed = await trim(redis, keys, keys.stream(args.stream))
-    print(f"trimmed {removed} acknowledged entries from {keys.stream(args.stream)}")
+    stream = keys.stream(args.stream)
+    plan = await trim_stream(redis, keys, stream)
+    if plan.minid is None:
+        print(f"trimmed nothing from {stream}: it has no consumer group, so nothing says what was read")
+        return 0
+    print(f"trimmed {plan.removed} read and acknowledged entries from {stream}")
+    if await redis.xlen(stream):
+        why = "has not acknowledged" if plan.reason == "pending" else "has not read"
+        print(f"kept everything from {plan.minid}: group {plan.held_by} {why} it")
     return 0
 
 

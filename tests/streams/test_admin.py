@@ -20,8 +20,10 @@ from streams import (
     dlq_replay,
     prune_consumers,
     reset_group,
+    safe_trim_id,
     stream_info,
     trim,
+    trim_stream,
 )
 
 pytestmark = pytest.mark.anyio
@@ -151,3 +153,95 @@ async def test_sigterm_abandons_work_still_running_after_the_grace_period(
     assert code == 0
     assert grace <= elapsed < grace + 10, elapsed  # waited for the handler, then gave up on it
     assert int((await redis_client.xpending(stream, "g"))["pending"]) == 3  # nothing lost, nothing acked
+
+
+@pytest.mark.leaves_pending("entries pending since before a reset are part of the case")
+async def test_trim_after_a_reset_to_0_keeps_what_the_group_has_not_re_read(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    # Issue #10 §3: 10 entries, 1-4 acked, 5-10 pending, then the group is reset to 0.
+    # The oldest pending entry is #5, but the group will re-read 1-4: none of them may go.
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    ids = await fill(redis_client, stream, 10)
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
+    await redis_client.xack(stream, "g", *ids[:4])
+    await reset_group(redis_client, keys, stream, "g", "0")
+    assert await safe_trim_id(redis_client, stream) == "0-1"
+    assert await trim(redis_client, keys, stream) == 0
+    assert [i for i, _ in await redis_client.xrange(stream)] == ids
+    # The group re-reads 1-3 (and acks them): exactly those may go, not #4 nor the pending 5-10.
+    reread = await redis_client.xreadgroup("g", "c", {stream: ">"}, count=3)
+    assert [i for i, _ in reread[0][1]] == ids[:3]
+    await redis_client.xack(stream, "g", *ids[:3])
+    assert await trim(redis_client, keys, stream) == 3
+    assert [i for i, _ in await redis_client.xrange(stream)] == ids[3:]
+    # Re-read but not acked holds the trim back just the same.
+    await redis_client.xreadgroup("g", "c", {stream: ">"}, count=1)
+    assert await trim(redis_client, keys, stream) == 0
+    # Acking 5-9 (pending since before the reset) frees #4 only: the group will read 5-10 again.
+    await redis_client.xack(stream, "g", ids[3], *ids[4:9])
+    assert await trim(redis_client, keys, stream) == 1
+    again = await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
+    assert [i for i, _ in again[0][1]] == ids[4:]
+    await redis_client.xack(stream, "g", *ids[4:9])
+    assert await trim(redis_client, keys, stream) == 5
+    assert [i for i, _ in await redis_client.xrange(stream)] == ids[9:]
+
+
+@pytest.mark.leaves_pending("a group's oldest pending entry bounds the trim")
+async def test_trim_is_bounded_by_the_group_that_needs_the_oldest_entry(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    ids = await fill(redis_client, stream, 6)
+    await redis_client.xgroup_create(stream, "done", id="0")
+    await redis_client.xreadgroup("done", "c", {stream: ">"}, count=6)
+    await redis_client.xack(stream, "done", *ids)
+    # A group created at the end has read nothing, yet needs nothing already in the stream.
+    await redis_client.xgroup_create(stream, "late", id="$")
+    plan = await trim_stream(redis_client, keys, stream)
+    assert (plan.removed, plan.reason) == (6, "unread")  # both groups are at the end: a tie
+    ids += await fill(redis_client, stream, 3)
+    await redis_client.xreadgroup("late", "c", {stream: ">"}, count=3)
+    await redis_client.xack(stream, "late", *ids[6:])
+    plan = await trim_stream(redis_client, keys, stream)
+    assert (plan.removed, plan.held_by, plan.reason) == (0, "done", "unread")
+    await redis_client.xreadgroup("done", "c", {stream: ">"}, count=3)
+    await redis_client.xack(stream, "done", *ids[6:])
+    # A third group reads all from the start and acks only the first: its oldest pending entry rules.
+    await redis_client.xgroup_create(stream, "again", id="0")
+    await redis_client.xreadgroup("again", "c", {stream: ">"}, count=3)
+    await redis_client.xack(stream, "again", ids[6])
+    plan = await trim_stream(redis_client, keys, stream)
+    assert (plan.removed, plan.held_by, plan.reason, plan.minid) == (1, "again", "pending", _s(ids[7]))
+
+
+async def test_trim_without_groups_says_why(redis_client: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    await fill(redis_client, keys.stream("s"), 3)
+    plan = await trim_stream(redis_client, keys, keys.stream("s"))
+    assert (plan.removed, plan.minid, plan.held_by) == (0, None, None)
+    assert await safe_trim_id(redis_client, keys.stream("s")) is None
+
+
+def _s(value: bytes) -> str:
+    return value.decode()
+
+
+async def test_trim_ids_beyond_exact_lua_numbers(redis_client: aioredis.Redis, prefix: str) -> None:
+    # The script compares and increments ids as decimal strings: the largest seq rolls into ms+1.
+    keys = Keys(prefix)
+    stream = keys.stream("s")
+    big = "9007199254740993-18446744073709551615"
+    for entry_id in ("9007199254740993-9007199254740993", big, "9007199254740994-0"):
+        await redis_client.xadd(stream, {"n": "1"}, id=entry_id)
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {stream: ">"}, count=2)
+    await redis_client.xack(stream, "g", "9007199254740993-9007199254740993")
+    assert await safe_trim_id(redis_client, stream) == big
+    await redis_client.xack(stream, "g", big)
+    assert await safe_trim_id(redis_client, stream) == "9007199254740994-0"
+    assert await trim(redis_client, keys, stream) == 2

@@ -75,3 +75,41 @@ async def test_drain_times_out_then_succeeds(
     await redis_client.xack(stream, "g", entry)
     out = cli(redis_url, prefix, "groups", "drain", "s", "g", "--timeout", "5")
     assert out.returncode == 0 and "drained" in out.stdout
+
+
+@pytest.mark.leaves_pending("entries pending at the reset are part of the case")
+async def test_trim_after_reset_to_0_trims_nothing(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    # Issue #10 §3, as an operator meets it: 10 entries, 1-4 acked, 5-10 pending, reset to 0.
+    stream = Keys(prefix).stream("s")
+    ids = [await redis_client.xadd(stream, {"n": str(i)}) for i in range(1, 11)]
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
+    await redis_client.xack(stream, "g", *ids[:4])
+    assert cli(redis_url, prefix, "groups", "reset", "s", "g", "--to", "0").returncode == 0
+    [info] = json.loads(cli(redis_url, prefix, "status", "--json").stdout)
+    assert (info["groups"][0]["lag"], info["groups"][0]["pending"]) == (10, 6)
+
+    out = cli(redis_url, prefix, "trim", "s")
+    assert out.returncode == 0, out.stderr
+    assert "trimmed 0 " in out.stdout and "group g has not read it" in out.stdout
+    assert await redis_client.xlen(stream) == 10
+    reread = await redis_client.xreadgroup("g", "c", {stream: ">"})
+    assert [i for i, _ in reread[0][1]] == ids  # 1-4 are still there to re-read
+
+    await redis_client.xack(stream, "g", *ids[:7])
+    out = cli(redis_url, prefix, "trim", "s")
+    assert "trimmed 7 " in out.stdout and f"kept everything from {ids[7].decode()}" in out.stdout
+    assert "group g has not acknowledged it" in out.stdout
+
+
+async def test_trim_a_stream_without_groups_says_so(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    stream = Keys(prefix).stream("s")
+    await redis_client.xadd(stream, {"n": "1"})
+    out = cli(redis_url, prefix, "trim", "s")
+    assert out.returncode == 0, out.stderr
+    assert "trimmed nothing" in out.stdout and "no consumer group" in out.stdout
+    assert await redis_client.xlen(stream) == 1

@@ -84,7 +84,9 @@ def register(sub: Any) -> None:
         help="live firehose events per second (default 20; 0: none)",
     )
     p.add_argument(
-        "--chaos", action="store_true", help="SIGKILL a random worker every few seconds, restart it"
+        "--chaos",
+        action="store_true",
+        help="SIGKILL a random worker every few seconds (one down at a time), restart it",
     )
     p.add_argument(
         "--chaos-interval",

@@ -24,9 +24,11 @@ class Child:
     kills: int = 0
     started_at: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
+    log_mark: int = 0  # the log's size when the process was (re)started
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        self.log_mark = log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *self.args],
             env=self.env,
@@ -40,6 +42,15 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def up(self) -> bool:
+        """Alive and past its start-up: it has logged since it was (re)started (its "starting" line
+        comes after the imports, which take seconds on a loaded machine)."""
+        try:
+            return self.alive and self.log_path.stat().st_size > self.log_mark
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL: no chance to ack or flush, as in a crash or an OOM kill."""

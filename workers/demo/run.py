@@ -37,6 +37,9 @@ from workers.indexer.verify import Verdict, verify
 from workers.ingester.worker import host_key
 from workers.settings import masked
 
+# A --chaos run's backfill phase lasts at least this many kills.
+CHAOS_MIN_KILLS = 3
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -235,7 +238,9 @@ async def _drive(
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
     watch.labeler_host = host_key(devnet["labeler"])
-    await watch.until(lambda s: s.listing_done and s.drained(), "backfill", stable=3)
+    # Under --chaos the phase also lasts until a few workers were killed: a small network can be
+    # drained before a worker that was killed is even back up, and a run without kills proves nothing.
+    await watch.until(lambda s: s.listing_done and s.drained() and watch.chaos_done(), "backfill", stable=3)
     drained_at = watch.reached_at
     await http.post("/control/pause")
     stats = (await http.get("/stats")).json()
@@ -286,10 +291,15 @@ class _Watcher:
         self.prev: Snapshot | None = None
         self._next_kill = time.monotonic() + options.chaos_interval_s
         self._rng = random.Random(options.seed)
+        self._victim: Child | None = None  # the last worker killed
         self._redraw = sys.stdout.isatty()
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
         self._records = RecordCount()
+
+    def chaos_done(self) -> bool:
+        """Whether --chaos has killed CHAOS_MIN_KILLS workers (always true without --chaos)."""
+        return not self.chaos or sum(c.kills for c in self.children) >= CHAOS_MIN_KILLS
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -320,8 +330,14 @@ class _Watcher:
         for child in self.children:
             child.restart_if_dead()
         if self.chaos and time.monotonic() >= self._next_kill:
-            self._rng.choice(self.children).kill()
-            self._next_kill = time.monotonic() + self.options.chaos_interval_s
+            # Only once the last one killed is up again (has logged since its restart): one down
+            # at a time. Killed again and again while still importing (seconds on a loaded
+            # machine, more than a short --chaos-interval), the workers would do no work and the
+            # run could only time out.
+            if self._victim is None or self._victim.up:
+                self._victim = self._rng.choice(self.children)
+                self._victim.kill()
+                self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
         snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
