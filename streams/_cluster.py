@@ -82,3 +82,8 @@ def parse_cluster_setting(raw: str) -> bool | None:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"STREAMFILL_REDIS_CLUSTER must be auto, yes or no, got {raw!r}")
+
+
+def is_cluster(client: object) -> bool:
+    """Whether `client` is redis-py's cluster client (the runtime's few cluster-only paths)."""
+    return isinstance(client, RedisCluster)

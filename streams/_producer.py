@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
+from streams._cluster import is_cluster
 from streams._metrics import instruments, set_gauge
 
 log = logging.getLogger("streamfill.producer")
@@ -68,6 +70,7 @@ class Producer:
         self._waits = 0
         self._attrs = {"stream": config.stream}
         self._script = redis.register_script(_WRITE_LUA)
+        self._cluster = is_cluster(redis)
 
     async def send(
         self,
@@ -86,11 +89,22 @@ class Producer:
         await self.wait_below_mark()
         sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
         keys, args = _script_args(self.config.stream, batch, extra, sets)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
-            if self.config.high_water is not None:
-                queue_backlog_reading(pipe, self.config.stream)
-            replies = await pipe.execute(raise_on_error=False)
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if self._cluster:
+                    # redis-py refuses scripts in cluster pipelines; a raw EVALSHA is routed by
+                    # its keys (which must share a slot: streams/_partitioned.py splits by slot).
+                    pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+                else:
+                    await self._script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
+                if self.config.high_water is not None:
+                    queue_backlog_reading(pipe, self.config.stream)
+                replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], NoScriptError) and attempt == 0:
+                # A node that has not seen the script (a new or promoted master): load it, again.
+                await load_script(self._redis, _WRITE_LUA)
+                continue
+            break
         if isinstance(replies[0], Exception):
             raise replies[0]
         if self.config.high_water is not None:
@@ -183,6 +197,11 @@ def _script_args(
     for key, value in sets:
         args += (key_index(key), value)
     return keys, args
+
+
+async def load_script(redis: aioredis.Redis, body: str) -> None:
+    """SCRIPT LOAD `body` (on a cluster client: on every master, as redis-py routes it)."""
+    await redis.script_load(body)
 
 
 def queue_backlog_reading(pipe: aioredis.client.Pipeline, stream: str) -> None:

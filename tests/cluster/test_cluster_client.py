@@ -20,15 +20,10 @@ from redis.exceptions import (
 )
 
 from streams import (
-    DONE,
     ClusterClient,
-    Consumer,
-    ConsumerConfig,
     EmbeddedCluster,
     EmbeddedClusterOptions,
     Keys,
-    Producer,
-    ProducerConfig,
     cluster_retries,
     connect,
     connect_auto,
@@ -255,16 +250,6 @@ async def test_scan_covers_every_master(cluster: ClusterClient, prefix: str) -> 
     assert await list_streams(cluster, keys) == sorted(parts)
     info = await stream_info(cluster, parts[0])
     assert (info.length, info.dlq_length) == (1, 1)
-
-
-async def test_the_runtime_classes_as_they_are_need_changes(cluster: ClusterClient, prefix: str) -> None:
-    """Pinned so that the partitioning work sees exactly what it has to change (docs/cluster.md)."""
-    keys = tagged(prefix)
-    producer = Producer(cluster, ProducerConfig(keys.stream("out"), high_water=100))
-    with pytest.raises(RedisClusterException, match="blocked"):  # Script(client=pipeline)
-        await producer.send([{"n": "1"}], cursor=(keys.cursor("out", "h"), "1"))
-    with pytest.raises(AttributeError, match="connection_pool"):  # its raw-reply reader
-        Consumer(cluster, ConsumerConfig(keys.stream("out"), "g", "c"), lambda es: [DONE] * len(es))
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
