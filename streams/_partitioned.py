@@ -40,6 +40,7 @@ from streams._metrics import instruments
 from streams._producer import (
     _WRITE_LUA,
     Fields,
+    Producer,
     ProducerConfig,
     ProducerStats,
     backlog_from_replies,
@@ -141,7 +142,7 @@ class _Call:
         return [self.count, *self.entries, self.n_sets, *self.sets]
 
 
-class PartitionedProducer:
+class PartitionedProducer(Producer):
     """Writes batches to a logical stream of one or more partitions (same `send` as `Producer`).
 
     Backpressure: the high mark applies to each partition, as `ceil(high_water / N)`, so the
@@ -159,8 +160,7 @@ class PartitionedProducer:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
     ) -> None:
-        self.config = config
-        self._redis = redis
+        super().__init__(redis, config)
         self._partitioning = partitioning
         self._cluster = is_cluster(redis)
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
@@ -170,16 +170,11 @@ class PartitionedProducer:
         high = None if config.high_water is None else max(1, math.ceil(config.high_water / n))
         low = None if config.low_water is None else max(1, math.ceil(config.low_water / n))
         self._part_config = replace(config, high_water=high, low_water=low)
-        self._backlog = dict.fromkeys(partitions, 0)
-        self._produced = 0
-        self._blocked = False
-        self._blocked_s = 0.0
-        self._waits = 0
-        self._attrs = {"stream": config.stream}
+        self._backlogs = dict.fromkeys(partitions, 0)
 
     @property
     def partitions(self) -> list[str]:
-        return list(self._backlog)
+        return list(self._backlogs)
 
     async def send(
         self,
@@ -288,15 +283,15 @@ class PartitionedProducer:
         for j, key in enumerate(keys):
             length, groups = replies[2 * j], replies[2 * j + 1]
             ok = not isinstance(length, Exception) and not isinstance(groups, Exception)
-            self._backlog[key] = backlog_from_replies(length, groups) if ok else 0
+            self._backlogs[key] = backlog_from_replies(length, groups) if ok else 0
 
     async def wait_below_mark(self, partitions: set[str] | None = None) -> None:
         """Block while a partition about to be written is at or above its high mark."""
         high = self._part_config.high_water
         if high is None:
             return
-        for key in sorted(partitions if partitions is not None else self._backlog):
-            if self._backlog.get(key, 0) < high:
+        for key in sorted(partitions if partitions is not None else self._backlogs):
+            if self._backlogs.get(key, 0) < high:
                 continue
             self._blocked = True
             self._waits += 1
@@ -304,8 +299,8 @@ class PartitionedProducer:
             started, delay = anyio.current_time(), self.config.poll_interval_s
             try:
                 while True:
-                    self._backlog[key] = await read_backlog(self._redis, key)
-                    if self._backlog[key] < self._part_config.low:
+                    self._backlogs[key] = await read_backlog(self._redis, key)
+                    if self._backlogs[key] < self._part_config.low:
                         break
                     await anyio.sleep(delay)
                     delay = min(delay * 1.5, self.config.max_poll_interval_s)
@@ -317,7 +312,7 @@ class PartitionedProducer:
         return ProducerStats(
             self.config.stream,
             self._produced,
-            sum(self._backlog.values()),
+            sum(self._backlogs.values()),
             self._blocked,
             self._blocked_s,
             self._waits,

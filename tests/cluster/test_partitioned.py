@@ -120,7 +120,9 @@ async def test_entries_are_routed_by_did_and_cursors_follow_their_data(
     }
 
 
-async def test_wait_without_a_replica_refuses_to_advance_the_cursor(cluster: ClusterClient, prefix: str) -> None:
+async def test_wait_without_a_replica_refuses_to_advance_the_cursor(
+    cluster: ClusterClient, prefix: str
+) -> None:
     """No replicas here: WAIT 1 answers 0, the batch is not acknowledged and the cursor stays."""
     keys = Keys(prefix)
     partitioning = Partitioning(keys, {"records": 3})

@@ -9,6 +9,7 @@ import anyio
 
 from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
+from workers._partitions import partitioning
 from workers._specs import start_worker
 from workers.ingester.config import SPEC, IngesterConfig
 from workers.ingester.worker import build_ingester
@@ -51,8 +52,10 @@ def main(args: argparse.Namespace) -> int:
 
 async def run(config: IngesterConfig) -> int:
     async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
-        keys = Keys(config.prefix)
-        watched = tuple(keys.stream(s) for s in ("repo_backfill", "firehose_live", "label_live"))
+        parts = partitioning(config.prefix, config.partitions)
+        watched = tuple(
+            p for s in ("repo_backfill", "firehose_live", "label_live") for p in parts.partition_keys(s)
+        )
         options = WorkerOptions(
             name="ingester",
             metrics_port=config.metrics_port,
