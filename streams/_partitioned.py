@@ -323,16 +323,20 @@ class _Bounded:
     """The shared handler behind one limiter: at most `concurrency` calls over all partitions.
 
     A batch waiting here is pending and its lease is renewed by its consumer (the lease task
-    runs around the handler call), so waiting never lets it be stolen.
+    runs around the handler call), so waiting never lets it be stolen. The handler sees the
+    logical stream's key in `Entry.stream` (what it decodes by), not the partition's.
     """
 
-    def __init__(self, handler: BatchHandler, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, handler: BatchHandler, limiter: anyio.CapacityLimiter, stream: str) -> None:
         self._handler = handler
         self._limiter = limiter
+        self._stream = stream
 
     async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
+        stream = self._stream
+        logical = [e._replace(stream=stream) for e in entries]
         async with self._limiter:
-            return await self._handler(entries)
+            return await self._handler(logical)
 
 
 class PartitionedConsumer:
@@ -354,7 +358,7 @@ class PartitionedConsumer:
         if len(self.partitions) == 1 and self.partitions[0] == config.stream:
             bounded: BatchHandler = handler
         else:
-            bounded = _Bounded(handler, anyio.CapacityLimiter(config.concurrency))
+            bounded = _Bounded(handler, anyio.CapacityLimiter(config.concurrency), config.stream)
         self.consumers = [
             Consumer(
                 redis,

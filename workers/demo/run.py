@@ -28,7 +28,8 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from streams import Keys, connect, redis_url_or_embedded
+from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, redis_url_or_embedded
+from workers._partitions import partitioning
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers.demo.procs import Child, child_env
@@ -51,6 +52,14 @@ class DemoOptions:
     redis_url: str | None = None
     database_url: str | None = None
     workdir: Path | None = None
+    cluster: int = 0  # masters of an embedded Redis Cluster (each with a replica); 0: one Valkey
+    partitions: int = 0  # STREAMFILL_PARTITIONS; 0: twice the masters on a cluster, else 1
+
+    @property
+    def partition_count(self) -> int:
+        if self.partitions:
+            return self.partitions
+        return 2 * self.cluster if self.cluster else 1
 
 
 # How often the demo prints a progress line when its output is not a terminal.
@@ -65,7 +74,7 @@ def run_demo(options: DemoOptions) -> int:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamfill-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     with (
-        redis_url_or_embedded(options.redis_url) as redis_url,
+        _redis(options) as (redis_url, cluster),
         database_url_or_embedded(options.database_url) as server_url,
         _devnet(options, workdir) as devnet,
     ):
@@ -74,12 +83,31 @@ def run_demo(options: DemoOptions) -> int:
         ok = False
         try:
             with redis_errors(redis_url):
-                code = anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+                code = anyio.run(_run, options, workdir, (redis_url, cluster), database_url, devnet)
             ok = code == 0
             return code
         finally:
             if ok and not options.keep:
                 anyio.run(_drop_database, server_url, name)
+
+
+@contextlib.contextmanager
+def _redis(options: DemoOptions) -> Iterator[tuple[str, EmbeddedCluster | None]]:
+    """One Valkey (REDIS_URL or embedded), or with `cluster` an embedded Redis Cluster of that
+    many masters, a replica each (docs/cluster.md)."""
+    if not options.cluster:
+        with redis_url_or_embedded(options.redis_url) as url:
+            yield url, None
+        return
+    with EmbeddedCluster(
+        EmbeddedClusterOptions(masters=options.cluster, replicas=1, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS)
+    ) as cluster:
+        yield cluster.url, cluster
+
+
+# Short enough for a failover in seconds, long enough that a loaded 2-core machine's scheduling
+# stalls do not get a master flagged failed.
+CLUSTER_NODE_TIMEOUT_MS = 3000
 
 
 def _with_database(url: str, name: str) -> str:
@@ -141,12 +169,17 @@ def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
 
 
 async def _run(
-    options: DemoOptions, workdir: Path, redis_url: str, database_url: str, devnet: dict[str, Any]
+    options: DemoOptions,
+    workdir: Path,
+    servers: tuple[str, EmbeddedCluster | None],
+    database_url: str,
+    devnet: dict[str, Any],
 ) -> int:
+    redis_url, cluster = servers
     prefix = f"demo{int(time.time())}"
     keys = Keys(prefix)
     relay = devnet["relay"]
-    redis = connect(redis_url)
+    redis: aioredis.Redis = connect(redis_url, cluster=True) if cluster else connect(redis_url)  # type: ignore[assignment]
     pg = await asyncpg.connect(database_url)
     # Replay the relay's firehose from its start: events before the ingester connected are not missed.
     await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
@@ -163,7 +196,12 @@ async def _run(
         "BACKFILLER_CONCURRENCY": "6",
         # The devnet's PDS hosts listen on loopback, which the SSRF policy refuses by default.
         "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",
+        "STREAMFILL_PARTITIONS": str(options.partition_count),
     }
+    if cluster is not None:
+        # Every write the workers acknowledge is on a replica first: a failover loses nothing
+        # silently (docs/cluster.md).
+        base_env |= {"STREAMFILL_REDIS_CLUSTER": "yes", "STREAMFILL_WAIT_REPLICAS": "1"}
     _migrate(base_env, workdir)
     children = _children(base_env, workdir)
     started = time.monotonic()
@@ -171,7 +209,9 @@ async def _run(
         for child in children:
             child.start()
         async with httpx.AsyncClient(base_url=relay, timeout=30) as http:
-            verdict, final, times = await _drive(options, redis, keys, pg, http, devnet, children, started)
+            verdict, final, times = await _drive(
+                options, redis, keys, pg, http, devnet, children, started, cluster
+            )
         elapsed = time.monotonic() - started
         _report(options, verdict, final, (elapsed, times), children, workdir)
         if options.keep:
@@ -231,9 +271,11 @@ async def _drive(
     devnet: dict[str, Any],
     children: list[Child],
     started: float,
+    cluster: EmbeddedCluster | None = None,
 ) -> tuple[Verdict, Snapshot, PhaseTimes]:
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
+    watch.cluster = cluster
     watch.labeler_host = host_key(devnet["labeler"])
     await watch.until(lambda s: s.listing_done and s.drained(), "backfill", stable=3)
     drained_at = watch.reached_at
@@ -290,6 +332,8 @@ class _Watcher:
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
         self._records = RecordCount()
+        self.parts = partitioning(keys.prefix, options.partition_count)
+        self.cluster: EmbeddedCluster | None = None
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -324,7 +368,7 @@ class _Watcher:
             self._next_kill = time.monotonic() + self.options.chaos_interval_s
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
-        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
+        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet, self.parts)
         if not self.options.json:
             self._show(snap, phase)
         self.prev = snap
