@@ -21,6 +21,7 @@ holds per partition:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,7 @@ from anyio.abc import TaskStatus
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from streams._cluster import is_cluster
+from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._keys import Keys
 from streams._metrics import instruments
@@ -49,6 +50,12 @@ from streams._producer import (
     read_backlog,
 )
 from streams._types import BatchHandler, Entry, Outcome
+
+
+log = logging.getLogger("streamfill.producer")
+
+# Between writes of a batch no replica confirmed (a promoted master has none until one attaches).
+WAIT_RETRY_PAUSE_S = 0.5
 
 
 class ReplicationLagError(Exception):
@@ -159,11 +166,13 @@ class PartitionedProducer(Producer):
         *,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        wait_retry_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
     ) -> None:
         super().__init__(redis, config)
         self._partitioning = partitioning
         self._cluster = is_cluster(redis)
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
+        self._wait_retry_s = wait_retry_s
         self._sha = redis.register_script(_WRITE_LUA).sha
         partitions = partitioning.partition_keys_of(config.stream)
         n = len(partitions)
@@ -189,7 +198,7 @@ class PartitionedProducer(Producer):
         await self.wait_below_mark(set(targets))
         sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
         data_calls, cursor_calls = self._plan(targets, batch, extra, sets)
-        replies = await self._run(data_calls, sorted(set(targets)))
+        replies = await self._run_replicated(data_calls, sorted(set(targets)))
         ids: list[str] = [""] * len(batch)
         for call, reply in zip(data_calls, replies, strict=True):
             for position, entry_id in zip(call.positions, reply, strict=False):
@@ -200,6 +209,19 @@ class PartitionedProducer(Producer):
         self._produced += len(batch)
         instruments().produced.add(len(batch), self._attrs)
         return ids
+
+    async def _run_replicated(self, calls: list[_Call], readings: list[str]) -> list[Any]:
+        """`_run`; while a master does not confirm a replica, write the data again (a duplicate
+        is harmless, a loss is not) until `wait_retry_s` is spent, then raise."""
+        deadline = anyio.current_time() + self._wait_retry_s
+        while True:
+            try:
+                return await self._run(calls, readings)
+            except ReplicationLagError:
+                if anyio.current_time() >= deadline:
+                    raise
+                log.warning("no replica confirmed a write: writing it again", extra=self._attrs)
+                await anyio.sleep(WAIT_RETRY_PAUSE_S)
 
     def _slot(self, key: str) -> int:
         return key_slot(key.encode()) if self._cluster else 0

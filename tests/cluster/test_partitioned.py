@@ -132,6 +132,7 @@ async def test_wait_without_a_replica_refuses_to_advance_the_cursor(
         partitioning,
         wait_replicas=1,
         wait_timeout_ms=50,
+        wait_retry_s=0.3,
     )
     cursor = keys.cursor("records", "relay")
     with pytest.raises(ReplicationLagError, match="confirmed 0"):

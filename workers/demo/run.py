@@ -260,6 +260,7 @@ class PhaseTimes:
     pipeline_s: float
     settle_s: float
     verify_s: float
+    master_failovers: int = 0  # with --cluster --chaos: masters killed and taken over by a replica
 
 
 async def _drive(
@@ -295,7 +296,9 @@ async def _drive(
     truth = [orjson.loads(line) for line in (await http.get("/truth")).content.splitlines() if line.strip()]
     verdict = await verify(pg, truth)
     verify_s = time.monotonic() - settled_at
-    times = PhaseTimes(devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s)
+    times = PhaseTimes(
+        devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s, watch.failovers
+    )
     return verdict, replace(final, database_bytes=await pg.fetchval(_DATABASE_BYTES)), times
 
 
@@ -334,6 +337,7 @@ class _Watcher:
         self._records = RecordCount()
         self.parts = partitioning(keys.prefix, options.partition_count)
         self.cluster: EmbeddedCluster | None = None
+        self.failovers = 0
 
     async def until(
         self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
@@ -366,6 +370,9 @@ class _Watcher:
         if self.chaos and time.monotonic() >= self._next_kill:
             self._rng.choice(self.children).kill()
             self._next_kill = time.monotonic() + self.options.chaos_interval_s
+        if self.chaos and self.cluster is not None and not self.failovers and self._backfilling():
+            self.failovers += 1
+            await anyio.to_thread.run_sync(self._fail_over, self.cluster)
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
         snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet, self.parts)
@@ -373,6 +380,20 @@ class _Watcher:
             self._show(snap, phase)
         self.prev = snap
         return snap
+
+    def _backfilling(self) -> bool:
+        """Records are flowing through firehose_backfill: a good moment to lose a master."""
+        row = self.prev.rows.get("firehose_backfill") if self.prev is not None else None
+        return row is not None and row.added > 0
+
+    def _fail_over(self, cluster: EmbeddedCluster) -> None:
+        """SIGKILL the master of firehose_backfill's first partition (in a thread: it blocks), wait
+        until its replica serves its slots, and start it again (it rejoins as that replica's
+        replica, so WAIT 1 is answered again). The workers ride it out on their own."""
+        master = cluster.node_for_key(self.parts.partition_keys("firehose_backfill")[0])
+        cluster.kill(master)
+        cluster.wait_failover(master)
+        cluster.restart(master)
 
     def _show(self, snap: Snapshot, phase: str) -> None:
         """Redraw the dashboard on a terminal; elsewhere (a file, a pipe) a line every few seconds."""
@@ -403,6 +424,7 @@ def _report(
         "database_bytes_per_record": round(final.database_bytes / max(verdict.indexed, 1)),
         "repos": final.devnet.get("repos"),
         "kills": sum(c.kills for c in children),
+        "master_failovers": times.master_failovers,
         "restarts": sum(c.restarts for c in children),
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),
