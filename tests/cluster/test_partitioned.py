@@ -3,7 +3,11 @@ call per slot, cursors after their data, WAIT, one consumer per partition sharin
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
@@ -215,3 +219,58 @@ async def test_partitions_on_one_server_write_in_one_atomic_call(
     # One partition is today's key, unchanged.
     single = Partitioning(keys, {"records": 1})
     assert single.partition_keys("records") == [stream]
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_operator_commands_act_on_every_partition(
+    cluster: ClusterClient, redis_cluster_url: str, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    partitioning = Partitioning(keys, {"records": 3})
+    stream = keys.stream("records")
+    producer = PartitionedProducer(cluster, ProducerConfig(stream, high_water=None), partitioning)
+    sent = [{"did": d, "n": str(i)} for i, d in enumerate(dids(60, 8))]
+    await producer.send(sent)
+    await cluster.xadd(keys.dlq(stream), {"reason": "refused before routing"})  # the logical DLQ
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        return [DeadLetter("x") if int(e.fields[b"n"]) % 10 == 0 else DONE for e in entries]
+
+    config = ConsumerConfig(stream, "g", "c", batch_size=7, block_ms=50)
+    await PartitionedConsumer(
+        cluster, config, handler, partitioning.partition_keys("records")
+    ).run_until_idle()
+    await producer.send([{"did": d, "n": "new"} for d in dids(9, 9)])  # lag: 9 over the partitions
+    env = {"REDIS_URL": redis_cluster_url, "STREAMFILL_PREFIX": prefix}
+
+    status = run_cli(env, "status", "--json", "--partitions")
+    assert status.returncode == 0, status.stderr
+    (doc,) = [d for d in json.loads(status.stdout) if d["stream"] == stream]
+    assert doc["length"] == 69 and doc["dlq_length"] == 6 + 1
+    assert [(g["name"], g["lag"], g["pending"]) for g in doc["groups"]] == [("g", 9, 0)]
+    assert [p["stream"] for p in doc["partitions"]] == partitioning.partition_keys("records")
+    text = run_cli(env, "status", "--partitions").stdout
+    assert f"{stream}  length=69" in text and "partitions=3" in text
+    assert all(p in text for p in partitioning.partition_keys("records"))
+
+    listed = run_cli(env, "dlq", "list", "records", "--count", "100")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 7, listed.stderr
+    trimmed = run_cli(env, "trim", "records")
+    assert trimmed.returncode == 0 and sum(int(line.split()[1]) for line in trimmed.stdout.splitlines()) == 60
+    drain = run_cli(env, "groups", "drain", "records", "g", "--timeout", "0.2")
+    assert drain.returncode == 1  # 9 entries nobody reads
+    reset = run_cli(env, "groups", "reset", "records", "g", "--to", "$")
+    assert reset.returncode == 0 and len(reset.stdout.splitlines()) == 3
+    drain = run_cli(env, "groups", "drain", "records", "g", "--timeout", "5")
+    assert drain.returncode == 0, drain.stderr
+    purged = run_cli(env, "dlq", "purge", "records")
+    assert sum(int(line.split()[1]) for line in purged.stdout.splitlines()) == 7
