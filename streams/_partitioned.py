@@ -51,7 +51,6 @@ from streams._producer import (
 )
 from streams._types import BatchHandler, Entry, Outcome
 
-
 log = logging.getLogger("streamfill.producer")
 
 # Between writes of a batch no replica confirmed (a promoted master has none until one attaches).

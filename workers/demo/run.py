@@ -29,9 +29,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, redis_url_or_embedded
-from workers._partitions import partitioning
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
+from workers._partitions import partitioning
 from workers.demo.procs import Child, child_env
 from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
