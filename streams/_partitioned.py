@@ -5,8 +5,9 @@ Built by composition on `Producer`'s script and `Consumer`, so that every per-st
 holds per partition:
 
 - `Partitioning` says how many partitions each logical stream has (1 = today's key) and routes
-  an entry to one by its `did` field (crc32 % N), so one repo's events stay ordered in one
-  partition. Entries without a `did` go round-robin.
+  an entry to one by its DID (crc32 % N; `did_of`: a `did` field, or the message's top-level
+  `"did"`), so one repo's events stay ordered in one partition. Entries without a DID go
+  round-robin.
 - `PartitionedProducer` writes a batch (and its `extra` entries and cursors) with one script
   call per Redis Cluster slot. When everything is in one slot (always on a single server) that
   is one atomic call, as before. When the batch spans slots, the data goes first and the cursors
@@ -67,11 +68,30 @@ def partition_index(did: bytes | str, count: int) -> int:
     return zlib.crc32(raw) % count
 
 
-def _did_of(fields: Fields) -> bytes | str | None:
+_DID_KEY = b'"did":"'
+
+
+def did_of(fields: Fields) -> bytes | str | None:
+    """The entry's DID: its `did` field, or the top-level `"did":"..."` of its JSON message.
+
+    streamfill's messages (schemas/_messages.py: repo jobs, record, account, identity and repo
+    events) are encoded with `did` before any nested user content (the record comes last), so
+    the first `"did":"` of the value is the message's own: found without decoding the JSON.
+    """
     value = fields.get(b"did")  # type: ignore[call-overload]
     if value is None:
         value = fields.get("did")  # type: ignore[call-overload]
-    return value
+    if value is not None:
+        return value
+    for raw in fields.values():
+        data = raw.encode() if isinstance(raw, str) else raw
+        start = data.find(_DID_KEY)
+        if start >= 0:
+            start += len(_DID_KEY)
+            end = data.find(b'"', start)
+            if end > start:
+                return data[start:end]
+    return None
 
 
 @dataclass
@@ -110,7 +130,7 @@ class Partitioning:
         n = self.count(name)
         if n == 1:
             return self.keys.partition(name, 0, 1)
-        did = _did_of(fields)
+        did = did_of(fields)
         index = partition_index(did, n) if did is not None else next(self._robin) % n
         return self.keys.partition(name, index, n)
 

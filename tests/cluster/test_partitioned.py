@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -274,3 +275,26 @@ async def test_operator_commands_act_on_every_partition(
     assert drain.returncode == 0, drain.stderr
     purged = run_cli(env, "dlq", "purge", "records")
     assert sum(int(line.split()[1]) for line in purged.stdout.splitlines()) == 7
+
+
+def test_the_did_is_found_in_the_message_without_decoding_it() -> None:
+    from schemas import encode_entry
+    from schemas._messages import RecordCreate, RepoJob
+    from streams._partitioned import did_of
+
+    record = b'{"did":"did:plc:nested","text":"a record that names another did"}'
+    event = RecordCreate(
+        seq=1, did="did:plc:owner", rev="r", collection="app.bsky.feed.post", rkey="k", cid="c",
+        record=msgspec.Raw(record),
+    )  # fmt: skip
+    assert did_of(encode_entry("firehose_backfill", event)) == b"did:plc:owner"
+    assert (
+        did_of(encode_entry("repo_backfill", RepoJob(did="did:web:a.example", host="h")))
+        == b"did:web:a.example"
+    )
+    assert did_of({"did": "did:plc:x", "event": "{}"}) == "did:plc:x"
+    assert did_of({b"labels": b"[]"}) is None
+    keys = Keys("p")
+    parts = Partitioning(keys, {"firehose_backfill": 4})
+    routed = parts.route(keys.stream("firehose_backfill"), encode_entry("firehose_backfill", event))
+    assert routed == keys.partition("firehose_backfill", partition_index(b"did:plc:owner", 4), 4)
