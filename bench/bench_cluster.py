@@ -137,7 +137,7 @@ async def streamfill_write(client: ClusterClient, streams: Sequence[str]) -> Non
 
 async def streamfill_read(client: ClusterClient, streams: Sequence[str]) -> int:
     """PartitionedConsumer with a no-op handler, until every partition is idle."""
-    parts, logical = _partitioning(streams)
+    _, logical = _partitioning(streams)
     done = 0
 
     async def sink(entries: Sequence[Entry]) -> Sequence[Outcome]:

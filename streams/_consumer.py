@@ -247,16 +247,18 @@ class Consumer:
         as many attempts as the client's retry allows, so a read outlasts a failover.
         """
         attempts = 1 + self._redis.retry.get_retries()  # type: ignore[attr-defined]
+        lost = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
         for attempt in range(attempts):
-            self._read_options["target_nodes"] = self._redis.get_node_from_key(self.config.stream)  # type: ignore[attr-defined]
             try:
+                if attempt:  # re-read the slot map (it may still name the dead master: retry)
+                    self._redis._initialize = True  # type: ignore[attr-defined]
+                    await self._redis.initialize()
+                self._read_options["target_nodes"] = self._redis.get_node_from_key(self.config.stream)  # type: ignore[attr-defined]
                 return await self._reader.execute_command(*command, **self._read_options)
-            except (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError):
+            except lost:
                 if attempt == attempts - 1:
                     raise
                 await anyio.sleep(FAILOVER_PAUSE_S)
-                self._redis._initialize = True  # type: ignore[attr-defined]  # re-read the slot map
-                await self._redis.initialize()
         raise AssertionError("unreachable")
 
     async def _pending_batch(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,7 +33,9 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import ClusterDownError, NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
@@ -224,22 +226,36 @@ class PartitionedProducer(Producer):
                 if position is not None:
                     ids[position] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         if cursor_calls:  # the data is written (and on a replica, if asked): now the cursors
-            await self._run(cursor_calls, [])
+            await self._retrying(lambda: self._run(cursor_calls, [], wait=False), always=True)
         self._produced += len(batch)
         instruments().produced.add(len(batch), self._attrs)
         return ids
 
     async def _run_replicated(self, calls: list[_Call], readings: list[str]) -> list[Any]:
-        """`_run`; while a master does not confirm a replica, write the data again (a duplicate
-        is harmless, a loss is not) until `wait_retry_s` is spent, then raise."""
+        return await self._retrying(lambda: self._run(calls, readings), always=False)
+
+    async def _retrying(self, run: Callable[[], Awaitable[list[Any]]], *, always: bool) -> list[Any]:
+        """`run`, again while a master does not confirm a replica or a node is lost: the data is
+        written again (a duplicate is harmless, a loss is not), until `wait_retry_s` is spent.
+
+        A `WAIT` goes to a named node, which redis-py does not retry when that node is gone (a
+        failover), and a pipeline's retries can end before the replica is promoted: both mean
+        "not written", and the calls are sent again, routed anew. Connection errors are retried
+        only with `wait_replicas` (or `always`, for cursors: a SET is idempotent).
+        """
         deadline = anyio.current_time() + self._wait_retry_s
+        lost = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
         while True:
             try:
-                return await self._run(calls, readings)
-            except ReplicationLagError:
-                if anyio.current_time() >= deadline:
+                return await run()
+            except (ReplicationLagError, *lost) as exc:
+                retry = self._wait is not None or (always and isinstance(exc, lost))
+                if not retry or not self._cluster or anyio.current_time() >= deadline:
                     raise
-                log.warning("no replica confirmed a write: writing it again", extra=self._attrs)
+                log.warning(
+                    "a write was not confirmed: writing it again",
+                    extra={**self._attrs, "error": f"{type(exc).__name__}: {exc}"},
+                )
                 await anyio.sleep(WAIT_RETRY_PAUSE_S)
 
     def _slot(self, key: str) -> int:
@@ -266,12 +282,12 @@ class PartitionedProducer(Producer):
             (calls if together else after).setdefault(self._slot(key), _Call()).add_set(key, value)
         return list(calls.values()), list(after.values())
 
-    async def _run(self, calls: list[_Call], readings: list[str]) -> list[Any]:
+    async def _run(self, calls: list[_Call], readings: list[str], *, wait: bool = True) -> list[Any]:
         """Run the script calls (raw EVALSHA, reloading on NOSCRIPT), WAIT, read the backlogs."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            nodes = self._wait_nodes([calls[i] for i in todo])
+            nodes = self._wait_nodes([calls[i] for i in todo]) if wait else []
             reading = readings if self._part_config.high_water is not None and attempt == 0 else []
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in todo:
