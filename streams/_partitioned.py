@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._keys import Keys
-from streams._metrics import instruments
+from streams._metrics import instruments, set_gauge
 from streams._producer import (
     _WRITE_LUA,
     Fields,
@@ -350,9 +350,8 @@ class PartitionedProducer(Producer):
         for key in sorted(partitions if partitions is not None else self._backlogs):
             if self._backlogs.get(key, 0) < high:
                 continue
-            self._blocked = True
-            self._waits += 1
-            instruments().backpressure_waits.add(1, self._attrs)
+            self._backlog = self._backlogs[key]  # what the shared log line reports
+            self._enter_blocked()  # the counters, the gauge and the log line of `Producer`
             started, delay = anyio.current_time(), self.config.poll_interval_s
             try:
                 while True:
@@ -364,6 +363,7 @@ class PartitionedProducer(Producer):
             finally:
                 self._blocked_s += anyio.current_time() - started
                 self._blocked = False
+                set_gauge("streamfill_backpressure_active", 0, **self._attrs)
 
     def statistics(self) -> ProducerStats:
         return ProducerStats(
