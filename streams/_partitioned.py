@@ -288,7 +288,8 @@ class PartitionedProducer(Producer):
         todo = list(range(len(calls)))
         for attempt in range(2):
             nodes = self._wait_nodes([calls[i] for i in todo]) if wait else []
-            reading = readings if self._part_config.high_water is not None and attempt == 0 else []
+            # Read after the writes: again when some were re-sent after NOSCRIPT.
+            reading = readings if self._part_config.high_water is not None else []
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in todo:
                     call = calls[i]
