@@ -298,3 +298,23 @@ def test_the_did_is_found_in_the_message_without_decoding_it() -> None:
     parts = Partitioning(keys, {"firehose_backfill": 4})
     routed = parts.route(keys.stream("firehose_backfill"), encode_entry("firehose_backfill", event))
     assert routed == keys.partition("firehose_backfill", partition_index(b"did:plc:owner", 4), 4)
+
+
+async def test_multi_key_steps_across_slots_write_the_record_first(
+    cluster: ClusterClient, prefix: str
+) -> None:
+    """Skip-ahead (cursor + ledger) and DLQ replay on keys in two slots: no MULTI there, the
+    record of the step first (the ledger entry; the entry put back), then the rest."""
+    from streams import SkipDecision, dlq_replay, record_skip, skipped_ranges
+
+    keys = Keys(prefix)
+    cursor, ledger = keys.cursor("repo_backfill", "relay"), keys.ledger("repo_backfill", "relay")
+    assert cluster.keyslot(cursor) != cluster.keyslot(ledger)
+    await record_skip(cluster, cursor, ledger, SkipDecision(False, "100", "200", 3), "boom")
+    assert await cluster.get(cursor) == b"200"
+    assert [(r.start, r.end) for r in await skipped_ranges(cluster, ledger)] == [("100", "200")]
+    stream = keys.stream("label_live")
+    assert cluster.keyslot(stream) != cluster.keyslot(keys.dlq(stream))
+    await cluster.xadd(keys.dlq(stream), {"labels": "[]", "reason": "x"})
+    assert await dlq_replay(cluster, keys, stream) == 1
+    assert await cluster.xlen(stream) == 1 and await cluster.xlen(keys.dlq(stream)) == 0
