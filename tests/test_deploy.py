@@ -57,6 +57,9 @@ def test_the_cluster_variant_is_valid_and_its_checks_catch_their_mistakes() -> N
     modifiers["formula"] = modifiers["formula"].replace(" + firehose_live_5", "")
     problems = check_k8s(summed)
     assert any("formula does not add up firehose_live_5" in p for p in problems), problems
+    generate = importlib.import_module("gen_cluster_autoscaling")
+    assert generate.render(6) == (COMPOSE / "k8s" / "cluster-autoscaling.yaml").read_text()
+    assert "{repo_backfill:47" in generate.render(48) and "p:{firehose_live:0" in generate.render(2, "p")
     one = copy.deepcopy(variant)
     _one(one, "ConfigMap", "streamfill")["data"]["STREAMFILL_PARTITIONS"] = "1"
     problems = check_k8s(one)  # the workers would read repo_backfill, not its partitions
