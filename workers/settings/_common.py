@@ -46,6 +46,8 @@ def partition_settings(*, producer: bool = True) -> tuple[Setting, ...]:
         "partitions of each stream whose entries carry a DID (repo_backfill, firehose_live, "
         "firehose_backfill); 1 keeps one stream per name; every worker of a deployment must use "
         "the same number",
+        # Not --partitions: `streamfill status --partitions` shows each partition.
+        flag="--partition-count",
         minimum=1,
         maximum=1024,
     )
