@@ -93,7 +93,7 @@ class Consumer:
             # replies are made raw (the runtime's consumers are its only XREADGROUP callers), and
             # the node is named, which spares redis-py a COMMAND GETKEYS per read (docs/cluster.md).
             self._reader: Any = redis
-            self._read_options["target_nodes"] = redis.get_node_from_key(config.stream)  # type: ignore[attr-defined]
+            self._read_options["target_nodes"] = None  # found at each read (the slot map may not be read yet)
         else:
             self._reader = aioredis.Redis(connection_pool=redis.connection_pool)
         self._reader.set_response_callback("XREADGROUP", lambda response, **options: response)
@@ -252,7 +252,7 @@ class Consumer:
             try:
                 if attempt:  # re-read the slot map (it may still name the dead master: retry)
                     self._redis._initialize = True  # type: ignore[attr-defined]
-                    await self._redis.initialize()
+                await self._redis.initialize()  # a no-op once read
                 self._read_options["target_nodes"] = self._redis.get_node_from_key(self.config.stream)  # type: ignore[attr-defined]
                 return await self._reader.execute_command(*command, **self._read_options)
             except lost:
