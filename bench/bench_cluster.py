@@ -9,8 +9,10 @@ wall-clock gain is limited (client and servers share them); the per-master CPU s
 
 Sides: `raw` writes each partition's batch with one EVALSHA (a script XADDing the batch, as the
 Producer does) and reads with XREADGROUP + XACK and a no-op sink, every partition's call in one
-cluster pipeline per round. A `streamfill` side (the partitioned Producer and Consumer) is added to
-SIDES once they exist, and is reported against `raw` of the same run.
+cluster pipeline per round. `streamfill` is the runtime itself: PartitionedProducer.send of one
+repo's 500 records at a time (routed by the DID in the message) from P concurrent writers, and a
+PartitionedConsumer (one Consumer per partition) with a no-op handler; reported against `raw` of
+the same run.
 
 Then `WAIT 1 <timeout>` on a master with one replica: the cost per call of making a write wait for
 its replica (in the same pipeline, same connection), for a single XADD and for a 500-entry batch.
@@ -32,7 +34,21 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Timer, report
-from streams import ClusterClient, EmbeddedCluster, EmbeddedClusterOptions, Keys, connect
+from streams import (
+    DONE,
+    ClusterClient,
+    ConsumerConfig,
+    EmbeddedCluster,
+    EmbeddedClusterOptions,
+    Entry,
+    Keys,
+    Outcome,
+    PartitionedConsumer,
+    PartitionedProducer,
+    Partitioning,
+    ProducerConfig,
+    connect,
+)
 from streams._embedded_cluster import Node
 
 N = int(os.environ.get("BENCH_ENTRIES", "120000"))
@@ -89,7 +105,52 @@ async def raw_read(client: ClusterClient, streams: Sequence[str]) -> int:
             done += sum(await pipe.execute())
 
 
-SIDES = [Side("raw", raw_write, raw_read)]
+def _did_payloads(count: int) -> list[bytes]:
+    """The like event of PAYLOAD for `count` different repos (the partitions route by DID)."""
+    return [PAYLOAD.replace(b"abcdefghijklmnopqrstuvwx", f"{i:024x}".encode()) for i in range(count)]
+
+
+def _partitioning(streams: Sequence[str]) -> tuple[Partitioning, str]:
+    prefix = streams[0].split(":{", 1)[0]
+    keys = Keys(prefix)
+    parts = Partitioning(keys, {"firehose_backfill": len(streams)})
+    assert parts.partition_keys("firehose_backfill") == list(streams)
+    return parts, keys.stream("firehose_backfill")
+
+
+async def streamfill_write(client: ClusterClient, streams: Sequence[str]) -> None:
+    """PartitionedProducer.send of one repo's batch at a time (as the backfiller sends), from as
+    many concurrent writers as partitions (the raw side pipelines one batch per partition)."""
+    parts, logical = _partitioning(streams)
+    producer = PartitionedProducer(client, ProducerConfig(logical, high_water=None), parts)  # type: ignore[arg-type]
+    payloads = _did_payloads(64)
+    sends = N // BATCH // len(streams) * len(streams)
+
+    async def writer(w: int) -> None:
+        for j in range(w, sends, len(streams)):
+            await producer.send([{b"event": payloads[j % len(payloads)]}] * BATCH)
+
+    async with anyio.create_task_group() as tg:
+        for w in range(len(streams)):
+            tg.start_soon(writer, w)
+
+
+async def streamfill_read(client: ClusterClient, streams: Sequence[str]) -> int:
+    """PartitionedConsumer with a no-op handler, until every partition is idle."""
+    _, logical = _partitioning(streams)
+    done = 0
+
+    async def sink(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        nonlocal done
+        done += len(entries)
+        return [DONE] * len(entries)
+
+    config = ConsumerConfig(logical, GROUP, "c", batch_size=BATCH, concurrency=4, block_ms=20)
+    await PartitionedConsumer(client, config, sink, list(streams)).run_until_idle()  # type: ignore[arg-type]
+    return done
+
+
+SIDES = [Side("raw", raw_write, raw_read), Side("streamfill", streamfill_write, streamfill_read)]
 
 
 def cpu_s(node: Node) -> float:

@@ -47,6 +47,25 @@ def render_python(k8s_dir: Path = K8S_DIR) -> tuple[list[Obj], list[str]]:
     return objects, problems
 
 
+CLUSTER_AUTOSCALING = "cluster-autoscaling.yaml"
+
+
+def cluster_variant(objects: list[Obj], k8s_dir: Path = K8S_DIR) -> list[Obj]:
+    """The deployment on Redis Cluster: autoscaling.yaml swapped for cluster-autoscaling.yaml,
+    and STREAMFILL_PARTITIONS set to the count its triggers' partition keys show."""
+    scaled = yaml_docs((k8s_dir / CLUSTER_AUTOSCALING).read_text())
+    keys = [t["metadata"]["stream"] for o in scaled for t in o["spec"]["triggers"]]
+    count = 1 + max((int(k.split("{", 1)[1].rstrip("}").split(":")[1]) for k in keys if "{" in k), default=0)
+    out = []
+    for obj in objects:
+        if obj["kind"] == "ScaledObject":
+            continue
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "streamfill":
+            obj = {**obj, "data": {**obj.get("data", {}), "STREAMFILL_PARTITIONS": str(count)}}
+        out.append(obj)
+    return out + scaled
+
+
 def render_kubectl(k8s_dir: Path = K8S_DIR) -> list[Obj]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -181,17 +200,44 @@ def check_scaled_object(
     container = (pod_spec(target) or {}).get("containers", [{}])[0]
     env, _ = container_env(container, by_kind.get("ConfigMap", {}), where)
     target_reads = reads.get(ref["name"], {})
+    watched = set()
     for trigger in obj["spec"]["triggers"]:
         meta = trigger["metadata"]
         for key, value in meta.items():
             if key.endswith("FromEnv") and value not in env:
                 problems.append(f"{where}: {key} {value} is not in {ref['name']}'s environment")
         stream = meta.get("stream")
-        if stream is not None and stream.rsplit(":", 1)[-1] not in REGISTRY:
+        watched.add(stream)
+        if stream is not None and _registered(stream) not in REGISTRY:
             problems.append(f"{where}: stream {stream} is not a registered stream")
         elif stream is not None and target_reads.get(stream) != meta.get("consumerGroup"):
             problems.append(f"{where}: {ref['name']} reads {stream} with group {target_reads.get(stream)}, "
                             f"the trigger watches group {meta.get('consumerGroup')}")  # fmt: skip
+    return problems + _partition_coverage(obj, where, target_reads, watched)
+
+
+def _registered(stream: str) -> str:
+    """The registry name of a stream key: `[<prefix>:]<name>` or a partition `[<prefix>:]{<name>:<i>...}`."""
+    last = stream.rsplit(":", 1)[-1] if "{" not in stream else stream[stream.index("{") + 1 :]
+    return last.split(":", 1)[0] if "{" in stream else last
+
+
+def _partition_coverage(obj: Obj, where: str, reads: dict[str, str], watched: set[str]) -> list[str]:
+    """A stream watched in one partition must be watched in all, and several triggers must be
+    added up by a `scalingModifiers.formula` naming each (KEDA takes the largest otherwise)."""
+    problems = []
+    for name in sorted({_registered(k) for k in reads if "{" in k}):
+        keys = {k for k in reads if "{" in k and _registered(k) == name}
+        if keys & watched and keys - watched:
+            problems.append(
+                f"{where}: {name} is partitioned; triggers miss {', '.join(sorted(keys - watched))}"
+            )
+    triggers = obj["spec"]["triggers"]
+    if len(triggers) > 1 and any("{" in (t["metadata"].get("stream") or "") for t in triggers):
+        formula = obj["spec"].get("advanced", {}).get("scalingModifiers", {}).get("formula", "")
+        missing = [t.get("name", "?") for t in triggers if not t.get("name") or t["name"] not in formula]
+        if missing:
+            problems.append(f"{where}: the scalingModifiers formula does not add up {', '.join(missing)}")
     return problems
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 
 from workers._errors import EdgeError
+from workers._partitions import partitioning
 from workers._specs import known_names, load, specs
 from workers.cli import build_parser
 from workers.settings import DIRECTORY, Spec
@@ -82,12 +83,18 @@ def worker_config(where: str, args: list[str], env: Mapping[str, str]) -> tuple[
 
 
 def groups_read(config: Any) -> dict[str, str]:
-    """stream -> consumer group, for the workers that read streams with a group."""
+    """stream key -> consumer group, for the workers that read streams with a group; a
+    partitioned stream (STREAMFILL_PARTITIONS > 1) is its partitions' keys (workers/_partitions.py)."""
     if hasattr(config, "group_for"):  # indexer
-        return {s: config.group_for(s) for s in config.streams}
-    if hasattr(config, "backfill_stream"):
-        return {config.backfill_stream: config.group}
-    return {}
+        read = {s: config.group_for(s) for s in config.streams}
+    elif hasattr(config, "backfill_stream"):
+        read = {config.backfill_stream: config.group}
+    else:
+        return {}
+    parts = partitioning(
+        config.prefix, getattr(config, "partitions", 1), [s for s in read if s != "label_live"]
+    )
+    return {key: group for stream, group in read.items() for key in parts.partition_keys(stream)}
 
 
 @cache

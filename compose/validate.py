@@ -19,14 +19,14 @@ import subprocess
 import sys
 
 from deploy_compose import check_compose
-from deploy_k8s import check_k8s, compare_renderings, render_kubectl, render_python
+from deploy_k8s import check_k8s, cluster_variant, compare_renderings, render_kubectl, render_python
 
 
 def problems(*, kubectl: bool) -> list[str]:
     objects, found = render_python()
     if kubectl:
         found += compare_renderings(objects, render_kubectl())
-    return found + check_k8s(objects) + check_compose()
+    return found + check_k8s(objects) + check_k8s(cluster_variant(objects)) + check_compose()
 
 
 def main(argv: list[str] | None = None) -> int:

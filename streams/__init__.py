@@ -29,6 +29,7 @@ from streams._cluster import (
     ClusterClient,
     cluster_retries,
     connect_cluster,
+    is_cluster,
     parse_cluster_setting,
 )
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
@@ -38,6 +39,13 @@ from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
+from streams._partitioned import (
+    PartitionedConsumer,
+    PartitionedProducer,
+    Partitioning,
+    ReplicationLagError,
+    partition_index,
+)
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
@@ -69,9 +77,13 @@ __all__ = [
     "Keys",
     "Mark",
     "Outcome",
+    "PartitionedConsumer",
+    "PartitionedProducer",
+    "Partitioning",
     "Producer",
     "ProducerConfig",
     "ProducerStats",
+    "ReplicationLagError",
     "Retry",
     "ServerInfo",
     "SkipAhead",
@@ -96,9 +108,11 @@ __all__ = [
     "dlq_replay",
     "drain",
     "entry_states",
+    "is_cluster",
     "is_permanent",
     "list_streams",
     "parse_cluster_setting",
+    "partition_index",
     "prune_consumers",
     "read_backlog",
     "record_skip",

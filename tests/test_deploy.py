@@ -37,6 +37,35 @@ def test_the_deployment_files_are_valid() -> None:
     assert problems + check_k8s(objects) + check_compose() == []
 
 
+def test_the_cluster_variant_is_valid_and_its_checks_catch_their_mistakes() -> None:
+    """cluster-autoscaling.yaml (partitioned streams on Redis Cluster): one named trigger per
+    partition, added up by a formula; a trigger missing, or left out of the formula, is caught."""
+    objects, _ = render_python()
+    variant = deploy_k8s.cluster_variant(objects)
+    assert _one(variant, "ConfigMap", "streamfill")["data"]["STREAMFILL_PARTITIONS"] == "6"
+    indexer = _one(variant, "ScaledObject", "indexer")
+    assert len(indexer["spec"]["triggers"]) == 6 + 6 + 1
+    assert check_k8s(variant) == []
+    dropped = copy.deepcopy(variant)
+    _one(dropped, "ScaledObject", "backfiller")["spec"]["triggers"].pop(3)
+    problems = check_k8s(dropped)
+    assert any("repo_backfill is partitioned; triggers miss {repo_backfill:3" in p for p in problems), (
+        problems
+    )
+    summed = copy.deepcopy(variant)
+    modifiers = _one(summed, "ScaledObject", "indexer")["spec"]["advanced"]["scalingModifiers"]
+    modifiers["formula"] = modifiers["formula"].replace(" + firehose_live_5", "")
+    problems = check_k8s(summed)
+    assert any("formula does not add up firehose_live_5" in p for p in problems), problems
+    generate = importlib.import_module("gen_cluster_autoscaling")
+    assert generate.render(6) == (COMPOSE / "k8s" / "cluster-autoscaling.yaml").read_text()
+    assert "{repo_backfill:47" in generate.render(48) and "p:{firehose_live:0" in generate.render(2, "p")
+    one = copy.deepcopy(variant)
+    _one(one, "ConfigMap", "streamfill")["data"]["STREAMFILL_PARTITIONS"] = "1"
+    problems = check_k8s(one)  # the workers would read repo_backfill, not its partitions
+    assert any("reads {repo_backfill:0" in p or "reads None" in p for p in problems), problems
+
+
 def _one(objects: Objs, kind: str, name: str) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
 
@@ -145,9 +174,7 @@ COMPOSE_MISTAKES = [
     pytest.param(
         "${INDEXER_BATCH_SIZE:-500}", "${INDEXER_BATCH_SIZE:-500", "unterminated default", id="interp"
     ),
-    pytest.param(
-        "INDEXER_BATCH_SIZE:", "INDEXER_BATCHSIZE:", "INDEXER_BATCHSIZE is not a setting", id="env"
-    ),
+    pytest.param("INDEXER_BATCH_SIZE:", "INDEXER_BATCHSIZE:", "INDEXER_BATCHSIZE is not a setting", id="env"),
     pytest.param(
         "      postgres:\n        condition", "      postgress:\n        condition", "postgress", id="dep"
     ),

@@ -29,6 +29,13 @@ from streams import (
     stream_info,
     trim_stream,
 )
+from streams._partition_admin import (
+    LogicalStreamInfo,
+    logical_stream,
+    merge,
+    partition_number,
+    partitions_of,
+)
 from workers._env import redis_session
 from workers._specs import load
 from workers.settings import Spec, add_flags, positive_integer, positive_number, redis_settings
@@ -58,6 +65,11 @@ _GROUP = "consumer group (e.g. repo_backfill_group)"
 def register(sub: Any) -> None:
     p = _command(sub, "status", "streams, groups, consumers, lag, pending, DLQs")
     p.add_argument("--json", action="store_true", help="one JSON document (a list of streams)")
+    p.add_argument(
+        "--partitions",
+        action="store_true",
+        help="a partitioned stream's partitions too, each with its groups (totals otherwise)",
+    )
     p.add_argument(
         "--watch",
         action="store_true",
@@ -150,14 +162,37 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+async def logical_infos(redis: aioredis.Redis, keys: Keys) -> list[StreamInfo]:
+    """Every stream under the prefix; a partitioned one as its totals (`LogicalStreamInfo`)."""
+    by_stream: dict[str, list[StreamInfo]] = {}
+    for key in await list_streams(redis, keys):
+        by_stream.setdefault(logical_stream(keys, key), []).append(await stream_info(redis, key))
+    infos: list[StreamInfo] = []
+    for stream, parts in sorted(by_stream.items()):
+        if len(parts) == 1 and parts[0].stream == stream:
+            infos.append(parts[0])
+        else:
+            parts.sort(key=lambda p: partition_number(keys, p.stream))
+            infos.append(merge(stream, parts, int(await redis.xlen(keys.dlq(stream)))))
+    return infos
+
+
+def _status_json(info: StreamInfo, partitions: bool) -> dict[str, Any]:
+    doc = info.to_json()
+    if not partitions:
+        doc.pop("partitions", None)
+    return doc
+
+
 async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
     while True:
-        infos = [await stream_info(redis, s) for s in await list_streams(redis, keys)]
+        infos = await logical_infos(redis, keys)
         backoffs = {i.stream: await host_backoffs(redis, keys, i.stream) for i in infos}
         if args.json:
-            print(json.dumps([i.to_json() | {"host_backoff": backoffs[i.stream]} for i in infos]), flush=True)
+            docs = [_status_json(i, args.partitions) | {"host_backoff": backoffs[i.stream]} for i in infos]
+            print(json.dumps(docs), flush=True)
         else:
-            text = render_status(infos, await skip_ledgers(redis, keys), backoffs)
+            text = render_status(infos, await skip_ledgers(redis, keys), backoffs, partitions=args.partitions)
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:
@@ -203,23 +238,17 @@ def render_status(
     infos: list[StreamInfo],
     ledgers: dict[str, int] | None = None,
     backoffs: dict[str, list[dict[str, Any]]] | None = None,
+    *,
+    partitions: bool = False,
 ) -> str:
     lines = [time.strftime("%Y-%m-%d %H:%M:%S") + "  streamfill status", ""]
     if not infos:
         lines.append("(no streams)")
     for i in infos:
-        lines.append(
-            f"{i.stream}  length={i.length}  first={_age(i.first_age_s)} old  "
-            f"last={_age(i.last_age_s)} old  dlq={i.dlq_length}"
-        )
-        for g in i.groups:
-            lag = "?" if g.lag is None else str(g.lag)
-            lines.append(
-                f"  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}"
-            )
-            for c in g.consumers:
-                idle = _age(c.idle_ms / 1000)
-                lines.append(f"    consumer {c.name}  pending={c.pending}  idle={idle}")
+        parts = i.partitions if isinstance(i, LogicalStreamInfo) else []
+        lines.extend(_stream_lines(i, "", f"  partitions={len(parts)}" if parts else ""))
+        for part in parts if partitions else ():
+            lines.extend(_stream_lines(part, "    ", ""))
         lines.extend(
             f"  backoff {b['host']}  {_age(b['backoff_s'])} left  "
             f"(consumer {b['consumer']}, 429s seen: {b['throttled']})"
@@ -231,57 +260,91 @@ def render_status(
     return "\n".join(lines)
 
 
+def _stream_lines(i: StreamInfo, indent: str, more: str) -> list[str]:
+    lines = [
+        f"{indent}{i.stream}  length={i.length}  first={_age(i.first_age_s)} old  "
+        f"last={_age(i.last_age_s)} old  dlq={i.dlq_length}{more}"
+    ]
+    for g in i.groups:
+        lag = "?" if g.lag is None else str(g.lag)
+        lines.append(
+            f"{indent}  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}"
+        )
+        for c in g.consumers:
+            idle = _age(c.idle_ms / 1000)
+            lines.append(f"{indent}    consumer {c.name}  pending={c.pending}  idle={idle}")
+    return lines
+
+
 async def _reset(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    stream = keys.stream(args.stream)
-    await reset_group(redis, keys, stream, args.group, args.to)
-    print(f"{stream} {args.group}: last-delivered id set to {args.to}")
+    for stream in await partitions_of(redis, keys, args.stream):  # every partition, or the stream
+        await reset_group(redis, keys, stream, args.group, args.to)
+        print(f"{stream} {args.group}: last-delivered id set to {args.to}")
     return 0
 
 
 async def _drain(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    stream = keys.stream(args.stream)
+    deadline = time.monotonic() + args.timeout
+    for stream in await partitions_of(redis, keys, args.stream):  # one after the other, one deadline
 
-    async def progress(g: GroupInfo) -> None:
-        lag = "?" if g.lag is None else g.lag
-        print(f"\r{stream} {g.name}: lag={lag} pending={g.pending}   ", end="", file=sys.stderr, flush=True)
+        async def progress(g: GroupInfo, stream: str = stream) -> None:
+            lag = "?" if g.lag is None else g.lag
+            print(
+                f"\r{stream} {g.name}: lag={lag} pending={g.pending}   ", end="", file=sys.stderr, flush=True
+            )
 
-    ok = await drain(redis, stream, args.group, timeout_s=args.timeout, progress=progress)
-    print(file=sys.stderr)
-    if not ok:
-        print(f"streamfill: {stream} {args.group} not drained after {args.timeout}s", file=sys.stderr)
-        return 1
-    print(f"{stream} {args.group}: drained")
+        left = max(0.0, deadline - time.monotonic())
+        ok = await drain(redis, stream, args.group, timeout_s=left, progress=progress)
+        print(file=sys.stderr)
+        if not ok:
+            print(f"streamfill: {stream} {args.group} not drained after {args.timeout}s", file=sys.stderr)
+            return 1
+        print(f"{stream} {args.group}: drained")
     return 0
 
 
 async def _prune(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    removed = await prune_consumers(redis, keys, keys.stream(args.stream), args.group, idle_s=args.idle)
+    removed: list[str] = []
+    for stream in await partitions_of(redis, keys, args.stream):
+        removed += await prune_consumers(redis, keys, stream, args.group, idle_s=args.idle)
     print(f"removed {len(removed)} consumer(s): {', '.join(removed) or '-'}")
     return 0
 
 
 async def _trim(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    stream = keys.stream(args.stream)
-    plan = await trim_stream(redis, keys, stream)
-    if plan.minid is None:
-        print(f"trimmed nothing from {stream}: it has no consumer group, so nothing says what was read")
-        return 0
-    print(f"trimmed {plan.removed} read and acknowledged entries from {stream}")
-    if await redis.xlen(stream):
-        why = "has not acknowledged" if plan.reason == "pending" else "has not read"
-        print(f"kept everything from {plan.minid}: group {plan.held_by} {why} it")
+    for stream in await partitions_of(redis, keys, args.stream):
+        plan = await trim_stream(redis, keys, stream)
+        if plan.minid is None:
+            print(f"trimmed nothing from {stream}: it has no consumer group, so nothing says what was read")
+            continue
+        print(f"trimmed {plan.removed} read and acknowledged entries from {stream}")
+        if await redis.xlen(stream):
+            why = "has not acknowledged" if plan.reason == "pending" else "has not read"
+            print(f"kept everything from {plan.minid}: group {plan.held_by} {why} it")
     return 0
 
 
 async def _dlq(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    stream = keys.stream(args.stream)
-    if not await redis.exists(stream) and not await redis.exists(f"{stream}:dlq"):
-        raise AdminError(f"no such stream: {stream}")
-    if args.op == "list":
-        for entry_id, fields in await dlq_list(redis, stream, count=args.count):
-            print(json.dumps({"id": entry_id, **fields}))
-    elif args.op == "replay":
-        print(f"replayed {await dlq_replay(redis, keys, stream, count=args.count)} entries onto {stream}")
-    else:
-        print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
+    logical = keys.stream(args.stream)
+    streams = await partitions_of(redis, keys, args.stream)
+    if streams != [logical] and await redis.exists(keys.dlq(logical)):
+        # Entries refused before they were written to a partition (the backfiller's invalid
+        # records): listed and purged with the partitions' DLQs; a replay would bypass routing.
+        if args.op != "replay":
+            streams.append(logical)
+    if not any([await redis.exists(s) or await redis.exists(keys.dlq(s)) for s in streams]):
+        raise AdminError(f"no such stream: {logical}")
+    left = args.count
+    for stream in streams:
+        if args.op == "list":
+            rows = await dlq_list(redis, stream, count=left) if left > 0 else []
+            left -= len(rows)
+            for entry_id, fields in rows:
+                print(json.dumps({"id": entry_id, **fields}))
+        elif args.op == "replay":
+            replayed = await dlq_replay(redis, keys, stream, count=left) if left > 0 else 0
+            left -= replayed
+            print(f"replayed {replayed} entries onto {stream}")
+        else:
+            print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
     return 0

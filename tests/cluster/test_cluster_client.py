@@ -20,15 +20,10 @@ from redis.exceptions import (
 )
 
 from streams import (
-    DONE,
     ClusterClient,
-    Consumer,
-    ConsumerConfig,
     EmbeddedCluster,
     EmbeddedClusterOptions,
     Keys,
-    Producer,
-    ProducerConfig,
     cluster_retries,
     connect,
     connect_auto,
@@ -257,16 +252,6 @@ async def test_scan_covers_every_master(cluster: ClusterClient, prefix: str) -> 
     assert (info.length, info.dlq_length) == (1, 1)
 
 
-async def test_the_runtime_classes_as_they_are_need_changes(cluster: ClusterClient, prefix: str) -> None:
-    """Pinned so that the partitioning work sees exactly what it has to change (docs/cluster.md)."""
-    keys = tagged(prefix)
-    producer = Producer(cluster, ProducerConfig(keys.stream("out"), high_water=100))
-    with pytest.raises(RedisClusterException, match="blocked"):  # Script(client=pipeline)
-        await producer.send([{"n": "1"}], cursor=(keys.cursor("out", "h"), "1"))
-    with pytest.raises(AttributeError, match="connection_pool"):  # its raw-reply reader
-        Consumer(cluster, ConsumerConfig(keys.stream("out"), "g", "c"), lambda es: [DONE] * len(es))
-
-
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
@@ -277,10 +262,9 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_workers_refuse_a_cluster_with_one_line(redis_cluster_url: str) -> None:
-    refused = run_cli({"REDIS_URL": redis_cluster_url}, "status")
-    assert refused.returncode == 2, refused.stderr
-    assert refused.stderr.count("\n") == 1 and "Redis Cluster" in refused.stderr
+def test_operator_commands_run_on_a_cluster(redis_cluster_url: str) -> None:
+    status = run_cli({"REDIS_URL": redis_cluster_url, "STREAMFILL_PREFIX": "cli-on-cluster"}, "status")
+    assert status.returncode == 0, status.stderr
 
 
 async def test_the_cluster_setting_overrides_detection(

@@ -142,3 +142,74 @@ async def test_a_write_not_yet_replicated_is_lost_on_failover_and_wait_says_so(
     entries = await client.xrange(stream)
     assert [f[b"n"] for _, f in entries] == [b"1"]  # the acked entry 2 is gone ...
     assert await client.get(cursor) == b"2"  # ... and the cursor says it was written: silent loss
+
+
+async def test_partitioned_producer_and_consumers_ride_out_a_failover_and_lose_nothing_acknowledged(
+    failover_cluster: EmbeddedCluster, client: ClusterClient, prefix: str
+) -> None:
+    """Writers (WAIT 1) and one consumer per partition run while the master of a partition is
+    SIGKILLed, its replica promoted, and the old master restarted as a replica: every entry of
+    every acknowledged send is consumed (duplicates allowed), and the cursor written after each
+    send never covers a lost one."""
+    from collections.abc import Sequence
+
+    from streams import (
+        DONE,
+        ConsumerConfig,
+        Entry,
+        Outcome,
+        PartitionedConsumer,
+        PartitionedProducer,
+        Partitioning,
+        ProducerConfig,
+    )
+
+    keys = Keys(prefix)
+    parts = Partitioning(keys, {"records": 3})
+    stream = keys.stream("records")
+    producer = PartitionedProducer(
+        client, ProducerConfig(stream, high_water=None), parts, wait_replicas=1, wait_timeout_ms=500
+    )
+    cursor = keys.cursor("records", "src")
+    acknowledged: list[str] = []
+    seen: set[bytes] = set()
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        seen.update(e.fields[b"n"] for e in entries)
+        return [DONE] * len(entries)
+
+    config = ConsumerConfig(stream, "g", "c", batch_size=50, block_ms=100, min_idle_ms=3000)
+    consumer = PartitionedConsumer(client, config, handler, parts.partition_keys("records"))
+    stop_writing = anyio.Event()
+
+    async def write() -> None:
+        n = 0
+        while not stop_writing.is_set():
+            batch = [{"did": f"did:plc:{n}-{i}", "n": f"{n}-{i}"} for i in range(20)]
+            await producer.send(batch, cursor=(cursor, str(n)))
+            acknowledged.extend(f["n"] for f in batch)
+            n += 1
+
+    victim = failover_cluster.node_for_key(parts.partition_keys("records")[0])
+    async with anyio.create_task_group() as tg:
+        await tg.start(consumer.run)
+        tg.start_soon(write)
+        while len(acknowledged) < 400:
+            await anyio.sleep(0.05)
+        await anyio.to_thread.run_sync(failover_failover_and_return, failover_cluster, victim)
+        before = len(acknowledged)
+        while len(acknowledged) < before + 400:  # the writers go on after the failover
+            await anyio.sleep(0.05)
+        stop_writing.set()
+        deadline = time.monotonic() + 60
+        while not {a.encode() for a in acknowledged} <= seen and time.monotonic() < deadline:
+            await anyio.sleep(0.1)
+        consumer.stop()
+    assert {a.encode() for a in acknowledged} <= seen
+    assert int(await client.get(cursor) or 0) >= before // 20 - 1
+
+
+def failover_failover_and_return(cluster: EmbeddedCluster, master: Node) -> None:
+    cluster.kill(master)
+    cluster.wait_failover(master)
+    cluster.restart(master)

@@ -133,3 +133,31 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) ->
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting: {what}"
         time.sleep(0.02)
+
+
+def test_pipeline_is_exact_on_a_cluster_with_partitions(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    """3 masters (a replica each), 6 partitions per DID stream, WAIT 1 on every write."""
+    verdict = run_demo(
+        tmp_path, redis_url, database_url, "--cluster", "3", "--repos", "30", "--rate", "20", "--seed", "6"
+    )
+    assert verdict["ok"] is True, verdict
+    assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)
+    assert int(verdict["expected"]) > 300  # type: ignore[call-overload]
+
+
+def test_pipeline_is_exact_on_a_cluster_through_a_master_failover_and_kills(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    """--chaos on a cluster: workers SIGKILLed, and once a master, whose replica takes over."""
+    verdict = run_demo(
+        tmp_path,
+        redis_url,
+        database_url,
+        *("--cluster", "3", "--partitions", "3", "--repos", "40", "--rate", "20", "--seed", "7"),
+        *("--chaos", "--chaos-interval", "1.0"),
+    )
+    assert verdict["ok"] is True, verdict
+    assert verdict["master_failovers"] == 1 and int(verdict["kills"]) >= 2  # type: ignore[call-overload]
+    assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)

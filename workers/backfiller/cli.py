@@ -51,7 +51,7 @@ async def run(config: BackfillerConfig) -> int:
             name=config.consumer,
             metrics_port=config.metrics_port,
             metrics_host=config.metrics_host,
-            watched_streams=(worker.consumer.config.stream, worker.producer.config.stream),
+            watched_streams=(*worker.consumer.partitions, *worker.producer.partitions),
             grace_s=config.grace_s,
         )
         return await run_worker(redis, [worker.consumer], options)

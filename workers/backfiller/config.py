@@ -22,6 +22,7 @@ from workers.settings import (
     below,
     consumer_settings,
     differ,
+    partition_settings,
     process_settings,
     redis_settings,
 )
@@ -37,6 +38,9 @@ class BackfillerConfig:
 
     redis_url: str | None = None
     prefix: str = ""
+    partitions: int = 1
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
     consumer: str = field(default_factory=partial(default_consumer_name, "backfiller"))
     group: str = "repo_backfill_group"
     concurrency: int = 8
@@ -74,6 +78,7 @@ SPEC: Spec[BackfillerConfig] = Spec(
     BackfillerConfig,
     (
         *redis_settings(),
+        *partition_settings(),
         *consumer_settings(
             "backfiller",
             "BACKFILLER",

@@ -12,8 +12,9 @@ from atp.did import DidResolver
 from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.xrpc import XrpcClient
-from streams import Backoff, Consumer, ConsumerConfig, Keys, Producer, ProducerConfig
+from streams import Backoff, ConsumerConfig, Keys, PartitionedConsumer, PartitionedProducer, ProducerConfig
 from workers._identity import IdentityCache
+from workers._partitions import partitioning
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.handler import BackfillHandler
 from workers.backfiller.hosts import HostLimiter
@@ -23,15 +24,16 @@ from workers.backfiller.hosts import HostLimiter
 class Backfiller:
     """The assembled worker: `consumer` is the component to run."""
 
-    consumer: Consumer
+    consumer: PartitionedConsumer
     handler: BackfillHandler
-    producer: Producer
+    producer: PartitionedProducer
     identities: IdentityCache
 
 
 @contextlib.asynccontextmanager
 async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> AsyncIterator[Backfiller]:
     keys = Keys(config.prefix)
+    parts = partitioning(config.prefix, config.partitions, (config.backfill_stream, config.firehose_stream))
     # PDS endpoints, did:web hosts and redirects are data from the network: the policy checks
     # them. The PLC directory is configuration, so it is trusted (a private mirror works).
     policy = NetPolicy(allow_private=config.allow_private_hosts).trusting([config.plc_url])
@@ -42,18 +44,21 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
     ) as http:
         xrpc = XrpcClient(http, timeout_s=config.http_timeout_s, max_retry_after_s=config.max_retry_after_s)
         resolver = DidResolver(http, plc_url=config.plc_url, web_scheme="https")
-        producer = Producer(
+        producer = PartitionedProducer(
             redis,
             ProducerConfig(
                 keys.stream(config.firehose_stream),
                 high_water=config.firehose_high_water,
                 low_water=config.firehose_low_water,
             ),
+            parts,
+            wait_replicas=config.wait_replicas,
+            wait_timeout_ms=config.wait_timeout_ms,
         )
         limiter = HostLimiter(config.pds_rps, config.pds_concurrency)
         identities = IdentityCache(redis, keys, resolver)
         handler = BackfillHandler(redis, keys, config, producer, identities, xrpc, limiter)
-        consumer = Consumer(
+        consumer = PartitionedConsumer(
             redis,
             ConsumerConfig(
                 stream=keys.stream(config.backfill_stream),
@@ -69,5 +74,6 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
                 dlq_stream=keys.stream(config.dlq_stream) if config.dlq_stream else None,
             ),
             handler,
+            parts.partition_keys(config.backfill_stream),
         )
         yield Backfiller(consumer, handler, producer, identities)

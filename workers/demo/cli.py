@@ -95,6 +95,21 @@ def register(sub: Any) -> None:
         metavar="S",
         help="seconds between kills (default 4)",
     )
+    p.add_argument(
+        "--cluster",
+        type=positive_integer,
+        default=0,
+        metavar="N",
+        help="run on an embedded Redis Cluster of N masters, a replica each (REDIS_URL is not used); "
+        "with --chaos a master is also killed once and its replica takes over",
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive_integer,
+        default=0,
+        metavar="P",
+        help="STREAMFILL_PARTITIONS for the workers (default: 2 x N with --cluster, else 1)",
+    )
     p.add_argument("--keep", action="store_true", help="leave everything running after the verdict")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object, no dashboard")
     p.add_argument(
@@ -129,6 +144,8 @@ def main(args: argparse.Namespace) -> int:
         redis_url=servers.redis_url,
         database_url=servers.database_url,
         workdir=args.workdir,
+        cluster=args.cluster,
+        partitions=args.partitions,
     )
     try:
         return run_demo(options)

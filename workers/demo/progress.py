@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import CURSOR_DONE, Keys
+from streams import CURSOR_DONE, Keys, Partitioning
 from workers.demo.procs import Child
 from workers.indexer.collections import live_records_sql
 from workers.ingester.discovery import discovery_rounds
@@ -46,20 +46,26 @@ class Snapshot:
         return all(r.lag == 0 and r.pending == 0 for r in self.rows.values())
 
 
-async def _row(redis: aioredis.Redis, keys: Keys, name: str, group: str) -> StreamRow:
-    key = keys.stream(name)
-    if not await redis.exists(key):
-        return StreamRow(name, 0, 0, 0, 0, 0, 0)
-    info = await redis.xinfo_stream(key)
-    groups = {g["name"].decode(): g for g in await redis.xinfo_groups(key)}
-    g = groups.get(group)
-    added = int(info.get("entries-added", info["length"]))
-    lag = added if g is None else int(g["lag"] if g.get("lag") is not None else info["length"])
-    pending = 0 if g is None else int(g["pending"])
-    read = 0 if g is None else int(g.get("entries-read") or 0)
-    return StreamRow(
-        name, int(info["length"]), added, lag, pending, int(await redis.xlen(f"{key}:dlq")), read
-    )
+async def _row(redis: aioredis.Redis, keys: Keys, name: str, group: str, parts: Partitioning) -> StreamRow:
+    """One logical stream: the sum over its partitions (and its own DLQ, where records refused
+    before they were written go)."""
+    length = added = lag = pending = read = 0
+    dlq = int(await redis.xlen(keys.dlq(keys.stream(name))))
+    for key in parts.partition_keys(name):
+        if key != keys.stream(name):
+            dlq += int(await redis.xlen(keys.dlq(key)))
+        if not await redis.exists(key):
+            continue
+        info = await redis.xinfo_stream(key)
+        groups = {g["name"].decode(): g for g in await redis.xinfo_groups(key)}
+        g = groups.get(group)
+        part_added = int(info.get("entries-added", info["length"]))
+        length += int(info["length"])
+        added += part_added
+        lag += part_added if g is None else int(g["lag"] if g.get("lag") is not None else info["length"])
+        pending += 0 if g is None else int(g["pending"])
+        read += 0 if g is None else int(g.get("entries-read") or 0)
+    return StreamRow(name, length, added, lag, pending, dlq, read)
 
 
 class RecordCount:
@@ -86,9 +92,15 @@ class RecordCount:
 
 
 async def snapshot(
-    redis: aioredis.Redis, keys: Keys, records: int, relay_host: str, devnet: dict[str, Any]
+    redis: aioredis.Redis,
+    keys: Keys,
+    records: int,
+    relay_host: str,
+    devnet: dict[str, Any],
+    parts: Partitioning | None = None,
 ) -> Snapshot:
-    rows = {name: await _row(redis, keys, name, group) for name, group in STREAMS}
+    parts = parts or Partitioning(keys)
+    rows = {name: await _row(redis, keys, name, group, parts) for name, group in STREAMS}
     cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
     # Listing is done when the relay's listRepos is, and a first round of host discovery too.
     listed = cursor == CURSOR_DONE.encode() and await discovery_rounds(redis, keys, relay_host) > 0

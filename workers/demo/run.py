@@ -28,9 +28,10 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from streams import Keys, connect, redis_url_or_embedded
+from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, redis_url_or_embedded
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
+from workers._partitions import partitioning
 from workers.demo.procs import Child, child_env
 from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
@@ -54,6 +55,14 @@ class DemoOptions:
     redis_url: str | None = None
     database_url: str | None = None
     workdir: Path | None = None
+    cluster: int = 0  # masters of an embedded Redis Cluster (each with a replica); 0: one Valkey
+    partitions: int = 0  # STREAMFILL_PARTITIONS; 0: twice the masters on a cluster, else 1
+
+    @property
+    def partition_count(self) -> int:
+        if self.partitions:
+            return self.partitions
+        return 2 * self.cluster if self.cluster else 1
 
 
 # How often the demo prints a progress line when its output is not a terminal.
@@ -68,7 +77,7 @@ def run_demo(options: DemoOptions) -> int:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamfill-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     with (
-        redis_url_or_embedded(options.redis_url) as redis_url,
+        _redis(options) as (redis_url, cluster),
         database_url_or_embedded(options.database_url) as server_url,
         _devnet(options, workdir) as devnet,
     ):
@@ -77,12 +86,31 @@ def run_demo(options: DemoOptions) -> int:
         ok = False
         try:
             with redis_errors(redis_url):
-                code = anyio.run(_run, options, workdir, redis_url, database_url, devnet)
+                code = anyio.run(_run, options, workdir, (redis_url, cluster), database_url, devnet)
             ok = code == 0
             return code
         finally:
             if ok and not options.keep:
                 anyio.run(_drop_database, server_url, name)
+
+
+@contextlib.contextmanager
+def _redis(options: DemoOptions) -> Iterator[tuple[str, EmbeddedCluster | None]]:
+    """One Valkey (REDIS_URL or embedded), or with `cluster` an embedded Redis Cluster of that
+    many masters, a replica each (docs/cluster.md)."""
+    if not options.cluster:
+        with redis_url_or_embedded(options.redis_url) as url:
+            yield url, None
+        return
+    with EmbeddedCluster(
+        EmbeddedClusterOptions(masters=options.cluster, replicas=1, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS)
+    ) as cluster:
+        yield cluster.url, cluster
+
+
+# Short enough for a failover in seconds, long enough that a loaded 2-core machine's scheduling
+# stalls do not get a master flagged failed.
+CLUSTER_NODE_TIMEOUT_MS = 3000
 
 
 def _with_database(url: str, name: str) -> str:
@@ -144,12 +172,17 @@ def _devnet(options: DemoOptions, workdir: Path) -> Iterator[dict[str, Any]]:
 
 
 async def _run(
-    options: DemoOptions, workdir: Path, redis_url: str, database_url: str, devnet: dict[str, Any]
+    options: DemoOptions,
+    workdir: Path,
+    servers: tuple[str, EmbeddedCluster | None],
+    database_url: str,
+    devnet: dict[str, Any],
 ) -> int:
+    redis_url, cluster = servers
     prefix = f"demo{int(time.time())}"
     keys = Keys(prefix)
     relay = devnet["relay"]
-    redis = connect(redis_url)
+    redis: aioredis.Redis = connect(redis_url, cluster=True) if cluster else connect(redis_url)  # type: ignore[assignment]
     pg = await asyncpg.connect(database_url)
     # Replay the relay's firehose from its start: events before the ingester connected are not missed.
     await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
@@ -166,7 +199,12 @@ async def _run(
         "BACKFILLER_CONCURRENCY": "6",
         # The devnet's PDS hosts listen on loopback, which the SSRF policy refuses by default.
         "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",
+        "STREAMFILL_PARTITIONS": str(options.partition_count),
     }
+    if cluster is not None:
+        # Every write the workers acknowledge is on a replica first: a failover loses nothing
+        # silently (docs/cluster.md).
+        base_env |= {"STREAMFILL_REDIS_CLUSTER": "yes", "STREAMFILL_WAIT_REPLICAS": "1"}
     _migrate(base_env, workdir)
     children = _children(base_env, workdir)
     started = time.monotonic()
@@ -174,7 +212,9 @@ async def _run(
         for child in children:
             child.start()
         async with httpx.AsyncClient(base_url=relay, timeout=30) as http:
-            verdict, final, times = await _drive(options, redis, keys, pg, http, devnet, children, started)
+            verdict, final, times = await _drive(
+                options, redis, keys, pg, http, devnet, children, started, cluster
+            )
         elapsed = time.monotonic() - started
         _report(options, verdict, final, (elapsed, times), children, workdir)
         if options.keep:
@@ -223,6 +263,7 @@ class PhaseTimes:
     pipeline_s: float
     settle_s: float
     verify_s: float
+    master_failovers: int = 0  # with --cluster --chaos: masters killed and taken over by a replica
 
 
 async def _drive(
@@ -234,9 +275,11 @@ async def _drive(
     devnet: dict[str, Any],
     children: list[Child],
     started: float,
+    cluster: EmbeddedCluster | None = None,
 ) -> tuple[Verdict, Snapshot, PhaseTimes]:
     relay = devnet["relay"]
     watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
+    watch.cluster = cluster
     watch.labeler_host = host_key(devnet["labeler"])
     # Under --chaos the phase also lasts until a few workers were killed: a small network can be
     # drained before a worker that was killed is even back up, and a run without kills proves nothing.
@@ -258,7 +301,9 @@ async def _drive(
     truth = [orjson.loads(line) for line in (await http.get("/truth")).content.splitlines() if line.strip()]
     verdict = await verify(pg, truth)
     verify_s = time.monotonic() - settled_at
-    times = PhaseTimes(devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s)
+    times = PhaseTimes(
+        devnet["startup_s"], drained_at - started, settled_at - drained_at, verify_s, watch.failovers
+    )
     return verdict, replace(final, database_bytes=await pg.fetchval(_DATABASE_BYTES)), times
 
 
@@ -296,6 +341,9 @@ class _Watcher:
         self._last_line = 0.0
         self.reached_at = started  # when the condition of the last `until` started to hold
         self._records = RecordCount()
+        self.parts = partitioning(keys.prefix, options.partition_count)
+        self.cluster: EmbeddedCluster | None = None
+        self.failovers = 0
 
     def chaos_done(self) -> bool:
         """Whether --chaos has killed CHAOS_MIN_KILLS workers (always true without --chaos)."""
@@ -338,13 +386,30 @@ class _Watcher:
                 self._victim = self._rng.choice(self.children)
                 self._victim.kill()
                 self._next_kill = time.monotonic() + self.options.chaos_interval_s
+        if self.chaos and self.cluster is not None and not self.failovers and self._backfilling():
+            self.failovers += 1
+            await anyio.to_thread.run_sync(self._fail_over, self.cluster)
         devnet = (await self.http.get("/stats")).json()
         records = await self._records.refresh(self.pg)
-        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet)
+        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet, self.parts)
         if not self.options.json:
             self._show(snap, phase)
         self.prev = snap
         return snap
+
+    def _backfilling(self) -> bool:
+        """Records are flowing through firehose_backfill: a good moment to lose a master."""
+        row = self.prev.rows.get("firehose_backfill") if self.prev is not None else None
+        return row is not None and row.added > 0
+
+    def _fail_over(self, cluster: EmbeddedCluster) -> None:
+        """SIGKILL the master of firehose_backfill's first partition (in a thread: it blocks), wait
+        until its replica serves its slots, and start it again (it rejoins as that replica's
+        replica, so WAIT 1 is answered again). The workers ride it out on their own."""
+        master = cluster.node_for_key(self.parts.partition_keys("firehose_backfill")[0])
+        cluster.kill(master)
+        cluster.wait_failover(master)
+        cluster.restart(master)
 
     def _show(self, snap: Snapshot, phase: str) -> None:
         """Redraw the dashboard on a terminal; elsewhere (a file, a pipe) a line every few seconds."""
@@ -375,6 +440,7 @@ def _report(
         "database_bytes_per_record": round(final.database_bytes / max(verdict.indexed, 1)),
         "repos": final.devnet.get("repos"),
         "kills": sum(c.kills for c in children),
+        "master_failovers": times.master_failovers,
         "restarts": sum(c.restarts for c in children),
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),

@@ -77,7 +77,7 @@ async def run(config: IndexerConfig, database_url: str) -> int:
             name=config.consumer,
             metrics_port=config.metrics_port,
             metrics_host=config.metrics_host,
-            watched_streams=tuple(c.config.stream for c in indexer.consumers),
+            watched_streams=tuple(p for c in indexer.consumers for p in c.partitions),
             grace_s=config.grace_s,
         )
         return await run_worker(redis, indexer.consumers, options)

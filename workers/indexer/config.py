@@ -19,6 +19,7 @@ from workers.settings import (
     Values,
     choice,
     consumer_settings,
+    partition_settings,
     process_settings,
     redis_settings,
 )
@@ -44,6 +45,7 @@ class IndexerConfig:
     database_url: str | None = None
     redis_url: str | None = None
     prefix: str = ""
+    partitions: int = 1
     mode: str = "all"
     streams: tuple[str, ...] = DEFAULT_STREAMS
     consumer: str = field(default_factory=partial(default_consumer_name, "indexer"))
@@ -97,6 +99,7 @@ SPEC: Spec[IndexerConfig] = Spec(
             shown_default="none: an embedded PostgreSQL for development",
         ),
         *redis_settings(),
+        *partition_settings(producer=False),
         Setting(
             "mode",
             "INDEXER_MODE",

@@ -9,8 +9,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import Backoff, Consumer, ConsumerConfig, Keys
-from workers.indexer.config import IndexerConfig
+from streams import Backoff, ConsumerConfig, Keys, PartitionedConsumer
+from workers._partitions import partitioning
+from workers.indexer.config import LABEL_STREAM, IndexerConfig
 from workers.indexer.db import create_pool
 from workers.indexer.handler import IndexerHandler
 from workers.indexer.migrate import migrate
@@ -20,16 +21,21 @@ from workers.indexer.migrate import migrate
 class Indexer:
     """The assembled worker: `consumers` are the components to run."""
 
-    consumers: list[Consumer]
+    consumers: list[PartitionedConsumer]
     handler: IndexerHandler
     pool: Any
 
 
-def build_consumers(redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler) -> list[Consumer]:
-    """One consumer per stream in `config.consumed_streams`, in that stream's group."""
+def build_consumers(
+    redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler
+) -> list[PartitionedConsumer]:
+    """One consumer per stream in `config.consumed_streams` (per partition of each), in that
+    stream's group; labels are never partitioned."""
     keys = Keys(config.prefix)
+    record_streams = [s for s in config.consumed_streams if s != LABEL_STREAM]
+    parts = partitioning(config.prefix, config.partitions, record_streams)
     return [
-        Consumer(
+        PartitionedConsumer(
             redis,
             ConsumerConfig(
                 stream=keys.stream(stream),
@@ -43,6 +49,7 @@ def build_consumers(redis: aioredis.Redis, config: IndexerConfig, handler: Index
                 backoff=Backoff(base_s=0.5, cap_s=60.0),
             ),
             handler,
+            parts.partition_keys(stream) if stream != LABEL_STREAM else [keys.stream(stream)],
         )
         for stream in config.consumed_streams
     ]

@@ -9,6 +9,7 @@ import anyio
 
 from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
+from workers._partitions import partitioning
 from workers._specs import start_worker
 from workers.ingester.config import SPEC, IngesterConfig
 from workers.ingester.worker import build_ingester, host_key
@@ -59,8 +60,10 @@ def main(args: argparse.Namespace) -> int:
 
 async def run(config: IngesterConfig) -> int:
     async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
-        keys = Keys(config.prefix)
-        watched = tuple(keys.stream(s) for s in ("repo_backfill", "firehose_live", "label_live"))
+        parts = partitioning(config.prefix, config.partitions)
+        watched = tuple(
+            p for s in ("repo_backfill", "firehose_live", "label_live") for p in parts.partition_keys(s)
+        )
         options = WorkerOptions(
             name="ingester",
             metrics_port=config.metrics_port,
@@ -99,11 +102,12 @@ async def relist(config: IngesterConfig) -> int:
     async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
         buckets = 0
         batch: list[bytes] = []
-        async for key in redis.scan_iter(match=keys.listed_pattern("repo_backfill"), count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                buckets += await redis.unlink(*batch)
-                batch.clear()
+        for pattern in (keys.listed_pattern("repo_backfill"), keys.listed_partitions_pattern()):
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    buckets += await redis.unlink(*batch)
+                    batch.clear()
         if batch:
             buckets += await redis.unlink(*batch)
         hosts = [host_key(relay) for relay in config.relay_hosts]

@@ -19,6 +19,7 @@ from workers.settings import (
     allow_private_hosts_setting,
     below,
     choice,
+    partition_settings,
     process_settings,
     redis_settings,
 )
@@ -33,6 +34,9 @@ class IngesterConfig:
 
     redis_url: str | None = None
     prefix: str = ""
+    partitions: int = 1
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
     mode: str = "all"
     relay_hosts: tuple[str, ...] = ()
     labeler_hosts: tuple[str, ...] = ()
@@ -78,6 +82,7 @@ SPEC: Spec[IngesterConfig] = Spec(
     IngesterConfig,
     (
         *redis_settings(),
+        *partition_settings(),
         Setting(
             "mode",
             "INGESTER_MODE",

@@ -28,6 +28,7 @@ from streams import (
     Backoff,
     Keys,
     Mark,
+    PartitionedProducer,
     Producer,
     SkipAhead,
     record_skip,
@@ -44,7 +45,7 @@ STREAM = "repo_backfill"
 
 
 def _jobs(
-    host: str, repos: Sequence[Any], stream: str, keys: Keys
+    host: str, repos: Sequence[Any], stream: str, keys: Keys, partitions: int = 1
 ) -> tuple[list[dict[bytes, bytes]], list[Mark | None], list[tuple[str, Any]]]:
     """Valid repos become jobs with their register marks; malformed ones go to the DLQ with a reason."""
     jobs: list[dict[bytes, bytes]] = []
@@ -66,7 +67,7 @@ def _jobs(
             )
             rev = None if job.rev is None else str(job.rev)
             jobs.append(encode_entry(stream, job))
-            marks.append(listed_mark(keys, STREAM, did, rev, job.active))
+            marks.append(listed_mark(keys, STREAM, did, rev, job.active, partitions=partitions))
         except (InvalidDid, ValueError, TypeError) as exc:
             bad.append((f"{type(exc).__name__}: {exc}", repo))
     return jobs, marks, bad
@@ -99,6 +100,8 @@ class ListingSource:
         self.host = host  # names the cursor keys
         self.url = url or host  # where to send requests (may carry a scheme)
         self._producer = producer
+        # The register's buckets live in the slot of the partition their jobs go to.
+        self._partitions = len(producer.partitions) if isinstance(producer, PartitionedProducer) else 1
         self._xrpc = xrpc
         self._stream = producer.config.stream
         self._cursor_key = keys.cursor(STREAM, host)
@@ -218,7 +221,7 @@ class ListingSource:
         return False
 
     async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]]) -> None:
-        jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys)
+        jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys, self._partitions)
         extra = [
             (f"{self._stream}:dlq", bad_item_fields(self._stream, self.host, reason, repo))
             for reason, repo in bad

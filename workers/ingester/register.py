@@ -22,7 +22,7 @@ import hashlib
 
 from atp import InvalidSyntax
 from atp.tid import decode_tid
-from streams import Keys, Mark
+from streams import Keys, Mark, partition_index
 
 __all__ = ["LISTED_BUCKETS", "listed_mark", "mark_value"]
 
@@ -42,8 +42,20 @@ def mark_value(rev: str | None, active: bool) -> bytes:
     return ((version << 1) | int(active)).to_bytes(8, "big")
 
 
-def listed_mark(keys: Keys, stream: str, did: str, rev: str | None, active: bool) -> Mark:
-    """The register slot of `did` and the value that says (rev, active) was listed."""
+def listed_mark(
+    keys: Keys, stream: str, did: str, rev: str | None, active: bool, *, partitions: int = 1
+) -> Mark:
+    """The register slot of `did` and the value that says (rev, active) was listed.
+
+    With the stream in `partitions` > 1 partitions the bucket lives in the slot of the DID's
+    partition (`Keys.listed_in`), and each partition has 1/partitions of the buckets, so the
+    total stays `LISTED_BUCKETS` and a bucket's size does not change.
+    """
     digest = hashlib.blake2b(did.encode(), digest_size=8).digest()
     bucket = int.from_bytes(digest[:3]) >> (24 - BUCKET_BITS)
-    return Mark(keys.listed(stream, bucket), digest[3:8], mark_value(rev, active))
+    if partitions > 1:
+        partition = keys.partition(stream, partition_index(did, partitions), partitions)
+        key = keys.listed_in(partition, bucket % max(1, LISTED_BUCKETS // partitions))
+    else:
+        key = keys.listed(stream, bucket)
+    return Mark(key, digest[3:8], mark_value(rev, active))

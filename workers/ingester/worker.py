@@ -15,8 +15,9 @@ from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_LABELS, SUBSCRIBE_REPOS, stream_url
 from atp.xrpc import XrpcClient
-from streams import Component, Keys, Producer, ProducerConfig
+from streams import Component, Keys, PartitionedProducer, Producer, ProducerConfig
 from workers._identity import IdentityCache
+from workers._partitions import partitioning
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import HostDiscovery
 from workers.ingester.eventstream import EventStreamSource
@@ -46,10 +47,17 @@ def host_key(url_or_host: str) -> str:
 async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> AsyncIterator[Ingester]:
     keys = Keys(config.prefix)
     mark = config.high_water_mark
+    parts = partitioning(config.prefix, config.partitions)
 
     def producer(stream: str) -> Producer:
-        return Producer(
-            redis, ProducerConfig(keys.stream(stream), high_water=mark, low_water=config.low_water_mark)
+        # Also for one partition: on Redis Cluster a batch, its `extra` entries and its cursor
+        # may lie in different slots, and the partitioned producer writes the cursor last.
+        return PartitionedProducer(
+            redis,
+            ProducerConfig(keys.stream(stream), high_water=mark, low_water=config.low_water_mark),
+            parts,
+            wait_replicas=config.wait_replicas,
+            wait_timeout_ms=config.wait_timeout_ms,
         )
 
     # Relays, labelers and the PLC directory are configuration (trusted); did:web hosts and

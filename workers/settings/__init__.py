@@ -10,6 +10,7 @@ from workers.settings._common import (
     DEFAULT_GRACE_S,
     allow_private_hosts_setting,
     consumer_settings,
+    partition_settings,
     process_settings,
     redis_settings,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "describe",
     "differ",
     "masked",
+    "partition_settings",
     "positive_integer",
     "positive_number",
     "process_settings",

@@ -35,6 +35,46 @@ def redis_settings() -> tuple[Setting, ...]:
     )
 
 
+def partition_settings(*, producer: bool = True) -> tuple[Setting, ...]:
+    """STREAMFILL_PARTITIONS (field `partitions`) and, for writers, STREAMFILL_WAIT_REPLICAS and
+    STREAMFILL_WAIT_TIMEOUT_MS (`wait_replicas`, `wait_timeout_ms`): partitioned streams
+    (docs/cluster.md)."""
+    partitions = Setting(
+        "partitions",
+        "STREAMFILL_PARTITIONS",
+        INT,
+        "partitions of each stream whose entries carry a DID (repo_backfill, firehose_live, "
+        "firehose_backfill); 1 keeps one stream per name; every worker of a deployment must use "
+        "the same number",
+        # Not --partitions: `streamfill status --partitions` shows each partition.
+        flag="--partition-count",
+        minimum=1,
+        maximum=1024,
+    )
+    if not producer:
+        return (partitions,)
+    return (
+        partitions,
+        Setting(
+            "wait_replicas",
+            "STREAMFILL_WAIT_REPLICAS",
+            INT,
+            "on Redis Cluster: a write is acknowledged (cursor advanced, job acked) only once this "
+            "many replicas of each master it wrote to have it (WAIT); 0 = off",
+            minimum=0,
+            maximum=16,
+        ),
+        Setting(
+            "wait_timeout_ms",
+            "STREAMFILL_WAIT_TIMEOUT_MS",
+            INT,
+            "how long a write waits for its replicas before it fails (and is retried)",
+            minimum=1,
+            maximum=60_000,
+        ),
+    )
+
+
 def process_settings(*, metrics_aliases: tuple[str, ...] = ()) -> tuple[Setting, ...]:
     """METRICS_PORT, METRICS_HOST, STREAMFILL_LOG_LEVEL and STREAMFILL_GRACE_SECS (`metrics_port`,
     `metrics_host`, `log_level`, `grace_s`)."""

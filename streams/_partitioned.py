@@ -1,0 +1,522 @@
+"""Partitioned logical streams (issue #16): a stream of N partitions, each a normal stream.
+
+Built by composition on `Producer`'s script and `Consumer`, so that every per-stream guarantee
+(atomic batch + cursor, dead-letter + ack in one MULTI, reclaim, own-pending-first, lease renewal)
+holds per partition:
+
+- `Partitioning` says how many partitions each logical stream has (1 = today's key) and routes
+  an entry to one by its DID (crc32 % N; `did_of`: a `did` field, or the message's top-level
+  `"did"`), so one repo's events stay ordered in one partition. Entries without a DID go
+  round-robin.
+- `PartitionedProducer` writes a batch (and its `extra` entries and cursors) with one script
+  call per Redis Cluster slot. When everything is in one slot (always on a single server) that
+  is one atomic call, as before. When the batch spans slots, the data goes first and the cursors
+  after, in a second round trip, only once every data call succeeded (and, with
+  `wait_replicas`, once each master's `WAIT` says the data is on a replica): a cursor is never
+  ahead of its data, also across a failover (docs/cluster.md).
+- `PartitionedConsumer` runs one `Consumer` per partition (each its own group state, pending,
+  reclaim, DLQ `<partition>:dlq` in the partition's slot), sharing the handler, and bounds the
+  handler calls of all partitions together by the configured concurrency.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskStatus
+from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
+from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._keys import Keys
+from streams._metrics import instruments, set_gauge
+from streams._producer import (
+    _WRITE_LUA,
+    _WRITE_MARKED_LUA,
+    Fields,
+    Mark,
+    Producer,
+    ProducerConfig,
+    ProducerStats,
+    _script_args,
+    backlog_from_replies,
+    load_script,
+    queue_backlog_reading,
+    read_backlog,
+)
+from streams._types import BatchHandler, Entry, Outcome
+
+log = logging.getLogger("streamfill.producer")
+
+# Between writes of a batch no replica confirmed (a promoted master has none until one attaches).
+WAIT_RETRY_PAUSE_S = 0.5
+
+
+class ReplicationLagError(Exception):
+    """A master did not confirm that a batch reached a replica: the batch is not acknowledged."""
+
+
+def partition_index(did: bytes | str, count: int) -> int:
+    """The partition of a DID among `count`: crc32, stable across processes and languages."""
+    raw = did.encode() if isinstance(did, str) else did
+    return zlib.crc32(raw) % count
+
+
+_DID_KEY = b'"did":"'
+
+
+def did_of(fields: Fields) -> bytes | str | None:
+    """The entry's DID: its `did` field, or the top-level `"did":"..."` of its JSON message.
+
+    streamfill's messages (schemas/_messages.py: repo jobs, record, account, identity and repo
+    events) are encoded with `did` before any nested user content (the record comes last), so
+    the first `"did":"` of the value is the message's own: found without decoding the JSON.
+    """
+    value = fields.get(b"did")  # type: ignore[call-overload]
+    if value is None:
+        value = fields.get("did")  # type: ignore[call-overload]
+    if value is not None:
+        return value
+    for raw in fields.values():
+        data = raw.encode() if isinstance(raw, str) else raw
+        start = data.find(_DID_KEY)
+        if start >= 0:
+            start += len(_DID_KEY)
+            end = data.find(b'"', start)
+            if end > start:
+                return data[start:end]
+    return None
+
+
+@dataclass
+class Partitioning:
+    """How many partitions each logical stream (by name, without prefix) has; others have one."""
+
+    keys: Keys
+    counts: Mapping[str, int] = field(default_factory=dict)
+    _by_key: dict[str, str] = field(init=False, default_factory=dict)
+    _robin: itertools.count[int] = field(init=False, default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        for name, count in self.counts.items():
+            if count < 1:
+                raise ValueError(f"{name}: partitions must be at least 1, got {count}")
+            self._by_key[self.keys.stream(name)] = name
+
+    def count(self, name: str) -> int:
+        return self.counts.get(name, 1)
+
+    def partition_keys(self, name: str) -> list[str]:
+        """The keys of every partition of `name` (one: `keys.stream(name)`)."""
+        n = self.count(name)
+        return [self.keys.partition(name, i, n) for i in range(n)]
+
+    def partition_keys_of(self, stream_key: str) -> list[str]:
+        """As `partition_keys`, from the logical stream's key (`keys.stream(name)`)."""
+        name = self._by_key.get(stream_key)
+        return [stream_key] if name is None else self.partition_keys(name)
+
+    def route(self, stream_key: str, fields: Fields) -> str:
+        """The partition key an entry for logical stream `stream_key` goes to."""
+        name = self._by_key.get(stream_key)
+        if name is None:
+            return stream_key
+        n = self.count(name)
+        if n == 1:
+            return self.keys.partition(name, 0, 1)
+        did = did_of(fields)
+        index = partition_index(did, n) if did is not None else next(self._robin) % n
+        return self.keys.partition(name, index, n)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One script call: the keys and arguments of the writes in one slot."""
+
+    keys: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    entries: list[bytes | str | int] = field(default_factory=list)
+    sets: list[bytes | str | int] = field(default_factory=list)
+    count: int = 0
+    n_sets: int = 0
+    positions: list[int | None] = field(default_factory=list)  # batch index of each entry, or None
+
+    def key_index(self, key: str) -> int:
+        if key not in self.index:
+            self.keys.append(key)
+            self.index[key] = len(self.keys)
+        return self.index[key]
+
+    def add_entry(self, key: str, fields: Fields, position: int | None) -> None:
+        self.entries += (self.key_index(key), len(fields))
+        for name, value in fields.items():
+            self.entries += (name, value)
+        self.count += 1
+        self.positions.append(position)
+
+    def add_set(self, key: str, value: str) -> None:
+        self.sets += (self.key_index(key), value)
+        self.n_sets += 1
+
+    def args(self) -> list[bytes | str | int]:
+        return [self.count, *self.entries, self.n_sets, *self.sets]
+
+
+class PartitionedProducer(Producer):
+    """Writes batches to a logical stream of one or more partitions (same `send` as `Producer`).
+
+    Backpressure: the high mark applies to each partition, as `ceil(high_water / N)`, so the
+    logical stream's backlog stays bounded by the configured mark (the figure operators sized
+    Redis memory with) and a writer blocks only on the partition it writes to, the one whose
+    consumers are behind (DIDs hash evenly; a hot partition slows only its own writers).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: ProducerConfig,
+        partitioning: Partitioning,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        wait_retry_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
+    ) -> None:
+        super().__init__(redis, config)
+        self._partitioning = partitioning
+        self._cluster = is_cluster(redis)
+        self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
+        self._wait_retry_s = wait_retry_s
+        self._sha = redis.register_script(_WRITE_LUA).sha
+        partitions = partitioning.partition_keys_of(config.stream)
+        n = len(partitions)
+        high = None if config.high_water is None else max(1, math.ceil(config.high_water / n))
+        low = None if config.low_water is None else max(1, math.ceil(config.low_water / n))
+        self._part_config = replace(config, high_water=high, low_water=low)
+        self._backlogs = dict.fromkeys(partitions, 0)
+
+    @property
+    def partitions(self) -> list[str]:
+        return list(self._backlogs)
+
+    async def send(
+        self,
+        batch: Sequence[Fields],
+        *,
+        cursor: tuple[str, str] | None = None,
+        cursors: Sequence[tuple[str, str]] = (),
+        extra: Sequence[tuple[str, Fields]] = (),
+    ) -> list[str]:
+        """XADD `batch` and `extra`, routed to partitions, then SET the cursors; ids of `batch`."""
+        targets = [self._partitioning.route(self.config.stream, fields) for fields in batch]
+        await self.wait_below_mark(set(targets))
+        sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
+        data_calls, cursor_calls = self._plan(targets, batch, extra, sets)
+        replies = await self._run_replicated(data_calls, sorted(set(targets)))
+        ids: list[str] = [""] * len(batch)
+        for call, reply in zip(data_calls, replies, strict=True):
+            for position, entry_id in zip(call.positions, reply, strict=False):
+                if position is not None:
+                    ids[position] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if cursor_calls:  # the data is written (and on a replica, if asked): now the cursors
+            await self._retrying(lambda: self._run(cursor_calls, [], wait=False), always=True)
+        self._produced += len(batch)
+        instruments().produced.add(len(batch), self._attrs)
+        return ids
+
+    async def send_marked(
+        self,
+        batch: Sequence[Fields],
+        marks: Sequence[Mark | None],
+        *,
+        cursors: Sequence[tuple[str, str]] = (),
+        extra: Sequence[tuple[str, Fields]] = (),
+    ) -> list[str | None]:
+        """`Producer.send_marked`, one marked script call per partition: each mark's key must be
+        in its entry's partition slot (see `Keys.listed_in`); then `extra` and the cursors, after
+        the data, as `send` writes them when they span slots."""
+        if len(marks) != len(batch):
+            raise ValueError(f"{len(marks)} marks for {len(batch)} entries")
+        targets = [self._partitioning.route(self.config.stream, fields) for fields in batch]
+        await self.wait_below_mark(set(targets))
+        ids: list[str | None] = [None] * len(batch)
+        for target in sorted(set(targets)):
+            positions = [i for i, t in enumerate(targets) if t == target]
+            part = [batch[i] for i in positions]
+            part_marks = [marks[i] for i in positions]
+            for mark in part_marks:
+                if mark is not None and self._slot(mark.key) != self._slot(target):
+                    raise ValueError(f"mark {mark.key} is not in the slot of partition {target}")
+            keys, args = _script_args(target, part, (), (), part_marks)
+            reply = await self._evalsha_marked(keys, args)
+            for position, entry_id in zip(positions, reply, strict=False):
+                if entry_id is not None:
+                    ids[position] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if extra or cursors:
+            await self.send([], cursors=cursors, extra=extra)
+        written = sum(1 for i in ids if i is not None)
+        self._produced += written
+        instruments().produced.add(written, self._attrs)
+        return ids
+
+    async def _evalsha_marked(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        for attempt in range(2):
+            try:
+                return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", self._marked_script.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                if attempt:
+                    raise
+                await load_script(self._redis, _WRITE_MARKED_LUA)  # a new or promoted master
+        raise NoScriptError("NOSCRIPT after SCRIPT LOAD")
+
+    async def _run_replicated(self, calls: list[_Call], readings: list[str]) -> list[Any]:
+        return await self._retrying(lambda: self._run(calls, readings), always=False)
+
+    async def _retrying(self, run: Callable[[], Awaitable[list[Any]]], *, always: bool) -> list[Any]:
+        """`run`, again while a master does not confirm a replica or a node is lost: the data is
+        written again (a duplicate is harmless, a loss is not), until `wait_retry_s` is spent.
+
+        A `WAIT` goes to a named node, which redis-py does not retry when that node is gone (a
+        failover), and a pipeline's retries can end before the replica is promoted: both mean
+        "not written", and the calls are sent again, routed anew. Connection errors are retried
+        only with `wait_replicas` (or `always`, for cursors: a SET is idempotent).
+        """
+        deadline = anyio.current_time() + self._wait_retry_s
+        lost = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
+        while True:
+            try:
+                return await run()
+            except (ReplicationLagError, *lost) as exc:
+                retry = self._wait is not None or (always and isinstance(exc, lost))
+                if not retry or not self._cluster or anyio.current_time() >= deadline:
+                    raise
+                log.warning(
+                    "a write was not confirmed: writing it again",
+                    extra={**self._attrs, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                await anyio.sleep(WAIT_RETRY_PAUSE_S)
+
+    def _slot(self, key: str) -> int:
+        return key_slot(key.encode()) if self._cluster else 0
+
+    def _plan(
+        self,
+        targets: list[str],
+        batch: Sequence[Fields],
+        extra: Sequence[tuple[str, Fields]],
+        sets: Sequence[tuple[str, str]],
+    ) -> tuple[list[_Call], list[_Call]]:
+        """Script calls for the data (one per slot) and for the cursors (none if in the data's)."""
+        calls: dict[int, _Call] = {}
+        for i, (key, fields) in enumerate(zip(targets, batch, strict=True)):
+            calls.setdefault(self._slot(key), _Call()).add_entry(key, fields, i)
+        for stream, fields in extra:
+            key = self._partitioning.route(stream, fields)
+            calls.setdefault(self._slot(key), _Call()).add_entry(key, fields, None)
+        after: dict[int, _Call] = {}
+        # One slot for everything (always so on one server): data and cursors in one atomic call.
+        together = len(set(calls) | {self._slot(key) for key, _ in sets}) <= 1
+        for key, value in sets:
+            (calls if together else after).setdefault(self._slot(key), _Call()).add_set(key, value)
+        return list(calls.values()), list(after.values())
+
+    async def _run(self, calls: list[_Call], readings: list[str], *, wait: bool = True) -> list[Any]:
+        """Run the script calls (raw EVALSHA, reloading on NOSCRIPT), WAIT, read the backlogs."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            nodes = self._wait_nodes([calls[i] for i in todo]) if wait else []
+            # Read after the writes: again when some were re-sent after NOSCRIPT.
+            reading = readings if self._part_config.high_water is not None else []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    call = calls[i]
+                    pipe.execute_command("EVALSHA", self._sha, len(call.keys), *call.keys, *call.args())
+                for node in nodes:
+                    # WAIT counts the writes of its own connection: one per master, routed there,
+                    # in the same pipeline as that master's writes (docs/cluster.md).
+                    pipe.execute_command("WAIT", *self._wait or (), target_nodes=node)
+                for key in reading:
+                    queue_backlog_reading(pipe, key)
+                replies = await pipe.execute(raise_on_error=False)
+            self._check_waits(nodes, replies[len(todo) : len(todo) + len(nodes)])
+            self._read_backlogs(reading, replies[len(todo) + len(nodes) :])
+            again = []
+            for i, reply in zip(todo, replies[: len(todo)], strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    again.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not again:
+                return results
+            await load_script(self._redis, _WRITE_LUA)  # a new or promoted master
+            todo = again
+        raise NoScriptError("NOSCRIPT after SCRIPT LOAD")
+
+    def _wait_nodes(self, calls: list[_Call]) -> list[Any]:
+        if self._wait is None:
+            return []
+        seen: dict[str, Any] = {}
+        for call in calls:
+            node = self._redis.get_node_from_key(call.keys[0])  # type: ignore[attr-defined]
+            seen.setdefault(node.name, node)
+        return list(seen.values())
+
+    def _check_waits(self, nodes: list[Any], replies: list[Any]) -> None:
+        wanted = self._wait[0] if self._wait else 0
+        for node, reply in zip(nodes, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if int(reply) < wanted:
+                raise ReplicationLagError(
+                    f"WAIT {wanted}: {node.name} confirmed {reply} replica(s); "
+                    "the batch is not acknowledged (its cursor is not advanced)"
+                )
+
+    def _read_backlogs(self, keys: list[str], replies: list[Any]) -> None:
+        for j, key in enumerate(keys):
+            length, groups = replies[2 * j], replies[2 * j + 1]
+            ok = not isinstance(length, Exception) and not isinstance(groups, Exception)
+            self._backlogs[key] = backlog_from_replies(length, groups) if ok else 0
+
+    async def wait_below_mark(self, partitions: set[str] | None = None) -> None:
+        """Block while a partition about to be written is at or above its high mark."""
+        high = self._part_config.high_water
+        if high is None:
+            return
+        for key in sorted(partitions if partitions is not None else self._backlogs):
+            if self._backlogs.get(key, 0) < high:
+                continue
+            self._backlog = self._backlogs[key]  # what the shared log line reports
+            self._enter_blocked()  # the counters, the gauge and the log line of `Producer`
+            started, delay = anyio.current_time(), self.config.poll_interval_s
+            try:
+                while True:
+                    self._backlogs[key] = await read_backlog(self._redis, key)
+                    if self._backlogs[key] < self._part_config.low:
+                        break
+                    await anyio.sleep(delay)
+                    delay = min(delay * 1.5, self.config.max_poll_interval_s)
+            finally:
+                self._blocked_s += anyio.current_time() - started
+                self._blocked = False
+                set_gauge("streamfill_backpressure_active", 0, **self._attrs)
+
+    def statistics(self) -> ProducerStats:
+        return ProducerStats(
+            self.config.stream,
+            self._produced,
+            sum(self._backlogs.values()),
+            self._blocked,
+            self._blocked_s,
+            self._waits,
+        )
+
+
+class _Bounded:
+    """The shared handler behind one limiter: at most `concurrency` calls over all partitions.
+
+    A batch waiting here is pending and its lease is renewed by its consumer (the lease task
+    runs around the handler call), so waiting never lets it be stolen. The handler sees the
+    logical stream's key in `Entry.stream` (what it decodes by), not the partition's.
+    """
+
+    def __init__(self, handler: BatchHandler, limiter: anyio.CapacityLimiter, stream: str) -> None:
+        self._handler = handler
+        self._limiter = limiter
+        self._stream = stream
+
+    async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
+        stream = self._stream
+        logical = [e._replace(stream=stream) for e in entries]
+        async with self._limiter:
+            return await self._handler(logical)
+
+
+class PartitionedConsumer:
+    """One `Consumer` per partition of a logical stream, in the same group, sharing a handler.
+
+    Every replica reads every partition (each partition's consumer reads only when one of its
+    own slots is free; the handler calls of all partitions share `config.concurrency`). Versus
+    leasing partitions to replicas: nothing to rebalance when replicas join or die, a dead
+    replica's pending entries are taken over per partition by the existing XAUTOCLAIM reclaim,
+    and no partition starves while any replica lives; the cost is N reads per replica per
+    block interval when idle (docs/cluster.md).
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler, partitions: Sequence[str]
+    ) -> None:
+        self.config = config
+        self.partitions = list(partitions)
+        if len(self.partitions) == 1 and self.partitions[0] == config.stream:
+            bounded: BatchHandler = handler
+        else:
+            bounded = _Bounded(handler, anyio.CapacityLimiter(config.concurrency), config.stream)
+        self.consumers = [
+            Consumer(
+                redis,
+                replace(
+                    config,
+                    stream=key,
+                    # A DLQ of the partition, in its slot: dead-letter + ack stay one MULTI.
+                    dlq_stream=(
+                        f"{key}:dlq"
+                        if key != config.stream or config.dlq_stream is None
+                        else config.dlq_stream
+                    ),
+                ),
+                bounded,
+            )
+            for key in self.partitions
+        ]
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            for consumer in self.consumers:
+                await tg.start(consumer.run)
+            task_status.started()
+
+    async def run_until_idle(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for consumer in self.consumers:
+                tg.start_soon(consumer.run_until_idle)
+
+    def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+
+    def statistics(self) -> ConsumerStats:
+        parts = [c.statistics() for c in self.consumers]
+        c = self.config
+
+        def total(name: str) -> int:
+            return sum(int(getattr(s, name)) for s in parts)
+
+        last = next((s.last_error for s in parts if s.last_error), "")
+        return ConsumerStats(
+            c.stream,
+            c.group,
+            c.consumer,
+            total("acked"),
+            total("retried"),
+            total("dead_lettered"),
+            total("reclaimed"),
+            total("in_flight"),
+            total("scheduled_retries"),
+            last,
+        )
