@@ -24,6 +24,7 @@ from streams import (
     DeadLetter,
     Entry,
     Keys,
+    Mark,
     Outcome,
     PartitionedConsumer,
     PartitionedProducer,
@@ -318,3 +319,35 @@ async def test_multi_key_steps_across_slots_write_the_record_first(
     await cluster.xadd(keys.dlq(stream), {"labels": "[]", "reason": "x"})
     assert await dlq_replay(cluster, keys, stream) == 1
     assert await cluster.xlen(stream) == 1 and await cluster.xlen(keys.dlq(stream)) == 0
+
+
+@pytest.mark.parametrize("on_cluster", [True, False], ids=["cluster", "one-server"])
+async def test_listed_register_marks_travel_with_their_partition(
+    cluster: ClusterClient, redis_client: aioredis.Redis, prefix: str, on_cluster: bool
+) -> None:
+    """A listing's jobs and their register marks are written by one call per partition (the
+    bucket is in the partition's slot); the same (did, rev, active) listed again writes nothing,
+    a newer rev does, and the cursor is written after the data."""
+    from schemas import RepoJob, encode_entry
+    from workers.ingester.register import listed_mark
+
+    client: aioredis.Redis = cluster if on_cluster else redis_client
+    keys = Keys(prefix)
+    parts = Partitioning(keys, {"repo_backfill": 3})
+    stream = keys.stream("repo_backfill")
+    producer = PartitionedProducer(client, ProducerConfig(stream, high_water=None), parts)
+    listed = dids(12, seed=5)
+
+    def page(rev: str) -> tuple[list[dict[bytes, bytes]], list[Mark | None]]:
+        jobs = [encode_entry("repo_backfill", RepoJob(did=d, host="h", rev=rev)) for d in listed]
+        return jobs, [listed_mark(keys, "repo_backfill", d, rev, True, partitions=3) for d in listed]
+
+    cursor = keys.cursor("repo_backfill", "h")
+    ids = await producer.send_marked(*page("3kaaaaaaaaaa2"), cursors=[(cursor, "1")])
+    assert all(ids) and await client.get(cursor) == b"1"
+    assert await producer.send_marked(*page("3kaaaaaaaaaa2")) == [None] * len(listed)
+    assert all(await producer.send_marked(*page("3kaaaaaaaaaa3")))
+    for did in listed:
+        key = keys.partition("repo_backfill", partition_index(did, 3), 3)
+        raw = b"".join(v for _, fields in await client.xrange(key) for v in fields.values())
+        assert raw.count(did.encode()) == 2  # in its partition: two revs, each once
