@@ -241,7 +241,8 @@ class BackfillHandler:
                     batch = []
         counter[0] = count
         marker = RepoMarker(
-            seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count, campaign=job.campaign
+            seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count,
+            campaign=job.campaign,
         )
         batch.append(encode_entry(stream, marker))
         yield batch, True  # the marker goes last, after every record of the snapshot

@@ -19,7 +19,7 @@ from workers._specs import load
 from workers.campaign import plan as planning
 from workers.campaign.apply import Applier, dry_run
 from workers.campaign.config import SPEC, CampaignConfig
-from workers.campaign.discover import network
+from workers.campaign.discover import network, read_did_file
 from workers.campaign.state import (
     ABORTED,
     ACTIVE,
@@ -141,8 +141,15 @@ def register(sub: Any) -> None:
         metavar="S",
         help="how long to sample, in seconds",
     )
+    # `--interval` is also accepted; `--every` comes first because `--interval` is a replayer setting's flag.
     p.add_argument(
-        "--interval", type=positive_number, default=60.0, metavar="S", help="between samples (default 60)"
+        "--every",
+        "--interval",
+        dest="interval",
+        type=positive_number,
+        default=60.0,
+        metavar="S",
+        help="seconds between health samples (default 60)",
     )
     p.add_argument(
         "--sample", type=positive_integer, default=20, metavar="N", help="repos checked (default 20)"
@@ -175,6 +182,8 @@ def _runner(action: Action, *, postgres: bool = False) -> Callable[[argparse.Nam
         config = load(SPEC, args).config
         if args.__dict__.get("name") is not None:
             planning.check_name(args.name)
+        if args.op == "plan":  # bad input is refused before any server is contacted
+            _check_plan(args)
         with contextlib.ExitStack() as stack:
             url = stack.enter_context(database_url_or_embedded(config.database_url)) if postgres else None
             return anyio.run(_session, config, url, action, args)
@@ -201,12 +210,20 @@ async def _postgres(url: str | None) -> AsyncIterator[Any]:
         await conn.close()
 
 
+def _check_plan(args: argparse.Namespace) -> None:
+    scope = planning.parse_scope(args.scope)
+    planning.parse_stages(args.stages)
+    planning.parse_rate(args.rate)
+    if not 0 < args.pass_mark <= 1:
+        raise CampaignError(f"--pass-mark {args.pass_mark}: expected a share in (0, 1]")
+    if scope.path is not None:
+        read_did_file(scope.path, "")
+
+
 async def _plan(ctx: Context, args: argparse.Namespace) -> int:
     scope = planning.parse_scope(args.scope)
     percents = planning.parse_stages(args.stages)
     rate = planning.parse_rate(args.rate)
-    if not 0 < args.pass_mark <= 1:
-        raise CampaignError(f"--pass-mark {args.pass_mark}: expected a share in (0, 1]")
     existing = await ctx.store.find(args.name)
     if existing is not None and existing.state != PLANNED:
         raise CampaignError(

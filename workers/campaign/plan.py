@@ -69,7 +69,7 @@ def parse_stages(text: str) -> list[float]:
         percents = [float(p.strip().removesuffix("%")) for p in text.split(",")]
     except ValueError:
         raise SettingError(f"--stages {text!r}: expected percentages like 1%,10%,100%") from None
-    increasing = all(0 < a < b for a, b in zip([0.0, *percents], percents, strict=False))
+    increasing = all(a < b for a, b in zip([0.0, *percents], percents, strict=False))
     if not percents or not increasing or percents[-1] != 100:
         raise SettingError(f"--stages {text!r}: percentages must increase and end at 100%")
     return percents

@@ -1,0 +1,327 @@
+"""Backfill campaigns (issue #15) against a devnet, real Redis and PostgreSQL: gates halt with the
+right figures and continue on approve, the index ends equal to the truth, `--scope stale` finds
+exactly the repos whose rows were deleted, a SIGKILLed `apply` re-run enqueues nothing twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from _campaign import apply_with_pipeline, config, context, plan
+from _pipeline import read_all
+from _support import wait_until
+
+from devnet import Devnet, DevnetConfig
+from schemas import RepoJob
+from streams import Keys
+from workers.campaign.cli import _ACTIONS, status_line
+from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING
+from workers.indexer.collections import ALL_TABLES, live_records_sql
+from workers.indexer.db import create_pool
+from workers.indexer.migrate import migrate
+from workers.indexer.verify import verify
+
+pytestmark = pytest.mark.anyio
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def schema(database_url: str) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {name}")
+        yield name
+        await conn.execute(f"DROP SCHEMA {name} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(database_url: str, schema: str) -> AsyncIterator[Any]:
+    pool = await create_pool(database_url, max_size=4, schema=schema)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _records(net: Devnet) -> list[dict[str, Any]]:
+    return [line for line in net.truth() if line["type"] == "record"]
+
+
+async def _exact(pool: Any, net: Devnet) -> None:
+    verdict = await verify(pool, _records(net))
+    assert (verdict.missing, verdict.extra, verdict.stale) == (0, 0, 0), verdict.to_json()
+    assert verdict.aggregates_ok
+    assert verdict.indexed == len(_records(net))
+
+
+async def _act(ctx: Any, action: str, name: str, **extra: Any) -> None:
+    import argparse
+
+    assert await _ACTIONS[action](ctx, argparse.Namespace(name=name, force=False, **extra)) == 0
+
+
+async def test_gates_halt_with_figures_and_continue_on_approve(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=30, pds_hosts=2, seed=151)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "c1", tmp_path, stages="10%,50%,100%")
+        doc = json.loads((tmp_path / "plan.json").read_text())
+        assert [s["cumulative"] for s in doc["stages"]] == [3, 15, 30]
+        assert doc["hosts"] == [{"host": net.relay_url.split("://")[1], "repos": 30, "share": 1.0}]
+        assert (tmp_path / "plan.md").exists() and doc["estimate"]["records"] > 0
+        truth_records = Counter(line["did"] for line in _records(net))
+
+        echo: list[str] = []
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0
+        campaign = await ctx.store.get("c1")
+        assert campaign.state == AWAITING, echo
+        [gate] = campaign.gates
+        first = [r["did"] for r in doc["repos"][:3]]
+        assert (gate["stage"], gate["repos"], gate["done"], gate["failed"], gate["dead_lettered"]) == (
+            1,
+            3,
+            3,
+            0,
+            0,
+        )
+        assert gate["records_written"] == sum(truth_records[d] for d in first)
+        assert (gate["indexed"], gate["indexed_share"], gate["passed"]) == (3, 1.0, True)
+        assert any("fully indexed 3/3 = 100.0%" in line for line in echo), echo
+        # Only the first stage was enqueued, every job tagged.
+        jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
+        assert [j.did for j in jobs] == first and {j.campaign for j in jobs} == {"c1"}
+        batch_rows = [
+            json.loads(x)
+            for p in sorted((tmp_path / "batches").glob("*.jsonl"))
+            for x in p.read_text().splitlines()
+        ]
+        assert {r["did"]: r["outcome"] for r in batch_rows} == dict.fromkeys(first, "indexed")
+        assert "awaiting-approval, stage 1/3" in status_line(campaign)
+
+        # Applying again at a gate does nothing; approving continues to the next gate, then the end.
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0
+        assert (await ctx.store.get("c1")).cursor == 3
+        await _act(ctx, "approve", "c1")
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0
+        campaign = await ctx.store.get("c1")
+        assert (campaign.state, campaign.gates[-1]["repos"], campaign.gates[-1]["indexed"]) == (
+            AWAITING,
+            12,
+            12,
+        )
+        await _act(ctx, "approve", "c1")
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0
+        campaign = await ctx.store.get("c1")
+        assert campaign.state == COMPLETED and len(campaign.gates) == 3
+        results = json.loads((tmp_path / "execution_results.json").read_text())
+        assert results["state"] == COMPLETED and results["enqueued"] == 30
+        await _exact(pool, net)
+        jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
+        assert sorted(j.did for j in jobs) == sorted(r["did"] for r in doc["repos"])
+        audit = [f[b"action"].decode() for _, f in await redis_client.xrange(Keys(prefix).audit())]
+        assert audit == [
+            "campaign.plan",
+            "campaign.apply",
+            "campaign.gate",
+            "campaign.approve",
+            "campaign.gate",
+            "campaign.approve",
+            "campaign.gate",
+        ]
+
+
+async def test_pause_and_resume_are_states_apply_respects(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=5, pds_hosts=1, seed=152)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "p", tmp_path, sample=0)
+        await ctx.store.transition("p", {"planned"}, "apply", state=RUNNING)
+        await _act(ctx, "pause", "p")
+        echo: list[str] = []
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "p", echo) == 0
+        assert (await ctx.store.get("p")).state == PAUSED and (await ctx.store.get("p")).cursor == 0
+        assert "is paused" in echo[-1]
+        await _act(ctx, "resume", "p")
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "p", echo) == 0
+        assert (await ctx.store.get("p")).state == COMPLETED
+        await _exact(pool, net)
+
+
+async def _delete_repos(pool: Any, dids: list[str]) -> None:
+    async with pool.acquire() as conn:
+        for table in ALL_TABLES:
+            await conn.execute(f"DELETE FROM {table.table} WHERE did = ANY($1)", dids)
+        await conn.execute("DELETE FROM actor_sync WHERE did = ANY($1)", dids)
+        # The aggregates follow the rows (as a real loss would leave them is beside the point).
+        await conn.execute("DELETE FROM post_agg; DELETE FROM profile_agg")
+        await conn.execute(
+            "INSERT INTO profile_agg (did, posts_count) SELECT did, count(*) FROM post WHERE NOT tombstone "
+            "GROUP BY did"
+        )
+
+
+async def test_stale_scope_lists_exactly_the_deleted_repos_and_restores_them(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    async with Devnet(DevnetConfig(repos=20, pds_hosts=2, seed=153)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "full", tmp_path / "full", sample=0)
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "full", []) == 0
+        await _exact(pool, net)
+        with_records = sorted({line["did"] for line in _records(net)})
+        lost = random.Random(seed).sample(with_records, 4)
+        await _delete_repos(pool, lost)
+        async with pool.acquire() as conn:
+            left = await conn.fetchval(
+                f"SELECT count(*) FROM ({live_records_sql()}) r WHERE did = ANY($1)", lost
+            )
+        assert left == 0
+
+        await plan(ctx, "heal", tmp_path / "heal", scope="stale", sample=0)
+        doc = json.loads((tmp_path / "heal" / "plan.json").read_text())
+        assert sorted(r["did"] for r in doc["repos"]) == sorted(lost)
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "heal", []) == 0
+        assert (await ctx.store.get("heal")).state == COMPLETED
+        verdict = await verify(pool, _records(net))
+        assert (verdict.missing, verdict.extra, verdict.stale) == (0, 0, 0), verdict.to_json()
+        await plan(ctx, "again", tmp_path / "again", scope="stale", sample=0)
+        assert json.loads((tmp_path / "again" / "plan.json").read_text())["repos_total"] == 0
+
+
+def _apply_process(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "campaign", "apply", name],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_apply_killed_and_rerun_enqueues_no_repo_twice(
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    database_url: str,
+    schema: str,
+    prefix: str,
+    pool: Any,
+    tmp_path: Path,
+) -> None:
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=60, pds_hosts=2, seed=154)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "k", tmp_path, rate="20/s", sample=0)
+    sep = "&" if "?" in database_url else "?"
+    env = os.environ | {
+        "REDIS_URL": redis_url,
+        "STREAMFILL_PREFIX": prefix,
+        "DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+    }
+
+    async def cursor() -> int:
+        return int(await redis_client.hget(keys.campaign("k"), "cursor") or 0)
+
+    for _ in range(3):  # killed at random moments while enqueuing
+        target = await cursor() + rng.randint(1, 8)
+        proc = _apply_process(env, "k")
+        try:
+            await wait_until(lambda t=target: _past(cursor, t), timeout=30, what="enqueuing")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    proc = _apply_process(env, "k")  # the last one enqueues the rest, then waits for the pipeline
+    try:
+        await wait_until(lambda: _past(cursor, 60), timeout=30, what="all enqueued")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        stderr = proc.communicate()[1]
+    jobs = [j for j in await read_all(redis_client, keys.stream("repo_backfill")) if isinstance(j, RepoJob)]
+    counts = Counter(j.did for j in jobs)
+    assert len(counts) == 60 and max(counts.values()) == 1, (counts.most_common(3), stderr)
+    assert await redis_client.hlen(keys.campaign_enqueued("k")) == 60
+
+
+async def _past(cursor: Any, target: int) -> bool:
+    return bool(await cursor() >= target)
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (("plan", "x", "--scope", "everything"), ("--scope", "everything")),
+        (("plan", "x", "--scope", "all", "--stages", "10%,5%"), ("--stages", "increase")),
+        (("plan", "x", "--scope", "all", "--rate", "fast"), ("--rate", "fast")),
+        (("plan", "bad name", "--scope", "all"), ("campaign name",)),
+        (("plan", "x", "--scope", "dids=/nonexistent/dids.txt"), ("cannot read",)),
+        (("approve", "nosuch"), ("no campaign named 'nosuch'",)),
+        (("pause", "nosuch"), ("no campaign named 'nosuch'",)),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    redis_url: str, prefix: str, argv: tuple[str, ...], names: tuple[str, ...]
+) -> None:
+    env = os.environ | {
+        "REDIS_URL": redis_url,
+        "STREAMFILL_PREFIX": prefix,
+        "DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "campaign", *argv],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+
+
+async def _campaign_cli(env: dict[str, str], *argv: str) -> tuple[int, str]:
+    done = await anyio.run_process(
+        [sys.executable, "-m", "workers.cli", "campaign", *argv], cwd=PROJECT, env=env, check=False
+    )
+    return done.returncode, done.stderr.decode()
+
+
+async def test_bad_did_file_line_and_wrong_state_are_refused(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    dids = tmp_path / "dids.txt"
+    dids.write_text("did:plc:abcdefghijklmnopqrstuvwx\n# comment\nnot-a-did\n")
+    env = os.environ | {"REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix}
+    code, stderr = await _campaign_cli(env, "plan", "x", "--scope", f"dids={dids}")
+    assert code == 2 and "line 3" in stderr and len(stderr.splitlines()) == 1, stderr
+    async with Devnet(DevnetConfig(repos=3, pds_hosts=1, seed=155)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "w", tmp_path, sample=0)
+    code, stderr = await _campaign_cli(env, "approve", "w")
+    assert code == 2 and "is planned" in stderr and len(stderr.splitlines()) == 1, stderr
