@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,15 +25,20 @@ from _campaign import apply_with_pipeline, config, context, plan
 from _pipeline import read_all
 from _support import wait_until
 
+from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig
-from schemas import RepoJob
+from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
 from workers.campaign.cli import _ACTIONS, status_line
+from workers.campaign.rollback import rollback
 from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING
+from workers.indexer import IndexerHandler
 from workers.indexer.collections import ALL_TABLES, live_records_sql
+from workers.indexer.config import IndexerConfig
 from workers.indexer.db import create_pool
 from workers.indexer.migrate import migrate
-from workers.indexer.verify import verify
+from workers.indexer.verify import aggregates_match, verify
+from workers.indexer.worker import build_consumers
 
 pytestmark = pytest.mark.anyio
 PROJECT = Path(__file__).resolve().parents[2]
@@ -325,3 +331,71 @@ async def test_bad_did_file_line_and_wrong_state_are_refused(
         await plan(ctx, "w", tmp_path, sample=0)
     code, stderr = await _campaign_cli(env, "approve", "w")
     assert code == 2 and "is planned" in stderr and len(stderr.splitlines()) == 1, stderr
+
+
+async def _dump(pool: Any) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Every row of the record tables and actor_sync, keyed, without indexed_at."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    async with pool.acquire() as conn:
+        for table, keys in [(t.table, t.keys) for t in ALL_TABLES] + [("actor_sync", ("did",))]:
+            for row in await conn.fetch(f"SELECT * FROM {table}"):
+                values = {k: v for k, v in dict(row).items() if k != "indexed_at"}
+                out[(table, *(row[k] for k in keys))] = values
+    return out
+
+
+async def test_rollback_restores_the_rows_before_the_campaign_except_live_changes(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=12, pds_hosts=2, seed=156)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "base", tmp_path / "base", sample=0)
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "base", []) == 0
+        before = await _dump(pool)
+        net.step(60)  # the network moves on; nothing follows it live here
+        await plan(ctx, "u", tmp_path / "u", sample=0, undo=True)
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "u", []) == 0
+        # (Accounts the activity deactivated are not in the plan, and no live event told the
+        # index: the index is not compared with the truth here, only with itself before.)
+        after_campaign = await _dump(pool)
+    changed = [k for k in after_campaign if after_campaign[k] != before.get(k) and k[0] != "actor_sync"]
+    assert changed, "the campaign changed nothing: the test proves nothing"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM campaign_undo WHERE campaign = 'base'") == 0
+
+    # A live event changes one of the rows the campaign wrote, after the campaign.
+    table, did, *rest = rng.choice(changed)
+    tbl = next(t for t in ALL_TABLES if t.table == table)
+    collection, rkey = (rest[0], rest[1]) if tbl.generic else (tbl.nsid, rest[0])
+    live_rev = tid_from_time(int(time.time() * 1_000_000) + 10**9)
+    delete = RecordDelete(seq=1, did=did, rev=live_rev, collection=collection, rkey=rkey)
+    await redis_client.xadd(keys.stream("firehose_live"), encode_entry("firehose_live", delete))
+    indexer = IndexerConfig(prefix=prefix, streams=("firehose_live",), batch_size=50)
+    for consumer in build_consumers(redis_client, indexer, IndexerHandler(pool)):
+        await consumer.run_until_idle()
+    live_key = (table, did, *rest)
+
+    out = tmp_path / "u"
+    async with pool.acquire() as conn:
+        assert await rollback(ctx.store, conn, await ctx.store.get("u"), None) == 0
+    restored = await _dump(pool)
+    assert restored[live_key]["rev"] == live_rev and restored[live_key]["tombstone"]
+    assert {k: v for k, v in restored.items() if k != live_key} == {
+        k: v for k, v in before.items() if k != live_key
+    }
+    async with pool.acquire() as conn:
+        assert await aggregates_match(conn)
+    sql = (out / "rollback.sql").read_text()
+    assert f"kept (changed since): at://{did}/{collection}/{rkey}" in sql
+    assert (await ctx.store.get("u")).state == "rolled-back"
+
+    # Idempotent: again, nothing changes; audited both times.
+    async with pool.acquire() as conn:
+        assert await rollback(ctx.store, conn, await ctx.store.get("u"), None) == 0
+    assert await _dump(pool) == restored
+    audit = [f[b"action"].decode() for _, f in await redis_client.xrange(keys.audit())]
+    assert audit.count("campaign.rollback") == 2

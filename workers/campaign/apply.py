@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import redis.asyncio as aioredis
 
 from schemas import RepoJob, encode_entry
@@ -75,6 +76,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+async def register_undo(conn: Any, name: str) -> None:
+    """Make the indexer keep undo rows for the campaign's snapshots (migration 0003)."""
+    try:
+        await conn.execute("INSERT INTO campaign_undo_on (campaign) VALUES ($1) ON CONFLICT DO NOTHING", name)
+    except asyncpg.UndefinedTableError:
+        raise CampaignError(
+            f"campaign {name!r} keeps undo rows, but PostgreSQL has no campaign_undo_on table: "
+            "run `streamfill indexer --migrate` first"
+        ) from None
+
+
 class Applier:
     """Runs one campaign until it needs an operator (a gate, a pause) or ends."""
 
@@ -120,6 +132,8 @@ class Applier:
 
     async def _start(self, campaign: Campaign) -> None:
         """planned -> running, with the pipeline's figures before the campaign (soak's baseline)."""
+        if campaign.undo:
+            await register_undo(self.conn, self.name)
         baseline = await gate.health(self.redis, self.keys)
         marks = await gate.stream_marks(self.redis, self.keys)
         await self.store.transition(
