@@ -31,6 +31,7 @@ from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
 from workers.campaign.cli import _ACTIONS, status_line
 from workers.campaign.rollback import rollback
+from workers.campaign.soak import SoakOptions, soak
 from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING
 from workers.indexer import IndexerHandler
 from workers.indexer.collections import ALL_TABLES, live_records_sql
@@ -399,3 +400,31 @@ async def test_rollback_restores_the_rows_before_the_campaign_except_live_change
     assert await _dump(pool) == restored
     audit = [f[b"action"].decode() for _, f in await redis_client.xrange(keys.audit())]
     assert audit.count("campaign.rollback") == 2
+
+
+async def test_soak_is_go_when_repos_match_and_no_go_when_a_sampled_repo_differs(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    options = SoakOptions(duration_s=0.2, interval_s=0.1, sample=8, max_lag_growth_s=30.0)
+    async with Devnet(DevnetConfig(repos=8, pds_hosts=2, seed=157)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "s", tmp_path, sample=0)
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "s", []) == 0
+        campaign = await ctx.store.get("s")
+        assert campaign.baseline["live_lag_s"] is None or campaign.baseline["live_lag_s"] >= 0
+        async with pool.acquire() as conn:
+            soak_ctx = context(redis_client, conn, ctx.config)
+            assert await soak(soak_ctx, campaign, options, tmp_path) == 0
+            text = (tmp_path / "soak.md").read_text()
+            assert "GO" in text.splitlines()[0] and "8/8 (100.0%)" in text
+            # The records of one repo are lost from the index: the soak must see it.
+            did = random.Random(seed).choice(sorted({line["did"] for line in _records(net)}))
+            for table in ALL_TABLES:
+                await conn.execute(f"DELETE FROM {table.table} WHERE did = $1", did)
+            before = await redis_client.xlen(Keys(prefix).audit())
+            assert await soak(soak_ctx, campaign, options, tmp_path) == 1
+        text = (tmp_path / "soak.md").read_text()
+        assert "NO-GO" in text.splitlines()[0] and f"- {did}: " in text, text
+        assert await redis_client.xlen(Keys(prefix).audit()) == before  # read-only

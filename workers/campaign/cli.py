@@ -161,6 +161,13 @@ def register(sub: Any) -> None:
         metavar="S",
         help="no-go when live lag grows more than S seconds over the baseline (default 30)",
     )
+    p.add_argument(
+        "--max-dlq-growth",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no-go when a dead-letter stream grows by more than N entries during the soak (default 0)",
+    )
     p.add_argument("--out", type=Path, help="where soak.md goes (default: the plan's directory)")
     p.set_defaults(func=_runner(_soak, postgres=True))
 
@@ -346,7 +353,7 @@ async def _soak(ctx: Context, args: argparse.Namespace) -> int:
     from workers.campaign.soak import SoakOptions, soak
 
     campaign = await ctx.store.get(args.name)
-    options = SoakOptions(args.duration, args.interval, args.sample, args.max_lag_growth)
+    options = SoakOptions(args.duration, args.interval, args.sample, args.max_lag_growth, args.max_dlq_growth)
     return await soak(ctx, campaign, options, args.out or Path(campaign.out_dir))
 
 
