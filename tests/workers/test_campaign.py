@@ -29,7 +29,7 @@ from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
-from workers.campaign.cli import _ACTIONS, status_line
+from workers.campaign.cli import _ACTIONS, active_campaign_lines, status_line
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
 from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING
@@ -123,6 +123,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         ]
         assert {r["did"]: r["outcome"] for r in batch_rows} == dict.fromkeys(first, "indexed")
         assert "awaiting-approval, stage 1/3" in status_line(campaign)
+        assert await active_campaign_lines(redis_client, Keys(prefix)) == [status_line(campaign)]
 
         # Applying again at a gate does nothing; approving continues to the next gate, then the end.
         assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0
@@ -141,6 +142,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         assert campaign.state == COMPLETED and len(campaign.gates) == 3
         results = json.loads((tmp_path / "execution_results.json").read_text())
         assert results["state"] == COMPLETED and results["enqueued"] == 30
+        assert await active_campaign_lines(redis_client, Keys(prefix)) == []  # completed: not active
         await _exact(pool, net)
         jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
         assert sorted(j.did for j in jobs) == sorted(r["did"] for r in doc["repos"])

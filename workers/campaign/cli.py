@@ -322,6 +322,13 @@ def status_line(c: Campaign) -> str:
     )
 
 
+async def active_campaign_lines(redis: Any, keys: Keys) -> list[str]:
+    """One line per running, paused or gated campaign (for `streamfill status`)."""
+    store = CampaignStore(redis, keys)
+    found = [await store.find(n) for n in await store.names()]
+    return [status_line(c) for c in found if c is not None and c.state in ACTIVE]
+
+
 async def _status(ctx: Context, args: argparse.Namespace) -> int:
     names = [args.name] if args.name else await ctx.store.names()
     campaigns = [await ctx.store.get(n) for n in names]
@@ -363,4 +370,4 @@ async def _rollback(ctx: Context, args: argparse.Namespace) -> int:
     return await rollback(ctx.store, ctx.conn, await ctx.store.get(args.name), args.out)
 
 
-__all__ = ["FINAL", "register", "status_line"]
+__all__ = ["FINAL", "active_campaign_lines", "register", "status_line"]
