@@ -26,13 +26,14 @@ from _pipeline import read_all
 from _support import wait_until
 
 from atp.tid import tid_from_time
-from devnet import Devnet, DevnetConfig
+from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
+from workers.campaign.apply import dry_run
 from workers.campaign.cli import _ACTIONS, active_campaign_lines, status_line
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
-from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING
+from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING, CampaignError
 from workers.indexer import IndexerHandler
 from workers.indexer.collections import ALL_TABLES, live_records_sql
 from workers.indexer.config import IndexerConfig
@@ -82,7 +83,7 @@ async def _exact(pool: Any, net: Devnet) -> None:
 async def _act(ctx: Any, action: str, name: str, **extra: Any) -> None:
     import argparse
 
-    assert await _ACTIONS[action](ctx, argparse.Namespace(name=name, force=False, **extra)) == 0
+    assert await _ACTIONS[action](ctx, argparse.Namespace(**({"name": name, "force": False} | extra))) == 0
 
 
 async def test_gates_halt_with_figures_and_continue_on_approve(
@@ -430,3 +431,47 @@ async def test_soak_is_go_when_repos_match_and_no_go_when_a_sampled_repo_differs
         text = (tmp_path / "soak.md").read_text()
         assert "NO-GO" in text.splitlines()[0] and f"- {did}: " in text, text
         assert await redis_client.xlen(Keys(prefix).audit()) == before  # read-only
+
+
+async def test_failed_and_dead_lettered_repos_fail_the_gate_until_forced(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=12, pds_hosts=2, seed=158, faults=FaultConfig(missing=1))) as net:
+        missing = next(a.did for a in net.world.accounts if a.missing)
+        bad_sig = next(a.did for a in net.world.accounts if a.status == "active" and not a.missing)
+        net.faults.bad_sig_dids.add(bad_sig)
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "f", tmp_path, sample=0)
+        echo: list[str] = []
+        report = dry_run(await ctx.store.get("f"), echo.append)
+        assert [(s["stage"], s["to_enqueue"]) for s in report["stages"]] == [(1, 12)]
+        assert await redis_client.exists(Keys(prefix).stream("repo_backfill")) == 0  # nothing enqueued
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "f", echo) == 0
+    campaign = await ctx.store.get("f")
+    [gate] = campaign.gates
+    assert (gate["repos"], gate["done"], gate["failed"], gate["dead_lettered"], gate["indexed"]) == (
+        12,
+        10,
+        1,
+        1,
+        10,
+    )
+    assert (gate["error_rate"], gate["dead_letter_rate"], gate["passed"]) == (
+        round(2 / 12, 4),
+        round(1 / 12, 4),
+        False,
+    )
+    # The last gate halts too when it fails, and only a forced approval completes the campaign.
+    assert campaign.state == AWAITING
+    with pytest.raises(CampaignError, match="did not pass"):
+        await _act(ctx, "approve", "f")
+    await _act(ctx, "approve", "f", force=True)
+    assert (await ctx.store.get("f")).state == COMPLETED
+    rows = [
+        json.loads(x)
+        for p in sorted((tmp_path / "batches").glob("*.jsonl"))
+        for x in p.read_text().splitlines()
+    ]
+    outcomes = {r["did"]: r["outcome"] for r in rows}
+    assert outcomes[missing] == "failed:not_found" and outcomes[bad_sig] == "dead-lettered"
+    assert sum(o == "indexed" for o in outcomes.values()) == 10

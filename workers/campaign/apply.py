@@ -116,6 +116,7 @@ class Applier:
         self._token = f"{socket.gethostname()}:{os.getpid()}"
         self._budget = 1.0
         self._refilled = time.monotonic()
+        self._ids: dict[int, list[str]] = {}
 
     def out(self, campaign: Campaign) -> Path:
         return self._out or Path(campaign.out_dir)
@@ -232,13 +233,18 @@ class Applier:
             return  # paused, aborted or moved on meanwhile: the loop reads the state again
         self._budget -= n
 
+    async def _stage_ids(self, campaign: Campaign) -> list[str]:
+        """The entry ids of the stage's jobs (all enqueued by now), read once per stage."""
+        if campaign.stage not in self._ids:
+            first, end = campaign.stage_range()
+            dids = [r["did"] for r in await self.store.repos(self.name, first, end)]
+            self._ids = {campaign.stage: list((await self.store.job_ids(self.name, dids)).values())}
+        return self._ids[campaign.stage]
+
     async def _stage_done(self, campaign: Campaign) -> bool:
-        first, end = campaign.stage_range()
-        dids = [r["did"] for r in await self.store.repos(self.name, first, end)]
-        ids = list((await self.store.job_ids(self.name, dids)).values())
         mark_key = f"{campaign.stage}:"
         if not (campaign.drain_mark or "").startswith(mark_key):
-            if not await gate.jobs_settled(self.redis, self.keys, ids):
+            if not await gate.jobs_settled(self.redis, self.keys, await self._stage_ids(campaign)):
                 return False
             mark = mark_key + await gate.drain_mark(self.redis, self.keys)
             await self.redis.hset(self.keys.campaign(self.name), "drain_mark", mark)
@@ -263,8 +269,9 @@ class Applier:
         out = self.out(campaign)
         artifacts.record_outcomes(out, campaign.stage + 1, figures.per_repo)
         gates = [*campaign.gates, figures.to_json()]
+        # Every gate halts but a passed last one; approving a failed last gate completes the campaign.
         last = campaign.stage == len(campaign.stages) - 1
-        state = COMPLETED if last else AWAITING
+        state = COMPLETED if last and figures.passed else AWAITING
         await self.store.transition(self.name, {RUNNING}, "gate", state=state, gates=gates)
         artifacts.write_results(out, await self.store.get(self.name))
         for line in figures.lines():

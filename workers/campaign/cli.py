@@ -24,6 +24,7 @@ from workers.campaign.state import (
     ABORTED,
     ACTIVE,
     AWAITING,
+    COMPLETED,
     FINAL,
     PAUSED,
     PLANNED,
@@ -270,6 +271,10 @@ async def _approve(ctx: Context, args: argparse.Namespace) -> int:
         raise CampaignError(
             f"campaign {args.name!r}: its last gate did not pass; approve --force to go on anyway"
         )
+    if campaign.stage == len(campaign.stages) - 1:
+        await ctx.store.transition(args.name, {AWAITING}, "approve", state=COMPLETED)
+        print(f"campaign {args.name}: approved; completed")
+        return 0
     await ctx.store.transition(args.name, {AWAITING}, "approve", state=RUNNING, stage=str(campaign.stage + 1))
     print(
         f"campaign {args.name}: approved; stage {campaign.stage + 2} next "
