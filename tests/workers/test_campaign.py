@@ -245,7 +245,7 @@ async def test_apply_killed_and_rerun_enqueues_no_repo_twice(
     keys = Keys(prefix)
     async with Devnet(DevnetConfig(repos=60, pds_hosts=2, seed=154)) as net:
         ctx = context(redis_client, pool, config(redis_url, prefix, net))
-        await plan(ctx, "k", tmp_path, rate="20/s", sample=0)
+        await plan(ctx, "k", tmp_path, rate="8/s", sample=0)
     sep = "&" if "?" in database_url else "?"
     env = os.environ | {
         "REDIS_URL": redis_url,
@@ -256,11 +256,12 @@ async def test_apply_killed_and_rerun_enqueues_no_repo_twice(
     async def cursor() -> int:
         return int(await redis_client.hget(keys.campaign("k"), "cursor") or 0)
 
-    for _ in range(3):  # killed at random moments while enqueuing
-        target = await cursor() + rng.randint(1, 8)
+    for _ in range(3):  # killed at random moments while it enqueues (a chaos delay, not a wait)
+        target = await cursor() + 1
         proc = _apply_process(env, "k")
         try:
             await wait_until(lambda t=target: _past(cursor, t), timeout=30, what="enqueuing")
+            await anyio.sleep(rng.uniform(0.0, 1.5))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
