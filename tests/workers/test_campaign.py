@@ -476,3 +476,12 @@ async def test_failed_and_dead_lettered_repos_fail_the_gate_until_forced(
     outcomes = {r["did"]: r["outcome"] for r in rows}
     assert outcomes[missing] == "failed:not_found" and outcomes[bad_sig] == "dead-lettered"
     assert sum(o == "indexed" for o in outcomes.values()) == 10
+
+
+def test_the_demo_dashboard_shows_active_campaigns() -> None:
+    from workers.demo.progress import STREAMS, Snapshot, StreamRow, render
+
+    rows = {name: StreamRow(name, 5, 8, 3, 1, 0, 5) for name, _ in STREAMS}
+    line = "campaign spring: running, stage 1/3 [####................] 2/10 enqueued"
+    snap = Snapshot(0.0, rows, True, 1234, {"repos": 10, "live_records": 5000}, campaigns=(line,))
+    assert line in render(snap, None, [], started=0.0, phase="backfill").splitlines()
