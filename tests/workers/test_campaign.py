@@ -485,3 +485,26 @@ def test_the_demo_dashboard_shows_active_campaigns() -> None:
     line = "campaign spring: running, stage 1/3 [####................] 2/10 enqueued"
     snap = Snapshot(0.0, rows, True, 1234, {"repos": 10, "live_records": 5000}, campaigns=(line,))
     assert line in render(snap, None, [], started=0.0, phase="backfill").splitlines()
+
+
+async def test_reject_of_an_undo_campaign_rolls_it_back(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=8, pds_hosts=2, seed=159)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "r", tmp_path, sample=0, undo=True, stages="50%,100%")
+        assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "r", []) == 0
+    assert (await ctx.store.get("r")).state == AWAITING
+    assert await _dump(pool)  # the first stage is indexed
+    async with pool.acquire() as conn:
+        assert await _ACTIONS["reject"](context(redis_client, conn, ctx.config), _ns(name="r")) == 0
+        assert await aggregates_match(conn)
+    assert (await ctx.store.get("r")).state == "rolled-back"
+    assert await _dump(pool) == {}  # the index was empty before the campaign: it is again
+    assert (tmp_path / "rollback.sql").exists()
+
+
+def _ns(**values: Any) -> Any:
+    import argparse
+
+    return argparse.Namespace(**values)

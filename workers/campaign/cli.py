@@ -193,7 +193,8 @@ def _runner(action: Action, *, postgres: bool = False) -> Callable[[argparse.Nam
         if args.op == "plan":  # bad input is refused before any server is contacted
             _check_plan(args)
         with contextlib.ExitStack() as stack:
-            url = stack.enter_context(database_url_or_embedded(config.database_url)) if postgres else None
+            needed = postgres and not getattr(args, "dry_run", False)
+            url = stack.enter_context(database_url_or_embedded(config.database_url)) if needed else None
             return anyio.run(_session, config, url, action, args)
 
     return run
