@@ -285,8 +285,8 @@ async def _approve(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _reject(ctx: Context, args: argparse.Namespace) -> int:
-    campaign = await ctx.store.transition(args.name, {AWAITING, RUNNING, PAUSED}, "reject", state=REJECTED)
-    print(f"campaign {args.name}: rejected (was {campaign})")
+    old = await ctx.store.transition(args.name, {AWAITING, RUNNING, PAUSED}, "reject", state=REJECTED)
+    print(f"campaign {args.name}: rejected (was {old})")
     found = await ctx.store.get(args.name)
     if found.undo:
         from workers.campaign.rollback import rollback
