@@ -230,9 +230,26 @@ UNDO_ON = "campaign_undo_on"
 _UNDO_COLUMNS = "(campaign, tbl, did, collection, rkey, campaign_rev, prior)"
 
 
+def undo_lock_sql(nsids: frozenset[str], generic: bool) -> str:
+    """Lock, before statement 1, the existing rows that ops of undo-keeping campaigns may change:
+    statement 1's snapshot (taken after) then holds their newest committed version, which no
+    other transaction can change before this one commits."""
+    out = []
+    for t in _tables(nsids, generic):
+        match = " AND ".join(f"p.{k} = o.{k}" for k in t.keys)
+        order = ", ".join(f"p.{k}" for k in t.keys)
+        out.append(
+            f"SELECT count(*) FROM (SELECT 1 FROM {OPS} o JOIN {UNDO_ON} c ON c.campaign = o.campaign "
+            f"JOIN {t.table} p ON {match} WHERE {t.ops_filter('o')} ORDER BY {order} FOR UPDATE OF p) x"
+        )
+    return ";\n".join(out)
+
+
 def _undo_cte(t: RecordTable) -> str:
     """`pu_<name>`: for the rows statement 1 changed through an op of a campaign that keeps undo
-    rows, the row as it was (all CTEs of a statement read the same snapshot: from before it)."""
+    rows, the row as it was (all CTEs of a statement read the same snapshot: from before it; the
+    rows were locked by `undo_lock_sql`). A row found absent that the merge did not insert was
+    inserted concurrently: its prior state is unknown, so no undo row is kept (rollback leaves it)."""
     match = " AND ".join(f"p.{k} = o.{k}" for k in t.keys)
     changed = " AND ".join(f"r.{k} = o.{k}" for k in t.keys)
     return (
@@ -240,7 +257,7 @@ def _undo_cte(t: RecordTable) -> str:
         f"SELECT o.campaign, '{t.name}', o.did, {t.collection_sql('o')}, o.rkey, o.rev, to_jsonb(p) "
         f"FROM floored o JOIN {UNDO_ON} c ON c.campaign = o.campaign "
         f"JOIN m_{t.name} AS r(did, collection, rkey, fresh, tombstone, k1) ON {changed} "
-        f"LEFT JOIN {t.table} p ON {match} WHERE {t.ops_filter('o')} "
+        f"LEFT JOIN {t.table} p ON {match} WHERE {t.ops_filter('o')} AND (p.did IS NOT NULL OR r.fresh) "
         "ON CONFLICT DO NOTHING)"
     )
 

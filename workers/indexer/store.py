@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.indexer.batch import Batch
-from workers.indexer.collections import COLLECTIONS, merge_sql, sweep_sql, sync_sql
+from workers.indexer.collections import COLLECTIONS, merge_sql, sweep_sql, sync_sql, undo_lock_sql
 from workers.indexer.errors import RetryableConflict, translated
 
 _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
@@ -173,8 +173,10 @@ def main_statements(batch: Batch) -> list[Statement]:
         collections = frozenset(op[1] for op in batch.ops.values())
         nsids, generic = collections & COLLECTIONS, not collections <= COLLECTIONS
         undo = any(op[11] is not None for op in batch.ops.values())
+        out.append(Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})))
+        if undo:
+            out.append(Statement("lock undo rows", undo_lock_sql(nsids, generic)))
         out += [
-            Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})),
             Statement("merge (gate)", merge_sql(nsids, generic, undo)),
             Statement("content + aggregates", sync_sql(nsids, generic)),
         ]
