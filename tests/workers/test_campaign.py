@@ -31,6 +31,7 @@ from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
 from workers.campaign.apply import dry_run
 from workers.campaign.cli import _ACTIONS, active_campaign_lines, status_line
+from workers.campaign.cli import _status as _STATUS
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
 from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING, CampaignError
@@ -87,7 +88,12 @@ async def _act(ctx: Any, action: str, name: str, **extra: Any) -> None:
 
 
 async def test_gates_halt_with_figures_and_continue_on_approve(
-    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
+    pool: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with Devnet(DevnetConfig(repos=30, pds_hosts=2, seed=151)) as net:
         ctx = context(redis_client, pool, config(redis_url, prefix, net))
@@ -125,6 +131,14 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         assert {r["did"]: r["outcome"] for r in batch_rows} == dict.fromkeys(first, "indexed")
         assert "awaiting-approval, stage 1/3" in status_line(campaign)
         assert await active_campaign_lines(redis_client, Keys(prefix)) == [status_line(campaign)]
+        capsys.readouterr()
+        assert await _STATUS(ctx, _ns(name=None, json=False)) == 0
+        shown = capsys.readouterr().out
+        assert (
+            "gate 1: 3 repos, 3 done, 0 failed, 0 dead-lettered" in shown
+            and "100.0% fully indexed: pass" in shown
+        )
+        assert f"results: {tmp_path / 'execution_results.json'}" in shown
 
         # Applying again at a gate does nothing; approving continues to the next gate, then the end.
         assert await apply_with_pipeline(ctx, redis_client, redis_url, pool, net, "c1", echo) == 0

@@ -345,6 +345,13 @@ async def _status(ctx: Context, args: argparse.Namespace) -> int:
         print("no campaigns")
     for c in campaigns:
         print(status_line(c))
+        for g in c.gates:
+            lag = "n/a" if g["live_lag_s"] is None else f"{g['live_lag_s']:.1f} s"
+            print(
+                f"  gate {g['stage']}: {g['repos']} repos, {g['done']} done, {g['failed']} failed, "
+                f"{g['dead_lettered']} dead-lettered, {g['records_written']} records, live lag {lag}, "
+                f"{g['indexed_share']:.1%} fully indexed: {'pass' if g['passed'] else 'FAIL'}"
+            )
         for key, path in _artifacts(c).items():
             print(f"  {key}: {path}")
     return 0
