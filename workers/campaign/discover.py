@@ -98,6 +98,10 @@ class Net:
                 seen.setdefault(repo.did, repo)
         return list(seen.values()), inactive
 
+    async def pds_of(self, did: str) -> str:
+        """The host of the repo's PDS, from its DID document."""
+        return host_key((await self.resolver.resolve(did)).pds_endpoint)
+
     async def fetch_records(self, did: str) -> tuple[int, dict[tuple[str, str], str], str]:
         """(CAR bytes, (collection, rkey) -> cid, rev) of a repo fetched from its PDS."""
         identity = await self.resolver.resolve(did)

@@ -124,8 +124,9 @@ async def sample(net: Net, repos: list[Repo], size: int) -> list[dict[str, Any]]
     out: list[dict[str, Any]] = []
     for repo in repos[:size]:
         try:
+            pds = await net.pds_of(repo.did)
             nbytes, records, _ = await net.fetch_records(repo.did)
-            out.append({"did": repo.did, "records": len(records), "bytes": nbytes})
+            out.append({"did": repo.did, "pds": pds, "records": len(records), "bytes": nbytes})
         except (AtpError, OSError, ValueError) as exc:
             out.append({"did": repo.did, "error": f"{type(exc).__name__}: {exc}"[:300]})
     return out
@@ -196,11 +197,13 @@ def markdown(plan: dict[str, Any]) -> str:
         "|---|---|---|",
         *(f"| {h['host']} | {h['repos']} | {h['share']:.1%} |" for h in plan["hosts"]),
         "",
+        "Hosts above are where the repos were listed; each sampled repo names its PDS.",
+        "",
         "Sample:",
         "",
         *(
             f"- {s['did']}: "
-            + (s["error"] if "error" in s else f"{s['records']} records, {s['bytes']} bytes")
+            + (s["error"] if "error" in s else f"{s['records']} records, {s['bytes']} bytes at {s['pds']}")
             for s in est["sample"]
         ),
         "",
