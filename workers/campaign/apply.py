@@ -122,11 +122,12 @@ class Applier:
         return self._out or Path(campaign.out_dir)
 
     async def run(self) -> int:
-        campaign = await self.store.get(self.name)
-        if campaign.state == PLANNED:
-            await self._start(campaign)
+        await self.store.get(self.name)  # exists
         await self._lock()
         try:
+            campaign = await self.store.get(self.name)
+            if campaign.state == PLANNED:
+                await self._start(campaign)
             return await self._loop()
         finally:
             await self._release(keys=[self.keys.campaign_lock(self.name)], args=[self._token])
@@ -169,6 +170,7 @@ class Applier:
                     await anyio.sleep(POLL_S)
                     continue
                 self._say_state(campaign)
+                artifacts.write_results(self.out(campaign), campaign)
                 return 0
             _, end = campaign.stage_range()
             if campaign.cursor < end:
