@@ -29,9 +29,10 @@ from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
-from workers.campaign.apply import dry_run
+from workers.campaign.apply import Applier, dry_run
 from workers.campaign.cli import _ACTIONS, active_campaign_lines, status_line
 from workers.campaign.cli import _status as _STATUS
+from workers.campaign.gate import live_lag_s
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
 from workers.campaign.state import AWAITING, COMPLETED, PAUSED, RUNNING, CampaignError
@@ -522,3 +523,40 @@ def _ns(**values: Any) -> Any:
     import argparse
 
     return argparse.Namespace(**values)
+
+
+async def test_live_lag_is_the_age_of_the_oldest_unacked_live_entry(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    live = keys.stream("firehose_live")
+    assert await live_lag_s(redis_client, keys) is None  # no group: nothing to say
+    seconds, _ = await redis_client.time()
+    old = (int(seconds) - 120) * 1000
+    await redis_client.xadd(live, {"event": "{}"}, id=f"{old}-0")
+    await redis_client.xadd(live, {"event": "{}"}, id=f"{old + 60_000}-0")
+    await redis_client.xgroup_create(live, "firehose_group", id="0")
+    lag = await live_lag_s(redis_client, keys)
+    assert lag is not None and 119 <= lag <= 125  # unread
+    await redis_client.xreadgroup("firehose_group", "c", {live: ">"}, count=1)
+    lag = await live_lag_s(redis_client, keys)
+    assert lag is not None and 119 <= lag <= 125  # read, pending
+    [(entry_id, _)] = await redis_client.xrange(live, count=1)
+    await redis_client.xack(live, "firehose_group", entry_id)
+    lag = await live_lag_s(redis_client, keys)
+    assert lag is not None and 59 <= lag <= 65  # the next one, unread
+    await redis_client.xreadgroup("firehose_group", "c", {live: ">"})
+    await redis_client.xack(live, "firehose_group", f"{old + 60_000}-0")
+    assert await live_lag_s(redis_client, keys) == 0.0
+
+
+async def test_a_second_apply_is_refused_while_one_runs(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=3, pds_hosts=1, seed=160)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "two", tmp_path, sample=0)
+    await redis_client.set(Keys(prefix).campaign_lock("two"), "elsewhere:1", ex=30)
+    with pytest.raises(CampaignError, match=r"an apply already runs \(elsewhere:1\)"):
+        await Applier(ctx.store, pool, "two").run()
+    assert (await ctx.store.get("two")).state == "planned"  # nothing started
