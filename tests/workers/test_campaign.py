@@ -560,3 +560,22 @@ async def test_a_second_apply_is_refused_while_one_runs(
     with pytest.raises(CampaignError, match=r"an apply already runs \(elsewhere:1\)"):
         await Applier(ctx.store, pool, "two").run()
     assert (await ctx.store.get("two")).state == "planned"  # nothing started
+
+
+async def test_hosts_and_dids_scopes_list_what_they_name(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    async with Devnet(DevnetConfig(repos=10, pds_hosts=2, seed=161)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        pds0 = net.pds_urls[0]
+        await plan(ctx, "h", tmp_path / "h", scope=f"hosts={pds0}", sample=1)
+        doc = json.loads((tmp_path / "h" / "plan.json").read_text())
+        on_pds0 = {a.did for a in net.world.accounts if a.pds == 0 and a.active}
+        assert {r["did"] for r in doc["repos"]} == on_pds0
+        assert doc["hosts"] == [{"host": pds0.split("://")[1], "repos": len(on_pds0), "share": 1.0}]
+        assert doc["estimate"]["sample"][0]["pds"] == pds0.split("://")[1]
+        chosen = sorted(on_pds0)[:2]
+        (tmp_path / "dids.txt").write_text("# two of them\n" + "\n".join(chosen + chosen[:1]) + "\n")
+        await plan(ctx, "d", tmp_path / "d", scope=f"dids={tmp_path / 'dids.txt'}", sample=0)
+    doc = json.loads((tmp_path / "d" / "plan.json").read_text())
+    assert sorted(r["did"] for r in doc["repos"]) == chosen  # each DID once
