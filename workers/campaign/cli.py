@@ -193,7 +193,9 @@ def _runner(action: Action, *, postgres: bool = False) -> Callable[[argparse.Nam
         if args.op == "plan":  # bad input is refused before any server is contacted
             _check_plan(args)
         with contextlib.ExitStack() as stack:
+            # Only `--scope stale` plans read PostgreSQL; a dry run does not either.
             needed = postgres and not getattr(args, "dry_run", False)
+            needed = needed and (args.op != "plan" or args.scope == "stale")
             url = stack.enter_context(database_url_or_embedded(config.database_url)) if needed else None
             return anyio.run(_session, config, url, action, args)
 
