@@ -23,6 +23,8 @@ class RepoJob(msgspec.Struct, frozen=True, kw_only=True):
     active: bool = True
     # Why the job exists: "list" (listRepos paging), "sync" (#sync frame), "gap" (commit chain broke).
     reason: str = "list"
+    # The backfill campaign that enqueued the job (`streamfill campaign apply`), or None.
+    campaign: str | None = None
 
 
 class RecordCreate(msgspec.Struct, frozen=True, kw_only=True, tag="create", tag_field="type"):
@@ -36,6 +38,8 @@ class RecordCreate(msgspec.Struct, frozen=True, kw_only=True, tag="create", tag_
     cid: str
     record: msgspec.Raw
     time: str = ""
+    # Set on backfilled records of a campaign's snapshot (copied from its RepoJob).
+    campaign: str | None = None
 
 
 class RecordUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="update", tag_field="type"):
@@ -90,6 +94,7 @@ class RepoMarker(msgspec.Struct, frozen=True, kw_only=True, tag="repo", tag_fiel
     commit: str
     records: int = 0
     time: str = ""
+    campaign: str | None = None
 
 
 FirehoseEvent = RecordCreate | RecordUpdate | RecordDelete | Account | Identity | RepoMarker

@@ -81,6 +81,26 @@ class Keys:
     def audit(self) -> str:
         return self._k("audit")
 
+    def campaigns(self) -> str:
+        """The names of every backfill campaign (a set)."""
+        return self._k("campaigns")
+
+    def campaign(self, name: str) -> str:
+        """A campaign's state (a hash)."""
+        return self._k(f"campaign:{name}")
+
+    def campaign_repos(self, name: str) -> str:
+        """A campaign's planned repos in enqueue order (a list of JSON objects)."""
+        return self._k(f"campaign:{name}:repos")
+
+    def campaign_enqueued(self, name: str) -> str:
+        """DID -> entry id of the job a campaign enqueued for it (a hash)."""
+        return self._k(f"campaign:{name}:enqueued")
+
+    def campaign_lock(self, name: str) -> str:
+        """Held by the one `apply` of a campaign that runs (a string with a TTL)."""
+        return self._k(f"campaign:{name}:lock")
+
     def cache(self, kind: str, item: str) -> str:
         return self._k(f"cache:{kind}:{item}")
 

@@ -68,6 +68,26 @@ SAVED: list[tuple[str, bytes, bytes, type]] = [
         b'"run":3,"mtime_ns":1,"size":2,"status":"indexed"}',
         CaptainsLogResult,
     ),
+    # With the backfill campaign tag (issue #15).
+    (
+        "repo_backfill",
+        b"repo",
+        b'{"did":"did:plc:abc","host":"h","reason":"campaign","campaign":"spring"}',
+        RepoJob,
+    ),
+    (
+        "firehose_backfill",
+        b"event",
+        b'{"type":"create","seq":-1,"did":"did:plc:a","rev":"3k","collection":"app.bsky.feed.post","rkey":"3k2",'
+        b'"cid":"bafyrei","record":{"text":"hi"},"campaign":"spring"}',
+        RecordCreate,
+    ),
+    (
+        "firehose_backfill",
+        b"event",
+        b'{"type":"repo","seq":-1,"did":"did:plc:a","rev":"3k","commit":"bafyrei","records":3,"campaign":"spring"}',
+        RepoMarker,
+    ),
 ]
 
 
@@ -97,3 +117,11 @@ def test_broken_entries_are_schema_errors(fields: dict[bytes, bytes], message: s
 
 def test_prefixed_stream_names_find_their_contract() -> None:
     assert isinstance(decode_entry("t42:captains_log", {b"doc": SAVED[6][2]}), CaptainsLogDoc)
+
+
+def test_campaign_tag_defaults_to_none_and_travels() -> None:
+    old = decode_entry("repo_backfill", {b"repo": SAVED[0][2]})
+    assert old.campaign is None
+    tagged = decode_entry("firehose_backfill", {b"event": SAVED[-1][2]})
+    assert isinstance(tagged, RepoMarker)
+    assert tagged.campaign == "spring"

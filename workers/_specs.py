@@ -50,12 +50,13 @@ def specs() -> tuple[Spec[Any], ...]:
     """Every spec, in the order the reference documents them."""
     from workers.admin import SPEC as admin
     from workers.backfiller.config import SPEC as backfiller
+    from workers.campaign.config import SPEC as campaign
     from workers.demo.cli import SPEC as demo
     from workers.indexer.config import SPEC as indexer
     from workers.ingester.config import SPEC as ingester
     from workers.replayer.config import SPEC as replayer
 
-    return (admin, ingester, backfiller, indexer, replayer, demo)
+    return (admin, ingester, backfiller, indexer, replayer, campaign, demo)
 
 
 def known_names() -> frozenset[str]:

@@ -38,6 +38,7 @@ from streams._partition_admin import (
 )
 from workers._env import redis_session
 from workers._specs import load
+from workers.campaign.cli import active_campaign_lines
 from workers.settings import Spec, add_flags, positive_integer, positive_number, redis_settings
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
@@ -193,6 +194,7 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
             print(json.dumps(docs), flush=True)
         else:
             text = render_status(infos, await skip_ledgers(redis, keys), backoffs, partitions=args.partitions)
+            text += "".join(f"\n{line}" for line in await active_campaign_lines(redis, keys))
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workers.admin",  # status, groups, consumers, trim, dlq
     "workers.inspect",  # inspect car / frames
     "workers.config_cli",  # config show / reference
+    "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
     "workers.demo.cli",
     "devnet.cli",  # devnet
 )

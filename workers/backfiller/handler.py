@@ -229,6 +229,7 @@ class BackfillHandler:
                     rkey=rkey,
                     cid=cid,
                     record=msgspec.Raw(cbor.to_json_bytes(record)),
+                    campaign=job.campaign,
                 )
                 if not is_record_key(rkey):
                     invalid.append(encode_entry(stream, event))
@@ -239,7 +240,10 @@ class BackfillHandler:
                     yield batch, False
                     batch = []
         counter[0] = count
-        marker = RepoMarker(seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count)
+        marker = RepoMarker(
+            seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count,
+            campaign=job.campaign,
+        )
         batch.append(encode_entry(stream, marker))
         yield batch, True  # the marker goes last, after every record of the snapshot
 

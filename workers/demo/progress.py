@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streams import CURSOR_DONE, Keys, Partitioning
+from workers.campaign.cli import active_campaign_lines
 from workers.demo.procs import Child
 from workers.indexer.collections import live_records_sql
 from workers.ingester.discovery import discovery_rounds
@@ -41,6 +42,7 @@ class Snapshot:
     records_indexed: int
     devnet: dict[str, Any] = field(default_factory=dict)
     database_bytes: int = 0  # measured once, after the verdict
+    campaigns: tuple[str, ...] = ()  # one line per active backfill campaign, with its progress bar
 
     def drained(self) -> bool:
         return all(r.lag == 0 and r.pending == 0 for r in self.rows.values())
@@ -104,7 +106,8 @@ async def snapshot(
     cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
     # Listing is done when the relay's listRepos is, and a first round of host discovery too.
     listed = cursor == CURSOR_DONE.encode() and await discovery_rounds(redis, keys, relay_host) > 0
-    return Snapshot(time.monotonic(), rows, listed, records, devnet)
+    campaigns = tuple(await active_campaign_lines(redis, keys))
+    return Snapshot(time.monotonic(), rows, listed, records, devnet, campaigns=campaigns)
 
 
 def _bar(done: int, total: int, width: int = 32) -> str:
@@ -136,6 +139,7 @@ def render(
         f"repos listed      {_bar(min(listed, repos), repos)}" + ("  (done)" if now.listing_done else ""),
         f"repos backfilled  {_bar(min(backfilled, repos), repos)}",
         f"records indexed   {_bar(now.records_indexed, records)}",
+        *now.campaigns,
         "",
     ]
     for c in children:

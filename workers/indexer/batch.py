@@ -36,12 +36,14 @@ from schemas import (
 from workers.indexer.collections import BLOCK_NSID, FOLLOW_NSID, LEAN, LIKE_NSID, LIST_ITEM_NSID, REPOST_NSID
 
 # COPY rows, in the staging tables' column order (store.py). An OpRow is (did, collection, rkey,
-# rev, cid, json, tombstone, subject, subject_cid, ref, created_at).
+# rev, cid, json, tombstone, subject, subject_cid, ref, created_at, campaign).
 OpRow: TypeAlias = tuple[
-    str, str, str, str, str | None, str | None, bool, str | None, str | None, str | None, str | None
+    str, str, str, str, str | None, str | None, bool, str | None, str | None, str | None, str | None,
+    str | None,
 ]
 LabelRow: TypeAlias = tuple[str, str, str, str, bool, datetime, datetime | None]
-MarkerRow: TypeAlias = tuple[str, str, str | None]  # commit None: a deleted account
+# (did, rev, commit, campaign); commit None: a deleted account.
+MarkerRow: TypeAlias = tuple[str, str, str | None, str | None]
 AccountRow: TypeAlias = tuple[str, int, bool, str | None]
 IdentityRow: TypeAlias = tuple[str, int, str | None]
 
@@ -55,7 +57,7 @@ def decode(stream: str, fields: Any) -> Any:
         return _write_row(message)
     if kind is RecordDelete:
         return (message.did, message.collection, message.rkey, message.rev, None, None, True,
-                None, None, None, None)
+                None, None, None, None, None)
     if kind is LabelBatch:
         for label in message.labels:
             parse_time(label.cts, "cts")
@@ -69,13 +71,14 @@ _contract = functools.lru_cache(maxsize=64)(contract_for)
 
 
 def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
+    campaign = m.campaign if type(m) is RecordCreate else None  # snapshots are creates
     read = _LEAN_READERS.get(m.collection)
     if read is None:
         # msgspec.Raw already guarantees well-formed JSON; the data model needs an object.
         if memoryview(m.record)[:1] != b"{":
             raise SchemaError("record is not a JSON object")
         json = str(m.record, "utf-8")
-        return (m.did, m.collection, m.rkey, m.rev, m.cid, json, False, None, None, None, None)
+        return (m.did, m.collection, m.rkey, m.rev, m.cid, json, False, None, None, None, None, campaign)
     try:
         subject, subject_cid, ref, created_at = read(m.record)
     except msgspec.DecodeError as exc:  # ValidationError included
@@ -83,7 +86,8 @@ def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
     for text in (subject, subject_cid, ref, created_at):
         if text is not None and "\x00" in text:  # PostgreSQL text cannot hold NUL
             raise SchemaError(f"{m.collection} record: a field holds U+0000")
-    return (m.did, m.collection, m.rkey, m.rev, m.cid, None, False, subject, subject_cid, ref, created_at)
+    return (m.did, m.collection, m.rkey, m.rev, m.cid, None, False, subject, subject_cid, ref, created_at,
+            campaign)
 
 
 class _StrongRef(msgspec.Struct):
@@ -216,12 +220,12 @@ class Batch:
             self._add_label(label)
 
     def _add_marker(self, m: RepoMarker) -> None:
-        self._add_marker_row(m.did, m.rev, m.commit)
+        self._add_marker_row(m.did, m.rev, m.commit, m.campaign)
 
-    def _add_marker_row(self, did: str, rev: str, commit: str | None) -> None:
+    def _add_marker_row(self, did: str, rev: str, commit: str | None, campaign: str | None = None) -> None:
         old = self.markers.get(did)
         if old is None or rev > old[1]:
-            self.markers[did] = (did, rev, commit)
+            self.markers[did] = (did, rev, commit, campaign)
 
     def _add_account(self, a: Account) -> None:
         old = self.accounts.get(a.did)

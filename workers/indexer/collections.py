@@ -224,16 +224,55 @@ def _tables(nsids: frozenset[str] | None, generic: bool) -> list[RecordTable]:
     return [t for t in ALL_TABLES if (generic if t.generic else nsids is None or t.nsid in nsids)]
 
 
+# Undo rows (migration 0003): what a campaign's snapshot changed, as it was before.
+UNDO = "campaign_undo"
+UNDO_ON = "campaign_undo_on"
+_UNDO_COLUMNS = "(campaign, tbl, did, collection, rkey, campaign_rev, prior)"
+
+
+def undo_lock_sql(nsids: frozenset[str], generic: bool) -> str:
+    """Lock, before statement 1, the existing rows that ops of undo-keeping campaigns may change:
+    statement 1's snapshot (taken after) then holds their newest committed version, which no
+    other transaction can change before this one commits."""
+    out = []
+    for t in _tables(nsids, generic):
+        match = " AND ".join(f"p.{k} = o.{k}" for k in t.keys)
+        order = ", ".join(f"p.{k}" for k in t.keys)
+        out.append(
+            f"SELECT count(*) FROM (SELECT 1 FROM {OPS} o JOIN {UNDO_ON} c ON c.campaign = o.campaign "
+            f"JOIN {t.table} p ON {match} WHERE {t.ops_filter('o')} ORDER BY {order} FOR UPDATE OF p) x"
+        )
+    return ";\n".join(out)
+
+
+def _undo_cte(t: RecordTable) -> str:
+    """`pu_<name>`: for the rows statement 1 changed through an op of a campaign that keeps undo
+    rows, the row as it was (all CTEs of a statement read the same snapshot: from before it; the
+    rows were locked by `undo_lock_sql`). A row found absent that the merge did not insert was
+    inserted concurrently: its prior state is unknown, so no undo row is kept (rollback leaves it)."""
+    match = " AND ".join(f"p.{k} = o.{k}" for k in t.keys)
+    changed = " AND ".join(f"r.{k} = o.{k}" for k in t.keys)
+    return (
+        f"pu_{t.name} AS (INSERT INTO {UNDO} {_UNDO_COLUMNS} "
+        f"SELECT o.campaign, '{t.name}', o.did, {t.collection_sql('o')}, o.rkey, o.rev, to_jsonb(p) "
+        f"FROM floored o JOIN {UNDO_ON} c ON c.campaign = o.campaign "
+        f"JOIN m_{t.name} AS r(did, collection, rkey, fresh, tombstone, k1) ON {changed} "
+        f"LEFT JOIN {t.table} p ON {match} WHERE {t.ops_filter('o')} AND (p.did IS NOT NULL OR r.fresh) "
+        "ON CONFLICT DO NOTHING)"
+    )
+
+
 @functools.cache
-def merge_sql(nsids: frozenset[str], generic: bool) -> str:
+def merge_sql(nsids: frozenset[str], generic: bool, undo: bool = False) -> str:
     """Statement 1 for a batch whose ops are of the collections `nsids` (those with a table)
-    and, when `generic`, of others."""
+    and, when `generic`, of others; `undo` when some op carries a campaign tag."""
     tables = _tables(nsids, generic)
     # A fresh row of a table without aggregates needs nothing more: it is not staged.
     union = " UNION ALL ".join(
         f"SELECT * FROM m_{t.name}" + ("" if t.deltas else " WHERE NOT fresh") for t in tables
     )
-    return f"WITH {', '.join([_FLOORED, *map(_merge_cte, tables)])} INSERT INTO {TOUCHED} {union}"
+    ctes = [_FLOORED, *map(_merge_cte, tables), *(map(_undo_cte, tables) if undo else ())]
+    return f"WITH {', '.join(ctes)} INSERT INTO {TOUCHED} {union}"
 
 
 def _update_cte(t: RecordTable) -> str:
@@ -321,11 +360,34 @@ def _sweep_cte(t: RecordTable) -> str:
     )
 
 
-def sweep_sql() -> str:
+def _sweep_undo_cte(t: RecordTable) -> str:
+    """`su_<name>`: the rows a campaign's marker sweeps (same predicate, same snapshot), as they were."""
+    return (
+        f"su_{t.name} AS (INSERT INTO {UNDO} {_UNDO_COLUMNS} "
+        f"SELECT m.campaign, '{t.name}', p.did, {t.collection_sql('p')}, p.rkey, m.rev, to_jsonb(p) "
+        f"FROM m JOIN {UNDO_ON} c ON c.campaign = m.campaign JOIN {t.table} p ON p.did = m.did "
+        "WHERE NOT p.tombstone AND p.rev < m.rev ON CONFLICT DO NOTHING)"
+    )
+
+
+# The actor_sync row a campaign's marker raises, as it was (NULL: none).
+_SYNC_UNDO = (
+    f"su_actor_sync AS (INSERT INTO {UNDO} {_UNDO_COLUMNS} "
+    "SELECT m.campaign, 'actor_sync', m.did, '', '', m.rev, to_jsonb(s) "
+    f"FROM m JOIN {UNDO_ON} c ON c.campaign = m.campaign LEFT JOIN actor_sync s ON s.did = m.did "
+    "WHERE s.repo_rev IS NULL OR s.repo_rev < m.rev ON CONFLICT DO NOTHING)"
+)
+
+
+def sweep_sql(undo: bool = False) -> str:
     """A marker's sweep of every table, into TOUCHED (then `sync_sql()` folds the deltas): `m`
-    is a CTE of (did, rev) the caller defines first."""
+    is a CTE of (did, rev, commit_cid, campaign) the caller defines first; `undo` keeps the undo
+    rows of campaign markers."""
     union = " UNION ALL ".join(f"SELECT * FROM s_{t.name}" for t in ALL_TABLES)
-    return f"{', '.join(map(_sweep_cte, ALL_TABLES))} INSERT INTO {TOUCHED} {union}"
+    ctes = [*map(_sweep_cte, ALL_TABLES)]
+    if undo:
+        ctes += [*map(_sweep_undo_cte, ALL_TABLES), _SYNC_UNDO]
+    return f"{', '.join(ctes)} INSERT INTO {TOUCHED} {union}"
 
 
 def live_records_sql() -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.indexer.batch import Batch
-from workers.indexer.collections import COLLECTIONS, merge_sql, sweep_sql, sync_sql
+from workers.indexer.collections import COLLECTIONS, merge_sql, sweep_sql, sync_sql, undo_lock_sql
 from workers.indexer.errors import RetryableConflict, translated
 
 _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
@@ -35,7 +35,7 @@ _TEMP = "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
 _STAGING: dict[str, str] = {
     "_sf_op": 'did text COLLATE "C", collection text COLLATE "C", rkey text COLLATE "C", '
     'rev text COLLATE "C", cid text, json jsonb, tombstone boolean, subject text COLLATE "C", '
-    'subject_cid text, ref text COLLATE "C", created_at text',
+    'subject_cid text, ref text COLLATE "C", created_at text, campaign text COLLATE "C"',
     "_sf_touched": 'did text {plain} COLLATE "C", collection text {plain} COLLATE "C", '
     'rkey text {plain} COLLATE "C", fresh boolean, tombstone boolean, k1 text {plain} COLLATE "C"',
 }
@@ -76,8 +76,9 @@ def lock_repos_sql(dids: Iterable[str], *, exclusive: bool = False) -> str:
 
 # A marker's sweep: every live record of its repo older than the marker becomes a tombstone at
 # the marker's rev (collections.sweep_sql), after the repo's snapshot floor is raised.
-_MERGE_MARKERS = f"""
-WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(did, rev, commit_cid)),
+_MARKERS = """
+WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+           AS m(did, rev, commit_cid, campaign)),
 synced AS (
     INSERT INTO actor_sync AS s (did, commit_cid, repo_rev)
     SELECT did, commit_cid, rev FROM m ORDER BY did
@@ -85,8 +86,9 @@ synced AS (
         indexed_at = now()
     WHERE s.repo_rev IS NULL OR s.repo_rev < excluded.repo_rev
 ),
-{sweep_sql()}
 """
+# With undo: a campaign's markers also keep the rows they sweep and raise (collections.py).
+_MERGE_MARKERS = {undo: _MARKERS + sweep_sql(undo) for undo in (False, True)}
 
 # A negation is kept as a row so that an older positive label arriving later stays dead;
 # at equal cts the negation wins.
@@ -170,9 +172,12 @@ def main_statements(batch: Batch) -> list[Statement]:
     if batch.ops:
         collections = frozenset(op[1] for op in batch.ops.values())
         nsids, generic = collections & COLLECTIONS, not collections <= COLLECTIONS
+        undo = any(op[11] is not None for op in batch.ops.values())
+        out.append(Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})))
+        if undo:
+            out.append(Statement("lock undo rows", undo_lock_sql(nsids, generic)))
         out += [
-            Statement("lock repos", lock_repos_sql({op[0] for op in batch.ops.values()})),
-            Statement("merge (gate)", merge_sql(nsids, generic)),
+            Statement("merge (gate)", merge_sql(nsids, generic, undo)),
             Statement("content + aggregates", sync_sql(nsids, generic)),
         ]
     if batch.labels:
@@ -204,9 +209,10 @@ async def _apply_main(conn: Any, batch: Batch) -> None:
 
 
 async def _apply_markers(conn: Any, batch: Batch) -> None:
-    dids, revs, commits = _columns(batch.markers.values(), 3)
+    dids, revs, commits, campaigns = _columns(batch.markers.values(), 4)
     await conn.execute(lock_repos_sql(dids, exclusive=True))
-    await conn.execute(_MERGE_MARKERS, dids, revs, commits)
+    undo = any(c is not None for c in campaigns)
+    await conn.execute(_MERGE_MARKERS[undo], dids, revs, commits, campaigns)
     await conn.execute(sync_sql())
 
 

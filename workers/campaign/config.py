@@ -1,0 +1,64 @@
+"""What `streamfill campaign ...` reads: the servers, where to discover repos, and the SSRF switch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.settings import (
+    HOSTS,
+    HTTP_URL,
+    POSTGRES_URL,
+    Setting,
+    Spec,
+    allow_private_hosts_setting,
+    partition_settings,
+    redis_settings,
+)
+
+# The pipeline a campaign feeds and watches (the workers' defaults).
+REPO_STREAM = "repo_backfill"
+REPO_GROUP = "repo_backfill_group"
+FIREHOSE_STREAM = "firehose_backfill"
+LIVE_STREAM = "firehose_live"
+FIREHOSE_GROUP = "firehose_group"
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Servers and discovery settings of the campaign commands."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    prefix: str = ""
+    relay_hosts: tuple[str, ...] = ()
+    plc_url: str = "https://plc.directory"
+    allow_private_hosts: bool = False
+    partitions: int = 1
+
+
+SPEC: Spec[CampaignConfig] = Spec(
+    "campaign",
+    CampaignConfig,
+    (
+        Setting(
+            "database_url",
+            "DATABASE_URL",
+            POSTGRES_URL,
+            "PostgreSQL the indexer writes (gates, `--scope stale`, soak and rollback read it)",
+            optional=True,
+            secret=True,
+            shown_default="none: an embedded PostgreSQL for development",
+        ),
+        *redis_settings(),
+        Setting(
+            "relay_hosts",
+            "CAMPAIGN_RELAY_HOSTS",
+            HOSTS,
+            "relays whose listRepos `--scope all` and `--scope stale` page, comma-separated",
+        ),
+        Setting("plc_url", "PLC_URL", HTTP_URL, "PLC directory, to find a repo's PDS (plan samples, soak)"),
+        allow_private_hosts_setting(),
+        *partition_settings(producer=False),
+    ),
+    title="backfill campaigns: `campaign plan|apply|approve|reject|pause|resume|abort|status|soak|rollback`",
+)
