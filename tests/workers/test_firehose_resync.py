@@ -25,8 +25,9 @@ from atp.car import read_car_bytes_raw, write_car
 from atp.cbor import CID
 from atp.frames import CommitFrame, decode_frame, encode_frame
 from devnet import Devnet, DevnetConfig
-from schemas import RecordCreate, RecordDelete, RecordUpdate, RepoJob
+from schemas import RecordCreate, RecordDelete, RecordUpdate, RepoJob, decode_entry
 from streams import Keys
+from workers.ingester.firehose import FirehoseConverter
 from workers.ingester.worker import build_ingester, host_key
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +168,24 @@ async def test_too_big_and_gap_enqueue_a_resync_in_the_batch_write_and_chains_do
 
 def _has(command: list[str], text: str) -> bool:
     return any(text in arg for arg in command[2:])
+
+
+async def test_a_too_big_commit_listing_ops_without_their_records_emits_no_recordless_events() -> None:
+    """A tooBig commit may list its ops but leave their record blocks out: its deletes are
+    events, its creates and updates are not (they come with the snapshot it enqueues), and no
+    event ever carries `"record": null`."""
+    async with Devnet(DevnetConfig(repos=12, seed=41)) as net:
+        net.step(200)
+        frames = [f for fs in commits_by_repo(net).values() for f in fs]
+    frame = next(f for f in frames if {op.action for op in f.ops} >= {"create", "delete"})
+    _, blocks = read_car_bytes_raw(frame.blocks)
+    commit = CID.from_str(frame.commit)
+    # The commit block alone, the ops kept: every record block is missing.
+    bare = dataclasses.replace(frame, too_big=True, blocks=write_car([commit], [(commit, blocks[commit])]))
+    converter = FirehoseConverter("relay.test", "firehose_live", "repo_backfill", identities=None)
+    out = await converter.convert(encode_frame(bare))
+    events = [decode_entry("firehose_live", fields) for fields in out.entries]
+    assert events and all(isinstance(e, RecordDelete) for e in events)
+    assert len(events) == sum(op.action == "delete" for op in frame.ops)
+    [(stream, job)] = out.extra
+    assert stream == "repo_backfill" and decode_entry("repo_backfill", job).reason == "too-big"

@@ -155,7 +155,13 @@ class FirehoseConverter:
     async def _commit(self, raw: bytes, frame: CommitFrame) -> Converted:
         try:
             ops = await self._verified_ops(frame)
-            entries = [encode_entry(self._live, _op_event(frame, op)) for op in ops]
+            # A tooBig commit may leave record blocks out: those writes come with the snapshot it
+            # triggers, never as events without a record.
+            entries = [
+                encode_entry(self._live, _op_event(frame, op))
+                for op in ops
+                if op.action == "delete" or op.record is not None
+            ]
         except DidResolutionError as exc:
             if not exc.permanent:  # the PLC directory is unreachable: retry, do not dead-letter
                 raise SourceUnavailable(f"resolving {frame.repo}: {exc}") from exc
