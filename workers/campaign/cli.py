@@ -242,7 +242,9 @@ async def _plan(ctx: Context, args: argparse.Namespace) -> int:
         )
     out = args.out or Path("campaigns") / args.name
     async with network(ctx.config, scope.hosts) as net:
-        repos, inactive = await planning.discover(scope, net, ctx.config.relay_hosts, ctx.conn)
+        repos, inactive = await planning.discover(
+            scope, net, ctx.config.relay_hosts, ctx.conn, ctx.config.discovery
+        )
         ordered = planning.order(args.name, repos)
         samples = await planning.sample(net, ordered, max(0, args.sample))
     doc = planning.build(args.name, scope, ordered, inactive, percents, rate, args.undo, samples)

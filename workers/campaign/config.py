@@ -11,10 +11,13 @@ from workers.settings import (
     Setting,
     Spec,
     allow_private_hosts_setting,
+    choice,
     partition_settings,
     redis_settings,
 )
 
+# Where repos are found, as the ingester's INGESTER_DISCOVERY.
+DISCOVERY = ("both", "relay", "hosts")
 # The pipeline a campaign feeds and watches (the workers' defaults).
 REPO_STREAM = "repo_backfill"
 REPO_GROUP = "repo_backfill_group"
@@ -31,6 +34,7 @@ class CampaignConfig:
     redis_url: str | None = None
     prefix: str = ""
     relay_hosts: tuple[str, ...] = ()
+    discovery: str = "both"
     plc_url: str = "https://plc.directory"
     allow_private_hosts: bool = False
     partitions: int = 1
@@ -55,6 +59,13 @@ SPEC: Spec[CampaignConfig] = Spec(
             "CAMPAIGN_RELAY_HOSTS",
             HOSTS,
             "relays whose listRepos `--scope all` and `--scope stale` page, comma-separated",
+        ),
+        Setting(
+            "discovery",
+            "CAMPAIGN_DISCOVERY",
+            choice(*DISCOVERY),
+            "where `--scope all|stale` finds repos, like INGESTER_DISCOVERY: relay (its listRepos), "
+            "hosts (its listHosts, then each PDS's listRepos) or both",
         ),
         Setting("plc_url", "PLC_URL", HTTP_URL, "PLC directory, to find a repo's PDS (plan samples, soak)"),
         allow_private_hosts_setting(),

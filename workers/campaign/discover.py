@@ -25,6 +25,7 @@ from atp.xrpc import XrpcClient
 from workers._errors import ServerError, SettingError
 from workers.campaign.config import CampaignConfig
 from workers.indexer.collections import ALL_TABLES
+from workers.ingester.discovery import PAGED_STATUSES, parse_host
 
 # Page size of listRepos (the lexicon's maximum).
 LIST_LIMIT = 1000
@@ -97,6 +98,37 @@ class Net:
             for repo in repos:
                 seen.setdefault(repo.did, repo)
         return list(seen.values()), inactive
+
+    async def discover(self, relays: tuple[str, ...], mode: str) -> tuple[list[Repo], int]:
+        """Every active repo the relays know of, as the ingester's discovery `mode` finds them.
+
+        A relay's listRepos leaves out accounts it has not crawled; with `hosts` or `both` the
+        PDS hosts of each relay's listHosts page their own accounts too.
+        """
+        hosts: list[str] = list(relays) if mode in ("relay", "both") else []
+        if mode in ("hosts", "both"):
+            for relay in relays:
+                hosts += [h for h in await self.relay_hosts(relay) if h not in hosts]
+        return await self.list_hosts(tuple(hosts))
+
+    async def relay_hosts(self, relay: str) -> list[str]:
+        """The PDS hosts a relay's listHosts names with a status whose accounts are served."""
+        scheme = urlsplit(relay).scheme or "https"
+        found: list[str] = []
+        cursor: str | None = None
+        while True:
+            try:
+                page = await self.xrpc.list_hosts(relay, cursor)
+            except AtpError as exc:
+                raise ServerError(f"listHosts of {relay} failed: {exc}") from exc
+            for item in page.hosts:
+                with contextlib.suppress(ValueError):
+                    host = parse_host(item)
+                    if host.status in PAGED_STATUSES:
+                        found.append(f"{scheme}://{host.hostname}")
+            cursor = page.cursor
+            if cursor is None:
+                return found
 
     async def pds_of(self, did: str) -> str:
         """The host of the repo's PDS, from its DID document."""

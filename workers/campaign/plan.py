@@ -102,8 +102,10 @@ def order(name: str, repos: list[Repo]) -> list[Repo]:
     return sorted(repos, key=lambda r: hashlib.sha1(f"{name}\0{r.did}".encode()).digest())
 
 
-async def discover(scope: Scope, net: Net, relays: tuple[str, ...], conn: Any) -> tuple[list[Repo], int]:
-    """(repos, inactive repos skipped) of a scope."""
+async def discover(
+    scope: Scope, net: Net, relays: tuple[str, ...], conn: Any, mode: str = "both"
+) -> tuple[list[Repo], int]:
+    """(repos, inactive repos skipped) of a scope; `mode` is relay, hosts or both (CAMPAIGN_DISCOVERY)."""
     if scope.kind == "dids":
         assert scope.path is not None
         return read_did_file(scope.path, relays[0] if relays else ""), 0
@@ -113,7 +115,7 @@ async def discover(scope: Scope, net: Net, relays: tuple[str, ...], conn: Any) -
         raise SettingError(
             f"--scope {scope.kind} pages the relays: set CAMPAIGN_RELAY_HOSTS (or --relay-hosts)"
         )
-    listed, inactive = await net.list_hosts(relays)
+    listed, inactive = await net.discover(relays, mode)
     if scope.kind == "all":
         return listed, inactive
     return await stale(conn, listed), inactive
