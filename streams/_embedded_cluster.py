@@ -12,6 +12,7 @@ No `redis-cli` is needed.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -259,12 +260,10 @@ class EmbeddedCluster:
     def _wait_ready(self, node: Node, deadline: float) -> bool:
         """True once the node answers PING; False if its process exited (e.g. port taken)."""
         while node.alive:
-            try:
+            with contextlib.suppress(redis.ConnectionError):  # not listening yet
                 if node.client().ping():
                     node.node_id = str(node.command("CLUSTER", "MYID").decode())
                     return True
-            except redis.ConnectionError:
-                pass
             if time.monotonic() > deadline:
                 raise ClusterStartError(f"embedded cluster: node {node.address} did not answer PING")
             time.sleep(POLL_S)

@@ -18,6 +18,7 @@ Every run is a process group of its own, killed whole when it ends or times out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -83,10 +84,8 @@ def run_once(seed: int, extra: list[str], timeout_s: float, root: Path) -> Outco
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group has already gone
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

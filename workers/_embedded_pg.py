@@ -37,9 +37,10 @@ def database_url_or_embedded(url: str | None, data_dir: Path | None = None) -> I
             "set DATABASE_URL or install streamfill[dev-servers]"
         ) from exc
     persistent = data_dir is not None
-    pgdata = data_dir if persistent else Path(tempfile.mkdtemp(prefix="streamfill-pg-"))
+    pgdata = data_dir if data_dir is not None else Path(tempfile.mkdtemp(prefix="streamfill-pg-"))
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop" if persistent else "delete")
+    server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver has no __all__
+        pgdata, cleanup_mode="stop" if persistent else "delete")
     uri = server.get_uri()
     _say(f"DATABASE_URL not set: started embedded PostgreSQL at {uri}")
     try:

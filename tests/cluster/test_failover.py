@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams import ClusterClient, Keys, connect
 from streams._embedded_cluster import EmbeddedCluster, Node
+from tests._support import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -194,16 +195,16 @@ async def test_partitioned_producer_and_consumers_ride_out_a_failover_and_lose_n
     async with anyio.create_task_group() as tg:
         await tg.start(consumer.run)
         tg.start_soon(write)
-        while len(acknowledged) < 400:
-            await anyio.sleep(0.05)
+        await wait_until(lambda: len(acknowledged) >= 400, timeout=60, what="400 writes before the failover")
         await anyio.to_thread.run_sync(failover_failover_and_return, failover_cluster, victim)
         before = len(acknowledged)
-        while len(acknowledged) < before + 400:  # the writers go on after the failover
-            await anyio.sleep(0.05)
+        await wait_until(  # the writers go on after the failover
+            lambda: len(acknowledged) >= before + 400, timeout=60, what="400 writes after the failover"
+        )
         stop_writing.set()
-        deadline = time.monotonic() + 60
-        while not {a.encode() for a in acknowledged} <= seen and time.monotonic() < deadline:
-            await anyio.sleep(0.1)
+        await wait_until(
+            lambda: {a.encode() for a in acknowledged} <= seen, timeout=60, what="every write consumed"
+        )
         consumer.stop()
     assert {a.encode() for a in acknowledged} <= seen
     assert int(await client.get(cursor) or 0) >= before // 20 - 1

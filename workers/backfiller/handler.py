@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +41,7 @@ from atp import (
     SignatureError,
     cbor,
 )
+from atp.crypto import PublicKey
 from atp.did import validate_did
 from atp.repo import read_repo
 from atp.syntax import is_record_key
@@ -161,7 +162,7 @@ class BackfillHandler:
             await self._publish_backoff()
             raise
 
-    async def _download_and_write(self, job: RepoJob, pds: str, key: object) -> int:
+    async def _download_and_write(self, job: RepoJob, pds: str, key: PublicKey | None) -> int:
         async with self._xrpc.get_repo(
             pds,
             job.did,
@@ -173,7 +174,7 @@ class BackfillHandler:
                 chunks,
                 did=job.did,
                 signing_key=key,
-                memory_bytes=self._config.repo_memory_bytes,  # type: ignore[arg-type]
+                memory_bytes=self._config.repo_memory_bytes,
             )
         invalid: list[dict[bytes, bytes]] = []
         try:
@@ -213,7 +214,7 @@ class BackfillHandler:
 
     async def _batches(
         self, job: RepoJob, reader: Any, invalid: list[dict[bytes, bytes]], counter: list[int]
-    ) -> AsyncIterator[tuple[list[dict[bytes, bytes]], bool]]:
+    ) -> AsyncGenerator[tuple[list[dict[bytes, bytes]], bool]]:
         """(batch, is the last) of encoded events; the `repo` marker ends the last batch."""
         rev = reader.commit.rev or ""
         stream, size = self._out_stream, self._config.batch_size

@@ -75,7 +75,8 @@ def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
     read = _LEAN_READERS.get(m.collection)
     if read is None:
         # msgspec.Raw already guarantees well-formed JSON; the data model needs an object.
-        if memoryview(m.record)[:1] != b"{":
+        first: object = memoryview(m.record)[:1]  # compares by content, without a copy
+        if first != b"{":
             raise SchemaError("record is not a JSON object")
         json = str(m.record, "utf-8")
         return (m.did, m.collection, m.rkey, m.rev, m.cid, json, False, None, None, None, None, campaign)

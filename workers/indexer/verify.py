@@ -167,7 +167,8 @@ async def aggregates_match(conn: Any) -> bool:
 
 
 def _split_truth(truth: Iterable[dict[str, Any]]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    records, labels = [], []
+    records: list[tuple[str, ...]] = []
+    labels: list[tuple[str, ...]] = []
     for line in truth:
         kind = line.get("type")
         if kind == "record":

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import orjson
@@ -202,7 +202,7 @@ class HostDiscovery:
 
     async def known_hosts(self) -> list[HostItem]:
         """Every host this relay has listed, as last seen."""
-        raw: dict[bytes, bytes] = await self._redis.hgetall(self._hosts_key)
+        raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self._hosts_key))  # bytes client
         hosts = []
         for name, value in sorted(raw.items()):
             if name.startswith(b"!"):

@@ -29,7 +29,7 @@ class LabelConverter:
                 batch = LabelBatch(seq=decoded.seq, labels=labels, src_host=self._host)
                 return Converted([encode_entry(self._stream, batch)], seq=decoded.seq)
         except (AtpError, TypeError, ValueError) as exc:
-            fields = {
+            fields: dict[bytes | str, bytes | str] = {
                 "frame": frame,
                 "reason": "undecodable-label-frame",
                 "error": f"{type(exc).__name__}: {exc}",
