@@ -15,9 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 from _pipeline import ingester_config, read_all
 from _support import wait_until
+from aiohttp import web
 from test_firehose import as_tuple, assert_same_events, expected_events
 
-from atp.frames import CommitFrame, decode_frame, encode_frame
+from atp.frames import CommitFrame, InfoFrame, decode_frame, encode_frame
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
 from streams import Keys
@@ -155,3 +156,40 @@ async def test_an_oversize_frame_is_dead_lettered_with_its_seq_and_skipped(
     assert [(d["reason"], d["seq"]) for d in letters] == [("oversize-frame", str(huge))]
     assert "1009" in letters[0]["error"]
     assert source.reconnects < FEW_RECONNECTS
+
+
+async def test_a_relay_that_closes_at_once_is_reconnected_to_with_a_growing_backoff(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """Each connection delivers one frame (an `#info`) and closes: no progress, so the backoff
+    grows (0.2 s doubling, full jitter) instead of resetting to 50 ms after every frame."""
+    connections = 0
+
+    async def subscribe(request: web.Request) -> web.WebSocketResponse:
+        nonlocal connections
+        connections += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_bytes(encode_frame(InfoFrame("Hello", "and goodbye")))
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/xrpc/com.atproto.sync.subscribeRepos", subscribe)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        config = ingester_config(redis_url, prefix, f"http://127.0.0.1:{port}", mode="firehose")
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [source] = ingester.firehoses
+            tg.start_soon(source.run)
+            await wait_until(lambda: connections >= 2, what="reconnected once")
+            await anyio.sleep(3)  # the rate of reconnects is what is measured
+            source.stop()
+    finally:
+        await runner.cleanup()
+    # With the backoff reset after every frame: about 50 connections in 3 s; growing: about 5.
+    assert 2 <= connections < 15, connections
