@@ -5,7 +5,8 @@ normally, so any close or network failure raises `UpstreamError` (transient): th
 reconnects with the last seq it processed as `cursor` and owns the backoff.
 
 Limits against a hostile or broken server: the handshake must finish within `open_timeout_s`;
-a frame above `max_frame_bytes` closes the connection (1009); at most `MAX_QUEUE` frames are
+a frame above `max_frame_bytes` closes the connection (1009, raised as `UpstreamError` with
+`error="FrameTooBig"`); at most `MAX_QUEUE` frames are
 buffered (memory <= MAX_QUEUE x max_frame_bytes); no compression (no inflate bomb); a server
 that stops answering pings within `ping_timeout_s` — for instance one dripping a frame byte by
 byte — is dropped (1011). A connection we close is gone within `ping_interval_s` plus the close
@@ -92,7 +93,10 @@ async def subscribe(
         # Who closed, and why: the server (its code), or we (1009: frame too big, 1011: no pong).
         frame, who = (exc.rcvd, "by the server") if exc.rcvd else (exc.sent, "by us")
         why = f"{frame.code} {frame.reason}".strip() if frame else "no close frame"
-        raise UpstreamError(f"{url}: closed {who} ({why})", error="StreamClosed") from exc
+        # 1009 sent by us: the next frame is over max_frame_bytes; the caller may skip it.
+        ours = exc.sent is not None and not exc.rcvd_then_sent  # we closed first (a server echoes it)
+        kind = "FrameTooBig" if ours and exc.sent is not None and exc.sent.code == 1009 else "StreamClosed"
+        raise UpstreamError(f"{url}: closed {who} ({why})", error=kind) from exc
     except InvalidStatus as exc:
         status = exc.response.status_code
         raise UpstreamError(

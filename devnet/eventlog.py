@@ -17,6 +17,7 @@ class EventLog:
         self._frames: deque[bytes] = deque(maxlen=maxlen)
         self.last_seq = 0
         self.subscribers = 0  # open websocket connections (tests wait on this instead of sleeping)
+        self.epoch = 0  # bumped by `reset`: subscribers of an older epoch are closed
         self._changed = asyncio.Event()
 
     @property
@@ -30,10 +31,21 @@ class EventLog:
         frame = build(seq)
         self._frames.append(frame)
         self.last_seq = seq
+        self._wake()
+        return seq
+
+    def reset(self, last_seq: int = 0) -> None:
+        """Restart the sequence (a relay that lost its state): forget every frame, number from
+        `last_seq` + 1, close every open subscription."""
+        self._frames.clear()
+        self.last_seq = last_seq
+        self.epoch += 1
+        self._wake()
+
+    def _wake(self) -> None:
         # Replace the event so that waiters woken now do not see it set on their next wait.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return seq
 
     def after(self, cursor: int, limit: int = 500) -> list[tuple[int, bytes]]:
         """Up to `limit` retained frames with seq > cursor, oldest first."""
@@ -46,6 +58,7 @@ class EventLog:
         return [(first + i, frame) for i, frame in enumerate(islice(self._frames, offset, end))]
 
     async def wait_beyond(self, cursor: int) -> None:
-        """Return once a frame with seq > cursor exists."""
-        while self.last_seq <= cursor:
+        """Return once a frame with seq > cursor exists, or the log was reset."""
+        epoch = self.epoch
+        while self.last_seq <= cursor and self.epoch == epoch:
             await self._changed.wait()

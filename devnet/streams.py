@@ -83,8 +83,11 @@ async def _pump(
     position: int,
     closed: asyncio.Task[None],
 ) -> None:
-    sent = 0
+    sent, epoch = 0, log.epoch
     while not ws.closed:
+        if log.epoch != epoch:  # the sequence was reset: subscribers start over
+            await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"sequence reset")
+            return
         batch = log.after(position)
         if not batch:
             if not await _wait_or_closed(log, position, closed):

@@ -92,17 +92,22 @@ async def list_streams(redis: aioredis.Redis, keys: Keys) -> list[str]:
     found: list[str] = []
     async for key in redis.scan_iter(match=keys.all_streams_pattern(), _type="stream", count=500):
         name = _s(key)
-        if not name.endswith(":dlq") and name != keys.audit() and ":skipped:" not in name:
+        if not name.endswith(":dlq") and name != keys.audit() and not _is_ledger(name):
             found.append(name)
     return sorted(found)
 
 
+def _is_ledger(name: str) -> bool:
+    """A skip-ahead ledger (`Keys.ledger`) or an event-stream gaps ledger (`Keys.gaps`)."""
+    return ":skipped:" in name or ":gaps:" in name
+
+
 async def skip_ledgers(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
-    """Every skip-ahead ledger under the prefix and how many skipped ranges it still holds."""
+    """Every skip-ahead and gaps ledger under the prefix and how many ranges it still holds."""
     found: dict[str, int] = {}
     async for key in redis.scan_iter(match=keys.all_streams_pattern(), _type="stream", count=500):
         name = _s(key)
-        if ":skipped:" in name:
+        if _is_ledger(name):
             found[name] = int(await redis.xlen(name))
     return dict(sorted(found.items()))
 
@@ -305,9 +310,7 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
     return (await _trim_script(redis, stream, apply=False)).minid
 
 
-async def trim_stream(
-    redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool = True
-) -> TrimPlan:
+async def trim_stream(redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool = True) -> TrimPlan:
     """Trim, in one atomic step, the entries every group has read and acknowledged."""
     plan = await _trim_script(redis, stream, apply=True)
     if audited:

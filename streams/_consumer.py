@@ -7,8 +7,6 @@ other consumers left idle, and a retry scheduler re-claims entries whose handler
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams._claims import Claims
 from streams._cluster import FAILOVER_PAUSE_S, is_cluster
 from streams._metrics import instruments
+from streams._parked import ParkedRetries
 from streams._retry import Backoff, classify
 from streams._settle import Settler
 from streams._types import BatchHandler, DeadLetter, Entry, Outcome, Retry
@@ -102,10 +101,8 @@ class Consumer:
         self._settler = Settler(
             redis, config.stream, config.group, config.consumer, config.max_deliveries, dlq=config.dlq_stream
         )
-        # (due, tiebreak, id, delivery count to keep or None to count this retry)
-        self._retries: list[tuple[float, int, str, int | None]] = []
+        self._retries = ParkedRetries()
         self._uncounted_attempts: dict[str, int] = {}
-        self._seq = itertools.count()
         self._stopping = False
         self._until_idle = False
         self._stopped: anyio.Event | None = None
@@ -134,6 +131,7 @@ class Consumer:
         if self._stopping:
             self._stopped.set()
         self._slots = anyio.Semaphore(self.config.concurrency)
+        self._counts["in_flight"] = 0  # a run after a crash starts with no batch in a handler
         send, receive = anyio.create_memory_object_stream[list[Entry]](self.config.concurrency)
         async with anyio.create_task_group() as tg:
             for _ in range(self.config.concurrency):
@@ -189,6 +187,10 @@ class Consumer:
                     break
                 batch = await self._due_retries()
                 read_new = False
+                if not batch and next_id == ">" and self._parked_full():
+                    self._slots.release()  # nothing new until parked retries come due
+                    await self._wait_for_retry()
+                    continue
                 if not batch:
                     read_new = next_id == ">"
                     batch, next_id = await self._read(next_id)
@@ -199,6 +201,25 @@ class Consumer:
                 if self._until_idle and read_new and self._is_idle():
                     self._stopping = True
         self.stop()
+
+    def _parked_full(self) -> bool:
+        """Whether a new batch would take us past batch_size x concurrency entries of our own.
+
+        Entries parked for a local retry stay pending on us: they keep their place in the bound,
+        so during an outage (every batch retried, uncounted) the reader stops pulling and the
+        group's lag grows instead of its pending list.
+        """
+        c = self.config
+        return self._counts["in_flight"] + len(self._retries) + c.batch_size > c.batch_size * c.concurrency
+
+    async def _wait_for_retry(self) -> None:
+        """Until the first parked retry is due, or stop()."""
+        wait = self._retries.seconds_to_next()
+        if wait is None:
+            wait = self.config.block_ms / 1000
+        with anyio.move_on_after(max(0.0, wait)):
+            assert self._stopped is not None
+            await self._stopped.wait()
 
     async def _free_slot(self) -> bool:
         """Wait for a handler slot and take it; False (no slot taken) once stopped.
@@ -270,8 +291,9 @@ class Consumer:
         return await self._drop_exhausted(entries)
 
     def _block_ms(self) -> int:
-        if self._retries:
-            wait_ms = int((self._retries[0][0] - time.monotonic()) * 1000)
+        wait_s = self._retries.seconds_to_next()
+        if wait_s is not None:
+            wait_ms = int(wait_s * 1000)
             return max(1, min(self.config.block_ms, wait_ms))
         return self.config.block_ms if not self._until_idle else min(self.config.block_ms, 100)
 
@@ -351,17 +373,11 @@ class Consumer:
         if retry.counted and delay >= local_limit:
             return  # a long delay: leave it pending; XAUTOCLAIM redelivers it after min_idle
         keep = None if retry.counted else entry.deliveries
-        heapq.heappush(
-            self._retries, (time.monotonic() + min(delay, local_limit), next(self._seq), entry.id, keep)
-        )
+        self._retries.park(entry.id, min(delay, local_limit), keep)
 
     async def _due_retries(self) -> list[Entry]:
         """Re-claim the entries whose retry time has come (the caller holds a handler slot)."""
-        now = time.monotonic()
-        due: list[tuple[str, int | None]] = []
-        while self._retries and self._retries[0][0] <= now and len(due) < self.config.batch_size:
-            _, _, entry_id, keep = heapq.heappop(self._retries)
-            due.append((entry_id, keep))
+        due = self._retries.pop_due(self.config.batch_size)
         if not due:
             return []
         entries, _gone = await self._claims.claim([i for i, keep in due if keep is None])
@@ -408,6 +424,9 @@ class Consumer:
         start, total = "0-0", 0
         while True:
             await self._slots.acquire()
+            if self._parked_full():  # taking more over would pass the bound: next sweep
+                self._slots.release()
+                break
             page = await self._claims.autoclaim(self.config.min_idle_ms, start, self.config.batch_size)
             if page.deleted:
                 await self._record_deleted(page.deleted)

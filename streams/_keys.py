@@ -47,6 +47,10 @@ class Keys:
         """Skipped source ranges (skip-ahead), one stream entry per range."""
         return self._k(f"{stream}:skipped:{host}")
 
+    def gaps(self, stream: str, host: str) -> str:
+        """Event-stream gaps: ranges a follower never read (its source lost or reset our cursor)."""
+        return self._k(f"{stream}:gaps:{host}")
+
     def listed(self, stream: str, bucket: int) -> str:
         """One bucket of the listed register: what a listing already enqueued (hash field -> mark)."""
         return self._k(f"{stream}:listed:{bucket:05x}")

@@ -257,7 +257,12 @@ def render_status(
             for b in (backoffs or {}).get(i.stream, ())
         )
     for ledger, count in (ledgers or {}).items():
-        if count:
+        if count and ":gaps:" in ledger:
+            lines.append(
+                f"{ledger}  {count} event-stream gap(s): never read; fill by a resync "
+                "(docs/operations.md, followers that never wedge)"
+            )
+        elif count:
             lines.append(f"{ledger}  {count} skipped range(s): streamfill ingester --retry-skipped")
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ async def test_an_oversized_frame_closes_the_stream() -> None:
     async with raw_ws_server(huge) as url:
         with pytest.raises(UpstreamError) as info:
             await _read_all(url, max_frame_bytes=1024 * 1024, ping_interval_s=0.5, ping_timeout_s=0.5)
-    assert info.value.error == "StreamClosed" and "by us (1009" in str(info.value)  # message too big
+    assert info.value.error == "FrameTooBig" and "by us (1009" in str(info.value)  # message too big
 
 
 async def test_a_handshake_redirect_is_not_followed() -> None:

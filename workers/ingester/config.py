@@ -46,6 +46,8 @@ class IngesterConfig:
     batch_timeout_ms: int = 1000
     max_consecutive_errors: int = 5
     skip_ahead: int = 1000
+    # Largest step a firehose or label cursor may take from one frame to the next.
+    max_seq_step: int = 10_000_000
     plc_url: str = "https://plc.directory"
     verify_signatures: bool = True
     # How often a finished listing looks for accounts created after its last cursor (rsky: 5 min).
@@ -157,6 +159,15 @@ SPEC: Spec[IngesterConfig] = Spec(
             "how far a failing numeric listRepos cursor skips (the range is ledgered)",
             minimum=1,
             maximum=1_000_000_000,
+        ),
+        Setting(
+            "max_seq_step",
+            "INGESTER_MAX_SEQ_STEP",
+            INT,
+            "a firehose or label frame whose seq is more than this above the cursor (or not above "
+            "it) is dead-lettered and never becomes the cursor",
+            minimum=1,
+            maximum=10**15,
         ),
         Setting(
             "plc_url", "PLC_URL", HTTP_URL, "PLC directory, to resolve DIDs for firehose signature checks"

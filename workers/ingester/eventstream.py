@@ -5,7 +5,13 @@ them and flushes a batch (XADDs + cursor in one MULTI) when it is full or `batch
 While the producer blocks at the high-water mark the buffer fills, the reader stops reading and
 TCP pushes back on the relay: memory stays bounded however long the block lasts, and nothing is
 dropped (rsky dropped batches over the mark). A disconnect flushes what was read, then
-reconnects from the cursor with backoff.
+reconnects from the cursor with backoff; the backoff resets only after a connection moved the
+cursor, so a source that closes at once (or sends nothing usable) is not hammered.
+
+The cursor moves by plausible steps only (`workers.ingester.seqguard`): a stale or implausibly
+far seq is dead-lettered and never becomes the cursor; `FutureCursor` or a sequence reset resume
+from the source's head with a gap recorded (`Keys.gaps`); a frame over the size limit is
+dead-lettered with its seq (the one after the cursor) and skipped.
 """
 
 from __future__ import annotations
@@ -21,20 +27,25 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from atp import AtpError
-from atp.subscribe import subscribe
+from atp.subscribe import DEFAULT_MAX_FRAME_BYTES, subscribe
 from streams import Backoff, Producer
 from streams._producer import Fields
+from workers.ingester.seqguard import FUTURE_CURSOR, OUTDATED_CURSOR, SeqGuard, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.stream")
 
 
 @dataclass
 class Converted:
-    """What one frame becomes: entries for the target stream, entries for other streams, its seq."""
+    """What one frame becomes: entries for the target stream, entries for other streams, its seq.
+
+    `control` is a signal for the follower itself (`seqguard.FUTURE_CURSOR`, `OUTDATED_CURSOR`).
+    """
 
     entries: list[Fields] = field(default_factory=list)
     extra: list[tuple[str, Fields]] = field(default_factory=list)
     seq: int | None = None
+    control: str | None = None
 
 
 class SourceUnavailable(Exception):
@@ -43,6 +54,25 @@ class SourceUnavailable(Exception):
     The source writes what it converted before that frame, leaves the cursor just before it, and
     reconnects with backoff; the frame is read again, never dead-lettered for an outage.
     """
+
+
+class _ResumeAtHead(Exception):
+    """The source no longer knows our cursor: reconnect without one, recording the gap."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTargets:
+    """Where a follower writes besides its stream: its DLQ and its gaps ledger (`Keys`)."""
+
+    host: str
+    dlq: str
+    gaps: str
+    max_seq_step: int = 10_000_000
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
 
 class FrameConverter(Protocol):
@@ -83,6 +113,7 @@ class EventStreamSource:
         cursor_key: str,
         producer: Producer,
         converter: FrameConverter,
+        targets: StreamTargets,
         *,
         batch_size: int,
         batch_timeout_ms: int,
@@ -94,6 +125,8 @@ class EventStreamSource:
         self._cursor_key = cursor_key
         self._producer = producer
         self._converter = converter
+        self._targets = targets
+        self._guard = SeqGuard(targets.max_seq_step)
         self._batch_size = batch_size
         self._initial_cursor = initial_cursor
         self._timeout_s = batch_timeout_ms / 1000
@@ -101,8 +134,11 @@ class EventStreamSource:
         self._backoff = Backoff(base_s=0.2, cap_s=30.0)
         self._stop = anyio.Event()
         self._scope: anyio.CancelScope | None = None
+        self._progressed = False
         self.frames = 0
         self.reconnects = 0
+        self.refused = 0  # frames dead-lettered by the seq guard or for their size
+        self.gaps = 0
         self.last_seq: int | None = None
 
     def stop(self) -> None:
@@ -114,31 +150,39 @@ class EventStreamSource:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         failures = 0
+        at_head: str | None = None  # why the next connection goes without a cursor
         while not self._stop.is_set():
-            cursor = await self._redis.get(self._cursor_key)
-            read, error = await self._follow(int(cursor) if cursor else self._initial_cursor)
-            if error is not None:
-                log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
-            # A connection that delivered frames resets the backoff; one that delivered none grows it.
-            failures = 0 if read else failures + 1
+            raw = await self._redis.get(self._cursor_key)
+            stored = int(raw) if raw else None
+            if at_head is not None:
+                self._guard.start(None)
+                self._guard.expect_gap(at_head, stored)
+                at_head = await self._follow(None)
+            else:
+                self._guard.start(stored)
+                at_head = await self._follow(stored if stored is not None else self._initial_cursor)
+            # Only a connection that moved the cursor resets the backoff: one that closed at once,
+            # or delivered nothing but refused frames, grows it.
+            failures = 0 if self._progressed else failures + 1
             if not self._stop.is_set():
                 self.reconnects += 1
                 with anyio.move_on_after(self._backoff.delay(failures) if failures else 0.05):
                     await self._stop.wait()
 
-    async def _follow(self, cursor: int | None) -> tuple[int, AtpError | None]:
-        """One connection: how many frames it delivered, and the error that ended it."""
+    async def _follow(self, cursor: int | None) -> str | None:
+        """One connection; returns why the next one must start at the head (None: from the cursor)."""
         send, receive = anyio.create_memory_object_stream[bytes](self._batch_size)
-        read = 0
         error: AtpError | None = None
+        at_head: str | None = None
+        self._progressed = False
 
         async def reader() -> None:
-            nonlocal read, error
+            nonlocal error
             async with send:
                 try:
-                    async for frame in subscribe(self._url, cursor=cursor):
+                    limit = self._targets.max_frame_bytes
+                    async for frame in subscribe(self._url, cursor=cursor, max_frame_bytes=limit):
                         await send.send(frame)
-                        read += 1
                 except AtpError as exc:
                     error = exc
 
@@ -151,10 +195,22 @@ class EventStreamSource:
                     await self._batch_loop(receive)
                 except SourceUnavailable as exc:
                     log.warning("cannot convert frames now", extra={"source": self.name, "error": str(exc)})
-                    read, error = 0, None  # count as a failed connection: the backoff grows
+                    self._progressed, error = False, None  # count as a failed connection
+                except _ResumeAtHead as exc:
+                    at_head, error = exc.reason, None
+                    log.error(
+                        "source lost our cursor: resuming from its head, gap recorded",
+                        extra={"source": self.name, "reason": exc.reason, "cursor": self._guard.position},
+                    )
                 tg.cancel_scope.cancel()  # the batcher is done: leave the websocket
         self._scope = None
-        return read, error
+        if error is not None:
+            log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
+            if getattr(error, "error", None) == "FrameTooBig" and not self._stop.is_set():
+                await self._skip_oversize(error)
+        if at_head is None and self._guard.position is None:
+            return self._guard.gap_reason  # no frame yet from the head: the next one goes there too
+        return at_head
 
     async def _batch_loop(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         batch, ended = _Batch(), False
@@ -166,8 +222,8 @@ class EventStreamSource:
                     frame, ended = None, True
                 if frame is not None:
                     try:
-                        converted = await self._converter.convert(frame)
-                    except SourceUnavailable:
+                        converted = self._guarded(frame, await self._converter.convert(frame))
+                    except (SourceUnavailable, _ResumeAtHead):
                         await self._flush(batch)  # what came before the frame is written
                         raise
                     batch.add(converted)
@@ -175,6 +231,54 @@ class EventStreamSource:
                 if batch and (ended or len(batch) >= self._batch_size or self._expired(batch)):
                     await self._flush(batch)
                     batch = _Batch()
+
+    def _guarded(self, frame: bytes, converted: Converted) -> Converted:
+        """`converted` if its seq may be the next position; else a dead letter that moves nothing."""
+        if converted.control == FUTURE_CURSOR:
+            raise _ResumeAtHead("future-cursor")
+        if converted.control == OUTDATED_CURSOR:
+            self._guard.expect_gap("outdated-cursor", self._guard.position)
+        seq = converted.seq
+        if seq is None:
+            return converted
+        why = self._guard.refusal(seq)
+        if why is None:
+            gap = self._guard.accept(seq)
+            if gap is not None:
+                self.gaps += 1
+                log.error("gap recorded", extra={"source": self.name, "after": gap.after, "resumed_at": seq})
+                converted.extra.append((self._targets.gaps, gap.fields(self._targets.host)))
+            return converted
+        self.refused += 1
+        position = self._guard.position
+        log.warning(
+            "frame refused", extra={"source": self.name, "seq": seq, "why": why, "position": position}
+        )
+        if self._guard.refused(why):
+            raise _ResumeAtHead("seq-reset")
+        error = f"seq {seq} after {position} (max step {self._guard.max_step})"
+        return Converted(
+            extra=[(self._targets.dlq, dead_frame_fields(frame, self._targets.host, why, error, seq))]
+        )
+
+    async def _skip_oversize(self, error: AtpError) -> None:
+        """The frame after the position is over the size limit: dead-letter its seq, move past it.
+
+        Relays number frames consecutively, so it is position + 1; were it not, the next
+        connection meets it again one seq further on, and skips again.
+        """
+        position = self._guard.position
+        if position is None:
+            return  # no cursor: the next connection starts at the head, past the frame anyway
+        seq = position + 1
+        fields = dead_frame_fields(b"", self._targets.host, "oversize-frame", str(error), seq)
+        await self._producer.send(
+            [], cursor=(self._cursor_key, str(seq)), extra=[(self._targets.dlq, fields)]
+        )
+        self.refused += 1
+        self._guard.accept(seq)
+        self._progressed = True
+        log.error("oversize frame dead-lettered and skipped", extra={"source": self.name, "seq": seq})
 
     async def _next(self, receive: MemoryObjectReceiveStream[bytes], batch: _Batch) -> bytes | None:
         """The next frame, or None when the open batch's time is up (EndOfStream when it ended)."""
@@ -193,3 +297,4 @@ class EventStreamSource:
         await self._producer.send(batch.entries, cursor=cursor, extra=batch.extra)
         if batch.seq is not None:
             self.last_seq = batch.seq
+            self._progressed = True

@@ -43,6 +43,7 @@ from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate,
 from streams._producer import Fields
 from workers._identity import IdentityCache
 from workers.ingester.eventstream import Converted, SourceUnavailable
+from workers.ingester.seqguard import control_of
 
 log = logging.getLogger("streamfill.ingester.firehose")
 
@@ -124,6 +125,7 @@ class FirehoseConverter:
             return Converted(extra=[self._resync(decoded.did, decoded.rev, "sync")], seq=decoded.seq)
         if isinstance(decoded, InfoFrame | ErrorFrame):
             log.warning("relay says", extra={"host": self._host, "frame": repr(decoded)})
+            return Converted(control=control_of(decoded))
         return Converted()
 
     async def _forget(self, did: str) -> None:

@@ -9,6 +9,7 @@ from atp import AtpError
 from atp.frames import ErrorFrame, InfoFrame, LabelsFrame, decode_frame
 from schemas import Label, LabelBatch, encode_entry
 from workers.ingester.eventstream import Converted
+from workers.ingester.seqguard import control_of
 
 log = logging.getLogger("streamfill.ingester.labels")
 
@@ -41,6 +42,7 @@ class LabelConverter:
             return Converted(extra=[(self._dlq, fields)])
         if isinstance(decoded, InfoFrame | ErrorFrame):
             log.warning("labeler says", extra={"host": self._host, "frame": repr(decoded)})
+            return Converted(control=control_of(decoded))
         return Converted()
 
 

@@ -6,7 +6,10 @@ guarded by its slot in the listed register (`workers.ingester.register`), checke
 that same call: a repo is enqueued once per (did, rev, active), whichever path lists it. When
 paging ends the cursor becomes `!ingester-done`; a re-check is a whole new pass from the start,
 which enqueues only what is new or changed. After `max_consecutive_errors` failures at one
-numeric cursor the source skips ahead and ledgers the skipped range (`--retry-skipped`).
+numeric cursor the source skips ahead and ledgers the skipped range (`--retry-skipped`). A cursor
+that does not advance (the same one again, or one seen earlier in the pass: a cycle) ends the
+pass: the range from it is ledgered (end `!ingester-done`), and the host is paged again only at
+the next re-check.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
-from atp import AtpError, ForbiddenHost, InvalidDid, RateLimited
+from atp import AtpError, ForbiddenHost, InvalidDid, RateLimited, UpstreamError
 from atp.did import validate_did
 from atp.xrpc import XrpcClient
 from schemas import RepoJob, encode_entry
@@ -31,6 +34,7 @@ from streams import (
     PartitionedProducer,
     Producer,
     SkipAhead,
+    SkipDecision,
     record_skip,
     resolve_skipped,
     skipped_ranges,
@@ -117,6 +121,7 @@ class ListingSource:
         self.seen = 0  # valid repos read, written or not
         self.passes = 0
         self.abandoned = 0
+        self.cycles = 0  # passes ended by a cursor that did not advance
 
     def stop(self) -> None:
         self._stop.set()
@@ -149,11 +154,17 @@ class ListingSource:
     async def _page_until_done(self, cursor: str | None) -> bool:
         """One listing pass from `cursor` to the end; True when it skipped ahead (go on at once)."""
         self._unreachable = 0
+        visited: set[str] = set()
         while not self._stop.is_set():
             page = await self._fetch(cursor)
             if page is None:
                 return self._skipped
             repos, next_cursor = page
+            visited.add(cursor or "")
+            if next_cursor is not None and next_cursor in visited:
+                await self._write(repos, [])
+                await self._cycle(cursor, next_cursor)
+                return False
             await self._write(repos, [(self._cursor_key, next_cursor or CURSOR_DONE)])
             if next_cursor is None:
                 self.passes += 1
@@ -161,6 +172,14 @@ class ListingSource:
                 return False
             cursor = next_cursor
         return False
+
+    async def _cycle(self, cursor: str | None, again: str) -> None:
+        """The host sent a cursor this pass already visited: ledger the rest, end the pass."""
+        self.cycles += 1
+        decision = SkipDecision(retry_same=False, skip_from=cursor or "", skip_to=CURSOR_DONE, failures=1)
+        reason = f"listRepos cursor does not advance: after {cursor!r} it sent {again!r}, visited before"
+        await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
+        log.error("listing cursor does not advance: pass ended", extra={"host": self.host, "cursor": again})
 
     async def _fetch(self, cursor: str | None) -> tuple[list[Any], str | None] | None:
         """One page, retried with backoff; None after a skip-ahead, a give-up or when stopping."""
@@ -236,7 +255,7 @@ class ListingSource:
         recovered = failing = 0
         for skipped in await skipped_ranges(self._redis, self._ledger):
             try:
-                await self._repage(skipped.start, int(skipped.end))
+                await self._repage(skipped.start, skipped.end)
             except AtpError as exc:
                 failing += 1
                 log.error(
@@ -248,14 +267,26 @@ class ListingSource:
             recovered += 1
         return recovered, failing
 
-    async def _repage(self, start: str, end: int) -> None:
+    async def _repage(self, start: str, end: str) -> None:
+        """Page from `start` to the numeric cursor `end` (or to the last page: `!ingester-done`)."""
         cursor: str | None = start or None
+        visited: set[str] = set()
         while True:
             page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
             await self._write(page.repos, [])
-            if page.cursor is None or (page.cursor.isdigit() and int(page.cursor) >= end):
+            if page.cursor is None or (
+                end.isdigit() and page.cursor.isdigit() and int(page.cursor) >= int(end)
+            ):
                 return
+            visited.add(cursor or "")
+            if page.cursor in visited:
+                raise UpstreamError(f"listRepos cursor {page.cursor!r} does not advance", error="CursorCycle")
             cursor = page.cursor
+
+
+def _reached(cursor: str, end: str) -> bool:
+    """Whether a re-paged numeric range ends at `cursor` (an `!ingester-done` end never does)."""
+    return end.isdigit() and cursor.isdigit() and int(cursor) >= int(end)
 
 
 def bad_item_fields(

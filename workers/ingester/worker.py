@@ -20,7 +20,7 @@ from workers._identity import IdentityCache
 from workers._partitions import partitioning
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import HostDiscovery
-from workers.ingester.eventstream import EventStreamSource
+from workers.ingester.eventstream import EventStreamSource, StreamTargets
 from workers.ingester.firehose import AccountChecker, FirehoseConverter
 from workers.ingester.labels import LabelConverter
 from workers.ingester.listing import ListingSource
@@ -41,6 +41,11 @@ class Ingester:
 def host_key(url_or_host: str) -> str:
     """The `{host}` part of cursor keys: the relay's host[:port], without scheme."""
     return url_or_host.split("://", 1)[-1].rstrip("/")
+
+
+def _targets(keys: Keys, stream: str, host: str, config: IngesterConfig) -> StreamTargets:
+    dlq = keys.dlq(keys.stream(stream))
+    return StreamTargets(host, dlq, keys.gaps(stream, host), max_seq_step=config.max_seq_step)
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +106,7 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
                     keys.cursor("firehose_live", host),
                     producer("firehose_live"),
                     converter,
+                    _targets(keys, "firehose_live", host, config),
                     batch_size=config.batch_size,
                     batch_timeout_ms=config.batch_timeout_ms,
                     name=f"firehose:{host}",
@@ -115,6 +121,7 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
                     keys.cursor("label_live", host),
                     producer("label_live"),
                     LabelConverter(labeler, keys.stream("label_live")),
+                    _targets(keys, "label_live", host, config),
                     batch_size=config.batch_size,
                     batch_timeout_ms=config.batch_timeout_ms,
                     name=f"labels:{host}",

@@ -1,0 +1,78 @@
+"""A listRepos cursor that does not advance (issue #13 item 6: 4,055 pages and 81,100 jobs in 40 s
+for a 50-repo relay) ends the pass: the range is ledgered, every repo is enqueued once, and the
+host is paged again only at the next re-check."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from _hostile import LIST_REPOS, HostileServer
+from _pipeline import ingester_config, read_all
+from _support import wait_until
+from aiohttp import web
+
+from streams import CURSOR_DONE, Keys, skip_ledgers, skipped_ranges
+from workers.ingester.worker import build_ingester, host_key
+
+pytestmark = pytest.mark.anyio
+
+
+def _did(n: int) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return "did:plc:" + f"cycle{letters[n // 26]}{letters[n % 26]}".ljust(24, "a")
+
+
+def cycling_relay(next_cursor: dict[str, str]) -> Any:
+    """listRepos whose cursor after `c` is `next_cursor[c]` ("" = no cursor); 5 repos a page."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        cursor = request.query.get("cursor", "")
+        page = sorted(next_cursor).index(cursor)
+        repos = [{"did": _did(page * 5 + i), "head": "x", "rev": "3l", "active": True} for i in range(5)]
+        return web.json_response({"repos": repos, "cursor": next_cursor[cursor]})
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("links", "pages", "stuck_at"),
+    [
+        ({"": "same", "same": "same"}, 2, "same"),  # the same cursor forever
+        ({"": "a", "a": "b", "b": "c", "c": "a"}, 4, "c"),  # a cycle back to an earlier page
+    ],
+    ids=["same-cursor", "cycle"],
+)
+async def test_a_cursor_that_does_not_advance_ends_the_pass_with_a_ledgered_range(
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
+    links: dict[str, str],
+    pages: int,
+    stuck_at: str,
+) -> None:
+    keys = Keys(prefix)
+    async with HostileServer() as relay:
+        relay.on(LIST_REPOS, cycling_relay(links))
+        config = ingester_config(redis_url, prefix, relay.base, discovery="relay")
+        cursor_key = keys.cursor("repo_backfill", host_key(relay.base))
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [source] = ingester.listings
+            tg.start_soon(source.run)
+            await wait_until(lambda: source.cycles >= 1, what="the cycle seen")
+            assert await redis_client.get(cursor_key) == CURSOR_DONE.encode()
+            # Re-paging the ledgered range meets the cycle again and says so, once.
+            assert await source.retry_skipped() == (0, 1)
+            source.stop()
+        hits = relay.hits[LIST_REPOS]
+    assert hits == pages + pages - 1  # the pass, then the retry from the ledgered cursor
+    jobs = await read_all(redis_client, keys.stream("repo_backfill"))
+    counts = Counter(j.did for j in jobs)
+    assert set(counts.values()) == {1} and len(counts) == 5 * len(links)
+    [skipped] = await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(relay.base)))
+    assert (skipped.start, skipped.end) == (stuck_at, CURSOR_DONE)
+    assert "does not advance" in skipped.reason
+    assert list((await skip_ledgers(redis_client, keys)).values()) == [1]
