@@ -37,6 +37,7 @@ from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
+from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
 from streams._partitioned import (
@@ -74,6 +75,7 @@ __all__ = [
     "EntryHandler",
     "EntryState",
     "GroupInfo",
+    "GroupLag",
     "Keys",
     "Mark",
     "Outcome",
@@ -108,8 +110,10 @@ __all__ = [
     "dlq_replay",
     "drain",
     "entry_states",
+    "group_lags",
     "is_cluster",
     "is_permanent",
+    "lag_seconds",
     "list_streams",
     "parse_cluster_setting",
     "partition_index",

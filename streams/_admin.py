@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from streams._cluster import is_cluster
 from streams._keys import Keys
+from streams._lag import group_lags
 from streams._settle import DLQ_META
 
 
@@ -49,6 +50,8 @@ class GroupInfo:
     pending: int
     last_delivered_id: str
     consumers: list[ConsumerInfo] = field(default_factory=list)
+    # Age of the oldest entry the group has not acknowledged (streams/_lag.py); 0.0: none.
+    lag_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
     if not await redis.exists(stream):
         raise AdminError(f"no such stream: {stream}")
     info = await redis.xinfo_stream(stream)
-    groups = [await _group_info(redis, stream, g) for g in await redis.xinfo_groups(stream)]
+    lags = {lag.group: lag.seconds for lag in await group_lags(redis, stream)}
+    groups = [await _group_info(redis, stream, g, lags) for g in await redis.xinfo_groups(stream)]
     now_ms = time.time() * 1000
     first = _s(info["first-entry"][0]) if info.get("first-entry") else None
     last = _s(info["last-entry"][0]) if info.get("last-entry") else None
@@ -128,7 +132,9 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
     )
 
 
-async def _group_info(redis: aioredis.Redis, stream: str, group: dict[str, object]) -> GroupInfo:
+async def _group_info(
+    redis: aioredis.Redis, stream: str, group: dict[str, object], lags: dict[str, float]
+) -> GroupInfo:
     name = _s(group["name"])
     consumers = [
         ConsumerInfo(_s(c["name"]), int(c["pending"]), int(c["idle"]))
@@ -141,6 +147,7 @@ async def _group_info(redis: aioredis.Redis, stream: str, group: dict[str, objec
         pending=int(group["pending"]),  # type: ignore[call-overload]
         last_delivered_id=_s(group["last-delivered-id"]),
         consumers=consumers,
+        lag_s=lags.get(name),
     )
 
 
@@ -305,9 +312,7 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
     return (await _trim_script(redis, stream, apply=False)).minid
 
 
-async def trim_stream(
-    redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool = True
-) -> TrimPlan:
+async def trim_stream(redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool = True) -> TrimPlan:
     """Trim, in one atomic step, the entries every group has read and acknowledged."""
     plan = await _trim_script(redis, stream, apply=True)
     if audited:

@@ -36,6 +36,7 @@ GAUGES = {
     "streamfill_stream_length": "entries in a stream (XLEN)",
     "streamfill_group_lag": "entries not yet delivered to a group",
     "streamfill_group_pending": "entries delivered to a group and not yet acked",
+    "streamfill_group_lag_seconds": "age of the oldest entry a group has not acknowledged (0: none)",
     "streamfill_dlq_length": "entries in a stream's dead-letter stream",
     "streamfill_backpressure_active": "1 while a producer is blocked at the high-water mark",
 }

@@ -269,8 +269,10 @@ def _stream_lines(i: StreamInfo, indent: str, more: str) -> list[str]:
     ]
     for g in i.groups:
         lag = "?" if g.lag is None else str(g.lag)
+        behind = "" if g.lag_s is None else f" ({_age(g.lag_s)} behind)"
         lines.append(
-            f"{indent}  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}"
+            f"{indent}  group {g.name}  lag={lag}{behind}  pending={g.pending}  "
+            f"last-delivered={g.last_delivered_id}"
         )
         for c in g.consumers:
             idle = _age(c.idle_ms / 1000)

@@ -36,8 +36,10 @@ async def test_consumers_index_streams_until_idle(
         await consumer.run_until_idle()
 
     truth = [{"type": "record", "did": A, "collection": POST, "rkey": "p1", "cid": "c1", "rev": tid(9)}]
-    truth += [{"type": "record", "did": B, "collection": LIKE, "rkey": f"l{i}", "cid": f"c{i}", "rev": tid(i)}
-              for i in range(20)]
+    truth += [
+        {"type": "record", "did": B, "collection": LIKE, "rkey": f"l{i}", "cid": f"c{i}", "rev": tid(i)}
+        for i in range(20)
+    ]
     verdict = await verify(pool, truth)
     assert verdict.ok, verdict.to_json()
     for stream in (LIVE, BACKFILL):
