@@ -50,6 +50,7 @@ from streams._partitioned import (
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
+from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
 
@@ -79,6 +80,7 @@ __all__ = [
     "Keys",
     "Mark",
     "Outcome",
+    "Pace",
     "PartitionedConsumer",
     "PartitionedProducer",
     "Partitioning",
@@ -92,6 +94,9 @@ __all__ = [
     "SkipDecision",
     "SkippedRange",
     "StreamInfo",
+    "Throttle",
+    "ThrottleConfig",
+    "ThrottleStats",
     "TrimPlan",
     "UnsupportedServer",
     "WorkerOptions",
@@ -129,6 +134,7 @@ __all__ = [
     "skipped_ranges",
     "start_embedded_valkey",
     "stream_info",
+    "throttled_states",
     "trim",
     "trim_stream",
 ]
