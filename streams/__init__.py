@@ -47,6 +47,7 @@ from streams._partitioned import (
     ReplicationLagError,
     partition_index,
 )
+from streams._priority import Priority, PriorityConfig, PriorityStats
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
@@ -84,6 +85,9 @@ __all__ = [
     "PartitionedConsumer",
     "PartitionedProducer",
     "Partitioning",
+    "Priority",
+    "PriorityConfig",
+    "PriorityStats",
     "Producer",
     "ProducerConfig",
     "ProducerStats",
