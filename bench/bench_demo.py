@@ -36,15 +36,37 @@ EXTRA = shlex.split(os.environ.get("BENCH_DEMO_ARGS", ""))
 # Verify must stay a small part of the run however big the network.
 VERIFY_SHARE_TARGET = 0.1
 # The demo JSON fields printed, in order.
-ROW = ("expected", "indexed", "pipeline_s", "records_per_s", "settle_s", "verify_s", "devnet_startup_s",
-       "database_bytes_per_record")
+ROW = (
+    "expected",
+    "indexed",
+    "pipeline_s",
+    "records_per_s",
+    "settle_s",
+    "verify_s",
+    "devnet_startup_s",
+    "database_bytes_per_record",
+)
 
 
 def run_demo(repos: int) -> dict[str, Any]:
     """One `streamfill demo --json` run; its verdict document."""
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as workdir:
-        cmd = [sys.executable, "-m", "workers.cli", "demo", "--json", "--repos", str(repos),
-               "--seed", str(SEED), "--timeout", "7200", "--workdir", workdir, *EXTRA]
+        cmd = [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "demo",
+            "--json",
+            "--repos",
+            str(repos),
+            "--seed",
+            str(SEED),
+            "--timeout",
+            "7200",
+            "--workdir",
+            workdir,
+            *EXTRA,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = out.stdout.strip().splitlines()
         if not lines:

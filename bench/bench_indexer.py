@@ -86,9 +86,17 @@ def make_events(n: int, seed: int = 7) -> list[Any]:
             posts.append(f"at://{did}/{collection}/{rkey}")
         written.append((did, collection, rkey))
         cls = RecordUpdate if roll > 0.98 else RecordCreate
-        events.append(cls(seq=i, did=did, rev=rev, collection=collection, rkey=rkey,
-                          cid=f"bafyrei{uuid.UUID(int=rng.getrandbits(128)).hex}",
-                          record=msgspec.Raw(orjson.dumps(record))))
+        events.append(
+            cls(
+                seq=i,
+                did=did,
+                rev=rev,
+                collection=collection,
+                rkey=rkey,
+                cid=f"bafyrei{uuid.UUID(int=rng.getrandbits(128)).hex}",
+                record=msgspec.Raw(orjson.dumps(record)),
+            )
+        )
     return events
 
 
@@ -111,8 +119,15 @@ def _record(rng: random.Random, roll: float, dids: list[str], posts: list[str]) 
 def raw_rows(events: list[Any]) -> list[tuple[Any, ...]]:
     """One row per event, each under a key of its own (a plain bulk load has no conflicts)."""
     return [
-        (f"at://{e.did}/{e.collection}/{e.rkey}#{i}", getattr(e, "cid", None), e.did, e.collection, e.rkey,
-         e.rev, bytes(e.record).decode() if hasattr(e, "record") else None)
+        (
+            f"at://{e.did}/{e.collection}/{e.rkey}#{i}",
+            getattr(e, "cid", None),
+            e.did,
+            e.collection,
+            e.rkey,
+            e.rev,
+            bytes(e.record).decode() if hasattr(e, "record") else None,
+        )
         for i, e in enumerate(events)
     ]
 
@@ -262,8 +277,13 @@ async def measure_consumer_path(url: str, redis_url: str, entries: list[Entry]) 
                     for e in entries[i : i + BATCH]:
                         pipe.xadd(stream, dict(e.fields))
                     await pipe.execute()
-            consumer = Consumer(redis, ConsumerConfig(stream, "firehose_group", "bench", batch_size=BATCH,
-                                                      concurrency=2, block_ms=50), IndexerHandler(pool))
+            consumer = Consumer(
+                redis,
+                ConsumerConfig(
+                    stream, "firehose_group", "bench", batch_size=BATCH, concurrency=2, block_ms=50
+                ),
+                IndexerHandler(pool),
+            )
             await consumer.ensure_group()
             side = Side()
             pg0, py0, t0 = _backends_cpu_s(pids), time.process_time(), time.perf_counter()
@@ -307,8 +327,11 @@ async def _live_latencies(inner: IndexerHandler, redis_url: str, events: list[An
             all_seen.set()
         return outcomes
 
-    consumer = Consumer(redis, ConsumerConfig(stream, "firehose_group", "bench", batch_size=BATCH,
-                                              concurrency=2, block_ms=50), handler)
+    consumer = Consumer(
+        redis,
+        ConsumerConfig(stream, "firehose_group", "bench", batch_size=BATCH, concurrency=2, block_ms=50),
+        handler,
+    )
     await consumer.ensure_group()
     async with anyio.create_task_group() as tg:
         await tg.start(consumer.run)
@@ -335,26 +358,44 @@ async def main(url: str, redis_url: str) -> None:
     median = rounds[sorted(range(ROUNDS), key=lambda r: rounds[r][0].wall / rounds[r][1].wall)[ROUNDS // 2]]
     raw, idx = median
     rows_out: list[dict[str, Any]] = [
-        {"path": "raw COPY+merge", "events_per_s": N / raw.wall, "pg_us_per_event": _us(raw.pg_cpu, N),
-         "py_us_per_event": _us(raw.py_cpu, N), "wal_bytes_per_event": raw.wal / N},
+        {
+            "path": "raw COPY+merge",
+            "events_per_s": N / raw.wall,
+            "pg_us_per_event": _us(raw.pg_cpu, N),
+            "py_us_per_event": _us(raw.py_cpu, N),
+            "wal_bytes_per_event": raw.wal / N,
+        },
         # The ratio is the median of the rounds' paired ratios; the rates are that round's.
-        {"path": "indexer apply", "events_per_s": N / idx.wall, "ratio": ratios[len(ratios) // 2],
-         "ratio_range": f"{ratios[0]:.3f}-{ratios[-1]:.3f}", "target": 0.5,
-         "pg_us_per_event": _us(idx.pg_cpu, N), "py_us_per_event": _us(idx.py_cpu, N),
-         "wal_bytes_per_event": idx.wal / N},
+        {
+            "path": "indexer apply",
+            "events_per_s": N / idx.wall,
+            "ratio": ratios[len(ratios) // 2],
+            "ratio_range": f"{ratios[0]:.3f}-{ratios[-1]:.3f}",
+            "target": 0.5,
+            "pg_us_per_event": _us(idx.pg_cpu, N),
+            "py_us_per_event": _us(idx.py_cpu, N),
+            "wal_bytes_per_event": idx.wal / N,
+        },
     ]
     path = await measure_consumer_path(url, redis_url, entries)
-    row: dict[str, Any] = {"path": "one indexer process: Redis -> consumer -> handler -> PostgreSQL",
-                           "events_per_s": N / path.wall, "pg_us_per_event": _us(path.pg_cpu, N),
-                           "py_us_per_event": _us(path.py_cpu, N)}
+    row: dict[str, Any] = {
+        "path": "one indexer process: Redis -> consumer -> handler -> PostgreSQL",
+        "events_per_s": N / path.wall,
+        "pg_us_per_event": _us(path.pg_cpu, N),
+        "py_us_per_event": _us(path.py_cpu, N),
+    }
     if path.pg_cpu is not None:
         # With PostgreSQL on a core of its own and two batches in flight, the process is bound
         # by the busier of the two: its own CPU per event, or PostgreSQL's.
         row |= {"with_own_pg_core_events_per_s": N / max(path.pg_cpu, path.py_cpu), "target": 40000}
     rows_out.append(row)
     rows_out += [
-        {"path": f"  {name}", "ms_per_batch": side.wall / (N / BATCH) * 1e3,
-         "pg_us_per_event": _us(side.pg_cpu, N), "py_us_per_event": _us(side.py_cpu, N)}
+        {
+            "path": f"  {name}",
+            "ms_per_batch": side.wall / (N / BATCH) * 1e3,
+            "pg_us_per_event": _us(side.pg_cpu, N),
+            "py_us_per_event": _us(side.py_cpu, N),
+        }
         for name, side in (await profile_statements(url, entries)).items()
     ]
     if LIVE_RATE > 0:

@@ -81,7 +81,8 @@ async def main(url: str) -> None:
         try:
             await migrate(conn, load_migrations()[:1])
             await conn.copy_records_to_table(
-                "record", records=rows,
+                "record",
+                records=rows,
                 columns=["uri", "cid", "did", "collection", "rkey", "rev", "json", "tombstone"],
             )
             await conn.execute(_FILL_0001)
@@ -99,13 +100,28 @@ async def main(url: str) -> None:
         finally:
             await conn.close()
     per_million = 1e6 / len(rows)
-    report("bench_migrate", [
-        {"path": "raw copy of record + its key", "records": len(rows), "s_per_million": raw_s * per_million},
-        {"path": "migration 0001 -> 0002", "records": len(rows), "s_per_million": migration_s * per_million,
-         "ratio": raw_s / migration_s},
-        {"path": "bytes per record", "0001": before / len(rows), "0002": after / len(rows),
-         "ratio": after / before},
-    ])
+    report(
+        "bench_migrate",
+        [
+            {
+                "path": "raw copy of record + its key",
+                "records": len(rows),
+                "s_per_million": raw_s * per_million,
+            },
+            {
+                "path": "migration 0001 -> 0002",
+                "records": len(rows),
+                "s_per_million": migration_s * per_million,
+                "ratio": raw_s / migration_s,
+            },
+            {
+                "path": "bytes per record",
+                "0001": before / len(rows),
+                "0002": after / len(rows),
+                "ratio": after / before,
+            },
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._entries import EntryState, entry_states
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name
+from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
 from streams._partitioned import (
@@ -46,9 +47,11 @@ from streams._partitioned import (
     ReplicationLagError,
     partition_index,
 )
+from streams._priority import Priority, PriorityConfig, PriorityStats
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
+from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
 
@@ -74,12 +77,17 @@ __all__ = [
     "EntryHandler",
     "EntryState",
     "GroupInfo",
+    "GroupLag",
     "Keys",
     "Mark",
     "Outcome",
+    "Pace",
     "PartitionedConsumer",
     "PartitionedProducer",
     "Partitioning",
+    "Priority",
+    "PriorityConfig",
+    "PriorityStats",
     "Producer",
     "ProducerConfig",
     "ProducerStats",
@@ -90,6 +98,9 @@ __all__ = [
     "SkipDecision",
     "SkippedRange",
     "StreamInfo",
+    "Throttle",
+    "ThrottleConfig",
+    "ThrottleStats",
     "TrimPlan",
     "UnsupportedServer",
     "WorkerOptions",
@@ -108,8 +119,10 @@ __all__ = [
     "dlq_replay",
     "drain",
     "entry_states",
+    "group_lags",
     "is_cluster",
     "is_permanent",
+    "lag_seconds",
     "list_streams",
     "parse_cluster_setting",
     "partition_index",
@@ -125,6 +138,7 @@ __all__ = [
     "skipped_ranges",
     "start_embedded_valkey",
     "stream_info",
+    "throttled_states",
     "trim",
     "trim_stream",
 ]

@@ -9,7 +9,7 @@ import getpass
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +19,8 @@ from redis.exceptions import ResponseError
 
 from streams._cluster import is_cluster
 from streams._keys import Keys
+from streams._lag import group_lags
+from streams._metrics import instruments
 from streams._settle import DLQ_META
 
 
@@ -49,6 +51,8 @@ class GroupInfo:
     pending: int
     last_delivered_id: str
     consumers: list[ConsumerInfo] = field(default_factory=list)
+    # Age of the oldest entry the group has not acknowledged (streams/_lag.py); 0.0: none.
+    lag_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
     if not await redis.exists(stream):
         raise AdminError(f"no such stream: {stream}")
     info = await redis.xinfo_stream(stream)
-    groups = [await _group_info(redis, stream, g) for g in await redis.xinfo_groups(stream)]
+    lags = {lag.group: lag.seconds for lag in await group_lags(redis, stream)}
+    groups = [await _group_info(redis, stream, g, lags) for g in await redis.xinfo_groups(stream)]
     now_ms = time.time() * 1000
     first = _s(info["first-entry"][0]) if info.get("first-entry") else None
     last = _s(info["last-entry"][0]) if info.get("last-entry") else None
@@ -133,7 +138,9 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
     )
 
 
-async def _group_info(redis: aioredis.Redis, stream: str, group: dict[str, object]) -> GroupInfo:
+async def _group_info(
+    redis: aioredis.Redis, stream: str, group: dict[str, object], lags: dict[str, float]
+) -> GroupInfo:
     name = _s(group["name"])
     consumers = [
         ConsumerInfo(_s(c["name"]), int(c["pending"]), int(c["idle"]))
@@ -146,6 +153,7 @@ async def _group_info(redis: aioredis.Redis, stream: str, group: dict[str, objec
         pending=int(group["pending"]),  # type: ignore[call-overload]
         last_delivered_id=_s(group["last-delivered-id"]),
         consumers=consumers,
+        lag_s=lags.get(name),
     )
 
 
@@ -339,28 +347,54 @@ async def dlq_list(
     return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in rows]
 
 
-async def dlq_replay(redis: aioredis.Redis, keys: Keys, stream: str, *, count: int = 1000) -> int:
-    """Move dead-lettered entries back onto their stream (original fields only), atomically each."""
+async def dlq_replay(
+    redis: aioredis.Redis,
+    keys: Keys,
+    stream: str,
+    *,
+    count: int = 1000,
+    gate: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Move dead-lettered entries back onto their stream (original fields only), atomically each.
+
+    `gate` is awaited before each entry (a rate, the live-lag throttle). Counted in
+    `streamfill_replay_events_total` / `streamfill_replay_bytes_total{stream}`.
+    """
     rows: Any = await redis.xrange(f"{stream}:dlq", count=count)
     moved = 0
     for entry_id, fields in rows:
         original = {k: v for k, v in fields.items() if _s(k) not in DLQ_META}
-        if is_cluster(redis) and key_slot(stream.encode()) != key_slot(f"{stream}:dlq".encode()):
-            # No MULTI across slots (a stream without a hash tag): put back, then delete (a crash
-            # in between leaves it in both: replayed twice, never lost).
-            if original:
-                await redis.xadd(stream, original)
-            await redis.xdel(f"{stream}:dlq", entry_id)
-            moved += 1 if original else 0
-            continue
-        async with redis.pipeline(transaction=True) as pipe:
-            if original:
-                pipe.xadd(stream, original)
-            pipe.xdel(f"{stream}:dlq", entry_id)
-            await pipe.execute()
-        moved += 1 if original else 0
+        if gate is not None and original:
+            await gate()
+        await _move_back(redis, stream, entry_id, original)
+        if original:
+            moved += 1
+            count_replayed(stream, original)
     await audit(redis, keys, "dlq.replay", stream=stream, moved=moved)
     return moved
+
+
+async def _move_back(redis: aioredis.Redis, stream: str, entry_id: bytes, original: dict[Any, Any]) -> None:
+    if is_cluster(redis) and key_slot(stream.encode()) != key_slot(f"{stream}:dlq".encode()):
+        # No MULTI across slots (a stream without a hash tag): put back, then delete (a crash
+        # in between leaves it in both: replayed twice, never lost).
+        if original:
+            await redis.xadd(stream, original)
+        await redis.xdel(f"{stream}:dlq", entry_id)
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        if original:
+            pipe.xadd(stream, original)
+        pipe.xdel(f"{stream}:dlq", entry_id)
+        await pipe.execute()
+
+
+def count_replayed(stream: str, fields: Mapping[Any, Any]) -> None:
+    """Count one replayed entry and its size (field names and values) in the replay metrics."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    attrs = {"stream": stream}
+    instruments().replay_events.add(1, attrs)
+    instruments().replay_bytes.add(size, attrs)
 
 
 async def dlq_purge(redis: aioredis.Redis, keys: Keys, stream: str) -> int:

@@ -96,4 +96,3 @@ class Claims:
         """
         if ids:
             await self._redis.xclaim(self._stream, self._group, self._consumer, 0, list(ids), justid=True)
-

@@ -82,6 +82,13 @@ class Keys:
     def backoff_pattern(self, stream_key: str) -> str:
         return f"{stream_key}:backoff:*"
 
+    def throttle(self, worker: str) -> str:
+        """A worker's paused throttle state (a JSON string with a TTL), for `status`."""
+        return self._k(f"throttle:{worker}")
+
+    def throttle_pattern(self) -> str:
+        return self._k("throttle:*")
+
     def audit(self) -> str:
         return self._k("audit")
 

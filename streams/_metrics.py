@@ -26,6 +26,9 @@ class Instruments:
     produced: Any
     backpressure_waits: Any
     skipped_ranges: Any
+    throttled: Any
+    replay_events: Any
+    replay_bytes: Any
 
 
 _instruments: Instruments | None = None
@@ -36,8 +39,10 @@ GAUGES = {
     "streamfill_stream_length": "entries in a stream (XLEN)",
     "streamfill_group_lag": "entries not yet delivered to a group",
     "streamfill_group_pending": "entries delivered to a group and not yet acked",
+    "streamfill_group_lag_seconds": "age of the oldest entry a group has not acknowledged (0: none)",
     "streamfill_dlq_length": "entries in a stream's dead-letter stream",
     "streamfill_backpressure_active": "1 while a producer is blocked at the high-water mark",
+    "streamfill_throttle_active": "1 while a worker's bulk production is paused on live lag",
 }
 
 
@@ -64,6 +69,16 @@ def instruments() -> Instruments:
             ),
             skipped_ranges=meter.create_counter(
                 "streamfill_skipped_ranges", description="cursor ranges skipped ahead and ledgered"
+            ),
+            # unit "s": the Prometheus exporter names it streamfill_throttled_seconds_total.
+            throttled=meter.create_counter(
+                "streamfill_throttled", unit="s", description="seconds bulk production waited on live lag"
+            ),
+            replay_events=meter.create_counter(
+                "streamfill_replay_events", description="entries replayed onto a stream"
+            ),
+            replay_bytes=meter.create_counter(
+                "streamfill_replay_bytes", description="bytes (field names and values) replayed onto a stream"
             ),
         )
         for name, description in GAUGES.items():

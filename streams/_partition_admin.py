@@ -70,6 +70,8 @@ def _merge_groups(groups: Sequence[GroupInfo]) -> GroupInfo:
         pending=sum(g.pending for g in groups),
         last_delivered_id="-",  # one per partition: see --partitions
         consumers=sorted(consumers.values(), key=lambda c: c.name),
+        # The logical stream is as far behind as its slowest partition.
+        lag_s=max((g.lag_s for g in groups if g.lag_s is not None), default=None),
     )
 
 

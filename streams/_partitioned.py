@@ -55,6 +55,7 @@ from streams._producer import (
     queue_backlog_reading,
     read_backlog,
 )
+from streams._throttle import Throttle
 from streams._types import BatchHandler, Entry, Outcome
 
 log = logging.getLogger("streamfill.producer")
@@ -191,8 +192,9 @@ class PartitionedProducer(Producer):
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         wait_retry_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
+        throttle: Throttle | None = None,
     ) -> None:
-        super().__init__(redis, config)
+        super().__init__(redis, config, throttle=throttle)
         self._partitioning = partitioning
         self._cluster = is_cluster(redis)
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
@@ -218,6 +220,17 @@ class PartitionedProducer(Producer):
         extra: Sequence[tuple[str, Fields]] = (),
     ) -> list[str]:
         """XADD `batch` and `extra`, routed to partitions, then SET the cursors; ids of `batch`."""
+        await self.wait_throttle()
+        return await self._send(batch, cursor=cursor, cursors=cursors, extra=extra)
+
+    async def _send(
+        self,
+        batch: Sequence[Fields],
+        *,
+        cursor: tuple[str, str] | None = None,
+        cursors: Sequence[tuple[str, str]] = (),
+        extra: Sequence[tuple[str, Fields]] = (),
+    ) -> list[str]:
         targets = [self._partitioning.route(self.config.stream, fields) for fields in batch]
         await self.wait_below_mark(set(targets))
         sets = ((cursor,) if cursor is not None else ()) + tuple(cursors)
@@ -247,6 +260,7 @@ class PartitionedProducer(Producer):
         the data, as `send` writes them when they span slots."""
         if len(marks) != len(batch):
             raise ValueError(f"{len(marks)} marks for {len(batch)} entries")
+        await self.wait_throttle()
         targets = [self._partitioning.route(self.config.stream, fields) for fields in batch]
         await self.wait_below_mark(set(targets))
         ids: list[str | None] = [None] * len(batch)
@@ -263,7 +277,7 @@ class PartitionedProducer(Producer):
                 if entry_id is not None:
                     ids[position] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         if extra or cursors:
-            await self.send([], cursors=cursors, extra=extra)
+            await self._send([], cursors=cursors, extra=extra)
         written = sum(1 for i in ids if i is not None)
         self._produced += written
         instruments().produced.add(written, self._attrs)

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError
 
 from streams._cluster import is_cluster
 from streams._metrics import instruments, set_gauge
+from streams._throttle import Throttle
 
 log = logging.getLogger("streamfill.producer")
 
@@ -74,11 +75,14 @@ class ProducerStats:
 
 
 class Producer:
-    """Writes batches to one stream."""
+    """Writes batches to one stream; with a `throttle` (bulk producers), each write waits on it first."""
 
-    def __init__(self, redis: aioredis.Redis, config: ProducerConfig) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, config: ProducerConfig, *, throttle: Throttle | None = None
+    ) -> None:
         self.config = config
         self._redis = redis
+        self.throttle = throttle
         self._backlog = 0
         self._produced = 0
         self._blocked = False
@@ -130,6 +134,7 @@ class Producer:
         extra: Sequence[tuple[str, Fields]],
         marks: Sequence[Mark | None] | None,
     ) -> list[str | None]:
+        await self.wait_throttle()
         await self.wait_below_mark()
         keys, args = _script_args(self.config.stream, batch, extra, sets, marks)
         script, body = (
@@ -165,6 +170,11 @@ class Producer:
         self._produced += written
         instruments().produced.add(written, self._attrs)
         return ids
+
+    async def wait_throttle(self) -> None:
+        """Slow down or pause while the throttle (live lag) says so; nothing without one."""
+        if self.throttle is not None:
+            await self.throttle.wait()
 
     async def wait_below_mark(self) -> None:
         """Block while the backlog is at or above the high mark, until it is below the low mark."""

@@ -20,6 +20,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
+from streams._lag import group_lags
 from streams._metrics import set_gauge
 
 log = logging.getLogger("streamfill.worker")
@@ -132,3 +133,5 @@ async def _record_stream(redis: aioredis.Redis, stream: str) -> None:
         if g.get("lag") is not None:
             set_gauge("streamfill_group_lag", int(g["lag"]), stream=stream, group=group)
         set_gauge("streamfill_group_pending", int(g["pending"]), stream=stream, group=group)
+    for lag in await group_lags(redis, stream):
+        set_gauge("streamfill_group_lag_seconds", lag.seconds, stream=stream, group=lag.group)

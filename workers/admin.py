@@ -17,7 +17,9 @@ from streams import (
     AdminError,
     GroupInfo,
     Keys,
+    Pace,
     StreamInfo,
+    default_consumer_name,
     dlq_list,
     dlq_purge,
     dlq_replay,
@@ -27,6 +29,7 @@ from streams import (
     reset_group,
     skip_ledgers,
     stream_info,
+    throttled_states,
     trim_stream,
 )
 from streams._partition_admin import (
@@ -38,8 +41,17 @@ from streams._partition_admin import (
 )
 from workers._env import redis_session
 from workers._specs import load
+from workers._throttle import live_throttle
 from workers.campaign.cli import active_campaign_lines
-from workers.settings import Spec, add_flags, positive_integer, positive_number, redis_settings
+from workers.settings import (
+    Spec,
+    add_flags,
+    positive_integer,
+    positive_number,
+    redis_settings,
+    throttle_rule,
+    throttle_settings,
+)
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
 
@@ -50,12 +62,17 @@ class AdminConfig:
 
     redis_url: str | None = None
     prefix: str = ""
+    # `dlq replay` yields to live traffic as backfill production does (streams/_throttle.py).
+    throttle: bool = True
+    throttle_live_lag_s: float = 2.0
+    throttle_resume_lag_s: float = 1.0
 
 
 SPEC: Spec[AdminConfig] = Spec(
     "admin",
     AdminConfig,
-    redis_settings(),
+    (*redis_settings(), *throttle_settings()),
+    rules=(throttle_rule(),),
     title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`",
 )
 
@@ -124,7 +141,23 @@ def register(sub: Any) -> None:
         metavar="N",
         help="entries to list or replay (default 100)",
     )
+    p.add_argument(
+        "--rate",
+        type=per_second,
+        default=None,
+        metavar="N/s",
+        help="replay at most N entries a second (default: no limit); a replay also slows down and "
+        "pauses while live lag is high (THROTTLE_*)",
+    )
     p.set_defaults(func=_runner(_dlq))
+
+
+def per_second(text: str) -> float:
+    """An argparse type: a rate, `N/s` or `N`, N > 0."""
+    try:
+        return positive_number(text.removesuffix("/s"))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a rate N/s with N > 0, got {text!r}") from None
 
 
 def _command(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -152,6 +185,7 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
 
         async def go() -> int:
             async with redis_session(config.redis_url) as redis:
+                args.config = config
                 return await action(redis, Keys(config.prefix), args)
 
         try:
@@ -195,6 +229,9 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
         else:
             text = render_status(infos, await skip_ledgers(redis, keys), backoffs, partitions=args.partitions)
             text += "".join(f"\n{line}" for line in await active_campaign_lines(redis, keys))
+            text += "".join(
+                f"\n{line}" for line in throttle_lines(await throttled_states(redis, keys.throttle_pattern()))
+            )
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:
@@ -225,6 +262,15 @@ async def host_backoffs(redis: aioredis.Redis, keys: Keys, stream: str) -> list[
                     }
                 )
     return out
+
+
+def throttle_lines(states: list[dict[str, Any]]) -> list[str]:
+    """One line per worker whose bulk production is paused on live lag."""
+    return [
+        f"throttled {s.get('worker')}: {s.get('reason')} {_age(float(s.get('lag_s', 0)))} "
+        f"(paused above {s.get('pause_above_s')}s, resumes below {s.get('resume_below_s')}s)"
+        for s in states
+    ]
 
 
 def _age(seconds: float | None) -> str:
@@ -274,8 +320,10 @@ def _stream_lines(i: StreamInfo, indent: str, more: str) -> list[str]:
     ]
     for g in i.groups:
         lag = "?" if g.lag is None else str(g.lag)
+        behind = "" if g.lag_s is None else f" ({_age(g.lag_s)} behind)"
         lines.append(
-            f"{indent}  group {g.name}  lag={lag}  pending={g.pending}  last-delivered={g.last_delivered_id}"
+            f"{indent}  group {g.name}  lag={lag}{behind}  pending={g.pending}  "
+            f"last-delivered={g.last_delivered_id}"
         )
         for c in g.consumers:
             idle = _age(c.idle_ms / 1000)
@@ -349,9 +397,29 @@ async def _dlq(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> i
             for entry_id, fields in rows:
                 print(json.dumps({"id": entry_id, **fields}))
         elif args.op == "replay":
-            replayed = await dlq_replay(redis, keys, stream, count=left) if left > 0 else 0
+            gate = await _replay_gate(redis, keys, args)
+            replayed = await dlq_replay(redis, keys, stream, count=left, gate=gate) if left > 0 else 0
             left -= replayed
             print(f"replayed {replayed} entries onto {stream}")
         else:
             print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
     return 0
+
+
+async def _replay_gate(
+    redis: aioredis.Redis, keys: Keys, args: argparse.Namespace
+) -> Callable[[], Awaitable[None]]:
+    """Before each replayed entry: the live-lag throttle (unless THROTTLE_ENABLED=false), then `--rate`."""
+    live = [
+        *await partitions_of(redis, keys, "firehose_live"),
+        *await partitions_of(redis, keys, "label_live"),
+    ]
+    throttle = live_throttle(redis, args.config, default_consumer_name("dlq-replay"), live)
+    pace = Pace(args.rate)
+
+    async def gate() -> None:
+        if throttle is not None:
+            await throttle.wait()
+        await pace.take()
+
+    return gate

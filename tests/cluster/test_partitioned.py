@@ -352,3 +352,19 @@ async def test_listed_register_marks_travel_with_their_partition(
         key = keys.partition("repo_backfill", partition_index(did, 3), 3)
         raw = b"".join(v for _, fields in await client.xrange(key) for v in fields.values())
         assert raw.count(did.encode()) == 2  # in its partition: two revs, each once
+
+
+async def test_lag_seconds_over_partitions_on_their_nodes(cluster: ClusterClient, prefix: str) -> None:
+    """Each partition's lag is read on its own master (its ids and TIME from one clock); the
+    logical stream is as far behind as its worst partition."""
+    from streams import lag_seconds
+
+    keys = Keys(prefix)
+    parts = [keys.partition("live", i, 3) for i in range(3)]
+    for n, part in enumerate(parts):
+        seconds, micros = await cluster.execute_command("TIME", target_nodes=cluster.get_node_from_key(part))
+        now = int(seconds) * 1000 + int(micros) // 1000
+        await cluster.xadd(part, {"n": "1"}, id=f"{now - 10_000 * (n + 1)}-0")
+        await cluster.xgroup_create(part, "g", id="0")
+    worst = await lag_seconds(cluster, [(p, "g") for p in parts])
+    assert 30.0 <= worst < 31.0

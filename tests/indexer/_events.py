@@ -68,11 +68,27 @@ def entry(stream: str, message: Any, entry_id: str | None = None) -> Entry:
     return Entry(stream, entry_id or f"{next(_ids)}-0", encode_entry(stream, message))
 
 
-def create(did: str, collection: str, rkey: str, rev: str, cid: str, record: dict[str, Any], *,
-           seq: int = 1, update: bool = False) -> Any:
+def create(
+    did: str,
+    collection: str,
+    rkey: str,
+    rev: str,
+    cid: str,
+    record: dict[str, Any],
+    *,
+    seq: int = 1,
+    update: bool = False,
+) -> Any:
     cls = RecordUpdate if update else RecordCreate
-    return cls(seq=seq, did=did, rev=rev, collection=collection, rkey=rkey, cid=cid,
-               record=msgspec.Raw(orjson.dumps(record)))
+    return cls(
+        seq=seq,
+        did=did,
+        rev=rev,
+        collection=collection,
+        rkey=rkey,
+        cid=cid,
+        record=msgspec.Raw(orjson.dumps(record)),
+    )
 
 
 def delete(did: str, collection: str, rkey: str, rev: str, *, seq: int = 1) -> RecordDelete:

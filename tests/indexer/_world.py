@@ -108,8 +108,15 @@ class World:
     def _write(self, rec: Rec, *, update: bool) -> None:
         rec.rev, rec.cid = tid(next(self._revs)), f"bafy{next(self._cids)}"
         self.live[rec.did][rec.uri] = rec
-        event = create(rec.did, rec.collection, rec.rkey, rec.rev, rec.cid,
-                       body(rec.collection, **rec.fields), update=update)
+        event = create(
+            rec.did,
+            rec.collection,
+            rec.rkey,
+            rec.rev,
+            rec.cid,
+            body(rec.collection, **rec.fields),
+            update=update,
+        )
         self._commit(rec.did, rec.rev, event)
 
     def _delete(self, rec: Rec) -> None:
@@ -130,8 +137,10 @@ class World:
         """A backfill of `did` at its `at`-th commit: every live record at that rev, then the marker."""
         commit = self.commits[did][at]
         out = [
-            entry(BACKFILL, create(did, r.collection, r.rkey, commit.rev, r.cid,
-                                   body(r.collection, **r.fields), seq=-1))
+            entry(
+                BACKFILL,
+                create(did, r.collection, r.rkey, commit.rev, r.cid, body(r.collection, **r.fields), seq=-1),
+            )
             for r in sorted(commit.live_after.values(), key=lambda r: r.uri)
         ]
         out.append(entry(BACKFILL, marker(did, commit.rev, len(out))))
@@ -144,8 +153,14 @@ class World:
         lines: list[dict[str, Any]] = []
         for did, records in self.live.items():
             lines.extend(
-                {"type": "record", "did": did, "collection": r.collection, "rkey": r.rkey,
-                 "cid": r.cid, "rev": r.rev}
+                {
+                    "type": "record",
+                    "did": did,
+                    "collection": r.collection,
+                    "rkey": r.rkey,
+                    "cid": r.cid,
+                    "rev": r.rev,
+                }
                 for r in records.values()
             )
         return lines

@@ -109,8 +109,14 @@ def _final_rows(world: World) -> list[tuple[Any, ...]]:
             record = getattr(e, "record", None)
             json = None if record is None else bytes(record).decode()
             rows[uri(did, e.collection, e.rkey)] = (
-                uri(did, e.collection, e.rkey), did, e.collection, e.rkey, e.rev,
-                getattr(e, "cid", None), json, record is None,
+                uri(did, e.collection, e.rkey),
+                did,
+                e.collection,
+                e.rkey,
+                e.rev,
+                getattr(e, "cid", None),
+                json,
+                record is None,
             )
     return list(rows.values())
 

@@ -25,8 +25,23 @@ from workers.indexer.verify import verify
 
 pytestmark = pytest.mark.anyio
 
-TABLES = ("record", "actor", "actor_sync", "post", '"like"', "repost", "follow", "actor_block",
-          "profile", "list", "list_item", "feed_generator", "label", "post_agg", "profile_agg")
+TABLES = (
+    "record",
+    "actor",
+    "actor_sync",
+    "post",
+    '"like"',
+    "repost",
+    "follow",
+    "actor_block",
+    "profile",
+    "list",
+    "list_item",
+    "feed_generator",
+    "label",
+    "post_agg",
+    "profile_agg",
+)
 
 steps = st.lists(
     st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 5), st.integers(0, 50)),
@@ -73,8 +88,11 @@ async def _reset(pool: Any) -> None:
         await conn.execute(";".join(f"DELETE FROM {t}" for t in TABLES))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(scenario=scenarios(), cuts=st.lists(st.integers(0, 400), max_size=10))
 async def test_any_interleaving_converges_to_the_truth(pool: Any, scenario: Any, cuts: list[int]) -> None:
     world, entries = scenario

@@ -70,8 +70,13 @@ async def test_updates_in_reverse_order_keep_the_newest_and_move_the_aggregate(p
     older = create(B, LIKE, "l1", tid(5), "c5", body(LIKE, subject=P1))
     await run(pool, newer, older, newer)
     assert (await record_row(pool, uri(B, LIKE, "l1"), "cid, subject"))[:] == ("c7", P2)
-    counts = await row(pool, "SELECT (SELECT like_count FROM post_agg WHERE uri = $1) AS p2, "
-                             "(SELECT like_count FROM post_agg WHERE uri = $2) AS p1", P2, P1)
+    counts = await row(
+        pool,
+        "SELECT (SELECT like_count FROM post_agg WHERE uri = $1) AS p2, "
+        "(SELECT like_count FROM post_agg WHERE uri = $2) AS p1",
+        P2,
+        P1,
+    )
     assert (counts["p2"], counts["p1"]) == (1, None)
 
 
@@ -94,8 +99,9 @@ async def test_marker_tombstones_records_deleted_before_the_firehose(pool: Any) 
     old = [create(A, POST, k, tid(3), f"c{k}", body(POST), seq=-1) for k in ("p1", "p2")]
     await run(pool, *old, marker(A, tid(3)), stream=BACKFILL)
     # The new snapshot at rev 9 only has p2; its marker is processed before p2's create.
-    await run(pool, marker(A, tid(9)), create(A, POST, "p2", tid(9), "cp2", body(POST), seq=-1),
-              stream=BACKFILL)
+    await run(
+        pool, marker(A, tid(9)), create(A, POST, "p2", tid(9), "cp2", body(POST), seq=-1), stream=BACKFILL
+    )
     assert await live_uris(pool) == {P2}
     assert (await record_row(pool, P1, "rev, tombstone"))[:] == (tid(9), True)
     assert (await row(pool, "SELECT posts_count FROM profile_agg WHERE did = $1", A))[0] == 1
@@ -125,8 +131,13 @@ async def test_labels_negation_and_out_of_order_cts(pool: Any) -> None:
     assert neg[0] is True
     await run(pool, labels(lab("2024-01-02T00:00:00+00:00")), stream=LABELS)  # same instant: neg wins
     assert (await row(pool, "SELECT neg FROM label WHERE val = 'spam'"))[0] is True
-    await run(pool, labels(lab("2024-01-03T00:00:00Z"), lab("2024-01-01T00:00:00Z", val="old",
-                                                         exp="2024-01-02T00:00:00Z")), stream=LABELS)
+    await run(
+        pool,
+        labels(
+            lab("2024-01-03T00:00:00Z"), lab("2024-01-01T00:00:00Z", val="old", exp="2024-01-02T00:00:00Z")
+        ),
+        stream=LABELS,
+    )
     truth = [{"type": "label", "src": src, "uri": subject, "val": "spam", "cts": "2024-01-03T00:00:00Z"}]
     verdict = await verify(pool, truth)
     assert (verdict.labels_indexed, verdict.labels_missing, verdict.labels_extra) == (1, 0, 0)
@@ -145,7 +156,10 @@ async def test_one_bad_entry_is_dead_lettered_and_the_rest_committed(pool: Any) 
     assert dead == {3, 6, 7, 8}, outcomes
     assert all(isinstance(outcomes[i], Done) for i in set(range(len(batch))) - dead)
     assert [outcomes[i].reason for i in sorted(dead)] == [
-        "rejected_by_database", "rejected_by_database", "invalid_entry", "invalid_entry"
+        "rejected_by_database",
+        "rejected_by_database",
+        "invalid_entry",
+        "invalid_entry",
     ]
     assert (await row(pool, "SELECT like_count FROM post_agg WHERE uri = $1", P1))[0] == 7
     assert await live_uris(pool) == {uri(B, LIKE, f"l{i}") for i in range(1, 8)}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
+from _support import wait_until
 
-from streams import Keys
+from streams import Keys, Priority
+from tests.indexer._db import record_row
 from tests.indexer._events import BACKFILL, LIKE, LIVE, POST, body, create, entry, marker, tid, uri
 from workers.indexer import IndexerHandler
 from workers.indexer.config import IndexerConfig
@@ -36,11 +39,51 @@ async def test_consumers_index_streams_until_idle(
         await consumer.run_until_idle()
 
     truth = [{"type": "record", "did": A, "collection": POST, "rkey": "p1", "cid": "c1", "rev": tid(9)}]
-    truth += [{"type": "record", "did": B, "collection": LIKE, "rkey": f"l{i}", "cid": f"c{i}", "rev": tid(i)}
-              for i in range(20)]
+    truth += [
+        {"type": "record", "did": B, "collection": LIKE, "rkey": f"l{i}", "cid": f"c{i}", "rev": tid(i)}
+        for i in range(20)
+    ]
     verdict = await verify(pool, truth)
     assert verdict.ok, verdict.to_json()
     for stream in (LIVE, BACKFILL):
         pending = await redis_client.xpending(keys.stream(stream), config.group)
         assert pending["pending"] == 0
     assert await redis_client.xlen(keys.dlq(keys.stream(LIVE))) == 1
+
+
+async def test_a_live_event_behind_a_big_backfill_backlog_is_indexed_before_the_backlog_drains(
+    pool: Any, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """INDEXER_LIVE_FIRST: a live create written while 20,000 backfill events wait is in
+    PostgreSQL while most of the backlog is still in Redis."""
+    keys = Keys(prefix)
+    config = IndexerConfig(prefix=prefix, streams=(LIVE, BACKFILL), batch_size=500)
+    total = 20_000
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(total):
+            m = create(f"did:plc:bf{i % 200:04d}", POST, f"p{i}", tid(5), f"c{i}", body(POST), seq=-1)
+            pipe.xadd(keys.stream(BACKFILL), dict(entry(BACKFILL, m).fields))
+        await pipe.execute()
+    priority = Priority()
+    consumers = build_consumers(redis_client, config, IndexerHandler(pool), priority)
+
+    async def backfilled() -> int:
+        async with pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM post WHERE did LIKE 'did:plc:bf%'"))
+
+    async with anyio.create_task_group() as tg:
+        for consumer in consumers:
+            await tg.start(consumer.run)
+        await wait_until(lambda: priority.statistics().low_batches >= 1, what="the backfill under way")
+        live = create(B, POST, "now", tid(1), "cnow", body(POST))
+        await redis_client.xadd(keys.stream(LIVE), dict(entry(LIVE, live).fields))
+        await wait_until(lambda: record_row(pool, uri(B, POST, "now")), what="the live post indexed")
+        done = await backfilled()
+        assert done < total // 2, f"{done} of {total} backfill events were applied before the live one"
+
+        async def drained() -> bool:
+            return await backfilled() == total
+
+        await wait_until(drained, timeout=120, what="the backlog drained")
+        for consumer in consumers:
+            consumer.stop()

@@ -126,7 +126,7 @@ async def test_run_waits_for_elasticsearch_then_replays_periodically_and_stops_o
             async with httpx.AsyncClient() as http:
                 text = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
             # Stream gauges come from the worker's stats poller (every 5 s).
-            return text if 'streamfill_stream_length{' in text and stream in text else ""
+            return text if "streamfill_stream_length{" in text and stream in text else ""
 
         metrics = await wait_until(metrics_text, timeout=30, what="stream gauges on /metrics")
         indexed = [ln for ln in metrics.splitlines() if ln.startswith("streamfill_replayer_indexed_count")]

@@ -37,10 +37,11 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     assert info["stream"] == stream and info["length"] == 5
     [group] = info["groups"]
     assert (group["name"], group["lag"], group["pending"]) == ("repo_backfill_group", 3, 2)
+    assert group["lag_s"] >= 0.0  # the age of the oldest pending entry (tests/streams/test_lag.py)
     assert group["consumers"][0]["name"] == "b1" and group["consumers"][0]["pending"] == 2
 
     text = cli(redis_url, prefix, "status")
-    assert "repo_backfill_group" in text.stdout and "lag=3" in text.stdout
+    assert "repo_backfill_group" in text.stdout and "lag=3 (" in text.stdout and " behind)" in text.stdout
 
     assert cli(redis_url, prefix, "trim", "repo_backfill").returncode == 0
     assert await redis_client.xlen(stream) == 5  # nothing acked yet: nothing trimmed

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.anyio
 
 async def test_metrics_health_and_readiness(redis_client: aioredis.Redis, prefix: str) -> None:
     stream = Keys(prefix).stream("m")
-    for i in range(5):
-        await redis_client.xadd(stream, {"n": str(i)})
+    seconds, micros = await redis_client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    for i in range(5):  # written 9 s ago, by their ids
+        await redis_client.xadd(stream, {"n": str(i)}, id=f"{now_ms - 9000 + i}-0")
+    await redis_client.xgroup_create(stream, "late", id="0")  # reads nothing
     ready = False
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve_metrics, "127.0.0.1", 0, lambda: ready)
@@ -40,13 +43,15 @@ async def test_metrics_health_and_readiness(redis_client: aioredis.Redis, prefix
         tg.cancel_scope.cancel()
     assert sample(text, "streamfill_entries_processed_total", stream) == 5.0
     assert sample(text, "streamfill_stream_length", stream) == 5.0
-    assert sample(text, "streamfill_group_pending", stream) == 0.0
+    assert sample(text, "streamfill_group_pending", stream, 'group="g"') == 0.0
+    assert sample(text, "streamfill_group_lag_seconds", stream, 'group="g"') == 0.0
+    assert 9.0 <= sample(text, "streamfill_group_lag_seconds", stream, 'group="late"') < 10.0
     assert sample(text, "streamfill_handler_duration_seconds_count", stream) >= 1
 
 
-def sample(text: str, name: str, stream: str) -> float:
-    """The value of the Prometheus sample `name` labelled with `stream`."""
+def sample(text: str, name: str, stream: str, label: str = "") -> float:
+    """The value of the Prometheus sample `name` labelled with `stream` (and `label`)."""
     for line in text.splitlines():
-        if line.startswith(name + "{") and f'stream="{stream}"' in line:
+        if line.startswith(name + "{") and f'stream="{stream}"' in line and label in line:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no sample {name} for {stream}")

@@ -25,6 +25,8 @@ from workers.settings import (
     partition_settings,
     process_settings,
     redis_settings,
+    throttle_rule,
+    throttle_settings,
 )
 
 # 2 GiB: the largest real repos are a few hundred MB; the cap stops hostile servers streaming
@@ -67,6 +69,10 @@ class BackfillerConfig:
     grace_s: float = DEFAULT_GRACE_S
     # PDS endpoints, did:web hosts and redirects on non-public addresses are refused unless set.
     allow_private_hosts: bool = False
+    # Bulk production yields to live traffic (streams/_throttle.py): pause above, resume below.
+    throttle: bool = True
+    throttle_live_lag_s: float = 2.0
+    throttle_resume_lag_s: float = 1.0
     # A 429's Retry-After above this is capped (one answer must not park a PDS for a day).
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
     # getRepo may run past http_timeout_s by one second per this many bytes received.
@@ -229,11 +235,13 @@ SPEC: Spec[BackfillerConfig] = Spec(
             maximum=86_400,
         ),
         allow_private_hosts_setting(),
+        *throttle_settings(),
         *process_settings(metrics_aliases=("BACKFILLER_METRICS_PORT",)),
     ),
     rules=(
         below("firehose_low_water", "firehose_high_water"),
         at_most("retry_initial_backoff_ms", "retry_max_backoff_ms"),
         differ("backfill_stream", "firehose_stream"),
+        throttle_rule(),
     ),
 )

@@ -242,7 +242,11 @@ class BackfillHandler:
                     batch = []
         counter[0] = count
         marker = RepoMarker(
-            seq=BACKFILL_SEQ, did=job.did, rev=rev, commit=reader.commit.cid, records=count,
+            seq=BACKFILL_SEQ,
+            did=job.did,
+            rev=rev,
+            commit=reader.commit.cid,
+            records=count,
             campaign=job.campaign,
         )
         batch.append(encode_entry(stream, marker))

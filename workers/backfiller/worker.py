@@ -12,9 +12,18 @@ from atp.did import DidResolver
 from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.xrpc import XrpcClient
-from streams import Backoff, ConsumerConfig, Keys, PartitionedConsumer, PartitionedProducer, ProducerConfig
+from streams import (
+    Backoff,
+    ConsumerConfig,
+    Keys,
+    PartitionedConsumer,
+    PartitionedProducer,
+    ProducerConfig,
+    Throttle,
+)
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
+from workers._throttle import live_keys, live_throttle
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.handler import BackfillHandler
 from workers.backfiller.hosts import HostLimiter
@@ -28,6 +37,7 @@ class Backfiller:
     handler: BackfillHandler
     producer: PartitionedProducer
     identities: IdentityCache
+    throttle: Throttle | None = None
 
 
 @contextlib.asynccontextmanager
@@ -54,6 +64,10 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
             parts,
             wait_replicas=config.wait_replicas,
             wait_timeout_ms=config.wait_timeout_ms,
+            # Backfill writes yield to live traffic: they pause while live lag is high.
+            throttle=live_throttle(
+                redis, config, config.consumer, live_keys(config.prefix, config.partitions)
+            ),
         )
         limiter = HostLimiter(config.pds_rps, config.pds_concurrency)
         identities = IdentityCache(redis, keys, resolver)
@@ -76,4 +90,4 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
             handler,
             parts.partition_keys(config.backfill_stream),
         )
-        yield Backfiller(consumer, handler, producer, identities)
+        yield Backfiller(consumer, handler, producer, identities, producer.throttle)

@@ -38,7 +38,17 @@ from workers.indexer.collections import BLOCK_NSID, FOLLOW_NSID, LEAN, LIKE_NSID
 # COPY rows, in the staging tables' column order (store.py). An OpRow is (did, collection, rkey,
 # rev, cid, json, tombstone, subject, subject_cid, ref, created_at, campaign).
 OpRow: TypeAlias = tuple[
-    str, str, str, str, str | None, str | None, bool, str | None, str | None, str | None, str | None,
+    str,
+    str,
+    str,
+    str,
+    str | None,
+    str | None,
+    bool,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
     str | None,
 ]
 LabelRow: TypeAlias = tuple[str, str, str, str, bool, datetime, datetime | None]
@@ -56,8 +66,20 @@ def decode(stream: str, fields: Any) -> Any:
     if kind is RecordCreate or kind is RecordUpdate:
         return _write_row(message)
     if kind is RecordDelete:
-        return (message.did, message.collection, message.rkey, message.rev, None, None, True,
-                None, None, None, None, None)
+        return (
+            message.did,
+            message.collection,
+            message.rkey,
+            message.rev,
+            None,
+            None,
+            True,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     if kind is LabelBatch:
         for label in message.labels:
             parse_time(label.cts, "cts")
@@ -87,8 +109,20 @@ def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:
     for text in (subject, subject_cid, ref, created_at):
         if text is not None and "\x00" in text:  # PostgreSQL text cannot hold NUL
             raise SchemaError(f"{m.collection} record: a field holds U+0000")
-    return (m.did, m.collection, m.rkey, m.rev, m.cid, None, False, subject, subject_cid, ref, created_at,
-            campaign)
+    return (
+        m.did,
+        m.collection,
+        m.rkey,
+        m.rev,
+        m.cid,
+        None,
+        False,
+        subject,
+        subject_cid,
+        ref,
+        created_at,
+        campaign,
+    )
 
 
 class _StrongRef(msgspec.Struct):

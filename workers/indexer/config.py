@@ -7,6 +7,7 @@ from functools import partial
 
 from streams import default_consumer_name
 from workers.settings import (
+    BOOL,
     DEFAULT_GRACE_S,
     INT,
     NAME,
@@ -26,6 +27,8 @@ from workers.settings import (
 
 DEFAULT_STREAMS = ("firehose_live", "firehose_backfill", "label_live")
 LABEL_STREAM = "label_live"
+# Read first (INDEXER_LIVE_FIRST): every other stream (firehose_backfill) is bulk.
+LIVE_STREAMS = ("firehose_live", "label_live")
 MODES = ("all", "stream", "label")
 
 
@@ -57,6 +60,8 @@ class IndexerConfig:
     # deliveries (Retry(counted=False)), so this bounds poison entries, not outages.
     max_deliveries: int = 5
     batch_size: int = 500
+    # Live batches first, bulk (backfill) batches in the gaps (streams/_priority.py).
+    live_first: bool = True
     pool_max_size: int | None = None  # None: one connection per handler task
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -125,6 +130,14 @@ SPEC: Spec[IndexerConfig] = Spec(
             "entries per read and per transaction",
             minimum=1,
             maximum=100_000,
+        ),
+        Setting(
+            "live_first",
+            "INDEXER_LIVE_FIRST",
+            BOOL,
+            "live streams first: a firehose_backfill batch never starts while a firehose_live or "
+            "label_live batch is applied, and while live traffic flows backfill batches are applied "
+            "one at a time in small chunks, so live events never wait behind backfill batches",
         ),
         Setting(
             "pool_max_size",

@@ -67,9 +67,7 @@ class IndexerHandler:
     def statistics(self) -> IndexerStats:
         """A frozen snapshot of the counters."""
         c = self._counts
-        return IndexerStats(
-            c["batches"], c["events"], c["ops"], c["dead"], c["retried"], self._last_error
-        )
+        return IndexerStats(c["batches"], c["events"], c["ops"], c["dead"], c["retried"], self._last_error)
 
     def _decode_all(self, entries: Sequence[Entry], outcomes: list[Outcome | None]) -> list[tuple[int, Any]]:
         decoded = []

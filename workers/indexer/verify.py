@@ -142,7 +142,6 @@ async def _load_truth(conn: Any, records: list[tuple[str, ...]], labels: list[tu
     await conn.execute(
         'CREATE TEMP TABLE _sf_truth (did text COLLATE "C", collection text COLLATE "C", '
         'rkey text COLLATE "C", cid text, rev text COLLATE "C") ON COMMIT DROP;'
-
         'CREATE TEMP TABLE _sf_truth_label (src text COLLATE "C", uri text COLLATE "C", '
         'val text COLLATE "C") ON COMMIT DROP;'
         # Hash joins over a few million rows fit in memory instead of spilling in batches.

@@ -9,9 +9,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import Backoff, ConsumerConfig, Keys, PartitionedConsumer
+from streams import Backoff, BatchHandler, ConsumerConfig, Keys, PartitionedConsumer, Priority
 from workers._partitions import partitioning
-from workers.indexer.config import LABEL_STREAM, IndexerConfig
+from workers.indexer.config import LABEL_STREAM, LIVE_STREAMS, IndexerConfig
 from workers.indexer.db import create_pool
 from workers.indexer.handler import IndexerHandler
 from workers.indexer.migrate import migrate
@@ -24,13 +24,21 @@ class Indexer:
     consumers: list[PartitionedConsumer]
     handler: IndexerHandler
     pool: Any
+    priority: Priority | None = None
 
 
 def build_consumers(
-    redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler
+    redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler, priority: Priority | None = None
 ) -> list[PartitionedConsumer]:
     """One consumer per stream in `config.consumed_streams` (per partition of each), in that
-    stream's group; labels are never partitioned."""
+    stream's group; labels are never partitioned. With `priority`, live streams' handlers run
+    first and the others' in the gaps."""
+
+    def handler_for(stream: str) -> BatchHandler:
+        if priority is None:
+            return handler
+        return priority.high(handler) if stream in LIVE_STREAMS else priority.low(handler)
+
     keys = Keys(config.prefix)
     record_streams = [s for s in config.consumed_streams if s != LABEL_STREAM]
     parts = partitioning(config.prefix, config.partitions, record_streams)
@@ -48,7 +56,7 @@ def build_consumers(
                 # A database outage can last minutes: back off up to a minute between attempts.
                 backoff=Backoff(base_s=0.5, cap_s=60.0),
             ),
-            handler,
+            handler_for(stream),
             parts.partition_keys(stream) if stream != LABEL_STREAM else [keys.stream(stream)],
         )
         for stream in config.consumed_streams
@@ -65,6 +73,7 @@ async def build_indexer(
         async with pool.acquire() as conn:
             await migrate(conn)
         handler = IndexerHandler(pool)
-        yield Indexer(build_consumers(redis, config, handler), handler, pool)
+        priority = Priority() if config.live_first else None
+        yield Indexer(build_consumers(redis, config, handler, priority), handler, pool, priority)
     finally:
         await pool.close()

@@ -22,6 +22,8 @@ from workers.settings import (
     partition_settings,
     process_settings,
     redis_settings,
+    throttle_rule,
+    throttle_settings,
 )
 
 MODES = ("all", "backfill", "firehose", "labeler")
@@ -63,6 +65,10 @@ class IngesterConfig:
     grace_s: float = DEFAULT_GRACE_S
     # did:web hosts and redirects on non-public addresses are refused unless set (devnets).
     allow_private_hosts: bool = False
+    # Bulk production yields to live traffic (streams/_throttle.py): pause above, resume below.
+    throttle: bool = True
+    throttle_live_lag_s: float = 2.0
+    throttle_resume_lag_s: float = 1.0
 
 
 def _has_hosts(v: Values) -> str | None:
@@ -213,11 +219,13 @@ SPEC: Spec[IngesterConfig] = Spec(
             maximum=10_000,
         ),
         allow_private_hosts_setting(),
+        *throttle_settings(),
         *process_settings(),
     ),
     rules=(
         Rule("INGESTER_MODE has hosts to read", _has_hosts),
         below("low_water_mark", "high_water_mark"),
+        throttle_rule(),
     ),
     retired=(
         Retired("FEEDGEN_SUBSCRIPTION_PATH", f"{_FIREHOSE} set INGESTER_RELAY_HOSTS"),

@@ -15,9 +15,18 @@ from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_LABELS, SUBSCRIBE_REPOS, stream_url
 from atp.xrpc import XrpcClient
-from streams import Component, Keys, PartitionedProducer, Producer, ProducerConfig
+from streams import (
+    Component,
+    Keys,
+    PartitionedProducer,
+    Producer,
+    ProducerConfig,
+    Throttle,
+    default_consumer_name,
+)
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
+from workers._throttle import live_keys, live_throttle
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import HostDiscovery
 from workers.ingester.eventstream import EventStreamSource, StreamTargets
@@ -32,6 +41,7 @@ class Ingester:
     discoveries: list[HostDiscovery] = field(default_factory=list)
     firehoses: list[EventStreamSource] = field(default_factory=list)
     labelers: list[EventStreamSource] = field(default_factory=list)
+    throttle: Throttle | None = None
 
     @property
     def components(self) -> list[Component]:
@@ -53,6 +63,9 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
     keys = Keys(config.prefix)
     mark = config.high_water_mark
     parts = partitioning(config.prefix, config.partitions)
+    # Listing (repo_backfill) yields to live traffic; the live streams' own producers never wait on it.
+    worker = default_consumer_name("ingester")
+    throttle = live_throttle(redis, config, worker, live_keys(config.prefix, config.partitions))
 
     def producer(stream: str) -> Producer:
         # Also for one partition: on Redis Cluster a batch, its `extra` entries and its cursor
@@ -63,6 +76,7 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
             parts,
             wait_replicas=config.wait_replicas,
             wait_timeout_ms=config.wait_timeout_ms,
+            throttle=throttle if stream == "repo_backfill" else None,
         )
 
     # Relays, labelers and the PLC directory are configuration (trusted); did:web hosts and
@@ -76,7 +90,7 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         cache = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
         identities = cache if config.verify_signatures else None
         accounts = AccountChecker(cache, xrpc)
-        ingester = Ingester()
+        ingester = Ingester(throttle=throttle)
         backfill = config.mode in ("all", "backfill")
         for relay in config.relay_hosts if backfill and config.discovery in ("relay", "both") else ():
             ingester.listings.append(

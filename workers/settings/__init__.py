@@ -13,6 +13,8 @@ from workers.settings._common import (
     partition_settings,
     process_settings,
     redis_settings,
+    throttle_rule,
+    throttle_settings,
 )
 from workers.settings._declare import Retired, Rule, Setting, Spec, Values, at_most, below, differ
 from workers.settings._environ import refuse_retired, unknown_names
@@ -82,5 +84,7 @@ __all__ = [
     "rsky_table",
     "show",
     "spec_table",
+    "throttle_rule",
+    "throttle_settings",
     "unknown_names",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from workers.settings._declare import Setting
+from workers.settings._declare import Rule, Setting, below
 from workers.settings._kinds import BOOL, FLOAT, INT, LOG_LEVEL, NAME, PREFIX, REDIS_URL, TEXT
 
 # Deployments give a stopping worker 60 s (compose stop_grace_period, Kubernetes
@@ -176,6 +176,43 @@ def consumer_settings(
             maximum=1000,
         ),
     )
+
+
+def throttle_settings() -> tuple[Setting, ...]:
+    """THROTTLE_ENABLED, THROTTLE_LIVE_LAG_S and THROTTLE_RESUME_LAG_S (fields `throttle`,
+    `throttle_live_lag_s`, `throttle_resume_lag_s`): bulk production yields to live traffic.
+    Add `throttle_rule()` to the spec's rules."""
+    return (
+        Setting(
+            "throttle",
+            "THROTTLE_ENABLED",
+            BOOL,
+            "slow down and pause backfill and replay production while the live streams "
+            "(firehose_live, label_live: every group) fall behind",
+        ),
+        Setting(
+            "throttle_live_lag_s",
+            "THROTTLE_LIVE_LAG_S",
+            FLOAT,
+            "pause backfill and replay production while live lag (the age of the oldest live entry "
+            "some group has not acknowledged) is above this many seconds",
+            minimum=0.1,
+            maximum=86_400,
+        ),
+        Setting(
+            "throttle_resume_lag_s",
+            "THROTTLE_RESUME_LAG_S",
+            FLOAT,
+            "a paused producer resumes once live lag is below this many seconds; between the two "
+            "thresholds writes are slowed down",
+            minimum=0,
+            maximum=86_400,
+        ),
+    )
+
+
+def throttle_rule() -> Rule:
+    return below("throttle_resume_lag_s", "throttle_live_lag_s")
 
 
 def allow_private_hosts_setting() -> Setting:

@@ -1,0 +1,54 @@
+"""The live-lag throttle of a worker's bulk producers: what counts as live, and its settings.
+
+Live means `firehose_live` (every partition) and `label_live`, every group of them: a backfill or
+a replay must not delay what the network is doing now, whoever reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from streams import Keys, Throttle, ThrottleConfig
+from workers._partitions import partitioning
+
+LIVE_STREAMS = ("firehose_live", "label_live")
+
+
+class ThrottleSettings(Protocol):
+    """The config fields `throttle_settings()` declares (and the prefix)."""
+
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def throttle(self) -> bool: ...
+    @property
+    def throttle_live_lag_s(self) -> float: ...
+    @property
+    def throttle_resume_lag_s(self) -> float: ...
+
+
+def live_keys(prefix: str, partitions: int) -> list[str]:
+    """The keys of the live streams: every partition of firehose_live, and label_live."""
+    parts = partitioning(prefix, partitions)
+    return [*parts.partition_keys("firehose_live"), Keys(prefix).stream("label_live")]
+
+
+def live_throttle(
+    redis: aioredis.Redis, config: ThrottleSettings, worker: str, live: Sequence[str]
+) -> Throttle | None:
+    """The throttle a worker's bulk producers share, watching `live` keys; None when disabled."""
+    if not config.throttle:
+        return None
+    return Throttle(
+        redis,
+        ThrottleConfig(
+            watched=tuple((key, "") for key in live),
+            pause_above_s=config.throttle_live_lag_s,
+            resume_below_s=config.throttle_resume_lag_s,
+            worker=worker,
+            state_key=Keys(config.prefix).throttle(worker),
+        ),
+    )
