@@ -16,6 +16,7 @@ from streams._admin import (
     dlq_replay,
     drain,
     list_streams,
+    operator_name,
     prune_consumers,
     reset_group,
     safe_trim_id,
@@ -49,6 +50,7 @@ from streams._partitioned import (
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
+from streams._slots import Slots
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
 
@@ -89,6 +91,7 @@ __all__ = [
     "SkipAhead",
     "SkipDecision",
     "SkippedRange",
+    "Slots",
     "StreamInfo",
     "TrimPlan",
     "UnsupportedServer",
@@ -111,6 +114,7 @@ __all__ = [
     "is_cluster",
     "is_permanent",
     "list_streams",
+    "operator_name",
     "parse_cluster_setting",
     "partition_index",
     "prune_consumers",

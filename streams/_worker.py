@@ -50,11 +50,17 @@ async def run_worker(
     options: WorkerOptions,
     *,
     ready: Callable[[], Awaitable[None]] | None = None,
+    helpers: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> int:
-    """Run `components` until they finish or a signal stops them; returns the exit status."""
+    """Run `components` until they finish or a signal stops them; returns the exit status.
+
+    `helpers` run beside them (a heartbeat, a settings poll) and are cancelled when they finish.
+    """
     state = _State(options.grace_s)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_signals, components, state, tg.cancel_scope)
+        for helper in helpers:
+            tg.start_soon(helper)
         if options.metrics_port is not None:
             from streams._http import serve_metrics
 

@@ -39,7 +39,16 @@ from streams._partition_admin import (
 from workers._env import redis_session
 from workers._specs import load
 from workers.campaign.cli import active_campaign_lines
-from workers.settings import Spec, add_flags, positive_integer, positive_number, redis_settings
+from workers.control.agent import worker_summary
+from workers.settings import (
+    FLOAT,
+    Setting,
+    Spec,
+    add_flags,
+    positive_integer,
+    positive_number,
+    redis_settings,
+)
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
 
@@ -50,13 +59,25 @@ class AdminConfig:
 
     redis_url: str | None = None
     prefix: str = ""
+    audit_retention_days: float = 90.0
 
 
 SPEC: Spec[AdminConfig] = Spec(
     "admin",
     AdminConfig,
-    redis_settings(),
-    title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`",
+    (
+        *redis_settings(),
+        Setting(
+            "audit_retention_days",
+            "AUDIT_RETENTION_DAYS",
+            FLOAT,
+            "audit entries older than this many days (Redis time) are trimmed by the control "
+            "commands (`audit`, `config`, `workers`, `resync`, `firehose replay`); never newer ones",
+            minimum=1,
+            maximum=36_500,
+        ),
+    ),
+    title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`, `config set`, `audit`, ...",
 )
 
 _STREAM = "stream name, without the key prefix (e.g. repo_backfill)"
@@ -195,6 +216,7 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
         else:
             text = render_status(infos, await skip_ledgers(redis, keys), backoffs, partitions=args.partitions)
             text += "".join(f"\n{line}" for line in await active_campaign_lines(redis, keys))
+            text += "".join(f"\n{line}" for line in await worker_summary(redis, keys))
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:

@@ -116,6 +116,7 @@ SPEC: Spec[IndexerConfig] = Spec(
                 "max_deliveries": "deliveries of an entry before it is dead-lettered (database outages do "
                 "not count)",
             },
+            live_concurrency=True,
         ),
         Setting("label_group", "INDEXER_LABEL_GROUP", NAME, "consumer group of label_live"),
         Setting(
@@ -125,6 +126,7 @@ SPEC: Spec[IndexerConfig] = Spec(
             "entries per read and per transaction",
             minimum=1,
             maximum=100_000,
+            live=True,
         ),
         Setting(
             "pool_max_size",

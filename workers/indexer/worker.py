@@ -25,6 +25,12 @@ class Indexer:
     handler: IndexerHandler
     pool: Any
 
+    def retune(self, config: IndexerConfig) -> None:
+        """Apply the live-tunable settings (workers/control): batch size and concurrency (a
+        concurrency above the pool's size waits for connections)."""
+        for consumer in self.consumers:
+            consumer.retune(batch_size=config.batch_size, concurrency=config.concurrency)
+
 
 def build_consumers(
     redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler

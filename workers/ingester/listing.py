@@ -118,6 +118,10 @@ class ListingSource:
         self.passes = 0
         self.abandoned = 0
 
+    def retune(self, config: IngesterConfig) -> None:
+        """Apply the live-tunable settings (the re-check interval) from the next wait on."""
+        self._config = config
+
     def stop(self) -> None:
         self._stop.set()
 
