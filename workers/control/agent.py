@@ -51,6 +51,13 @@ def plain(value: object) -> Any:
     return str(value)
 
 
+def _log_level(config: object) -> None:
+    """STREAMFILL_LOG_LEVEL is live: the root logger follows it."""
+    level = getattr(config, "log_level", None)
+    if isinstance(level, str):
+        logging.getLogger().setLevel(level.upper())
+
+
 class Agent:
     """Polls the overrides into `live` and publishes this worker's heartbeat."""
 
@@ -61,6 +68,7 @@ class Agent:
         self._live = live
         self.stats: Stats = dict  # set once the worker's components are built
         self._key = self._keys.heartbeat(kind, name)
+        live.on_change(_log_level)
         self._static = {
             "kind": kind,
             "name": name,
