@@ -16,6 +16,7 @@ from streams._admin import (
     dlq_replay,
     drain,
     list_streams,
+    operator_name,
     prune_consumers,
     reset_group,
     safe_trim_id,
@@ -51,6 +52,7 @@ from streams._priority import Priority, PriorityConfig, PriorityStats
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
+from streams._slots import Slots
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
@@ -97,6 +99,7 @@ __all__ = [
     "SkipAhead",
     "SkipDecision",
     "SkippedRange",
+    "Slots",
     "StreamInfo",
     "Throttle",
     "ThrottleConfig",
@@ -124,6 +127,7 @@ __all__ = [
     "is_permanent",
     "lag_seconds",
     "list_streams",
+    "operator_name",
     "parse_cluster_setting",
     "partition_index",
     "prune_consumers",

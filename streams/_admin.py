@@ -72,16 +72,20 @@ class StreamInfo:
 
 async def audit(redis: aioredis.Redis, keys: Keys, action: str, **args: object) -> None:
     """Append one audit entry; the operator is $STREAMFILL_OPERATOR or the login name."""
-    operator = os.environ.get("STREAMFILL_OPERATOR") or _login()
     await redis.xadd(
         keys.audit(),
         {
             "action": action,
-            "operator": operator,
+            "operator": operator_name(),
             "args": json.dumps(args, default=str),
             "at": f"{time.time():.3f}",
         },
     )
+
+
+def operator_name() -> str:
+    """Who runs this command, for audit entries: $STREAMFILL_OPERATOR, else the login name."""
+    return os.environ.get("STREAMFILL_OPERATOR") or _login()
 
 
 def _login() -> str:

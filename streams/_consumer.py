@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +27,7 @@ from streams._metrics import instruments
 from streams._parked import ParkedRetries
 from streams._retry import Backoff, classify
 from streams._settle import Settler
+from streams._slots import Slots
 from streams._types import BatchHandler, DeadLetter, Entry, Outcome, Retry
 
 log = logging.getLogger("streamfill.consumer")
@@ -106,7 +107,9 @@ class Consumer:
         self._stopping = False
         self._until_idle = False
         self._stopped: anyio.Event | None = None
-        self._slots: anyio.Semaphore  # created in run(): it needs a running event loop
+        self._slots: Slots  # created in run(): it needs a running event loop
+        self._spawn: tuple[TaskGroup, MemoryObjectReceiveStream[list[Entry]]] | None = None
+        self._handlers = 0
         self._slot_wait: anyio.CancelScope | None = None  # the reader waiting for a free slot
         self._counts = {"acked": 0, "retried": 0, "dead": 0, "reclaimed": 0, "in_flight": 0}
         self._last_error = ""
@@ -130,16 +133,18 @@ class Consumer:
         self._stopped = anyio.Event()
         if self._stopping:
             self._stopped.set()
-        self._slots = anyio.Semaphore(self.config.concurrency)
+        self._slots = Slots(self.config.concurrency)
         self._counts["in_flight"] = 0  # a run after a crash starts with no batch in a handler
         send, receive = anyio.create_memory_object_stream[list[Entry]](self.config.concurrency)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.config.concurrency):
-                tg.start_soon(self._handle_loop, receive.clone())
-            receive.close()
+        async with anyio.create_task_group() as tg, receive:
+            self._spawn = (tg, receive)
+            self._add_handlers()
             tg.start_soon(self._reclaim_loop, send.clone())
             task_status.started()
-            await self._read_loop(send)
+            try:
+                await self._read_loop(send)
+            finally:
+                self._spawn = None
         log.info("consumer stopped", extra={"stats": self.statistics()})
 
     async def run_until_idle(self) -> None:
@@ -159,6 +164,26 @@ class Consumer:
             self._stopped.set()
         if self._slot_wait is not None:
             self._slot_wait.cancel()
+
+    def retune(self, *, batch_size: int | None = None, concurrency: int | None = None) -> None:
+        """Change the read size and the handler slots while running (a live override); batches
+        in flight finish as they are, and a smaller pool frees no slot until enough are returned."""
+        self.config = replace(
+            self.config,
+            batch_size=self.config.batch_size if batch_size is None else batch_size,
+            concurrency=self.config.concurrency if concurrency is None else concurrency,
+        )
+        if self._spawn is not None:
+            self._slots.resize(self.config.concurrency)
+            self._add_handlers()
+
+    def _add_handlers(self) -> None:
+        """Start handler tasks up to `concurrency` (tasks are never stopped: surplus ones wait)."""
+        assert self._spawn is not None
+        tg, receive = self._spawn
+        while self._handlers < self.config.concurrency:
+            self._handlers += 1
+            tg.start_soon(self._handle_loop, receive.clone())
 
     def statistics(self) -> ConsumerStats:
         c = self.config

@@ -92,6 +92,17 @@ class Keys:
     def audit(self) -> str:
         return self._k("audit")
 
+    def overrides(self) -> str:
+        """Live overrides of settings: setting name -> JSON of the value and its window (a hash)."""
+        return self._k("config:overrides")
+
+    def heartbeat(self, kind: str, name: str) -> str:
+        """A running worker's heartbeat (a JSON string with a TTL)."""
+        return self._k(f"workers:{kind}:{name}")
+
+    def heartbeats_pattern(self) -> str:
+        return self._k("workers:*")
+
     def campaigns(self) -> str:
         """The names of every backfill campaign (a set)."""
         return self._k("campaigns")

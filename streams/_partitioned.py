@@ -200,12 +200,18 @@ class PartitionedProducer(Producer):
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
         self._wait_retry_s = wait_retry_s
         self._sha = redis.register_script(_WRITE_LUA).sha
-        partitions = partitioning.partition_keys_of(config.stream)
-        n = len(partitions)
+        self._backlogs = dict.fromkeys(partitioning.partition_keys_of(config.stream), 0)
+        self._part_config = self._per_partition(config)
+
+    def _per_partition(self, config: ProducerConfig) -> ProducerConfig:
+        n = len(self._backlogs)
         high = None if config.high_water is None else max(1, math.ceil(config.high_water / n))
         low = None if config.low_water is None else max(1, math.ceil(config.low_water / n))
-        self._part_config = replace(config, high_water=high, low_water=low)
-        self._backlogs = dict.fromkeys(partitions, 0)
+        return replace(config, high_water=high, low_water=low)
+
+    def retune(self, *, high_water: int | None, low_water: int | None) -> None:
+        super().retune(high_water=high_water, low_water=low_water)
+        self._part_config = self._per_partition(self.config)
 
     @property
     def partitions(self) -> list[str]:
@@ -477,10 +483,12 @@ class PartitionedConsumer:
     ) -> None:
         self.config = config
         self.partitions = list(partitions)
+        self._limiter: anyio.CapacityLimiter | None = None
         if len(self.partitions) == 1 and self.partitions[0] == config.stream:
             bounded: BatchHandler = handler
         else:
-            bounded = _Bounded(handler, anyio.CapacityLimiter(config.concurrency), config.stream)
+            self._limiter = anyio.CapacityLimiter(config.concurrency)
+            bounded = _Bounded(handler, self._limiter, config.stream)
         self.consumers = [
             Consumer(
                 redis,
@@ -513,6 +521,18 @@ class PartitionedConsumer:
     def stop(self) -> None:
         for consumer in self.consumers:
             consumer.stop()
+
+    def retune(self, *, batch_size: int | None = None, concurrency: int | None = None) -> None:
+        """Change every partition's read size and the shared handler limit (a live override)."""
+        self.config = replace(
+            self.config,
+            batch_size=self.config.batch_size if batch_size is None else batch_size,
+            concurrency=self.config.concurrency if concurrency is None else concurrency,
+        )
+        if self._limiter is not None and concurrency is not None:
+            self._limiter.total_tokens = concurrency
+        for consumer in self.consumers:
+            consumer.retune(batch_size=batch_size, concurrency=concurrency)
 
     def statistics(self) -> ConsumerStats:
         parts = [c.statistics() for c in self.consumers]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import redis.asyncio as aioredis
@@ -92,6 +92,10 @@ class Producer:
         self._script = redis.register_script(_WRITE_LUA)
         self._marked_script = redis.register_script(_WRITE_MARKED_LUA)
         self._cluster = is_cluster(redis)
+
+    def retune(self, *, high_water: int | None, low_water: int | None) -> None:
+        """New marks (a live override); a writer blocked now resumes by the new low mark."""
+        self.config = replace(self.config, high_water=high_water, low_water=low_water)
 
     async def send(
         self,

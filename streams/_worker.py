@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,11 +51,17 @@ async def run_worker(
     options: WorkerOptions,
     *,
     ready: Callable[[], Awaitable[None]] | None = None,
+    helpers: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> int:
-    """Run `components` until they finish or a signal stops them; returns the exit status."""
+    """Run `components` until they finish or a signal stops them; returns the exit status.
+
+    `helpers` run beside them (a heartbeat, a settings poll) and are cancelled when they finish.
+    """
     state = _State(options.grace_s)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_signals, components, state, tg.cancel_scope)
+        for helper in helpers:
+            tg.start_soon(helper)
         if options.metrics_port is not None:
             from streams._http import serve_metrics
 

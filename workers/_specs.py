@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from streams import configure_logging
+from workers.control.live import LiveSettings
 from workers.settings import Resolved, Spec, refuse_retired, resolve, unknown_names
 
 C = TypeVar("C")
@@ -93,7 +94,13 @@ def load(
 def start_worker(spec: Spec[C], args: object, *, name: str, role: str | None = None) -> C:
     """Load a worker's settings, set up its logs at the configured level, and log the effective
     settings with their sources (passwords masked)."""
+    return start_live(spec, args, name=name, role=role).config
+
+
+def start_live(spec: Spec[C], args: object, *, name: str, role: str | None = None) -> LiveSettings[C]:
+    """`start_worker`, keeping what live overrides are applied over (workers/control/live.py)."""
     settings = load(spec, args, role=role)
     configure_logging(name, str(getattr(settings.config, "log_level", "info")))
     logging.getLogger("streamfill").info("settings", extra={"settings": settings.summary()})
-    return settings.config
+    flags = args if args is None or isinstance(args, Mapping) else vars(args)
+    return LiveSettings(spec, flags=flags, environ=os.environ, role=role)

@@ -43,7 +43,10 @@ from workers._env import redis_session
 from workers._specs import load
 from workers._throttle import live_throttle
 from workers.campaign.cli import active_campaign_lines
+from workers.control.agent import worker_summary
 from workers.settings import (
+    FLOAT,
+    Setting,
     Spec,
     add_flags,
     positive_integer,
@@ -66,14 +69,27 @@ class AdminConfig:
     throttle: bool = True
     throttle_live_lag_s: float = 2.0
     throttle_resume_lag_s: float = 1.0
+    audit_retention_days: float = 90.0
 
 
 SPEC: Spec[AdminConfig] = Spec(
     "admin",
     AdminConfig,
-    (*redis_settings(), *throttle_settings()),
+    (
+        *redis_settings(),
+        *throttle_settings(),
+        Setting(
+            "audit_retention_days",
+            "AUDIT_RETENTION_DAYS",
+            FLOAT,
+            "audit entries older than this many days (Redis time) are trimmed by the control "
+            "commands (`audit`, `config`, `workers`, `resync`, `firehose replay`); never newer ones",
+            minimum=1,
+            maximum=36_500,
+        ),
+    ),
     rules=(throttle_rule(),),
-    title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`",
+    title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`, `config set`, `audit`, ...",
 )
 
 _STREAM = "stream name, without the key prefix (e.g. repo_backfill)"
@@ -232,6 +248,7 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
             text += "".join(
                 f"\n{line}" for line in throttle_lines(await throttled_states(redis, keys.throttle_pattern()))
             )
+            text += "".join(f"\n{line}" for line in await worker_summary(redis, keys))
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:

@@ -25,7 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workers.replayer.cli",
     "workers.admin",  # status, groups, consumers, trim, dlq
     "workers.inspect",  # inspect car / frames
-    "workers.config_cli",  # config show / reference
+    "workers.config_cli",  # config show / reference / set / revert / history
+    "workers.control.cli",  # workers (heartbeats)
+    "workers.control.audit_cli",  # audit, audit export
     "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
     "workers.demo.cli",
     "devnet.cli",  # devnet

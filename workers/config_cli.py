@@ -1,5 +1,6 @@
-"""`streamfill config show KIND | reference`: effective settings with their sources, and the
-settings reference generated from the declarations (docs/operations.md embeds it)."""
+"""`streamfill config show [KIND] | reference | set | revert | history`: effective settings with
+their sources, the settings reference generated from the declarations (docs/operations.md embeds
+it), and live overrides (workers/control)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 from typing import Any
 
 from workers._specs import RSKY_NAMES, load, specs
-from workers.settings import reference, rsky_table, show
+from workers.admin import SPEC as ADMIN_SPEC
+from workers.control.cli import register_config, runner, show_overrides
+from workers.settings import add_flags, reference, rsky_table, show
 
 
 def _kinds() -> dict[str, Any]:
@@ -28,7 +31,15 @@ def register(sub: Any) -> None:
         "(refusing what it would refuse), and print each value with its source. Passwords in URLs "
         "are masked.",
     )
-    show_p.add_argument("kind", choices=kinds, metavar="KIND", help=f"one of {', '.join(kinds)}")
+    show_p.add_argument(
+        "kind",
+        nargs="?",
+        choices=kinds,
+        metavar="KIND",
+        help=f"one of {', '.join(kinds)}; without it: the active live overrides (in Redis), with "
+        "time left, and the effective value of every live setting",
+    )
+    add_flags(show_p, ADMIN_SPEC)
     show_p.add_argument(
         "--json", action="store_true", help="one JSON object: {NAME: {value, source, origin}}"
     )
@@ -40,9 +51,12 @@ def register(sub: Any) -> None:
     )
     ref.add_argument("--rsky", action="store_true", help="print the table of rsky names instead")
     ref.set_defaults(func=_reference)
+    register_config(ops)
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.kind is None:
+        return runner(show_overrides)(args)
     resolved = load(_kinds()[args.kind])
     if args.json:
         doc = {

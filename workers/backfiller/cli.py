@@ -9,9 +9,10 @@ import anyio
 
 from streams import WorkerOptions, run_worker
 from workers._env import redis_session
-from workers._specs import start_worker
+from workers._specs import start_live
 from workers.backfiller.config import SPEC, BackfillerConfig
 from workers.backfiller.worker import build_backfiller
+from workers.control import Agent, LiveSettings
 from workers.settings import add_flags
 
 DESCRIPTION = """\
@@ -41,17 +42,26 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = start_worker(SPEC, args, name="backfiller")
-    return anyio.run(run, config)
+    live = start_live(SPEC, args, name="backfiller")
+    return anyio.run(run, live.config, live)
 
 
-async def run(config: BackfillerConfig) -> int:
-    async with redis_session(config.redis_url) as redis, build_backfiller(redis, config) as worker:
-        options = WorkerOptions(
-            name=config.consumer,
-            metrics_port=config.metrics_port,
-            metrics_host=config.metrics_host,
-            watched_streams=(*worker.consumer.partitions, *worker.producer.partitions),
-            grace_s=config.grace_s,
-        )
-        return await run_worker(redis, [worker.consumer], options)
+async def run(config: BackfillerConfig, live: LiveSettings[BackfillerConfig] | None = None) -> int:
+    live = live or LiveSettings.fixed(SPEC, config)
+    async with redis_session(config.redis_url) as redis:
+        agent = Agent(redis, live, kind="backfiller", name=config.consumer)
+        await agent.start()
+        async with build_backfiller(redis, live.config) as worker:
+            live.on_change(worker.retune)
+            agent.stats = lambda: {
+                "consumer": worker.consumer.statistics(),
+                "producer": worker.producer.statistics(),
+            }
+            options = WorkerOptions(
+                name=config.consumer,
+                metrics_port=config.metrics_port,
+                metrics_host=config.metrics_host,
+                watched_streams=(*worker.consumer.partitions, *worker.producer.partitions),
+                grace_s=config.grace_s,
+            )
+            return await run_worker(redis, [worker.consumer], options, helpers=[agent.run])

@@ -94,6 +94,7 @@ SPEC: Spec[BackfillerConfig] = Spec(
                 "max_deliveries": "deliveries of a job before it is dead-lettered",
             },
             max_deliveries_env="BACKFILLER_MAX_RETRIES",
+            live_concurrency=True,
             aliases={"consumer": ("BACKFILLER_CONSUMER_NAME",), "group": ("BACKFILLER_CONSUMER_GROUP",)},
         ),
         Setting(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from streams import Slots
+
 
 class HostBusy(Exception):
     """The host cannot take this job now; retry after `retry_after_s`."""
@@ -27,7 +29,7 @@ class HostBusy(Exception):
 
 @dataclass
 class _Host:
-    semaphore: anyio.Semaphore
+    semaphore: Slots
     next_slot: float = 0.0  # monotonic time the next request may start (rate limit)
     blocked_until: float = 0.0  # monotonic time a 429 told us to wait until
     waiting: int = 0
@@ -48,10 +50,17 @@ class HostLimiter:
         self._max_waiting = max_waiting
         self._hosts: dict[str, _Host] = {}
 
+    def retune(self, rps: float, concurrency: int) -> None:
+        """A new rate and concurrency per host (a live override), for requests not yet admitted."""
+        self._interval = 1.0 / rps if rps > 0 else 0.0
+        self._concurrency = concurrency
+        for state in self._hosts.values():
+            state.semaphore.resize(concurrency)
+
     def _host(self, host: str) -> _Host:
         state = self._hosts.get(host)
         if state is None:
-            state = self._hosts[host] = _Host(anyio.Semaphore(self._concurrency))
+            state = self._hosts[host] = _Host(Slots(self._concurrency))
         return state
 
     @contextlib.asynccontextmanager

@@ -37,7 +37,14 @@ class Backfiller:
     handler: BackfillHandler
     producer: PartitionedProducer
     identities: IdentityCache
+    limiter: HostLimiter
     throttle: Throttle | None = None
+
+    def retune(self, config: BackfillerConfig) -> None:
+        """Apply the live-tunable settings (workers/control): concurrency, marks, per-PDS limits."""
+        self.consumer.retune(concurrency=config.concurrency)
+        self.producer.retune(high_water=config.firehose_high_water, low_water=config.firehose_low_water)
+        self.limiter.retune(config.pds_rps, config.pds_concurrency)
 
 
 @contextlib.asynccontextmanager
@@ -90,4 +97,4 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
             handler,
             parts.partition_keys(config.backfill_stream),
         )
-        yield Backfiller(consumer, handler, producer, identities, producer.throttle)
+        yield Backfiller(consumer, handler, producer, identities, limiter, producer.throttle)

@@ -10,12 +10,13 @@ from typing import Any
 
 import anyio
 
-from streams import WorkerOptions, run_worker
+from streams import Keys, WorkerOptions, audit, run_worker
 from workers._edge import check_postgres, connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session
 from workers._errors import EdgeError
-from workers._specs import start_worker
+from workers._specs import start_live
+from workers.control import Agent, LiveSettings
 from workers.indexer.config import SPEC, IndexerConfig
 from workers.indexer.migrate import migrate
 from workers.indexer.verify import verify
@@ -58,38 +59,47 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = start_worker(SPEC, args, name="indexer")
+    live = start_live(SPEC, args, name="indexer")
+    config = live.config
     with database_url_or_embedded(config.database_url) as database_url:
         if args.migrate:
-            return anyio.run(run_migrate, database_url)
+            return anyio.run(run_migrate, database_url, config)
         if args.verify is not None:
             return anyio.run(run_verify, database_url, args.verify)
-        return anyio.run(run, config, database_url)
+        return anyio.run(run, config, database_url, live)
 
 
-async def run(config: IndexerConfig, database_url: str) -> int:
+async def run(
+    config: IndexerConfig, database_url: str, live: LiveSettings[IndexerConfig] | None = None
+) -> int:
     await check_postgres(database_url)
-    async with (
-        redis_session(config.redis_url) as redis,
-        build_indexer(redis, database_url, config) as indexer,
-    ):
-        options = WorkerOptions(
-            name=config.consumer,
-            metrics_port=config.metrics_port,
-            metrics_host=config.metrics_host,
-            watched_streams=tuple(p for c in indexer.consumers for p in c.partitions),
-            grace_s=config.grace_s,
-        )
-        return await run_worker(redis, indexer.consumers, options)
+    live = live or LiveSettings.fixed(SPEC, config)
+    async with redis_session(config.redis_url) as redis:
+        agent = Agent(redis, live, kind="indexer", name=config.consumer)
+        await agent.start()
+        async with build_indexer(redis, database_url, live.config) as indexer:
+            live.on_change(indexer.retune)
+            agent.stats = lambda: {"consumers": [c.statistics() for c in indexer.consumers]}
+            options = WorkerOptions(
+                name=config.consumer,
+                metrics_port=config.metrics_port,
+                metrics_host=config.metrics_host,
+                watched_streams=tuple(p for c in indexer.consumers for p in c.partitions),
+                grace_s=config.grace_s,
+            )
+            return await run_worker(redis, indexer.consumers, options, helpers=[agent.run])
 
 
-async def run_migrate(database_url: str) -> int:
+async def run_migrate(database_url: str, config: IndexerConfig | None = None) -> int:
     conn = await connect_postgres(database_url)
     try:
         applied = await migrate(conn)
     finally:
         await conn.close()
     print(f"streamfill: applied migrations {applied}" if applied else "streamfill: schema is up to date")
+    if config is not None and config.redis_url:  # audited where there is a deployment's Redis
+        async with redis_session(config.redis_url) as redis:
+            await audit(redis, Keys(config.prefix), "indexer.migrate", applied=applied)
     return 0
 
 

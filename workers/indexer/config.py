@@ -121,6 +121,7 @@ SPEC: Spec[IndexerConfig] = Spec(
                 "max_deliveries": "deliveries of an entry before it is dead-lettered (database outages do "
                 "not count)",
             },
+            live_concurrency=True,
         ),
         Setting("label_group", "INDEXER_LABEL_GROUP", NAME, "consumer group of label_live"),
         Setting(
@@ -130,6 +131,7 @@ SPEC: Spec[IndexerConfig] = Spec(
             "entries per read and per transaction",
             minimum=1,
             maximum=100_000,
+            live=True,
         ),
         Setting(
             "live_first",

@@ -26,6 +26,12 @@ class Indexer:
     pool: Any
     priority: Priority | None = None
 
+    def retune(self, config: IndexerConfig) -> None:
+        """Apply the live-tunable settings (workers/control): batch size and concurrency (a
+        concurrency above the pool's size waits for connections)."""
+        for consumer in self.consumers:
+            consumer.retune(batch_size=config.batch_size, concurrency=config.concurrency)
+
 
 def build_consumers(
     redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler, priority: Priority | None = None

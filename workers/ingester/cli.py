@@ -10,9 +10,10 @@ import anyio
 from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
 from workers._partitions import partitioning
-from workers._specs import start_worker
+from workers._specs import start_live
+from workers.control import Agent, LiveSettings
 from workers.ingester.config import SPEC, IngesterConfig
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import Ingester, build_ingester, host_key
 from workers.settings import add_flags
 
 DESCRIPTION = """\
@@ -54,24 +55,36 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = start_worker(SPEC, args, name="ingester")
-    return anyio.run(relist if args.relist else retry_skipped if args.retry_skipped else run, config)
+    live = start_live(SPEC, args, name="ingester")
+    if args.relist or args.retry_skipped:
+        return anyio.run(relist if args.relist else retry_skipped, live.config)
+    return anyio.run(run, live.config, live)
 
 
-async def run(config: IngesterConfig) -> int:
-    async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
-        parts = partitioning(config.prefix, config.partitions)
-        watched = tuple(
-            p for s in ("repo_backfill", "firehose_live", "label_live") for p in parts.partition_keys(s)
-        )
-        options = WorkerOptions(
-            name="ingester",
-            metrics_port=config.metrics_port,
-            metrics_host=config.metrics_host,
-            watched_streams=watched,
-            grace_s=config.grace_s,
-        )
-        return await run_worker(redis, ingester.components, options)
+async def run(config: IngesterConfig, live: LiveSettings[IngesterConfig] | None = None) -> int:
+    live = live or LiveSettings.fixed(SPEC, config)
+    async with redis_session(config.redis_url) as redis:
+        agent = Agent(redis, live, kind="ingester", name="ingester")
+        await agent.start()
+        async with build_ingester(redis, live.config) as ingester:
+            live.on_change(ingester.retune)
+            agent.stats = lambda: {"producers": [p.statistics() for p in ingester.producers]}
+            return await _run(redis, config, ingester, agent)
+
+
+async def _run(redis: Any, config: IngesterConfig, ingester: Ingester, agent: Agent) -> int:
+    parts = partitioning(config.prefix, config.partitions)
+    watched = tuple(
+        p for s in ("repo_backfill", "firehose_live", "label_live") for p in parts.partition_keys(s)
+    )
+    options = WorkerOptions(
+        name="ingester",
+        metrics_port=config.metrics_port,
+        metrics_host=config.metrics_host,
+        watched_streams=watched,
+        grace_s=config.grace_s,
+    )
+    return await run_worker(redis, ingester.components, options, helpers=[agent.run])
 
 
 async def retry_skipped(config: IngesterConfig) -> int:

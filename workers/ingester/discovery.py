@@ -124,6 +124,10 @@ class HostDiscovery:
         self.in_flight = 0  # hosts being paged now (at most host_concurrency)
         self.max_in_flight = 0
 
+    def retune(self, config: IngesterConfig) -> None:
+        """Apply the live-tunable settings (the re-check interval) from the next wait on."""
+        self._config = config
+
     def stop(self) -> None:
         self._stop.set()
         for source in self._sources.values():

@@ -123,6 +123,10 @@ class ListingSource:
         self.abandoned = 0
         self.cycles = 0  # passes ended by a cursor that did not advance
 
+    def retune(self, config: IngesterConfig) -> None:
+        """Apply the live-tunable settings (the re-check interval) from the next wait on."""
+        self._config = config
+
     def stop(self) -> None:
         self._stop.set()
 

@@ -42,6 +42,14 @@ class Ingester:
     firehoses: list[EventStreamSource] = field(default_factory=list)
     labelers: list[EventStreamSource] = field(default_factory=list)
     throttle: Throttle | None = None
+    producers: list[Producer] = field(default_factory=list)
+
+    def retune(self, config: IngesterConfig) -> None:
+        """Apply the live-tunable settings (workers/control): marks and the re-check interval."""
+        for producer in self.producers:
+            producer.retune(high_water=config.high_water_mark, low_water=config.low_water_mark)
+        for source in (*self.listings, *self.discoveries):
+            source.retune(config)
 
     @property
     def components(self) -> list[Component]:
@@ -67,10 +75,12 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
     worker = default_consumer_name("ingester")
     throttle = live_throttle(redis, config, worker, live_keys(config.prefix, config.partitions))
 
+    ingester = Ingester(throttle=throttle)
+
     def producer(stream: str) -> Producer:
         # Also for one partition: on Redis Cluster a batch, its `extra` entries and its cursor
         # may lie in different slots, and the partitioned producer writes the cursor last.
-        return PartitionedProducer(
+        made = PartitionedProducer(
             redis,
             ProducerConfig(keys.stream(stream), high_water=mark, low_water=config.low_water_mark),
             parts,
@@ -78,6 +88,8 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
             wait_timeout_ms=config.wait_timeout_ms,
             throttle=throttle if stream == "repo_backfill" else None,
         )
+        ingester.producers.append(made)
+        return made
 
     # Relays, labelers and the PLC directory are configuration (trusted); did:web hosts and
     # redirects come from the network and are checked by the policy (atp.netpolicy).
@@ -90,7 +102,6 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         cache = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
         identities = cache if config.verify_signatures else None
         accounts = AccountChecker(cache, xrpc)
-        ingester = Ingester(throttle=throttle)
         backfill = config.mode in ("all", "backfill")
         for relay in config.relay_hosts if backfill and config.discovery in ("relay", "both") else ():
             ingester.listings.append(

@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 
-from streams import Component, Keys, WorkerOptions, run_worker
+from streams import Component, Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
-from workers._specs import load, start_worker
+from workers._specs import load, start_live
+from workers.control import Agent, LiveSettings
 from workers.replayer.config import SPEC, ReplayerConfig
 from workers.replayer.ledger import LedgerBusy
 from workers.replayer.loops import OnceResult, PeriodicScan, RunOnce
-from workers.replayer.service import build_indexing, build_scanning, elastic, scanning_ledger
+from workers.replayer.service import (
+    Indexing,
+    Scanning,
+    build_indexing,
+    build_scanning,
+    elastic,
+    scanning_ledger,
+)
 from workers.replayer.status import show_status
 from workers.settings import add_flags, positive_integer, positive_number
 
@@ -86,41 +95,67 @@ def main(args: argparse.Namespace) -> int:
         return show_status(
             config, summary=args.summary, failed=args.failed, run_id=args.run_id, as_json=args.json
         )
-    config = start_worker(SPEC, args, name=f"replayer-{args.role}", role=args.role)
+    live = start_live(SPEC, args, name=f"replayer-{args.role}", role=args.role)
     try:
-        return anyio.run(_ROLES[args.role], config, args)
+        return anyio.run(_ROLES[args.role], live.config, args, live)
     except LedgerBusy as exc:
         print(f"streamfill replayer: {exc}", file=sys.stderr)
         return 2
 
 
-async def run_index(config: ReplayerConfig, args: argparse.Namespace) -> int:
+Live = LiveSettings[ReplayerConfig] | None
+Tune = Callable[[ReplayerConfig], None]
+
+
+def _tune_indexing(indexing: Indexing) -> Tune:
+    def tune(c: ReplayerConfig) -> None:
+        indexing.consumer.retune(batch_size=c.bulk_max_docs)
+        indexing.handler.retune(max_docs=c.bulk_max_docs, max_bytes=c.bulk_max_bytes)
+
+    return tune
+
+
+def _tune_scanning(scanning: Scanning, loop: PeriodicScan | None = None) -> Tune:
+    def tune(c: ReplayerConfig) -> None:
+        scanning.producer.retune(high_water=c.high_water, low_water=None)
+        if loop is not None:
+            loop.retune(c.interval_s)
+
+    return tune
+
+
+async def run_index(config: ReplayerConfig, args: argparse.Namespace, live: Live = None) -> int:
     async with redis_session(config.redis_url) as redis, elastic(config) as es:
         indexing = build_indexing(redis, config, es)
-        return await _run(redis, config, [indexing.consumer], config.consumer)
+        return await _run(redis, config, [indexing.consumer], live, [_tune_indexing(indexing)])
 
 
-async def run_scan(config: ReplayerConfig, args: argparse.Namespace) -> int:
+async def run_scan(config: ReplayerConfig, args: argparse.Namespace, live: Live = None) -> int:
     async with redis_session(config.redis_url) as redis:
         with scanning_ledger(config) as ledger:
             scanning = build_scanning(redis, config, ledger)
             loop = PeriodicScan(
                 redis, config, scanning, es=None, interval_s=args.every, after=[scanning.folder_consumer]
             )
-            return await _run(redis, config, [scanning.folder_consumer, loop], config.consumer)
+            await audit(redis, Keys(config.prefix), "replayer.scan", every=args.every)
+            return await _run(
+                redis, config, [scanning.folder_consumer, loop], live, [_tune_scanning(scanning)]
+            )
 
 
-async def run_both(config: ReplayerConfig, args: argparse.Namespace) -> int:
+async def run_both(config: ReplayerConfig, args: argparse.Namespace, live: Live = None) -> int:
     async with redis_session(config.redis_url) as redis, elastic(config) as es:
         with scanning_ledger(config) as ledger:
             indexing = build_indexing(redis, config, es)
             scanning = build_scanning(redis, config, ledger)
             loop = PeriodicScan(redis, config, scanning, es=es, interval_s=config.interval_s)
             components: list[Component] = [indexing.consumer, scanning.folder_consumer, loop]
-            return await _run(redis, config, components, config.consumer)
+            await audit(redis, Keys(config.prefix), "replayer.run", interval_s=config.interval_s)
+            tunes = [_tune_indexing(indexing), _tune_scanning(scanning, loop)]
+            return await _run(redis, config, components, live, tunes)
 
 
-async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
+async def run_once(config: ReplayerConfig, args: argparse.Namespace, live: Live = None) -> int:
     async with redis_session(config.redis_url) as redis, elastic(config) as es:
         with scanning_ledger(config) as ledger:
             indexing = build_indexing(redis, config, es)
@@ -133,31 +168,43 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace) -> int:
                 timeout_s=args.timeout,
                 after=[indexing.consumer, scanning.folder_consumer],
             )
-            await _run(redis, config, [indexing.consumer, scanning.folder_consumer, once], config.consumer)
-    assert once.result is not None
-    _print_summary(once.result, as_json=args.json)
+            components: list[Component] = [indexing.consumer, scanning.folder_consumer, once]
+            await _run(redis, config, components, live, [_tune_indexing(indexing), _tune_scanning(scanning)])
+        assert once.result is not None
+        summary = _summary(once.result)
+        await audit(redis, Keys(config.prefix), "replayer.run_once", **summary)
+    _print_summary(summary, once.result, as_json=args.json)
     return once.result.status
 
 
-async def _run(redis: aioredis.Redis, config: ReplayerConfig, components: list[Component], name: str) -> int:
+async def _run(
+    redis: aioredis.Redis, config: ReplayerConfig, components: list[Component], live: Live, tunes: list[Tune]
+) -> int:
+    """Run `components` with the control agent: live overrides reach them through `tunes`."""
     keys = Keys(config.prefix)
+    live = live or LiveSettings.fixed(SPEC, config)
+    for tune in tunes:
+        live.on_change(tune)
+    agent = Agent(redis, live, kind="replayer", name=config.consumer)
+    agent.stats = lambda: {"components": [c.statistics() for c in components if hasattr(c, "statistics")]}
+    await agent.start()
     watched = (keys.stream(config.stream), keys.stream(config.results_stream))
     options = WorkerOptions(
-        name=name,
+        name=config.consumer,
         metrics_port=config.metrics_port,
         metrics_host=config.metrics_host,
         watched_streams=watched,
         grace_s=config.grace_s,
     )
-    return await run_worker(redis, components, options)
+    return await run_worker(redis, components, options, helpers=[agent.run])
 
 
 _ROLES = {"index": run_index, "scan": run_scan, "run": run_both, "run-once": run_once}
 
 
-def _print_summary(result: OnceResult, *, as_json: bool) -> None:
+def _summary(result: OnceResult) -> dict[str, Any]:
     run = result.run
-    summary = {
+    return {
         "ok": result.status == 0,
         "run": run.get("id"),
         "status": run.get("status"),
@@ -170,6 +217,9 @@ def _print_summary(result: OnceResult, *, as_json: bool) -> None:
         "outstanding": result.outstanding,
         "reason": result.reason,
     }
+
+
+def _print_summary(summary: dict[str, Any], result: OnceResult, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
     else:

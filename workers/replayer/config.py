@@ -173,6 +173,7 @@ SPEC: Spec[ReplayerConfig] = Spec(
             "documents per _bulk request (and per read)",
             minimum=1,
             maximum=100_000,
+            live=True,
         ),
         Setting(
             "bulk_max_bytes",
@@ -181,6 +182,7 @@ SPEC: Spec[ReplayerConfig] = Spec(
             "bytes per _bulk request",
             minimum=1024,
             maximum=2**31,
+            live=True,
         ),
         Setting(
             "high_water",

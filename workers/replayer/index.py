@@ -60,6 +60,10 @@ class IndexHandler:
         self._unavailable_since: float | None = None
         self._last_error = ""
 
+    def retune(self, *, max_docs: int, max_bytes: int) -> None:
+        """New bulk request limits (a live override), from the next batch on."""
+        self._max_docs, self._max_bytes = max_docs, max_bytes
+
     def statistics(self) -> IndexStats:
         c = self._counts
         return IndexStats(

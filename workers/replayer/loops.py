@@ -48,6 +48,12 @@ class PeriodicScan:
         self._stop = anyio.Event()
         self.reports: list[PassReport] = []
 
+    def retune(self, interval_s: float) -> None:
+        """A new interval between passes (a live override), from the next wait on; a single
+        pass (`scan` without `--every`) stays single."""
+        if self._interval_s is not None:
+            self._interval_s = interval_s
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:

@@ -125,9 +125,11 @@ def consumer_settings(
     max_deliveries_env: str | None = None,
     aliases: Mapping[str, tuple[str, ...]] | None = None,
     bounds: Mapping[str, tuple[int, int]] | None = None,
+    live_concurrency: bool = False,
 ) -> tuple[Setting, ...]:
     """The consumer-group settings of a consuming worker (`consumer`, `group`, `concurrency`,
-    `min_idle_ms`, `max_deliveries`) under `<env_prefix>_*`; `help` says what concurrency means."""
+    `min_idle_ms`, `max_deliveries`) under `<env_prefix>_*`; `help` says what concurrency means;
+    `live_concurrency` when the worker applies a live override of it."""
     more = aliases or {}
     limits = {"concurrency": (1, 1024), **(bounds or {})}
     deliveries_env = max_deliveries_env or f"{env_prefix}_MAX_DELIVERIES"
@@ -155,6 +157,7 @@ def consumer_settings(
             help["concurrency"],
             minimum=limits["concurrency"][0],
             maximum=limits["concurrency"][1],
+            live=live_concurrency,
         ),
         Setting(
             "min_idle_ms",

@@ -1,0 +1,206 @@
+"""Live overrides and heartbeats (workers/control) against a real Redis and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from _support import wait_until
+
+from streams import DONE, Consumer, ConsumerConfig, Entry, Keys, Outcome, Producer, ProducerConfig
+from workers.backfiller.config import SPEC as BACKFILLER
+from workers.backfiller.config import BackfillerConfig
+from workers.cli import main
+from workers.control import Agent, LiveSettings, OverrideStore, heartbeats
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str) -> dict[str, str]:
+    env = {"REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix, "STREAMFILL_OPERATOR": "alice"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+async def _cli(*argv: str) -> int:
+    """`streamfill ARGV` in this process (in a thread: the command runs its own event loop)."""
+    return await anyio.to_thread.run_sync(main, list(argv))
+
+
+async def _audit(redis: aioredis.Redis, prefix: str) -> list[tuple[str, dict[str, object]]]:
+    rows = await redis.xrange(Keys(prefix).audit())
+    return [(f[b"action"].decode(), json.loads(f[b"args"])) for _, f in rows]
+
+
+async def test_an_override_reaches_a_running_worker_within_2s_and_ends_by_itself(
+    redis_client: aioredis.Redis, prefix: str, cli_env: dict[str, str]
+) -> None:
+    live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix, concurrency=8))
+    seen: list[int] = []
+    live.on_change(lambda c: seen.append(c.concurrency))
+    agent = Agent(redis_client, live, kind="backfiller", name="b-1")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        assert await _cli("config", "set", "BACKFILLER_CONCURRENCY=3", "--for", "5s", "--reason", "t") == 0
+        started = time.monotonic()
+        await wait_until(lambda: live.config.concurrency == 3, timeout=2.0, what="override applied")
+        print(f"applied after {time.monotonic() - started:.2f}s")
+        assert live.resolved.values["concurrency"].source == "override"
+        # Nobody reverts: the window ends in Redis time and the worker falls back by itself.
+        await wait_until(lambda: live.config.concurrency == 8, timeout=10, what="fell back at expiry")
+        tg.cancel_scope.cancel()
+    assert seen == [3, 8]
+    actions = await _audit(redis_client, prefix)
+    assert [a for a, _ in actions] == ["config.set", "config.expire"]
+    assert actions[0][1]["name"] == "BACKFILLER_CONCURRENCY" and actions[0][1]["set_by"] == "alice"
+    assert await redis_client.hlen(Keys(prefix).overrides()) == 0
+
+
+async def test_a_worker_started_during_a_window_applies_it_and_revert_ends_it(
+    redis_client: aioredis.Redis, prefix: str, cli_env: dict[str, str]
+) -> None:
+    store = OverrideStore(redis_client, Keys(prefix))
+    await store.set({"BACKFILLER_PDS_RPS": "2.5"}, 60, reason="slow PDS", operator="bob")
+    live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix))
+    agent = Agent(redis_client, live, kind="backfiller", name="b-2")
+    await agent.start()
+    assert live.config.pds_rps == 2.5
+    assert await _cli("config", "revert", "--all") == 0
+    await live.refresh(store)
+    assert live.config.pds_rps == BackfillerConfig().pds_rps
+    assert [a for a, _ in await _audit(redis_client, prefix)] == ["config.set", "config.revert"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["NO_SUCH_SETTING=1", "--for", "1m"], "NO_SUCH_SETTING is not a streamfill setting"),
+        (["BACKFILLER_CONCURENCY=4", "--for", "1m"], "did you mean BACKFILLER_CONCURRENCY?"),
+        (["BACKFILLER_CONCURRENCY=0", "--for", "1m"], "BACKFILLER_CONCURRENCY must be an integer from 1"),
+        (["BACKFILLER_CONCURRENCY=lots", "--for", "1m"], "must be an integer"),
+        (["BACKFILLER_CONCURRENCY=4", "--for", "soon"], "not a duration"),
+        (["BACKFILLER_CONCURRENCY=4", "--for", "2s"], "--for must be from 5s to 7d"),
+        (["BACKFILLER_CONCURRENCY=4", "--for", "8d"], "--for must be from 5s to 7d"),
+        (["BACKFILLER_PLC_URL=x", "--for", "1m"], "not a streamfill setting"),
+        (["PLC_URL=http://x", "--for", "1m"], "cannot be changed while workers run"),
+        (
+            ["INGESTER_HIGH_WATER_MARK=100", "INGESTER_LOW_WATER_MARK=500", "--for", "1m"],
+            "INGESTER_LOW_WATER_MARK=500 must be below INGESTER_HIGH_WATER_MARK=100",
+        ),
+        # Valid alone, but it would put the high mark under the low one an active override set.
+        (["INGESTER_LOW_WATER_MARK=5000", "--for", "1m"], "must be below INGESTER_HIGH_WATER_MARK=1000"),
+    ],
+)
+async def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    redis_client: aioredis.Redis,
+    prefix: str,
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    store = OverrideStore(redis_client, Keys(prefix))
+    await store.set({"INGESTER_HIGH_WATER_MARK": "1000"}, 60, reason="before", operator="x")
+    before = await redis_client.hgetall(Keys(prefix).overrides())
+    audited = len(await _audit(redis_client, prefix))
+    capsys.readouterr()
+    assert await _cli("config", "set", *argv, "--reason", "test") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert await redis_client.hgetall(Keys(prefix).overrides()) == before
+    assert len(await _audit(redis_client, prefix)) == audited
+
+
+def test_for_is_required(redis_url: str) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "config", "set", "INDEXER_BATCH_SIZE=10", "--reason", "r"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "--for" in out.stderr
+
+
+async def test_a_resized_consumer_runs_more_handlers_at_once(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """A live concurrency change reaches the consumer: more batches in flight, then fewer."""
+    stream = Keys(prefix).stream("work")
+    await Producer(redis_client, ProducerConfig(stream, high_water=None)).send(
+        [{"n": str(i)} for i in range(40)]
+    )
+    running, peak, gate = [0], [0], anyio.Event()
+
+    async def handler(batch: list[Entry]) -> list[Outcome]:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await gate.wait()
+        running[0] -= 1
+        return [DONE] * len(batch)
+
+    config = ConsumerConfig(stream, "g", "c", batch_size=1, concurrency=2, block_ms=100)
+    consumer = Consumer(redis_client, config, handler)
+    async with anyio.create_task_group() as tg:
+        await tg.start(consumer.run)
+        await wait_until(lambda: running[0] == 2, what="two handlers busy")
+        consumer.retune(concurrency=5)
+        await wait_until(lambda: running[0] == 5, what="five handlers busy after the resize")
+        consumer.retune(concurrency=1)
+        gate.set()
+        await wait_until(lambda: consumer.statistics().acked == 40, what="all acked")
+        consumer.stop()
+    assert peak[0] == 5
+
+
+async def test_workers_lists_a_running_worker_until_it_is_killed(
+    redis_client: aioredis.Redis, prefix: str, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {**os.environ, **cli_env, "BACKFILLER_CONSUMER": "bf-under-test", "BACKFILLER_CONCURRENCY": "4"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "backfiller"], env=env, stderr=subprocess.DEVNULL
+    )
+    keys = Keys(prefix)
+    try:
+        beats = await wait_until(lambda: heartbeats(redis_client, keys), timeout=60, what="a heartbeat")
+        [beat] = beats
+        assert (beat["kind"], beat["name"], beat["pid"]) == ("backfiller", "bf-under-test", proc.pid)
+        assert beat["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "4", "source": "env"}
+        assert beat["settings"]["BACKFILLER_PDS_RPS"]["source"] == "default"
+        assert beat["statistics"]["consumer"]["consumer"] == "bf-under-test"
+        assert await _cli("config", "set", "BACKFILLER_CONCURRENCY=6", "--for", "1m", "--reason", "r") == 0
+
+        async def overridden() -> bool:
+            [b] = await heartbeats(redis_client, keys)
+            return b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+
+        await wait_until(overridden, timeout=10, what="the heartbeat shows the override")
+        capsys.readouterr()
+        assert await _cli("workers") == 0
+        assert "bf-under-test" in capsys.readouterr().out
+        assert await _cli("status") == 0
+        assert "workers backfiller: 1 running, overrides BACKFILLER_CONCURRENCY=6" in capsys.readouterr().out
+        proc.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(lambda: proc.wait(30))
+        killed = time.monotonic()
+        await wait_until(lambda: _none(redis_client, keys), timeout=15, what="the heartbeat expired")
+        print(f"heartbeat gone {time.monotonic() - killed:.1f}s after SIGKILL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+async def _none(redis: aioredis.Redis, keys: Keys) -> bool:
+    return not await heartbeats(redis, keys)
