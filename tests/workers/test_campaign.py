@@ -30,7 +30,7 @@ from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
 from workers.campaign.apply import Applier, dry_run
-from workers.campaign.cli import _ACTIONS, active_campaign_lines, status_line
+from workers.campaign.cli import _ACTIONS, _apply, active_campaign_lines, status_line
 from workers.campaign.cli import _status as _STATUS
 from workers.campaign.gate import live_lag_s
 from workers.campaign.rollback import rollback
@@ -583,3 +583,32 @@ async def test_hosts_and_dids_scopes_list_what_they_name(
         await plan(ctx, "d", tmp_path / "d", scope=f"dids={tmp_path / 'dids.txt'}", sample=0)
     doc = json.loads((tmp_path / "d" / "plan.json").read_text())
     assert sorted(r["did"] for r in doc["repos"]) == chosen  # each DID once
+
+
+async def test_apply_pauses_while_live_traffic_lags_and_goes_on_when_it_catches_up(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, pool: Any, tmp_path: Path
+) -> None:
+    import argparse
+
+    async with Devnet(DevnetConfig(repos=4, pds_hosts=1, seed=162)) as net:
+        ctx = context(redis_client, pool, config(redis_url, prefix, net))
+        await plan(ctx, "slow", tmp_path, sample=0)
+    keys = Keys(prefix)
+    live = keys.stream("firehose_live")
+    seconds, _ = await redis_client.time()
+    stale = f"{(int(seconds) - 30) * 1000}-0"  # a live entry 30 s old that no indexer has acked
+    await redis_client.xadd(live, {"event": "{}"}, id=stale)
+    await redis_client.xgroup_create(live, "firehose_group", id="0")
+    args = argparse.Namespace(name="slow", max_live_lag=5.0, out=None, follow=False, dry_run=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_apply, ctx, args)
+        await wait_until(lambda: redis_client.exists(keys.throttle("campaign-slow")), what="paused")
+        assert (await ctx.store.get("slow")).cursor == 0  # nothing enqueued while live lags
+        await redis_client.xreadgroup("firehose_group", "indexer", {live: ">"})
+        await redis_client.xack(live, "firehose_group", stale)  # live caught up
+
+        async def enqueued() -> bool:
+            return (await ctx.store.get("slow")).cursor > 0
+
+        await wait_until(enqueued, what="enqueuing after live caught up")
+        tg.cancel_scope.cancel()

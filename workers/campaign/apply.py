@@ -23,6 +23,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from schemas import RepoJob, encode_entry
+from streams import Throttle
 from workers.campaign import artifacts, gate
 from workers.campaign.config import REPO_STREAM
 from workers.campaign.state import (
@@ -97,7 +98,7 @@ class Applier:
         name: str,
         *,
         out: Path | None = None,
-        max_live_lag_s: float | None = None,
+        throttle: Throttle | None = None,
         follow: bool = False,
         echo: Callable[[str], None] = print,
     ) -> None:
@@ -107,7 +108,7 @@ class Applier:
         self.conn = conn
         self.name = name
         self._out = out
-        self.max_live_lag_s = max_live_lag_s
+        self.throttle = throttle
         self.follow = follow
         self.echo = echo
         self._enqueue = self.redis.register_script(_ENQUEUE)
@@ -193,18 +194,9 @@ class Applier:
             + (f": {hints[campaign.state]}" if campaign.state in hints else "")
         )
 
-    async def _throttle(self) -> None:
-        """Wait while live lag is above the mark: the control plane's throttle will plug in here."""
-        if self.max_live_lag_s is None:
-            return
-        while True:
-            lag = await gate.live_lag_s(self.redis, self.keys)
-            if lag is None or lag <= self.max_live_lag_s:
-                return
-            await anyio.sleep(1.0)  # polling another process's progress: no event to wait on
-
     async def _enqueue_some(self, campaign: Campaign, end: int) -> None:
-        await self._throttle()
+        if self.throttle is not None:  # slowed, then paused, while live traffic falls behind
+            await self.throttle.wait()
         per_s = campaign.rate_per_min / 60
         now = time.monotonic()
         self._budget = min(self._budget + (now - self._refilled) * per_s, max(1.0, per_s))

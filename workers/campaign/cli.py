@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from workers._edge import connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session
 from workers._specs import load
+from workers._throttle import live_keys, live_throttle
 from workers.campaign import plan as planning
 from workers.campaign.apply import Applier, dry_run
 from workers.campaign.config import SPEC, CampaignConfig
@@ -107,7 +109,8 @@ def register(sub: Any) -> None:
         "--max-live-lag",
         type=positive_number,
         metavar="S",
-        help="wait while live lag (oldest unacked firehose_live entry) is above S seconds",
+        help="pause while live lag (the oldest unacked live entry) is above S seconds, resume below "
+        "S/2 (default: THROTTLE_LIVE_LAG_S and THROTTLE_RESUME_LAG_S)",
     )
     p.add_argument("--follow", action="store_true", help="keep running across gates and pauses")
     p.set_defaults(func=_runner(_apply, postgres=True))
@@ -270,9 +273,17 @@ async def _apply(ctx: Context, args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(await ctx.store.get(args.name))
         return 0
-    applier = Applier(
-        ctx.store, ctx.conn, args.name, out=args.out, max_live_lag_s=args.max_live_lag, follow=args.follow
-    )
+    config = ctx.config
+    if args.max_live_lag is not None:  # this apply's own threshold; resumes at half of it
+        config = replace(
+            config,
+            throttle=True,
+            throttle_live_lag_s=args.max_live_lag,
+            throttle_resume_lag_s=args.max_live_lag / 2,
+        )
+    live = live_keys(config.prefix, config.partitions)
+    throttle = live_throttle(ctx.store.redis, config, f"campaign-{args.name}", live)
+    applier = Applier(ctx.store, ctx.conn, args.name, out=args.out, throttle=throttle, follow=args.follow)
     return await applier.run()
 
 

@@ -14,6 +14,8 @@ from workers.settings import (
     choice,
     partition_settings,
     redis_settings,
+    throttle_rule,
+    throttle_settings,
 )
 
 # Where repos are found, as the ingester's INGESTER_DISCOVERY.
@@ -38,6 +40,9 @@ class CampaignConfig:
     plc_url: str = "https://plc.directory"
     allow_private_hosts: bool = False
     partitions: int = 1
+    throttle: bool = True
+    throttle_live_lag_s: float = 2.0
+    throttle_resume_lag_s: float = 1.0
 
 
 SPEC: Spec[CampaignConfig] = Spec(
@@ -70,6 +75,8 @@ SPEC: Spec[CampaignConfig] = Spec(
         Setting("plc_url", "PLC_URL", HTTP_URL, "PLC directory, to find a repo's PDS (plan samples, soak)"),
         allow_private_hosts_setting(),
         *partition_settings(producer=False),
+        *throttle_settings(),
     ),
+    rules=(throttle_rule(),),
     title="backfill campaigns: `campaign plan|apply|approve|reject|pause|resume|abort|status|soak|rollback`",
 )

@@ -49,7 +49,7 @@ async def live_lag_s(
     """Age in seconds of the oldest live entry the indexers have not acked (0: caught up; None: no
     such group). From entry ids against Redis' clock, so any process computes the same figure.
 
-    This is the seam the control plane's live-lag throttle plugs into (`apply --max-live-lag`).
+    A gate figure; `apply` itself paces on the control plane's throttle (streams/_throttle.py).
     """
     key = keys.stream(stream)
     info = await _group(redis, key, group)
