@@ -164,16 +164,21 @@ class OverrideStore:
 
     async def snapshot(self) -> tuple[int, list[Override]]:
         """(Redis time in ms, every stored override, ended ones included), in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.hgetall(self._key)
-            (seconds, micros), raw = await pipe.execute()
-        return int(seconds) * 1000 + int(micros) // 1000, _decode_all(raw.items())
+        # A script, not a pipeline: it reads the clock of the node that holds the hash, and a
+        # cluster client refuses TIME in a pipeline (no key to route it by).
+        seconds, micros, flat = await self._redis.eval(_SNAPSHOT_LUA, 1, self._key)  # type: ignore[misc]
+        return int(seconds) * 1000 + int(micros) // 1000, _decode_pairs(flat)
 
     async def active(self) -> tuple[int, dict[str, Override]]:
         """(Redis time in ms, the overrides whose window has not ended)."""
         now_ms, found = await self.snapshot()
         return now_ms, {o.name: o for o in found if o.until_ms > now_ms}
+
+
+_SNAPSHOT_LUA = """
+local t = redis.call('TIME')
+return {t[1], t[2], redis.call('HGETALL', KEYS[1])}
+"""
 
 
 def _decode_all(items: Iterable[tuple[Any, Any]]) -> list[Override]:
