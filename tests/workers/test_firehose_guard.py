@@ -21,7 +21,8 @@ from test_firehose import as_tuple, assert_same_events, expected_events
 from atp.frames import CommitFrame, InfoFrame, decode_frame, encode_frame
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
-from streams import Keys
+from streams import Keys, skip_ledgers
+from workers.admin import render_status
 from workers.ingester.worker import build_ingester, host_key
 
 pytestmark = pytest.mark.anyio
@@ -128,6 +129,8 @@ async def test_a_relay_whose_sequence_resets_is_followed_from_its_head_with_the_
     ]
     assert source.reconnects < FEW_RECONNECTS and source.gaps == 1
     assert await dead_letters(redis_client, keys) == []
+    status = render_status([], await skip_ledgers(redis_client, keys))
+    assert f"{keys.gaps('firehose_live', host)}  1 event-stream gap(s)" in status
 
 
 async def test_an_oversize_frame_is_dead_lettered_with_its_seq_and_skipped(
