@@ -146,17 +146,22 @@ async def test_an_oversize_frame_is_dead_lettered_with_its_seq_and_skipped(
         net.step(15)
         huge = net.world.firehose.append(lambda _s: b"\xa2" + b"\0" * (DEFAULT_MAX_FRAME_BYTES + 1024))
         net.step(15)
+        junk = net.world.firehose.append(lambda _s: b"\xa2\x61")  # cut short: no seq to read
+        net.step(5)
         last = net.world.firehose.last_seq
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             [source] = ingester.firehoses
             tg.start_soon(source.run)
             await wait_until(lambda: cursor_is(redis_client, cursor_key, last), timeout=30, what="caught up")
             source.stop()
-        expected, _ = expected_events(net, skip=frozenset({huge}))
+        expected, _ = expected_events(net, skip=frozenset({huge, junk}))
     got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
     assert_same_events(got, expected, net)
     letters = await dead_letters(redis_client, keys)
-    assert [(d["reason"], d["seq"]) for d in letters] == [("oversize-frame", str(huge))]
+    assert [(d["reason"], d["seq"], d.get("after_seq")) for d in letters] == [
+        ("oversize-frame", str(huge), None),
+        ("undecodable-frame", "", str(junk - 1)),
+    ]
     assert "1009" in letters[0]["error"]
     assert source.reconnects < FEW_RECONNECTS
 
