@@ -53,6 +53,7 @@ from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, rea
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
 from streams._slots import Slots
+from streams._supervise import RedisUnavailable, is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
@@ -93,6 +94,7 @@ __all__ = [
     "Producer",
     "ProducerConfig",
     "ProducerStats",
+    "RedisUnavailable",
     "ReplicationLagError",
     "Retry",
     "ServerInfo",
@@ -125,6 +127,7 @@ __all__ = [
     "group_lags",
     "is_cluster",
     "is_permanent",
+    "is_redis_blip",
     "lag_seconds",
     "list_streams",
     "operator_name",
@@ -142,6 +145,7 @@ __all__ = [
     "skipped_ranges",
     "start_embedded_valkey",
     "stream_info",
+    "supervise",
     "throttled_states",
     "trim",
     "trim_stream",

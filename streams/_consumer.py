@@ -134,7 +134,9 @@ class Consumer:
         if self._stopping:
             self._stopped.set()
         self._slots = Slots(self.config.concurrency)
-        self._counts["in_flight"] = 0  # a run after a crash starts with no batch in a handler
+        # A run after a crash (a Redis blip: streams._supervise) starts with no handler task and
+        # no batch in one: the old ones died with the task group.
+        self._counts["in_flight"] = self._handlers = 0
         send, receive = anyio.create_memory_object_stream[list[Entry]](self.config.concurrency)
         async with anyio.create_task_group() as tg, receive:
             self._spawn = (tg, receive)

@@ -5,7 +5,9 @@
 exits 0. Work still running `grace_s` after the signal (a handler blocked on backpressure, a hung
 download) is cancelled and stays pending for the next start, so a worker always exits within its
 grace period; a second signal cancels at once. A component that crashes cancels the group and
-the exception propagates (the orchestrator restarts the process): no task dies silently.
+the exception propagates (the orchestrator restarts the process): no task dies silently. A
+component that fails because Redis went away is restarted once Redis answers again, for up to
+`redis_reconnect_s` (`streams._supervise`); after that the worker exits with `RedisUnavailable`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from anyio.abc import TaskStatus
 
 from streams._lag import group_lags
 from streams._metrics import set_gauge
+from streams._supervise import supervise
 
 log = logging.getLogger("streamfill.worker")
 
@@ -43,6 +46,8 @@ class WorkerOptions:
     watched_streams: tuple[str, ...] = ()
     stats_interval_s: float = 5.0
     grace_s: float | None = None  # after a signal, cancel what is still running after this long
+    # How long a component waits for a lost Redis before the worker gives up (None: it does not wait).
+    redis_reconnect_s: float | None = 60.0
 
 
 async def run_worker(
@@ -73,7 +78,11 @@ async def run_worker(
             if state.signal is not None:  # stopped while the helpers started
                 state.start_grace()
             for component in components:
-                await work.start(component.run)
+                if options.redis_reconnect_s:
+                    window, stopping = options.redis_reconnect_s, state.stopping
+                    await work.start(supervise, component, redis, window, stopping)
+                else:
+                    await work.start(component.run)
             state.ready = True
             if ready is not None:
                 await ready()
@@ -93,6 +102,9 @@ class _State:
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def stopping(self) -> bool:
+        return self.signal is not None
 
     def start_grace(self) -> None:
         """From now on, the components have `grace_s` to finish."""

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import redis.exceptions as rex
 
-from streams import UnsupportedServer
+from streams import RedisUnavailable, UnsupportedServer
 from workers._errors import EdgeError, ServerError
 from workers.settings import masked
 
@@ -63,6 +63,9 @@ def redis_problem(exc: BaseException, url: str) -> str | None:
     old = _first(exc, UnsupportedServer)
     if old is not None:
         return f"{where}: {old}"
+    gone = _first(exc, RedisUnavailable)
+    if gone is not None:
+        return f"cannot reach {where}: {gone}: {_REDIS_CHECK}"
     lost = _first(exc, (rex.ConnectionError, rex.TimeoutError))
     if lost is not None:
         return f"cannot reach {where} ({reason(lost)}): {_REDIS_CHECK}"

@@ -21,7 +21,8 @@ from test_firehose import as_tuple, assert_same_events, expected_events
 from atp.frames import CommitFrame, InfoFrame, decode_frame, encode_frame
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
-from streams import Keys
+from streams import Keys, skip_ledgers
+from workers.admin import render_status
 from workers.ingester.worker import build_ingester, host_key
 
 pytestmark = pytest.mark.anyio
@@ -128,6 +129,8 @@ async def test_a_relay_whose_sequence_resets_is_followed_from_its_head_with_the_
     ]
     assert source.reconnects < FEW_RECONNECTS and source.gaps == 1
     assert await dead_letters(redis_client, keys) == []
+    status = render_status([], await skip_ledgers(redis_client, keys))
+    assert f"{keys.gaps('firehose_live', host)}  1 event-stream gap(s)" in status
 
 
 async def test_an_oversize_frame_is_dead_lettered_with_its_seq_and_skipped(
@@ -143,17 +146,22 @@ async def test_an_oversize_frame_is_dead_lettered_with_its_seq_and_skipped(
         net.step(15)
         huge = net.world.firehose.append(lambda _s: b"\xa2" + b"\0" * (DEFAULT_MAX_FRAME_BYTES + 1024))
         net.step(15)
+        junk = net.world.firehose.append(lambda _s: b"\xa2\x61")  # cut short: no seq to read
+        net.step(5)
         last = net.world.firehose.last_seq
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             [source] = ingester.firehoses
             tg.start_soon(source.run)
             await wait_until(lambda: cursor_is(redis_client, cursor_key, last), timeout=30, what="caught up")
             source.stop()
-        expected, _ = expected_events(net, skip=frozenset({huge}))
+        expected, _ = expected_events(net, skip=frozenset({huge, junk}))
     got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
     assert_same_events(got, expected, net)
     letters = await dead_letters(redis_client, keys)
-    assert [(d["reason"], d["seq"]) for d in letters] == [("oversize-frame", str(huge))]
+    assert [(d["reason"], d["seq"], d.get("after_seq")) for d in letters] == [
+        ("oversize-frame", str(huge), None),
+        ("undecodable-frame", "", str(junk - 1)),
+    ]
     assert "1009" in letters[0]["error"]
     assert source.reconnects < FEW_RECONNECTS
 
@@ -193,3 +201,86 @@ async def test_a_relay_that_closes_at_once_is_reconnected_to_with_a_growing_back
         await runner.cleanup()
     # With the backoff reset after every frame: about 50 connections in 3 s; growing: about 5.
     assert 2 <= connections < 15, connections
+
+
+async def test_an_outdated_cursor_accepts_the_replay_however_far_ahead_and_records_the_gap(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """The relay kept only its last 20 frames: our cursor is older, it says `OutdatedCursor` and
+    replays from its oldest frame, a step beyond INGESTER_MAX_SEQ_STEP that is accepted this once."""
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=10, seed=54, event_log_size=20)) as net:
+        net.step(80)
+        oldest, last = net.world.firehose.oldest_seq, net.world.firehose.last_seq
+        assert oldest > 5 + 10
+        host = host_key(net.relay_url)
+        cursor_key = keys.cursor("firehose_live", host)
+        await redis_client.set(cursor_key, "5")
+        config = ingester_config(
+            redis_url, prefix, net.relay_url, mode="firehose", plc_url=net.plc_url, max_seq_step=10
+        )
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [source] = ingester.firehoses
+            tg.start_soon(source.run)
+            await wait_until(lambda: cursor_is(redis_client, cursor_key, last), timeout=30, what="caught up")
+            source.stop()
+        expected, _ = expected_events(net)
+    got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
+    assert_same_events(got, expected, net)  # the retained frames, every one
+    gaps = await redis_client.xrange(keys.gaps("firehose_live", host))
+    assert [(f[b"after"], f[b"resumed_at"], f[b"reason"]) for _, f in gaps] == [
+        (b"5", str(oldest).encode(), b"outdated-cursor")
+    ]
+    assert await dead_letters(redis_client, keys) == []
+
+
+async def test_a_relay_that_ignores_our_cursor_and_numbers_from_1_is_a_sequence_reset(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """A relay (or a proxy) that lost its state and answers any cursor with its own sequence from 1,
+    without a `FutureCursor`: its first frames are stale and dead-lettered; the 20th in a row means a
+    reset, and the follower resumes from the head with the gap recorded."""
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=10, seed=55)) as net:
+        net.step(40)
+        frames = [raw for _seq, raw in net.world.firehose.after(0, limit=100_000)]
+        expected, _ = expected_events(net)
+    connections = 0
+
+    async def subscribe(request: web.Request) -> web.WebSocketResponse:
+        nonlocal connections
+        connections += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for raw in frames:  # seq 1, 2, ... whatever the cursor asked for
+            await ws.send_bytes(raw)
+        async for _ in ws:  # then idle until the client leaves
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/xrpc/com.atproto.sync.subscribeRepos", subscribe)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    relay = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    host = host_key(relay)
+    cursor_key = keys.cursor("firehose_live", host)
+    await redis_client.set(cursor_key, "1000")
+    try:
+        config = ingester_config(redis_url, prefix, relay, mode="firehose", verify_signatures=False)
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [source] = ingester.firehoses
+            tg.start_soon(source.run)
+            await wait_until(lambda: cursor_is(redis_client, cursor_key, len(frames)), what="followed")
+            source.stop()
+    finally:
+        await runner.cleanup()
+    got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
+    assert got == expected  # the whole new sequence, once, in order
+    letters = await dead_letters(redis_client, keys)
+    assert [(d["reason"], d["seq"]) for d in letters] == [("stale-seq", str(s)) for s in range(1, 20)]
+    gaps = await redis_client.xrange(keys.gaps("firehose_live", host))
+    assert [(f[b"after"], f[b"resumed_at"], f[b"reason"]) for _, f in gaps] == [(b"1000", b"1", b"seq-reset")]
+    assert connections == 2

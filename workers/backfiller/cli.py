@@ -63,5 +63,6 @@ async def run(config: BackfillerConfig, live: LiveSettings[BackfillerConfig] | N
                 metrics_host=config.metrics_host,
                 watched_streams=(*worker.consumer.partitions, *worker.producer.partitions),
                 grace_s=config.grace_s,
+                redis_reconnect_s=config.redis_reconnect_s,
             )
             return await run_worker(redis, [worker.consumer], options, helpers=[agent.run])

@@ -67,6 +67,7 @@ class BackfillerConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    redis_reconnect_s: float = 60.0
     # PDS endpoints, did:web hosts and redirects on non-public addresses are refused unless set.
     allow_private_hosts: bool = False
     # Bulk production yields to live traffic (streams/_throttle.py): pause above, resume below.

@@ -86,6 +86,7 @@ async def run(
                 metrics_host=config.metrics_host,
                 watched_streams=tuple(p for c in indexer.consumers for p in c.partitions),
                 grace_s=config.grace_s,
+                redis_reconnect_s=config.redis_reconnect_s,
             )
             return await run_worker(redis, indexer.consumers, options, helpers=[agent.run])
 

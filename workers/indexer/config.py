@@ -67,6 +67,7 @@ class IndexerConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    redis_reconnect_s: float = 60.0
 
     def group_for(self, stream: str) -> str:
         """Labels are read by their own group; firehose streams share `group`."""

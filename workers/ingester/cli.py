@@ -83,6 +83,7 @@ async def _run(redis: Any, config: IngesterConfig, ingester: Ingester, agent: Ag
         metrics_host=config.metrics_host,
         watched_streams=watched,
         grace_s=config.grace_s,
+        redis_reconnect_s=config.redis_reconnect_s,
     )
     return await run_worker(redis, ingester.components, options, helpers=[agent.run])
 

@@ -63,6 +63,7 @@ class IngesterConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    redis_reconnect_s: float = 60.0
     # did:web hosts and redirects on non-public addresses are refused unless set (devnets).
     allow_private_hosts: bool = False
     # Bulk production yields to live traffic (streams/_throttle.py): pause above, resume below.

@@ -24,7 +24,7 @@ from typing import Protocol
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from atp import AtpError
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES, subscribe
@@ -135,6 +135,7 @@ class EventStreamSource:
         self._stop = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._progressed = False
+        self._error: AtpError | None = None  # what ended the current connection
         self.frames = 0
         self.reconnects = 0
         self.refused = 0  # frames dead-lettered by the seq guard or for their size
@@ -172,45 +173,51 @@ class EventStreamSource:
     async def _follow(self, cursor: int | None) -> str | None:
         """One connection; returns why the next one must start at the head (None: from the cursor)."""
         send, receive = anyio.create_memory_object_stream[bytes](self._batch_size)
-        error: AtpError | None = None
+        self._error = None
         at_head: str | None = None
         self._progressed = False
-
-        async def reader() -> None:
-            nonlocal error
-            async with send:
-                try:
-                    limit = self._targets.max_frame_bytes
-                    async for frame in subscribe(self._url, cursor=cursor, max_frame_bytes=limit):
-                        await send.send(frame)
-                except AtpError as exc:
-                    error = exc
-
         with anyio.CancelScope() as self._scope:
             if self._stop.is_set():
                 self._scope.cancel()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
+                tg.start_soon(self._read, send, cursor)
                 try:
                     await self._batch_loop(receive)
                 except SourceUnavailable as exc:
                     log.warning("cannot convert frames now", extra={"source": self.name, "error": str(exc)})
-                    self._progressed, error = False, None  # count as a failed connection
+                    self._progressed, self._error = False, None  # count as a failed connection
                 except _ResumeAtHead as exc:
-                    at_head, error = exc.reason, None
+                    at_head, self._error = exc.reason, None
                     log.error(
                         "source lost our cursor: resuming from its head, gap recorded",
                         extra={"source": self.name, "reason": exc.reason, "cursor": self._guard.position},
                     )
                 tg.cancel_scope.cancel()  # the batcher is done: leave the websocket
         self._scope = None
-        if error is not None:
-            log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
-            if getattr(error, "error", None) == "FrameTooBig" and not self._stop.is_set():
-                await self._skip_oversize(error)
+        await self._ended(self._error)
         if at_head is None and self._guard.position is None:
             return self._guard.gap_reason  # no frame yet from the head: the next one goes there too
         return at_head
+
+    async def _read(self, send: MemoryObjectSendStream[bytes], cursor: int | None) -> None:
+        """Move frames from the websocket to the batcher; the error that ends it is `_error`."""
+        async with send:
+            try:
+                limit = self._targets.max_frame_bytes
+                async for frame in subscribe(self._url, cursor=cursor, max_frame_bytes=limit):
+                    await send.send(frame)
+            except AtpError as exc:
+                self._error = exc
+            except anyio.BrokenResourceError:
+                pass  # the batcher has left (it failed, or resumes at the head): its error counts
+
+    async def _ended(self, error: AtpError | None) -> None:
+        """After a connection: log why it ended, and skip a frame that was too big to read."""
+        if error is None:
+            return
+        log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
+        if getattr(error, "error", None) == "FrameTooBig" and not self._stop.is_set():
+            await self._skip_oversize(error)
 
     async def _batch_loop(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         batch, ended = _Batch(), False
@@ -240,6 +247,7 @@ class EventStreamSource:
             self._guard.expect_gap("outdated-cursor", self._guard.position)
         seq = converted.seq
         if seq is None:
+            self._place_dead_letters(converted)
             return converted
         why = self._guard.refusal(seq)
         if why is None:
@@ -260,6 +268,14 @@ class EventStreamSource:
         return Converted(
             extra=[(self._targets.dlq, dead_frame_fields(frame, self._targets.host, why, error, seq))]
         )
+
+    def _place_dead_letters(self, converted: Converted) -> None:
+        """A frame dead-lettered without a seq (it did not decode) is placed: `after_seq`."""
+        if self._guard.position is None:
+            return
+        for stream, fields in converted.extra:
+            if stream == self._targets.dlq and not fields.get("seq"):
+                fields["after_seq"] = str(self._guard.position)
 
     async def _skip_oversize(self, error: AtpError) -> None:
         """The frame after the position is over the size limit: dead-letter its seq, move past it.

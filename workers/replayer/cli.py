@@ -195,6 +195,7 @@ async def _run(
         metrics_host=config.metrics_host,
         watched_streams=watched,
         grace_s=config.grace_s,
+        redis_reconnect_s=config.redis_reconnect_s,
     )
     return await run_worker(redis, components, options, helpers=[agent.run])
 

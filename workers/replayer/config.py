@@ -65,6 +65,7 @@ class ReplayerConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     grace_s: float = DEFAULT_GRACE_S
+    redis_reconnect_s: float = 60.0
 
     @property
     def state(self) -> Path:

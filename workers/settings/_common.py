@@ -76,8 +76,8 @@ def partition_settings(*, producer: bool = True) -> tuple[Setting, ...]:
 
 
 def process_settings(*, metrics_aliases: tuple[str, ...] = ()) -> tuple[Setting, ...]:
-    """METRICS_PORT, METRICS_HOST, STREAMFILL_LOG_LEVEL and STREAMFILL_GRACE_SECS (`metrics_port`,
-    `metrics_host`, `log_level`, `grace_s`)."""
+    """METRICS_PORT, METRICS_HOST, STREAMFILL_LOG_LEVEL, REDIS_RECONNECT_S and STREAMFILL_GRACE_SECS
+    (`metrics_port`, `metrics_host`, `log_level`, `redis_reconnect_s`, `grace_s`)."""
     return (
         Setting(
             "metrics_port",
@@ -103,6 +103,16 @@ def process_settings(*, metrics_aliases: tuple[str, ...] = ()) -> tuple[Setting,
             "log level of the JSON logs on stderr (RUST_LOG is read too, when it is one level)",
             aliases=("RUST_LOG",),
             live=True,
+        ),
+        Setting(
+            "redis_reconnect_s",
+            "REDIS_RECONNECT_S",
+            FLOAT,
+            "a worker that lost Redis (a restart, a failover) waits this many seconds for it, with "
+            "backoff, then carries on where Redis says it was; after that it exits (status 2)",
+            flag="--redis-reconnect-secs",
+            minimum=1,
+            maximum=86400,
         ),
         Setting(
             "grace_s",
