@@ -179,11 +179,14 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
         assert beat["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "4", "source": "env"}
         assert beat["settings"]["BACKFILLER_PDS_RPS"]["source"] == "default"
         assert beat["statistics"]["consumer"]["consumer"] == "bf-under-test"
+        assert beat["statistics"]["concurrency"] == 4
         assert await _cli("config", "set", "BACKFILLER_CONCURRENCY=6", "--for", "1m", "--reason", "r") == 0
 
         async def overridden() -> bool:
             [b] = await heartbeats(redis_client, keys)
-            return b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+            # The setting's value, and the consumer's own limit: the component uses it.
+            setting = b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+            return setting and b["statistics"]["concurrency"] == 6
 
         await wait_until(overridden, timeout=10, what="the heartbeat shows the override")
         capsys.readouterr()
@@ -204,3 +207,52 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
 
 async def _none(redis: aioredis.Redis, keys: Keys) -> bool:
     return not await heartbeats(redis, keys)
+
+
+async def test_a_worker_refuses_an_override_its_own_settings_make_invalid(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """Checked against the operator's environment, the low mark is fine; this worker's high mark
+    is lower: it keeps its configured values and says why in its heartbeat."""
+    store = OverrideStore(redis_client, Keys(prefix))
+    live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix, firehose_high_water=100))
+    agent = Agent(redis_client, live, kind="backfiller", name="b-3")
+    await store.set({"BACKFILLER_FIREHOSE_STREAM_LOW_WATER_MARK": "500"}, 60, reason="r", operator="o")
+    await agent.start()
+    assert live.config.firehose_low_water is None and live.applied == {}
+    assert "must be below BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK=100" in live.refused
+    await agent.beat()
+    [beat] = await heartbeats(redis_client, Keys(prefix))
+    assert beat["refused"] == live.refused and beat["overrides"] == {}
+    await store.set({"BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK": "1000"}, 60, reason="r", operator="o")
+    await live.refresh(store)  # together they are valid here too
+    assert (live.config.firehose_low_water, live.config.firehose_high_water) == (500, 1000)
+    assert live.refused == ""
+
+
+async def test_show_and_history(
+    redis_client: aioredis.Redis, prefix: str, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _cli("config", "set", "INDEXER_BATCH_SIZE=50", "--for", "10m", "--reason", "slow db") == 0
+    assert await _cli("config", "set", "RUST_LOG=debug", "--for", "1h", "--reason", "trace") == 0
+    capsys.readouterr()
+    assert await _cli("config", "show", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    left = {o["name"]: o["left_s"] for o in doc["overrides"]}
+    assert set(left) == {"INDEXER_BATCH_SIZE", "STREAMFILL_LOG_LEVEL"}  # an alias is stored by its name
+    assert 590 < left["INDEXER_BATCH_SIZE"] <= 600
+    assert doc["effective"]["indexer"]["INDEXER_BATCH_SIZE"] == {"value": "50", "source": "override"}
+    assert doc["effective"]["backfiller"]["BACKFILLER_PDS_RPS"]["source"] == "default"
+    assert await _cli("config", "show") == 0
+    assert "INDEXER_BATCH_SIZE=50" in capsys.readouterr().out
+    assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0
+    assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0  # nothing left to revert: said so
+    assert "no such override is active" in capsys.readouterr().out
+    assert await _cli("config", "history", "--json") == 0
+    history = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(h["action"], h["args"]["name"], h["operator"]) for h in history] == [
+        ("config.set", "INDEXER_BATCH_SIZE", "alice"),
+        ("config.set", "STREAMFILL_LOG_LEVEL", "alice"),
+        ("config.revert", "INDEXER_BATCH_SIZE", "alice"),
+    ]
+    assert await _cli("config", "revert") == 2  # neither names nor --all

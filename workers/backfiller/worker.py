@@ -40,6 +40,15 @@ class Backfiller:
     limiter: HostLimiter
     throttle: Throttle | None = None
 
+    def statistics(self) -> dict[str, object]:
+        """What the heartbeat shows: the components' counters and the limits they run with."""
+        return {
+            "consumer": self.consumer.statistics(),
+            "producer": self.producer.statistics(),
+            "concurrency": self.consumer.config.concurrency,
+            "high_water": self.producer.config.high_water,
+        }
+
     def retune(self, config: BackfillerConfig) -> None:
         """Apply the live-tunable settings (workers/control): concurrency, marks, per-PDS limits."""
         self.consumer.retune(concurrency=config.concurrency)
