@@ -256,3 +256,36 @@ async def test_show_and_history(
         ("config.revert", "INDEXER_BATCH_SIZE", "alice"),
     ]
     assert await _cli("config", "revert") == 2  # neither names nor --all
+
+
+async def test_the_backfiller_components_take_every_live_setting(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    from workers.backfiller.worker import build_backfiller
+
+    config = BackfillerConfig(prefix=prefix, plc_url="http://127.0.0.1:9")
+    live = LiveSettings.fixed(BACKFILLER, config)
+    store = OverrideStore(redis_client, Keys(prefix))
+    overrides = {
+        "BACKFILLER_CONCURRENCY": "3",
+        "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK": "5000",
+        "BACKFILLER_FIREHOSE_STREAM_LOW_WATER_MARK": "4000",
+        "BACKFILLER_PDS_RPS": "0.5",
+        "BACKFILLER_PDS_CONCURRENCY": "2",
+        "THROTTLE_LIVE_LAG_S": "30",
+        "THROTTLE_RESUME_LAG_S": "20",
+    }
+    async with build_backfiller(redis_client, live.config) as worker:
+        live.on_change(worker.retune)
+        await store.set(overrides, 60, reason="r", operator="o")
+        assert await live.refresh(store)
+        assert worker.consumer.config.concurrency == 3
+        assert all(c.config.concurrency == 3 for c in worker.consumer.consumers)
+        assert (worker.producer.config.high_water, worker.producer.config.low_water) == (5000, 4000)
+        assert worker.limiter.limits == (0.5, 2)
+        assert worker.throttle is not None
+        assert (worker.throttle.config.pause_above_s, worker.throttle.config.resume_below_s) == (30, 20)
+        await store.revert([])
+        assert await live.refresh(store)
+        assert worker.consumer.config.concurrency == config.concurrency
+        assert worker.throttle.config.pause_above_s == config.throttle_live_lag_s

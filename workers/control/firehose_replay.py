@@ -22,11 +22,12 @@ from atp.frames import ErrorFrame, InfoFrame, decode_frame
 from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_REPOS, stream_url, subscribe
-from streams import Keys, PartitionedProducer, ProducerConfig
+from streams import Keys, PartitionedProducer, ProducerConfig, Throttle, default_consumer_name
 from streams._producer import Fields
 from workers._errors import EdgeError
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
+from workers._throttle import live_keys, live_throttle
 from workers.control.recovery import RecoveryConfig
 from workers.ingester.eventstream import SourceUnavailable
 from workers.ingester.firehose import FirehoseConverter
@@ -50,10 +51,18 @@ class Replayed:
 class _Window:
     """The state of one replay: where it is, what is waiting to be written."""
 
-    def __init__(self, first: int, last: int, producer: PartitionedProducer, rate: float | None) -> None:
+    def __init__(
+        self,
+        first: int,
+        last: int,
+        producer: PartitionedProducer,
+        rate: float | None,
+        throttle: Throttle | None,
+    ) -> None:
         self.first, self.last = first, last
         self.producer = producer
         self.rate = rate
+        self.throttle = throttle
         self.result = Replayed(last_seq=first - 1)
         self.entries: list[Fields] = []
         self.extra: list[tuple[str, Fields]] = []
@@ -77,6 +86,8 @@ class _Window:
 
     async def flush(self) -> None:
         if self.entries or self.extra:
+            if self.throttle is not None:  # slowed, then paused, while live traffic falls behind
+                await self.throttle.wait()
             await self.producer.send(self.entries, extra=self.extra)
             self.result.entries += len(self.entries)
             self.entries, self.extra = [], []
@@ -94,7 +105,9 @@ async def replay_window(
         wait_replicas=config.wait_replicas,
         wait_timeout_ms=config.wait_timeout_ms,
     )
-    window = _Window(first, last, producer, rate)
+    live = live_keys(config.prefix, config.partitions)
+    throttle = live_throttle(redis, config, default_consumer_name("firehose-replay"), live)
+    window = _Window(first, last, producer, rate, throttle)
     async with _converter(redis, config, relay) as converter:
         failures = 0
         while not window.done:

@@ -38,6 +38,8 @@ from workers.settings import (
     partition_settings,
     positive_number,
     redis_settings,
+    throttle_rule,
+    throttle_settings,
 )
 
 AUDITED_DIDS = 100  # an audit entry names this many DIDs, and counts the rest
@@ -57,6 +59,10 @@ class RecoveryConfig:
     verify_signatures: bool = True
     allow_private_hosts: bool = False
     audit_retention_days: float = 90.0
+    # `firehose replay` yields to live traffic as backfill production does (streams/_throttle.py).
+    throttle: bool = True
+    throttle_live_lag_s: float = 2.0
+    throttle_resume_lag_s: float = 1.0
 
 
 SPEC: Spec[RecoveryConfig] = Spec(
@@ -88,7 +94,9 @@ SPEC: Spec[RecoveryConfig] = Spec(
             minimum=1,
             maximum=36_500,
         ),
+        *throttle_settings(),
     ),
+    rules=(throttle_rule(),),
     title="gap recovery: `streamfill resync`, `streamfill firehose replay`",
 )
 

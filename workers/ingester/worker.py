@@ -50,6 +50,10 @@ class Ingester:
             producer.retune(high_water=config.high_water_mark, low_water=config.low_water_mark)
         for source in (*self.listings, *self.discoveries):
             source.retune(config)
+        if self.throttle is not None:
+            self.throttle.retune(
+                pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s
+            )
 
     @property
     def components(self) -> list[Component]:
