@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -143,7 +144,7 @@ async def test_a_resized_consumer_runs_more_handlers_at_once(
     )
     running, peak, gate = [0], [0], anyio.Event()
 
-    async def handler(batch: list[Entry]) -> list[Outcome]:
+    async def handler(batch: Sequence[Entry]) -> list[Outcome]:
         running[0] += 1
         peak[0] = max(peak[0], running[0])
         await gate.wait()
@@ -289,3 +290,64 @@ async def test_the_backfiller_components_take_every_live_setting(
         assert await live.refresh(store)
         assert worker.consumer.config.concurrency == config.concurrency
         assert worker.throttle.config.pause_above_s == config.throttle_live_lag_s
+
+
+async def test_the_ingester_and_indexer_components_take_their_live_settings(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    from _pipeline import ingester_config
+
+    from workers.indexer.config import SPEC as INDEXER
+    from workers.indexer.config import IndexerConfig
+    from workers.indexer.worker import Indexer, build_consumers
+    from workers.ingester.config import SPEC as INGESTER
+    from workers.ingester.worker import build_ingester
+
+    store = OverrideStore(redis_client, Keys(prefix))
+    overrides = {
+        "INGESTER_HIGH_WATER_MARK": "700",
+        "INGESTER_LOW_WATER_MARK": "600",
+        "THROTTLE_LIVE_LAG_S": "9",
+        "INDEXER_BATCH_SIZE": "7",
+        "INDEXER_CONCURRENCY": "5",
+    }
+    await store.set(overrides, 60, reason="r", operator="o")
+    config = ingester_config(redis_url, prefix, "http://127.0.0.1:9", mode="all")
+    ingest = LiveSettings.fixed(INGESTER, config)
+    async with build_ingester(redis_client, config) as ingester:
+        ingest.on_change(ingester.retune)
+        assert await ingest.refresh(store), ingest.refused
+        assert ingester.producers and all(
+            (p.config.high_water, p.config.low_water) == (700, 600) for p in ingester.producers
+        )
+        assert ingester.throttle is not None and ingester.throttle.config.pause_above_s == 9
+    index = LiveSettings.fixed(INDEXER, IndexerConfig(prefix=prefix))
+    indexer = Indexer(build_consumers(redis_client, index.config, handler=None), None, None)  # type: ignore[arg-type]
+    index.on_change(indexer.retune)
+    assert await index.refresh(store)
+    for consumer in indexer.consumers:
+        assert (consumer.config.batch_size, consumer.config.concurrency) == (7, 5)
+        assert all((c.config.batch_size, c.config.concurrency) == (7, 5) for c in consumer.consumers)
+
+
+async def test_overrides_and_heartbeats_on_a_redis_cluster(redis_cluster_url: str, prefix: str) -> None:
+    """TIME cannot be pipelined on a cluster: the overrides are read by a script on the hash's node."""
+    from streams import connect
+
+    client = connect(redis_cluster_url, cluster=True)
+    try:
+        store = OverrideStore(client, Keys(prefix))
+        live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix))
+        agent = Agent(client, live, kind="backfiller", name="b-cluster")
+        await store.set({"BACKFILLER_PDS_RPS": "3"}, 5, reason="r", operator="o")
+        await agent.start()
+        assert live.config.pds_rps == 3
+        await agent.beat()
+        [beat] = await heartbeats(client, Keys(prefix))
+        assert beat["overrides"] == {"BACKFILLER_PDS_RPS": "3"}
+        await wait_until(lambda: live.refresh(store), timeout=10, what="the window ended")
+        assert live.config.pds_rps == BackfillerConfig().pds_rps
+        rows = await client.xrange(Keys(prefix).audit())
+        assert [f[b"action"] for _, f in rows] == [b"config.set", b"config.expire"]
+    finally:
+        await client.aclose()
