@@ -242,7 +242,9 @@ async def test_show_and_history(
     left = {o["name"]: o["left_s"] for o in doc["overrides"]}
     assert set(left) == {"INDEXER_BATCH_SIZE", "STREAMFILL_LOG_LEVEL"}  # an alias is stored by its name
     assert 590 < left["INDEXER_BATCH_SIZE"] <= 600
-    assert doc["effective"]["indexer"]["INDEXER_BATCH_SIZE"] == {"value": "50", "source": "override"}
+    indexer = doc["effective"]["indexer"]
+    assert indexer["INDEXER_BATCH_SIZE"] == {"value": "50", "source": "override", "live": True}
+    assert indexer["INDEXER_MODE"] == {"value": "all", "source": "default", "live": False}
     assert doc["effective"]["backfiller"]["BACKFILLER_PDS_RPS"]["source"] == "default"
     assert await _cli("config", "show") == 0
     assert "INDEXER_BATCH_SIZE=50" in capsys.readouterr().out
