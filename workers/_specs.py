@@ -52,12 +52,13 @@ def specs() -> tuple[Spec[Any], ...]:
     from workers.admin import SPEC as admin
     from workers.backfiller.config import SPEC as backfiller
     from workers.campaign.config import SPEC as campaign
+    from workers.control.recovery import SPEC as recovery
     from workers.demo.cli import SPEC as demo
     from workers.indexer.config import SPEC as indexer
     from workers.ingester.config import SPEC as ingester
     from workers.replayer.config import SPEC as replayer
 
-    return (admin, ingester, backfiller, indexer, replayer, campaign, demo)
+    return (admin, ingester, backfiller, indexer, replayer, recovery, campaign, demo)
 
 
 def known_names() -> frozenset[str]:

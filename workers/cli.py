@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workers.config_cli",  # config show / reference / set / revert / history
     "workers.control.cli",  # workers (heartbeats)
     "workers.control.audit_cli",  # audit, audit export
+    "workers.control.recovery",  # resync, firehose replay
     "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
     "workers.demo.cli",
     "devnet.cli",  # devnet

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         choices=kinds,
         metavar="KIND",
         help=f"one of {', '.join(kinds)}; without it: the active live overrides (in Redis), with "
-        "time left, and the effective value of every live setting",
+        "time left, and the effective value of every setting",
     )
     add_flags(show_p, ADMIN_SPEC)
     show_p.add_argument(

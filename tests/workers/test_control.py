@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -143,7 +144,7 @@ async def test_a_resized_consumer_runs_more_handlers_at_once(
     )
     running, peak, gate = [0], [0], anyio.Event()
 
-    async def handler(batch: list[Entry]) -> list[Outcome]:
+    async def handler(batch: Sequence[Entry]) -> list[Outcome]:
         running[0] += 1
         peak[0] = max(peak[0], running[0])
         await gate.wait()
@@ -179,11 +180,14 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
         assert beat["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "4", "source": "env"}
         assert beat["settings"]["BACKFILLER_PDS_RPS"]["source"] == "default"
         assert beat["statistics"]["consumer"]["consumer"] == "bf-under-test"
+        assert beat["statistics"]["concurrency"] == 4
         assert await _cli("config", "set", "BACKFILLER_CONCURRENCY=6", "--for", "1m", "--reason", "r") == 0
 
         async def overridden() -> bool:
             [b] = await heartbeats(redis_client, keys)
-            return b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+            # The setting's value, and the consumer's own limit: the component uses it.
+            setting = b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+            return setting and b["statistics"]["concurrency"] == 6
 
         await wait_until(overridden, timeout=10, what="the heartbeat shows the override")
         capsys.readouterr()
@@ -204,3 +208,148 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
 
 async def _none(redis: aioredis.Redis, keys: Keys) -> bool:
     return not await heartbeats(redis, keys)
+
+
+async def test_a_worker_refuses_an_override_its_own_settings_make_invalid(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """Checked against the operator's environment, the low mark is fine; this worker's high mark
+    is lower: it keeps its configured values and says why in its heartbeat."""
+    store = OverrideStore(redis_client, Keys(prefix))
+    live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix, firehose_high_water=100))
+    agent = Agent(redis_client, live, kind="backfiller", name="b-3")
+    await store.set({"BACKFILLER_FIREHOSE_STREAM_LOW_WATER_MARK": "500"}, 60, reason="r", operator="o")
+    await agent.start()
+    assert live.config.firehose_low_water is None and live.applied == {}
+    assert "must be below BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK=100" in live.refused
+    await agent.beat()
+    [beat] = await heartbeats(redis_client, Keys(prefix))
+    assert beat["refused"] == live.refused and beat["overrides"] == {}
+    await store.set({"BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK": "1000"}, 60, reason="r", operator="o")
+    await live.refresh(store)  # together they are valid here too
+    assert (live.config.firehose_low_water, live.config.firehose_high_water) == (500, 1000)
+    assert live.refused == ""
+
+
+async def test_show_and_history(
+    redis_client: aioredis.Redis, prefix: str, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _cli("config", "set", "INDEXER_BATCH_SIZE=50", "--for", "10m", "--reason", "slow db") == 0
+    assert await _cli("config", "set", "RUST_LOG=debug", "--for", "1h", "--reason", "trace") == 0
+    capsys.readouterr()
+    assert await _cli("config", "show", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    left = {o["name"]: o["left_s"] for o in doc["overrides"]}
+    assert set(left) == {"INDEXER_BATCH_SIZE", "STREAMFILL_LOG_LEVEL"}  # an alias is stored by its name
+    assert 590 < left["INDEXER_BATCH_SIZE"] <= 600
+    indexer = doc["effective"]["indexer"]
+    assert indexer["INDEXER_BATCH_SIZE"] == {"value": "50", "source": "override", "live": True}
+    assert indexer["INDEXER_MODE"] == {"value": "all", "source": "default", "live": False}
+    assert doc["effective"]["backfiller"]["BACKFILLER_PDS_RPS"]["source"] == "default"
+    assert await _cli("config", "show") == 0
+    assert "INDEXER_BATCH_SIZE=50" in capsys.readouterr().out
+    assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0
+    assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0  # nothing left to revert: said so
+    assert "no such override is active" in capsys.readouterr().out
+    assert await _cli("config", "history", "--json") == 0
+    history = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(h["action"], h["args"]["name"], h["operator"]) for h in history] == [
+        ("config.set", "INDEXER_BATCH_SIZE", "alice"),
+        ("config.set", "STREAMFILL_LOG_LEVEL", "alice"),
+        ("config.revert", "INDEXER_BATCH_SIZE", "alice"),
+    ]
+    assert await _cli("config", "revert") == 2  # neither names nor --all
+
+
+async def test_the_backfiller_components_take_every_live_setting(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    from workers.backfiller.worker import build_backfiller
+
+    config = BackfillerConfig(prefix=prefix, plc_url="http://127.0.0.1:9")
+    live = LiveSettings.fixed(BACKFILLER, config)
+    store = OverrideStore(redis_client, Keys(prefix))
+    overrides = {
+        "BACKFILLER_CONCURRENCY": "3",
+        "BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK": "5000",
+        "BACKFILLER_FIREHOSE_STREAM_LOW_WATER_MARK": "4000",
+        "BACKFILLER_PDS_RPS": "0.5",
+        "BACKFILLER_PDS_CONCURRENCY": "2",
+        "THROTTLE_LIVE_LAG_S": "30",
+        "THROTTLE_RESUME_LAG_S": "20",
+    }
+    async with build_backfiller(redis_client, live.config) as worker:
+        live.on_change(worker.retune)
+        await store.set(overrides, 60, reason="r", operator="o")
+        assert await live.refresh(store)
+        assert worker.consumer.config.concurrency == 3
+        assert all(c.config.concurrency == 3 for c in worker.consumer.consumers)
+        assert (worker.producer.config.high_water, worker.producer.config.low_water) == (5000, 4000)
+        assert worker.limiter.limits == (0.5, 2)
+        assert worker.throttle is not None
+        assert (worker.throttle.config.pause_above_s, worker.throttle.config.resume_below_s) == (30, 20)
+        await store.revert([])
+        assert await live.refresh(store)
+        assert worker.consumer.config.concurrency == config.concurrency
+        assert worker.throttle.config.pause_above_s == config.throttle_live_lag_s
+
+
+async def test_the_ingester_and_indexer_components_take_their_live_settings(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    from _pipeline import ingester_config
+
+    from workers.indexer.config import SPEC as INDEXER
+    from workers.indexer.config import IndexerConfig
+    from workers.indexer.worker import Indexer, build_consumers
+    from workers.ingester.config import SPEC as INGESTER
+    from workers.ingester.worker import build_ingester
+
+    store = OverrideStore(redis_client, Keys(prefix))
+    overrides = {
+        "INGESTER_HIGH_WATER_MARK": "700",
+        "INGESTER_LOW_WATER_MARK": "600",
+        "THROTTLE_LIVE_LAG_S": "9",
+        "INDEXER_BATCH_SIZE": "7",
+        "INDEXER_CONCURRENCY": "5",
+    }
+    await store.set(overrides, 60, reason="r", operator="o")
+    config = ingester_config(redis_url, prefix, "http://127.0.0.1:9", mode="all")
+    ingest = LiveSettings.fixed(INGESTER, config)
+    async with build_ingester(redis_client, config) as ingester:
+        ingest.on_change(ingester.retune)
+        assert await ingest.refresh(store), ingest.refused
+        assert ingester.producers and all(
+            (p.config.high_water, p.config.low_water) == (700, 600) for p in ingester.producers
+        )
+        assert ingester.throttle is not None and ingester.throttle.config.pause_above_s == 9
+    index = LiveSettings.fixed(INDEXER, IndexerConfig(prefix=prefix))
+    indexer = Indexer(build_consumers(redis_client, index.config, handler=None), None, None)  # type: ignore[arg-type]
+    index.on_change(indexer.retune)
+    assert await index.refresh(store)
+    for consumer in indexer.consumers:
+        assert (consumer.config.batch_size, consumer.config.concurrency) == (7, 5)
+        assert all((c.config.batch_size, c.config.concurrency) == (7, 5) for c in consumer.consumers)
+
+
+async def test_overrides_and_heartbeats_on_a_redis_cluster(redis_cluster_url: str, prefix: str) -> None:
+    """TIME cannot be pipelined on a cluster: the overrides are read by a script on the hash's node."""
+    from streams import connect
+
+    client = connect(redis_cluster_url, cluster=True)
+    try:
+        store = OverrideStore(client, Keys(prefix))
+        live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix))
+        agent = Agent(client, live, kind="backfiller", name="b-cluster")
+        await store.set({"BACKFILLER_PDS_RPS": "3"}, 5, reason="r", operator="o")
+        await agent.start()
+        assert live.config.pds_rps == 3
+        await agent.beat()
+        [beat] = await heartbeats(client, Keys(prefix))
+        assert beat["overrides"] == {"BACKFILLER_PDS_RPS": "3"}
+        await wait_until(lambda: live.refresh(store), timeout=10, what="the window ended")
+        assert live.config.pds_rps == BackfillerConfig().pds_rps
+        rows = await client.xrange(Keys(prefix).audit())
+        assert [f[b"action"] for _, f in rows] == [b"config.set", b"config.expire"]
+    finally:
+        await client.aclose()

@@ -53,10 +53,7 @@ async def run(config: BackfillerConfig, live: LiveSettings[BackfillerConfig] | N
         await agent.start()
         async with build_backfiller(redis, live.config) as worker:
             live.on_change(worker.retune)
-            agent.stats = lambda: {
-                "consumer": worker.consumer.statistics(),
-                "producer": worker.producer.statistics(),
-            }
+            agent.stats = worker.statistics
             options = WorkerOptions(
                 name=config.consumer,
                 metrics_port=config.metrics_port,

@@ -50,6 +50,11 @@ class HostLimiter:
         self._max_waiting = max_waiting
         self._hosts: dict[str, _Host] = {}
 
+    @property
+    def limits(self) -> tuple[float, int]:
+        """(requests per second, concurrent requests) per host, as configured now."""
+        return (1.0 / self._interval if self._interval else 0.0), self._concurrency
+
     def retune(self, rps: float, concurrency: int) -> None:
         """A new rate and concurrency per host (a live override), for requests not yet admitted."""
         self._interval = 1.0 / rps if rps > 0 else 0.0

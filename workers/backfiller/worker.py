@@ -40,11 +40,25 @@ class Backfiller:
     limiter: HostLimiter
     throttle: Throttle | None = None
 
+    def statistics(self) -> dict[str, object]:
+        """What the heartbeat shows: the components' counters and the limits they run with."""
+        return {
+            "consumer": self.consumer.statistics(),
+            "producer": self.producer.statistics(),
+            "concurrency": self.consumer.config.concurrency,
+            "high_water": self.producer.config.high_water,
+            "throttle": self.throttle.statistics() if self.throttle is not None else None,
+        }
+
     def retune(self, config: BackfillerConfig) -> None:
         """Apply the live-tunable settings (workers/control): concurrency, marks, per-PDS limits."""
         self.consumer.retune(concurrency=config.concurrency)
         self.producer.retune(high_water=config.firehose_high_water, low_water=config.firehose_low_water)
         self.limiter.retune(config.pds_rps, config.pds_concurrency)
+        if self.throttle is not None:
+            self.throttle.retune(
+                pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s
+            )
 
 
 @contextlib.asynccontextmanager

@@ -54,7 +54,7 @@ async def read_audit(
     start = "-" if since_ms is None else f"{since_ms}-0"
     out = []
     while True:
-        rows = await redis.xrange(keys.audit(), min=start, max="+", count=1000)
+        rows: list[Any] = await redis.xrange(keys.audit(), min=start, max="+", count=1000) or []
         for entry_id, fields in rows:
             e = _entry(entry_id, fields)
             if action and e["action"] != action:

@@ -21,7 +21,7 @@ from workers.control.agent import heartbeats
 from workers.control.auditlog import read_audit, trim_audit
 from workers.control.overrides import Override, OverrideStore, window
 from workers.control.validate import check_overrides, live_settings, parse_assignments
-from workers.settings import add_flags
+from workers.settings import add_flags, masked
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
 
@@ -107,7 +107,7 @@ async def _revert(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
 
 
 async def show_overrides(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    """Active overrides with time left, and every live setting's effective value per kind."""
+    """Active overrides with time left, and every setting's effective value per kind."""
     store = OverrideStore(redis, keys)
     await store.sweep()
     now_ms, active = await store.active()
@@ -125,27 +125,27 @@ async def show_overrides(redis: aioredis.Redis, keys: Keys, args: argparse.Names
     for kind, values in effective.items():
         print(f"{kind}:")
         for name, e in values.items():
-            print(f"  {name}={e['value']}  ({e['source']})")
+            live = ", live" if e["live"] else ""
+            print(f"  {name}={e['value']}  ({e['source']}{live})")
     return 0
 
 
-def _effective(active: dict[str, Override]) -> dict[str, dict[str, dict[str, str]]]:
-    """{kind: {NAME: {value, source}}} of every live setting, as this environment and the active
+def _effective(active: dict[str, Override]) -> dict[str, dict[str, dict[str, object]]]:
+    """{kind: {NAME: {value, source, live}}} of every setting, as this environment and the active
     overrides make it (each worker's own view is in its heartbeat: `streamfill workers`)."""
-    out: dict[str, dict[str, dict[str, str]]] = {}
+    out: dict[str, dict[str, dict[str, object]]] = {}
     for spec in specs():
         defaults = spec.defaults()
         for s in spec.settings:
-            if not s.live:
-                continue
             env = next((n for n in s.names if os.environ.get(n, "").strip()), None)
-            if s.env in active:
-                e = {"value": active[s.env].value, "source": "override"}
+            if s.live and s.env in active:
+                value, source = active[s.env].value, "override"
             elif env is not None:
-                e = {"value": os.environ[env].strip(), "source": "env"}
+                value, source = os.environ[env].strip(), "env"
             else:
-                e = {"value": s.kind.show(defaults[s.attr]) or (s.shown_default or ""), "source": "default"}
-            out.setdefault(spec.kind, {})[s.env] = e
+                value, source = s.kind.show(defaults[s.attr]) or (s.shown_default or ""), "default"
+            shown = masked(value) if s.secret else value
+            out.setdefault(spec.kind, {})[s.env] = {"value": shown, "source": source, "live": s.live}
     return out
 
 

@@ -8,13 +8,14 @@ poll finds it gone and the worker falls back to its configured values by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from workers._errors import SettingError
 from workers.control.overrides import OverrideStore
-from workers.settings import Effective, Resolved, Spec, resolve
+from workers.settings import Effective, Resolved, Spec, Values, resolve
 
 C = TypeVar("C")
 
@@ -35,21 +36,10 @@ class LiveSettings(Generic[C]):
         environ: Mapping[str, str],
         role: str | None = None,
     ) -> None:
-        base = resolve(spec, flags=flags, environ=environ, role=role)
-        self._setup(spec, flags, environ, role, base)
+        self._setup(spec, role, resolve(spec, flags=flags, environ=environ, role=role))
 
-    def _setup(
-        self,
-        spec: Spec[C],
-        flags: Mapping[str, object] | None,
-        environ: Mapping[str, str],
-        role: str | None,
-        base: Resolved[C],
-    ) -> None:
+    def _setup(self, spec: Spec[C], role: str | None, base: Resolved[C]) -> None:
         self.spec = spec
-        self._flags = flags
-        self._environ = dict(environ)
-        self._role = role
         self.base = base
         self.resolved: Resolved[C] = base
         self.applied: dict[str, str] = {}  # the overrides in effect, by environment name
@@ -64,7 +54,7 @@ class LiveSettings(Generic[C]):
         live = cls.__new__(cls)
         values = {s.attr: getattr(config, s.attr) for s in spec.settings}
         chosen = {s.attr: Effective(s, values[s.attr], "default", "") for s in spec.settings}
-        live._setup(spec, values, {}, None, Resolved(spec, config, chosen))
+        live._setup(spec, None, Resolved(spec, config, chosen))
         return live
 
     @property
@@ -88,9 +78,7 @@ class LiveSettings(Generic[C]):
 
     def _apply(self, wanted: dict[str, str]) -> bool:
         try:
-            resolved = resolve(
-                self.spec, flags=self._flags, environ=self._environ, role=self._role, overrides=wanted
-            )
+            resolved = self._overlay(wanted)
             self.refused = ""
         except SettingError as exc:
             log.error("live override refused: keeping the configured values", extra={"error": str(exc)})
@@ -104,6 +92,22 @@ class LiveSettings(Generic[C]):
             for callback in self._callbacks:
                 callback(resolved.config)
         return changed
+
+    def _overlay(self, wanted: Mapping[str, str]) -> Resolved[C]:
+        """The configured values with `wanted` over them, each checked (type, bounds) and with the
+        rules that read an overridden setting; SettingError for the first problem."""
+        chosen = dict(self.base.values)
+        changed: dict[str, object] = {}
+        for s in self.spec.settings:
+            if s.env in wanted:
+                changed[s.attr] = s.parse(wanted[s.env], "a live override")
+                chosen[s.attr] = Effective(s, changed[s.attr], "override", "override")
+        view = Values(self.spec, {attr: e.value for attr, e in chosen.items()})
+        for rule in self.spec.rules:
+            problem = rule.check(view) if changed.keys() & set(rule.attrs) else None
+            if problem:
+                raise SettingError(problem)
+        return Resolved(self.spec, dataclasses.replace(self.base.config, **changed), chosen)  # type: ignore[type-var]
 
     def effective(self) -> dict[str, dict[str, Any]]:
         """{NAME: {value, source}} of every setting, for the heartbeat."""

@@ -102,6 +102,12 @@ end
 return out
 """
 
+# Returns [Redis time in ms, [name, json, ...]].
+_READ_LUA = """
+local t = redis.call('TIME')
+return {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), redis.call('HGETALL', KEYS[1])}
+"""
+
 # Removes the overrides whose window ended (Redis time); returns [name, json, ...] removed.
 _SWEEP_LUA = """
 local t = redis.call('TIME')
@@ -139,7 +145,7 @@ class OverrideStore:
         argv: list[str | int] = [int(window_s * 1000), operator, reason]
         for name, value in values.items():
             argv += [name, value]
-        await self._redis.eval(_SET_LUA, 1, self._key, *argv)  # type: ignore[misc]
+        await self._redis.eval(_SET_LUA, 1, self._key, *argv)
         _, active = await self.active()
         staged = [active[name] for name in values if name in active]
         for o in staged:
@@ -148,7 +154,7 @@ class OverrideStore:
 
     async def revert(self, names: Sequence[str]) -> list[Override]:
         """End the overrides of `names` (none: all) now; audited (`config.revert`)."""
-        reply = await self._redis.eval(_REVERT_LUA, 1, self._key, *names)  # type: ignore[misc]
+        reply = await self._redis.eval(_REVERT_LUA, 1, self._key, *names)
         removed = _decode_pairs(reply)
         for o in removed:
             await audit(self._redis, self._keys, "config.revert", **_audited(o))
@@ -156,29 +162,22 @@ class OverrideStore:
 
     async def sweep(self) -> list[Override]:
         """Remove the overrides whose window ended; the caller that removed one audits it."""
-        reply = await self._redis.eval(_SWEEP_LUA, 1, self._key)  # type: ignore[misc]
+        reply = await self._redis.eval(_SWEEP_LUA, 1, self._key)
         expired = _decode_pairs(reply)
         for o in expired:
             await audit(self._redis, self._keys, "config.expire", **_audited(o))
         return expired
 
     async def snapshot(self) -> tuple[int, list[Override]]:
-        """(Redis time in ms, every stored override, ended ones included), in one round trip."""
-        # A script, not a pipeline: it reads the clock of the node that holds the hash, and a
-        # cluster client refuses TIME in a pipeline (no key to route it by).
-        seconds, micros, flat = await self._redis.eval(_SNAPSHOT_LUA, 1, self._key)  # type: ignore[misc]
-        return int(seconds) * 1000 + int(micros) // 1000, _decode_pairs(flat)
+        """(Redis time in ms, every stored override, ended ones included), in one script call
+        (on Redis Cluster, TIME cannot be pipelined: a script on the hash's node reads both)."""
+        now_ms, raw = await self._redis.eval(_READ_LUA, 1, self._key)
+        return int(now_ms), _decode_pairs(raw)
 
     async def active(self) -> tuple[int, dict[str, Override]]:
         """(Redis time in ms, the overrides whose window has not ended)."""
         now_ms, found = await self.snapshot()
         return now_ms, {o.name: o for o in found if o.until_ms > now_ms}
-
-
-_SNAPSHOT_LUA = """
-local t = redis.call('TIME')
-return {t[1], t[2], redis.call('HGETALL', KEYS[1])}
-"""
 
 
 def _decode_all(items: Iterable[tuple[Any, Any]]) -> list[Override]:

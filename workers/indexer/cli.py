@@ -79,7 +79,7 @@ async def run(
         await agent.start()
         async with build_indexer(redis, database_url, live.config) as indexer:
             live.on_change(indexer.retune)
-            agent.stats = lambda: {"consumers": [c.statistics() for c in indexer.consumers]}
+            agent.stats = indexer.statistics
             options = WorkerOptions(
                 name=config.consumer,
                 metrics_port=config.metrics_port,

@@ -26,6 +26,16 @@ class Indexer:
     pool: Any
     priority: Priority | None = None
 
+    def statistics(self) -> dict[str, object]:
+        """What the heartbeat shows: counters, and the read size and concurrency in use."""
+        first = self.consumers[0].config
+        return {
+            "consumers": [c.statistics() for c in self.consumers],
+            "handler": self.handler.statistics(),
+            "batch_size": first.batch_size,
+            "concurrency": first.concurrency,
+        }
+
     def retune(self, config: IndexerConfig) -> None:
         """Apply the live-tunable settings (workers/control): batch size and concurrency (a
         concurrency above the pool's size waits for connections)."""

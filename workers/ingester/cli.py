@@ -68,7 +68,10 @@ async def run(config: IngesterConfig, live: LiveSettings[IngesterConfig] | None 
         await agent.start()
         async with build_ingester(redis, live.config) as ingester:
             live.on_change(ingester.retune)
-            agent.stats = lambda: {"producers": [p.statistics() for p in ingester.producers]}
+            agent.stats = lambda: {
+                "producers": [p.statistics() for p in ingester.producers],
+                "throttle": ingester.throttle.statistics() if ingester.throttle is not None else None,
+            }
             return await _run(redis, config, ingester, agent)
 
 

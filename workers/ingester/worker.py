@@ -48,8 +48,14 @@ class Ingester:
         """Apply the live-tunable settings (workers/control): marks and the re-check interval."""
         for producer in self.producers:
             producer.retune(high_water=config.high_water_mark, low_water=config.low_water_mark)
-        for source in (*self.listings, *self.discoveries):
-            source.retune(config)
+        for listing in self.listings:
+            listing.retune(config)
+        for discovery in self.discoveries:
+            discovery.retune(config)
+        if self.throttle is not None:
+            self.throttle.retune(
+                pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s
+            )
 
     @property
     def components(self) -> list[Component]:
