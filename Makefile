@@ -32,6 +32,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_car.py
 	$(UV) run --frozen python bench/bench_backfill.py
 	$(UV) run --frozen python bench/bench_indexer.py
+	$(UV) run --frozen python bench/bench_priority.py
 	$(UV) run --frozen python bench/bench_cluster.py
 	$(UV) run --frozen python bench/bench_migrate.py
 	$(UV) run --frozen python bench/bench_devnet.py

@@ -32,6 +32,10 @@ KNOWN_KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources"}
 Obj = dict[str, Any]
 
 
+# What each probe asks the metrics endpoint (streams/_http.py): started, alive, ready.
+PROBE_PATHS = {"startupProbe": "/startedz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+
+
 def yaml_docs(text: str) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
@@ -149,10 +153,14 @@ def check_workload(obj: Obj, by_kind: dict[str, dict[str, Obj]]) -> tuple[list[s
             problems.append(
                 f"{where}: port `metrics` {ports.get('metrics')} != METRICS_PORT {env['METRICS_PORT']}"
             )
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            port = container.get(probe, {}).get("httpGet", {}).get("port")
+        for probe, endpoint in PROBE_PATHS.items():
+            get = container.get(probe, {}).get("httpGet", {})
+            port = get.get("port")
             if isinstance(port, str) and port not in ports:
                 problems.append(f"{where}: {probe} uses port {port}, which the container does not name")
+            path = str(get.get("path", endpoint)).split("?", 1)[0]
+            if path != endpoint:
+                problems.append(f"{where}: {probe} asks {path}; it must ask {endpoint}")
     service = obj["spec"].get("serviceName")
     if service and by_kind.get("Service", {}).get(service, {}).get("spec", {}).get("clusterIP") != "None":
         problems.append(f"{where}: serviceName {service} is not a headless Service in the manifests")

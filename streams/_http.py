@@ -1,8 +1,10 @@
-"""The metrics endpoint: Prometheus `/metrics`, `/healthz` (alive) and `/readyz` (started)."""
+"""The metrics endpoint: Prometheus `/metrics`, `/healthz` (alive), `/startedz` (every component
+started) and `/readyz` (ready, or why not: `streams/_readiness.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 from aiohttp import web
@@ -34,11 +36,16 @@ def install_prometheus_provider() -> None:
 async def serve_metrics(
     host: str,
     port: int,
-    is_ready: Callable[[], bool],
+    is_started: Callable[[], bool],
+    reasons: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
     *,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the bound port (useful with port 0)."""
+    """Serve until cancelled; reports the bound port (useful with port 0).
+
+    `/readyz` is 200 `{"ready": true, "reasons": []}` once started and `reasons()` finds none,
+    else 503 with them; `?ignore=warmup,lag` leaves those kinds out (a probe that must not fail
+    during a long backfill)."""
     install_prometheus_provider()
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -48,13 +55,24 @@ async def serve_metrics(
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def startedz(request: web.Request) -> web.Response:
+        ok = is_started()
+        return web.json_response({"started": ok}, status=200 if ok else 503)
+
     async def readyz(request: web.Request) -> web.Response:
-        ok = is_ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        found = [{"reason": "startup"}] if not is_started() else await reasons() if reasons else []
+        ignored = set(request.query.get("ignore", "").split(","))
+        found = [r for r in found if r.get("reason") not in ignored]
+        return web.json_response({"ready": not found, "reasons": found}, status=503 if found else 200)
 
     app = web.Application()
     app.add_routes(
-        [web.get("/metrics", metrics_view), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+        [
+            web.get("/metrics", metrics_view),
+            web.get("/healthz", healthz),
+            web.get("/startedz", startedz),
+            web.get("/readyz", readyz),
+        ]
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -5,7 +5,9 @@ and `firehose_backfill`) shares one process, one event loop and one database bet
 live entry that arrives while bulk batches are being applied waits for them. `Priority` wraps the
 handlers: `high(handler)` for the live consumers, `low(handler)` for the bulk ones.
 
-- A bulk batch never starts while a live batch is being handled.
+- A bulk chunk does not start while a live batch is being handled, unless it has waited
+  `max_wait_s` already (live traffic that is always in flight must not starve the bulk stream:
+  it then gets one chunk per `max_wait_s` at least).
 - While live work was seen within `quiet_s`, at most `low_share` bulk calls run at a time, and a
   bulk batch is applied in chunks of `low_chunk` entries, each admitted anew: a live batch waits
   for at most one chunk, not for whole bulk batches.
@@ -30,11 +32,13 @@ from streams._types import BatchHandler, Entry, Outcome
 class PriorityConfig:
     # Bulk calls at a time while live is active: one keeps the bulk stream moving.
     low_share: int = 1
-    # Entries per bulk chunk while live is active: a few milliseconds of work, so a live batch
-    # that arrives mid-chunk waits about that long.
-    low_chunk: int = 50
+    # Entries per bulk chunk while live is active: a live batch that arrives mid-chunk waits for
+    # it (tens of milliseconds); smaller chunks cost bulk throughput (one transaction each).
+    low_chunk: int = 100
     # Live counts as active this long after its last batch (a steady stream has gaps between events).
     quiet_s: float = 1.0
+    # The longest a bulk chunk waits for live batches to finish (starvation bound).
+    max_wait_s: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,20 +98,26 @@ class Priority:
     def _live_active(self) -> bool:
         return self._high > 0 or time.monotonic() - self._last_high < self.config.quiet_s
 
-    def _may_run_low(self) -> bool:
-        if self._high > 0:
+    def _may_run_low(self, waited_s: float) -> bool:
+        if not self._live_active():
+            return True
+        if self._low >= self.config.low_share:
             return False
-        return self._low < self.config.low_share or not self._live_active()
+        return self._high == 0 or waited_s >= self.config.max_wait_s
 
     async def _admit_low(self) -> None:
-        if self._may_run_low():
+        started = time.monotonic()
+        if self._may_run_low(0.0):
             return
         self._counts["waits"] += 1
-        while not self._may_run_low():
+        while not self._may_run_low(time.monotonic() - started):
             changed = self._changed
-            # Wake up on a change, or when live turns quiet (nothing notifies that).
-            quiet_in = self._last_high + self.config.quiet_s - time.monotonic()
-            with anyio.move_on_after(max(0.001, quiet_in) if self._high == 0 else None):
+            # Wake up on a change, when live turns quiet or when the wait bound is reached
+            # (nothing notifies those).
+            now = time.monotonic()
+            quiet_in = self._last_high + self.config.quiet_s - now
+            bound_in = started + self.config.max_wait_s - now
+            with anyio.move_on_after(max(0.001, min(quiet_in, bound_in))):
                 await changed.wait()
 
     def _notify(self) -> None:

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 
 from streams._lag import group_lags
 from streams._metrics import set_gauge
+from streams._readiness import Check, Reason, evaluate
 from streams._supervise import supervise
 
 log = logging.getLogger("streamfill.worker")
@@ -48,6 +49,8 @@ class WorkerOptions:
     grace_s: float | None = None  # after a signal, cancel what is still running after this long
     # How long a component waits for a lost Redis before the worker gives up (None: it does not wait).
     redis_reconnect_s: float | None = 60.0
+    # /readyz: (dependency name, check) pairs, evaluated per request (streams/_readiness.py)
+    readiness: tuple[tuple[str, Check], ...] = ()
 
 
 async def run_worker(
@@ -70,7 +73,12 @@ async def run_worker(
         if options.metrics_port is not None:
             from streams._http import serve_metrics
 
-            await tg.start(serve_metrics, options.metrics_host, options.metrics_port, state.is_ready)
+            checks = options.readiness
+
+            async def reasons() -> list[Reason]:
+                return await evaluate(checks)
+
+            await tg.start(serve_metrics, options.metrics_host, options.metrics_port, state.is_ready, reasons)
         if options.watched_streams:
             tg.start_soon(_poll_stats, redis, options.watched_streams, options.stats_interval_s)
         async with anyio.create_task_group() as work:

@@ -138,6 +138,10 @@ K8S_MISTAKES: dict[str, tuple[Callable[[Objs], object], str]] = {
         lambda o: _container(o, "indexer")["livenessProbe"]["httpGet"].update(port="http"),
         "livenessProbe uses port http",
     ),
+    "a liveness probe asking readiness": (
+        lambda o: _container(o, "indexer")["livenessProbe"]["httpGet"].update(path="/readyz"),
+        "livenessProbe asks /readyz; it must ask /healthz",
+    ),
     "a Service that selects nothing": (
         lambda o: _one(o, "Service", "indexer")["spec"]["selector"].update(
             {"app.kubernetes.io/component": "x"}

@@ -40,7 +40,8 @@ def database_url_or_embedded(url: str | None, data_dir: Path | None = None) -> I
     pgdata = data_dir if data_dir is not None else Path(tempfile.mkdtemp(prefix="streamfill-pg-"))
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver has no __all__
-        pgdata, cleanup_mode="stop" if persistent else "delete")
+        pgdata, cleanup_mode="stop" if persistent else "delete"
+    )
     uri = server.get_uri()
     _say(f"DATABASE_URL not set: started embedded PostgreSQL at {uri}")
     try:

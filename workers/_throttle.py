@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from streams import Keys, Throttle, ThrottleConfig
 from workers._partitions import partitioning
 
-LIVE_STREAMS = ("firehose_live", "label_live")
+LIVE_STREAMS = ("firehose_live", "label_live")  # as the indexer's live-first (indexer/config.py)
 
 
 class ThrottleSettings(Protocol):

@@ -44,6 +44,7 @@ from workers._specs import load
 from workers._throttle import live_throttle
 from workers.campaign.cli import active_campaign_lines
 from workers.control.agent import worker_summary
+from workers.health import readiness_line, status_readiness, throttle_lines
 from workers.settings import (
     FLOAT,
     Setting,
@@ -51,6 +52,7 @@ from workers.settings import (
     add_flags,
     positive_integer,
     positive_number,
+    ready_settings,
     redis_settings,
     throttle_rule,
     throttle_settings,
@@ -70,6 +72,7 @@ class AdminConfig:
     throttle_live_lag_s: float = 2.0
     throttle_resume_lag_s: float = 1.0
     audit_retention_days: float = 90.0
+    ready_max_lag_s: float = 10.0
 
 
 SPEC: Spec[AdminConfig] = Spec(
@@ -87,6 +90,7 @@ SPEC: Spec[AdminConfig] = Spec(
             minimum=1,
             maximum=36_500,
         ),
+        *ready_settings(),
     ),
     rules=(throttle_rule(),),
     title="operator commands: `status`, `groups`, `consumers`, `trim`, `dlq`, `config set`, `audit`, ...",
@@ -249,6 +253,7 @@ async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -
                 f"\n{line}" for line in throttle_lines(await throttled_states(redis, keys.throttle_pattern()))
             )
             text += "".join(f"\n{line}" for line in await worker_summary(redis, keys))
+            text += "\n" + readiness_line(await status_readiness(redis, keys, args.config.ready_max_lag_s))
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
         if not args.watch:
@@ -279,15 +284,6 @@ async def host_backoffs(redis: aioredis.Redis, keys: Keys, stream: str) -> list[
                     }
                 )
     return out
-
-
-def throttle_lines(states: list[dict[str, Any]]) -> list[str]:
-    """One line per worker whose bulk production is paused on live lag."""
-    return [
-        f"throttled {s.get('worker')}: {s.get('reason')} {_age(float(s.get('lag_s', 0)))} "
-        f"(paused above {s.get('pause_above_s')}s, resumes below {s.get('resume_below_s')}s)"
-        for s in states
-    ]
 
 
 def _age(seconds: float | None) -> str:

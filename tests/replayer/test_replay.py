@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY, generate_latest
 
 from streams import Keys
+from streams._http import install_prometheus_provider
 from tests.replayer._es_server import FakeElasticsearch
 from tests.replayer._files import sample_log, write_capture, write_raw
 from tests.replayer.conftest import once_args
@@ -38,14 +40,27 @@ def _ledger_totals(config: ReplayerConfig) -> dict[str, int]:
         ledger.close()
 
 
+def replayed(stream: str, what: str) -> float:
+    """streamfill_replay_<what>_total{stream} in this process (0 when not counted yet)."""
+    name = f"streamfill_replay_{what}_total"
+    for line in generate_latest(REGISTRY).decode().splitlines():
+        if line.startswith(name + "{") and f'stream="{stream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_entries_written_while_es_was_down_are_replayed_once_es_is_back(
     config: ReplayerConfig, es: FakeElasticsearch, root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = sample_log(root, captures=40, reflections=15)
     es.down()
+    install_prometheus_provider()
+    stream = Keys(config.prefix).stream(config.stream)
     status, summary = await _once(config, capsys, timeout=2.0)
     assert status == 1
     assert "elasticsearch unreachable" in summary["reason"] and summary["outstanding"] == 55
+    # Every document put on the stream is counted as replayed, with its size.
+    assert replayed(stream, "events") == 55 and replayed(stream, "bytes") > 55 * 100
     assert es.count() == 0
 
     es.up()

@@ -28,9 +28,14 @@ async def test_metrics_health_and_readiness(redis_client: aioredis.Redis, prefix
         port = await tg.start(serve_metrics, "127.0.0.1", 0, lambda: ready)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200
-            assert (await http.get("/readyz")).status_code == 503
+            assert (await http.get("/startedz")).status_code == 503
+            response = await http.get("/readyz")
+            assert response.status_code == 503
+            assert response.json() == {"ready": False, "reasons": [{"reason": "startup"}]}
             ready = True
-            assert (await http.get("/readyz")).status_code == 200
+            assert (await http.get("/startedz")).status_code == 200
+            response = await http.get("/readyz")
+            assert response.status_code == 200 and response.json() == {"ready": True, "reasons": []}
 
             async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
                 return [DONE] * len(entries)

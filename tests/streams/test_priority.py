@@ -48,7 +48,7 @@ async def test_bulk_waits_for_live_then_runs_in_small_chunks_one_at_a_time(
     keys = Keys(prefix)
     live, backfill = keys.stream("live"), keys.stream("backfill")
     # Live counts as active for the whole test: every bulk call runs under the live-first bound.
-    priority = Priority(PriorityConfig(low_share=1, low_chunk=10, quiet_s=3600))
+    priority = Priority(PriorityConfig(low_share=1, low_chunk=10, quiet_s=3600, max_wait_s=3600))
     release, in_live = anyio.Event(), anyio.Event()
 
     async def live_handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
@@ -78,6 +78,42 @@ async def test_bulk_waits_for_live_then_runs_in_small_chunks_one_at_a_time(
         live_consumer.stop()
         bulk_consumer.stop()
     assert set(bulk.sizes) == {10} and bulk.most == 1
+
+
+async def test_a_live_batch_always_in_flight_does_not_starve_the_bulk_stream(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    live, backfill = keys.stream("live"), keys.stream("backfill")
+    priority = Priority(PriorityConfig(low_share=1, low_chunk=10, quiet_s=3600, max_wait_s=0.01))
+    release, in_live = anyio.Event(), anyio.Event()
+
+    async def live_handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        in_live.set()
+        await release.wait()
+        return [DONE] * len(entries)
+
+    bulk = Bulk()
+    live_consumer = Consumer(
+        redis_client, ConsumerConfig(live, "g", "c", block_ms=50), priority.high(live_handler)
+    )
+    bulk_consumer = Consumer(
+        redis_client,
+        ConsumerConfig(backfill, "g", "c", batch_size=100, concurrency=2, block_ms=50),
+        priority.low(bulk),
+    )
+    await fill(redis_client, backfill, 200)
+    await redis_client.xadd(live, {"n": "live"})
+    async with anyio.create_task_group() as tg:
+        await tg.start(live_consumer.run)
+        await in_live.wait()
+        await tg.start(bulk_consumer.run)
+        # The live batch never ends: the backlog goes anyway, one 10-entry chunk at a time.
+        await wait_until(lambda: sum(bulk.sizes) == 200, what="the backlog applied beside live")
+        assert set(bulk.sizes) == {10} and bulk.most == 1 and priority.statistics().low_waits >= 1
+        release.set()
+        live_consumer.stop()
+        bulk_consumer.stop()
 
 
 async def test_with_live_quiet_bulk_batches_run_whole_and_concurrently(

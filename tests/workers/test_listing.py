@@ -134,3 +134,34 @@ async def test_killed_mid_paging_resumes_without_loss_or_duplicates(
     counts = await listed_dids(redis_client, keys)
     assert set(counts) == all_dids
     assert set(counts.values()) == {1}  # a page and its cursor are one MULTI: no duplicates either
+
+
+async def test_listing_pauses_while_live_lags_and_resumes_below_the_lower_threshold(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """The ingester's listing (repo_backfill) waits on the live-lag throttle; its firehose does not."""
+    keys = Keys(prefix)
+    live = keys.stream("firehose_live")
+    seconds, micros = await redis_client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    await redis_client.xadd(live, {"n": "1"}, id=f"{now_ms - 30_000}-0")  # 30 s behind
+    await redis_client.xgroup_create(live, "firehose_group", id="0")
+    async with Devnet(DevnetConfig(repos=20, seed=5)) as net:
+        config = ingester_config(redis_url, prefix, net.relay_url, discovery="relay")
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            assert ingester.throttle is not None
+            assert all(f._producer.throttle is None for f in ingester.firehoses)
+            [listing] = ingester.listings
+            tg.start_soon(listing.run)
+            await wait_until(
+                lambda: ingester.throttle is not None and ingester.throttle.paused, what="paused"
+            )
+            assert await redis_client.xlen(keys.stream("repo_backfill")) == 0
+            rows = await redis_client.xreadgroup("firehose_group", "indexer", {live: ">"})
+            await redis_client.xack(live, "firehose_group", *[i for _, e in rows for i, _ in e])
+            relay = host_key(net.relay_url)
+            await wait_until(
+                lambda: _is_done(redis_client, keys.cursor("repo_backfill", relay)), what="listed"
+            )
+            listing.stop()
+    assert set((await listed_dids(redis_client, keys)).values()) == {1}

@@ -9,6 +9,7 @@ import anyio
 
 from streams import WorkerOptions, run_worker
 from workers._env import redis_session
+from workers._readiness import base_checks
 from workers._specs import start_live
 from workers.backfiller.config import SPEC, BackfillerConfig
 from workers.backfiller.worker import build_backfiller
@@ -61,5 +62,6 @@ async def run(config: BackfillerConfig, live: LiveSettings[BackfillerConfig] | N
                 watched_streams=(*worker.consumer.partitions, *worker.producer.partitions),
                 grace_s=config.grace_s,
                 redis_reconnect_s=config.redis_reconnect_s,
+                readiness=base_checks(redis),
             )
             return await run_worker(redis, [worker.consumer], options, helpers=[agent.run])

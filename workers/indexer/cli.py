@@ -15,9 +15,10 @@ from workers._edge import check_postgres, connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session
 from workers._errors import EdgeError
+from workers._readiness import indexer_checks
 from workers._specs import start_live
 from workers.control import Agent, LiveSettings
-from workers.indexer.config import SPEC, IndexerConfig
+from workers.indexer.config import LIVE_STREAMS, SPEC, IndexerConfig
 from workers.indexer.migrate import migrate
 from workers.indexer.verify import verify
 from workers.indexer.worker import build_indexer
@@ -79,6 +80,7 @@ async def run(
         await agent.start()
         async with build_indexer(redis, database_url, live.config) as indexer:
             live.on_change(indexer.retune)
+            live_keys = {Keys(config.prefix).stream(s) for s in LIVE_STREAMS}
             agent.stats = indexer.statistics
             options = WorkerOptions(
                 name=config.consumer,
@@ -87,6 +89,19 @@ async def run(
                 watched_streams=tuple(p for c in indexer.consumers for p in c.partitions),
                 grace_s=config.grace_s,
                 redis_reconnect_s=config.redis_reconnect_s,
+                readiness=indexer_checks(
+                    redis,
+                    database_url,
+                    prefix=config.prefix,
+                    partitions=config.partitions,
+                    live=[
+                        (p, c.config.group)
+                        for c in indexer.consumers
+                        if c.config.stream in live_keys
+                        for p in c.partitions
+                    ],
+                    max_lag_s=config.ready_max_lag_s,
+                ),
             )
             return await run_worker(redis, indexer.consumers, options, helpers=[agent.run])
 

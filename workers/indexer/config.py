@@ -22,6 +22,7 @@ from workers.settings import (
     consumer_settings,
     partition_settings,
     process_settings,
+    ready_settings,
     redis_settings,
 )
 
@@ -62,6 +63,7 @@ class IndexerConfig:
     batch_size: int = 500
     # Live batches first, bulk (backfill) batches in the gaps (streams/_priority.py).
     live_first: bool = True
+    ready_max_lag_s: float = 10.0
     pool_max_size: int | None = None  # None: one connection per handler task
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -153,6 +155,7 @@ SPEC: Spec[IndexerConfig] = Spec(
             optional=True,
             shown_default="max(2, concurrency × streams)",
         ),
+        *ready_settings(),
         *process_settings(),
     ),
     rules=(Rule("INDEXER_MODE leaves a stream of INDEXER_STREAMS to index", _reads_something),),

@@ -10,6 +10,7 @@ import anyio
 from streams import Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
 from workers._partitions import partitioning
+from workers._readiness import base_checks
 from workers._specs import start_live
 from workers.control import Agent, LiveSettings
 from workers.ingester.config import SPEC, IngesterConfig
@@ -87,6 +88,7 @@ async def _run(redis: Any, config: IngesterConfig, ingester: Ingester, agent: Ag
         watched_streams=watched,
         grace_s=config.grace_s,
         redis_reconnect_s=config.redis_reconnect_s,
+        readiness=base_checks(redis),
     )
     return await run_worker(redis, ingester.components, options, helpers=[agent.run])
 

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from streams import Component, Keys, WorkerOptions, audit, run_worker
 from workers._env import redis_session
+from workers._readiness import base_checks
 from workers._specs import load, start_live
 from workers.control import Agent, LiveSettings
 from workers.replayer.config import SPEC, ReplayerConfig
@@ -196,6 +197,7 @@ async def _run(
         watched_streams=watched,
         grace_s=config.grace_s,
         redis_reconnect_s=config.redis_reconnect_s,
+        readiness=base_checks(redis),
     )
     return await run_worker(redis, components, options, helpers=[agent.run])
 

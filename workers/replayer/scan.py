@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from schemas import CaptainsLogDoc, encode_entry
 from streams import EntryState, Producer, entry_states
+from streams._admin import count_replayed
 from workers.replayer import events
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.documents import LogFile, MalformedFile, find_files, read_document
@@ -185,7 +186,10 @@ class Scanner:
         if not docs:
             return
         stream = self._producer.config.stream
-        ids = await self._producer.send([encode_entry(stream, doc) for _, doc in docs])
+        entries = [encode_entry(stream, doc) for _, doc in docs]
+        ids = await self._producer.send(entries)
+        for fields in entries:
+            count_replayed(stream, fields)
         self._ledger.record_enqueued([(f, entry_id) for (f, _), entry_id in zip(docs, ids, strict=True)], run)
         tally.enqueued += len(docs)
         events.count("enqueued_count", len(docs))

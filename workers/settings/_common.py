@@ -226,6 +226,21 @@ def throttle_settings() -> tuple[Setting, ...]:
     )
 
 
+def ready_settings() -> tuple[Setting, ...]:
+    """READY_MAX_LAG_S (field `ready_max_lag_s`): /readyz and `status` say `lag` above it."""
+    return (
+        Setting(
+            "ready_max_lag_s",
+            "READY_MAX_LAG_S",
+            FLOAT,
+            "/readyz answers not ready (reason `lag`) while the live streams are behind by more than "
+            "this many seconds (the age of their oldest unacknowledged entry)",
+            minimum=0.1,
+            maximum=86_400,
+        ),
+    )
+
+
 def throttle_rule() -> Rule:
     return below("throttle_resume_lag_s", "throttle_live_lag_s")
 
