@@ -34,10 +34,11 @@ from streams._cluster import (
     parse_cluster_setting,
 )
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._entries import EntryState, entry_states
-from streams._keys import CURSOR_DONE, Keys, default_consumer_name
+from streams._keys import CURSOR_DONE, Keys, default_consumer_name, dlq_key
 from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
@@ -61,7 +62,9 @@ from streams._worker import Component, WorkerOptions, run_worker
 __all__ = [
     "CURSOR_DONE",
     "DEFAULT_FAILOVER_TIMEOUT_S",
+    "DLQ_META",
     "DONE",
+    "ERROR_CAP",
     "AdminError",
     "Backoff",
     "BatchHandler",
@@ -117,8 +120,10 @@ __all__ = [
     "connect",
     "connect_auto",
     "connect_cluster",
+    "dead_letter_fields",
     "default_consumer_name",
     "detect_server",
+    "dlq_key",
     "dlq_list",
     "dlq_purge",
     "dlq_replay",

@@ -18,10 +18,10 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from streams._cluster import is_cluster
-from streams._keys import Keys
+from streams._deadletter import DLQ_META
+from streams._keys import Keys, dlq_key
 from streams._lag import group_lags
 from streams._metrics import instruments
-from streams._settle import DLQ_META
 
 
 class AdminError(Exception):
@@ -137,7 +137,7 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> StreamInfo:
         last_id=last,
         first_age_s=None if first_ms is None else round((now_ms - first_ms) / 1000, 3),
         last_age_s=None if last_ms is None else round((now_ms - last_ms) / 1000, 3),
-        dlq_length=int(await redis.xlen(f"{stream}:dlq")),
+        dlq_length=int(await redis.xlen(dlq_key(stream))),
         groups=groups,
     )
 
@@ -347,7 +347,7 @@ async def trim(redis: aioredis.Redis, keys: Keys, stream: str, *, audited: bool 
 async def dlq_list(
     redis: aioredis.Redis, stream: str, *, count: int = 100
 ) -> list[tuple[str, dict[str, str]]]:
-    rows: Any = await redis.xrange(f"{stream}:dlq", count=count)
+    rows: Any = await redis.xrange(dlq_key(stream), count=count)
     return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in rows]
 
 
@@ -364,7 +364,7 @@ async def dlq_replay(
     `gate` is awaited before each entry (a rate, the live-lag throttle). Counted in
     `streamfill_replay_events_total` / `streamfill_replay_bytes_total{stream}`.
     """
-    rows: Any = await redis.xrange(f"{stream}:dlq", count=count)
+    rows: Any = await redis.xrange(dlq_key(stream), count=count)
     moved = 0
     for entry_id, fields in rows:
         original = {k: v for k, v in fields.items() if _s(k) not in DLQ_META}
@@ -379,17 +379,17 @@ async def dlq_replay(
 
 
 async def _move_back(redis: aioredis.Redis, stream: str, entry_id: bytes, original: dict[Any, Any]) -> None:
-    if is_cluster(redis) and key_slot(stream.encode()) != key_slot(f"{stream}:dlq".encode()):
+    if is_cluster(redis) and key_slot(stream.encode()) != key_slot(dlq_key(stream).encode()):
         # No MULTI across slots (a stream without a hash tag): put back, then delete (a crash
         # in between leaves it in both: replayed twice, never lost).
         if original:
             await redis.xadd(stream, original)
-        await redis.xdel(f"{stream}:dlq", entry_id)
+        await redis.xdel(dlq_key(stream), entry_id)
         return
     async with redis.pipeline(transaction=True) as pipe:
         if original:
             pipe.xadd(stream, original)
-        pipe.xdel(f"{stream}:dlq", entry_id)
+        pipe.xdel(dlq_key(stream), entry_id)
         await pipe.execute()
 
 
@@ -402,7 +402,7 @@ def count_replayed(stream: str, fields: Mapping[Any, Any]) -> None:
 
 
 async def dlq_purge(redis: aioredis.Redis, keys: Keys, stream: str) -> int:
-    removed = int(await redis.xlen(f"{stream}:dlq"))
-    await redis.delete(f"{stream}:dlq")
+    removed = int(await redis.xlen(dlq_key(stream)))
+    await redis.delete(dlq_key(stream))
     await audit(redis, keys, "dlq.purge", stream=stream, removed=removed)
     return removed

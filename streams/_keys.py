@@ -14,6 +14,12 @@ from streams._cluster_nodes import slot_ranges
 CURSOR_DONE = "!ingester-done"
 
 
+def dlq_key(stream_key: str) -> str:
+    """The dead-letter stream of a stream key (prefixed or not: it follows the key it is given,
+    hash tag included, so a partition and its DLQ share a slot)."""
+    return f"{stream_key}:dlq"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key names under an optional prefix (tests and multi-tenant deployments use one)."""
@@ -38,7 +44,7 @@ class Keys:
         return self._k("{" + spread_tag(stream, index, count) + "}")
 
     def dlq(self, stream_key: str) -> str:
-        return f"{stream_key}:dlq"
+        return dlq_key(stream_key)
 
     def cursor(self, stream: str, host: str) -> str:
         return self._k(f"{stream}:cursor:{host}")

@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
-from streams._keys import Keys
+from streams._keys import Keys, dlq_key
 from streams._metrics import instruments, set_gauge
 from streams._producer import (
     _WRITE_LUA,
@@ -497,7 +497,7 @@ class PartitionedConsumer:
                     stream=key,
                     # A DLQ of the partition, in its slot: dead-letter + ack stay one MULTI.
                     dlq_stream=(
-                        f"{key}:dlq"
+                        dlq_key(key)
                         if key != config.stream or config.dlq_stream is None
                         else config.dlq_stream
                     ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,11 +9,10 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from streams._cluster import is_cluster
+from streams._deadletter import dead_letter_fields
+from streams._keys import dlq_key
 from streams._metrics import instruments
 from streams._types import DONE, DeadLetter, Done, Entry, Outcome, Retry
-
-# Field names added to a dead-lettered entry next to its original fields.
-DLQ_META = ("reason", "attempts", "error", "consumer", "failed_at", "source_stream", "source_id")
 
 
 @dataclass(slots=True)
@@ -27,18 +25,16 @@ class Settled:
 
 
 def dlq_fields(entry: Entry, outcome: DeadLetter, consumer: str) -> dict[bytes, bytes]:
-    fields = dict(entry.fields)
-    meta = {
-        "reason": outcome.reason,
-        "attempts": str(entry.deliveries),
-        "error": outcome.error[:4000],
-        "consumer": consumer,
-        "failed_at": f"{time.time():.3f}",
-        "source_stream": entry.stream,
-        "source_id": entry.id,
-    }
-    fields.update({k.encode(): v.encode() for k, v in meta.items()})
-    return fields
+    """A consumer's dead letter: the entry's fields, where it was read, how often it was tried."""
+    return dead_letter_fields(
+        entry.fields,
+        reason=outcome.reason,
+        error=outcome.error,
+        consumer=consumer,
+        attempts=entry.deliveries,
+        source_stream=entry.stream,
+        source_id=entry.id,
+    )
 
 
 class Settler:
@@ -56,7 +52,7 @@ class Settler:
     ) -> None:
         self._redis = redis
         self._stream = stream
-        self._dlq = dlq or f"{stream}:dlq"
+        self._dlq = dlq or dlq_key(stream)
         self._group = group
         self._consumer = consumer
         self._max_deliveries = max_deliveries

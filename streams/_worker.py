@@ -22,6 +22,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
+from streams._keys import dlq_key
 from streams._lag import group_lags
 from streams._metrics import set_gauge
 from streams._readiness import Check, Reason, evaluate
@@ -148,7 +149,7 @@ async def _poll_stats(redis: aioredis.Redis, streams: Sequence[str], interval_s:
 async def _record_stream(redis: aioredis.Redis, stream: str) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xlen(stream)
-        pipe.xlen(f"{stream}:dlq")
+        pipe.xlen(dlq_key(stream))
         pipe.xinfo_groups(stream)
         length, dlq, groups = await pipe.execute()
     set_gauge("streamfill_stream_length", length, stream=stream)

@@ -57,5 +57,5 @@ async def test_firehose_commit_with_an_invalid_record_key_is_dead_lettered(
     out = await converter.convert(encode_frame(bad))
     assert out.entries == [] and out.seq == frame.seq  # nothing indexed, the cursor moves past it
     [(stream, fields)] = out.extra
-    assert stream == "firehose_live:dlq" and fields["reason"] == "unverifiable-commit"
-    assert str(fields["error"]).startswith(("InvalidRecordKey", "FrameError"))
+    assert stream == "firehose_live:dlq" and fields[b"reason"] == b"unverifiable-commit"
+    assert fields[b"error"].decode().startswith(("InvalidRecordKey", "FrameError"))

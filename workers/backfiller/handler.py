@@ -48,7 +48,18 @@ from atp.syntax import is_record_key
 from atp.xrpc import XrpcClient
 from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
 from schemas._messages import BACKFILL_SEQ
-from streams import DONE, DeadLetter, Entry, Keys, Outcome, Producer, Retry, classify
+from streams import (
+    DONE,
+    DeadLetter,
+    Entry,
+    Keys,
+    Outcome,
+    Producer,
+    Retry,
+    classify,
+    dead_letter_fields,
+    dlq_key,
+)
 from workers._identity import IdentityCache
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.hosts import HostBusy, HostLimiter
@@ -259,18 +270,18 @@ class BackfillHandler:
 
     async def _dead_letter_records(self, job: RepoJob, invalid: list[dict[bytes, bytes]]) -> None:
         """Record events we refused to write, in the DLQ of the stream they were meant for."""
-        meta = {
-            b"reason": b"invalid-record-key",
-            b"error": b"record key is not 1-512 characters of A-Za-z0-9._:~-",
-            b"consumer": self._config.consumer.encode(),
-            b"attempts": b"1",
-            b"failed_at": f"{time.time():.3f}".encode(),
-            b"did": job.did.encode(),
-        }
         async with self._redis.pipeline(transaction=True) as pipe:
             for fields in invalid:
+                dead = dead_letter_fields(
+                    fields,
+                    reason="invalid-record-key",
+                    error="record key is not 1-512 characters of A-Za-z0-9._:~-",
+                    consumer=self._config.consumer,
+                    source_stream=self._out_stream,
+                    context={"did": job.did},
+                )
                 # redis-py's annotations want str field names; bytes are what it sends anyway.
-                pipe.xadd(f"{self._out_stream}:dlq", fields | meta)  # type: ignore[arg-type]
+                pipe.xadd(dlq_key(self._out_stream), dead)  # type: ignore[arg-type]
             await pipe.execute()
         log.warning("records with invalid keys dead-lettered", extra={"did": job.did, "count": len(invalid)})
 

@@ -21,7 +21,6 @@ Account lifecycle (docs/indexer.md, "Account status"):
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -40,10 +39,11 @@ from atp.frames import (
 )
 from atp.xrpc import RepoStatus, XrpcClient
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
+from streams import dlq_key
 from streams._producer import Fields
 from workers._identity import IdentityCache
 from workers.ingester.eventstream import Converted, SourceUnavailable
-from workers.ingester.seqguard import control_of
+from workers.ingester.seqguard import control_of, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.firehose")
 
@@ -99,7 +99,7 @@ class FirehoseConverter:
         self._host = host
         self._live = live_stream
         self._backfill = backfill_stream
-        self._dlq = f"{live_stream}:dlq"
+        self._dlq = dlq_key(live_stream)
         self._identities = identities
         self._accounts = accounts
         self._revs: OrderedDict[str, str] = OrderedDict()
@@ -205,16 +205,7 @@ class FirehoseConverter:
 
     def _dead(self, frame: bytes, reason: str, exc: Exception, seq: int | None) -> Converted:
         self.dead_lettered += 1
-        fields: Fields = {
-            "frame": frame,
-            "reason": reason,
-            "error": f"{type(exc).__name__}: {exc}"[:4000],
-            "host": self._host,
-            "seq": str(seq if seq is not None else ""),
-            "failed_at": f"{time.time():.3f}",
-            "consumer": "ingester",
-            "attempts": "1",
-        }
+        fields = dead_frame_fields(frame, self._host, reason, f"{type(exc).__name__}: {exc}", seq)
         return Converted(extra=[(self._dlq, fields)], seq=seq)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from atp import AtpError
 from atp.frames import ErrorFrame, InfoFrame, LabelsFrame, decode_frame
 from schemas import Label, LabelBatch, encode_entry
+from streams import dlq_key
 from workers.ingester.eventstream import Converted
-from workers.ingester.seqguard import control_of
+from workers.ingester.seqguard import control_of, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.labels")
 
@@ -20,7 +20,7 @@ class LabelConverter:
     def __init__(self, host: str, stream: str) -> None:
         self._host = host
         self._stream = stream
-        self._dlq = f"{stream}:dlq"
+        self._dlq = dlq_key(stream)
 
     async def convert(self, frame: bytes) -> Converted:
         try:
@@ -30,15 +30,8 @@ class LabelConverter:
                 batch = LabelBatch(seq=decoded.seq, labels=labels, src_host=self._host)
                 return Converted([encode_entry(self._stream, batch)], seq=decoded.seq)
         except (AtpError, TypeError, ValueError) as exc:
-            fields: dict[bytes | str, bytes | str] = {
-                "frame": frame,
-                "reason": "undecodable-label-frame",
-                "error": f"{type(exc).__name__}: {exc}",
-                "host": self._host,
-                "failed_at": f"{time.time():.3f}",
-                "consumer": "ingester",
-                "attempts": "1",
-            }
+            error = f"{type(exc).__name__}: {exc}"
+            fields = dead_frame_fields(frame, self._host, "undecodable-label-frame", error, None)
             return Converted(extra=[(self._dlq, fields)])
         if isinstance(decoded, InfoFrame | ErrorFrame):
             log.warning("labeler says", extra={"host": self._host, "frame": repr(decoded)})

@@ -28,6 +28,7 @@ from atp.xrpc import XrpcClient
 from schemas import RepoJob, encode_entry
 from streams import (
     CURSOR_DONE,
+    ERROR_CAP,
     Backoff,
     Keys,
     Mark,
@@ -35,12 +36,12 @@ from streams import (
     Producer,
     SkipAhead,
     SkipDecision,
+    dead_letter_fields,
+    dlq_key,
     record_skip,
     resolve_skipped,
     skipped_ranges,
 )
-from streams._settle import dlq_fields
-from streams._types import DeadLetter, Entry
 from workers.ingester.config import IngesterConfig
 from workers.ingester.register import listed_mark
 
@@ -246,7 +247,7 @@ class ListingSource:
     async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]]) -> None:
         jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys, self._partitions)
         extra = [
-            (f"{self._stream}:dlq", bad_item_fields(self._stream, self.host, reason, repo))
+            (dlq_key(self._stream), bad_item_fields(self._stream, self.host, reason, repo))
             for reason, repo in bad
         ]
         ids = await self._producer.send_marked(jobs, marks, cursors=cursors, extra=extra)
@@ -298,5 +299,10 @@ def bad_item_fields(
 ) -> dict[bytes, bytes]:
     """DLQ fields for a listRepos item (kind "listing") or a listHosts item (kind "host")."""
     field = b"repo" if kind == "listing" else b"item"
-    entry = Entry(stream, "", {field: repr(item).encode()[:4000], b"host": host.encode()}, 1)
-    return dlq_fields(entry, DeadLetter(reason=f"invalid-{kind}-item", error=error), consumer="ingester")
+    return dead_letter_fields(
+        {field: repr(item).encode()[:ERROR_CAP], b"host": host.encode()},
+        reason=f"invalid-{kind}-item",
+        error=error,
+        consumer="ingester",
+        source_stream=stream,
+    )

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from atp.frames import ErrorFrame, InfoFrame
+from streams import dead_letter_fields
 from streams._producer import Fields
 
 __all__ = [
@@ -106,17 +107,14 @@ class SeqGuard:
 
 
 def dead_frame_fields(frame: bytes, host: str, reason: str, error: str, seq: int | None) -> Fields:
-    """DLQ fields of a frame the follower refused (same layout as the converters' dead letters)."""
-    return {
-        "frame": frame,
-        "reason": reason,
-        "error": error[:4000],
-        "host": host,
-        "seq": "" if seq is None else str(seq),
-        "failed_at": f"{time.time():.3f}",
-        "consumer": "ingester",
-        "attempts": "1",
-    }
+    """DLQ fields of a frame a follower or converter refused (streams' one dead-letter layout)."""
+    return dead_letter_fields(
+        {"frame": frame},
+        reason=reason,
+        error=error,
+        consumer="ingester",
+        context={"host": host, "seq": "" if seq is None else str(seq)},
+    )
 
 
 def control_of(frame: InfoFrame | ErrorFrame) -> str | None:
