@@ -1,6 +1,6 @@
 """The `streamfill` command.
 
-Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand and sets
+Each module in COMMAND_MODULES (imported at the top: the composition root) exposes `register(subparsers)`, which adds its subcommand and sets
 `func` to a callable `(args) -> int`. Settings are read at this edge (workers/_specs.py) and
 passed down as frozen values; errors at the edge are one line and exit status 2
 (workers/_edge.py).
@@ -9,29 +9,43 @@ passed down as frozen values; errors at the edge are one line and exit status 2
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
 from typing import NoReturn
 
+import devnet.cli
+import workers.admin
+import workers.backfiller.cli
+import workers.campaign.cli
+import workers.config_cli
+import workers.control.audit_cli
+import workers.control.cli
+import workers.control.recovery
+import workers.demo.cli
+import workers.indexer.cli
+import workers.ingester.cli
+import workers.inspect
+import workers.replayer.cli
 from workers._edge import debug_enabled, run_command
 
-# Modules that add subcommands. A module that fails to import is a bug: the ImportError surfaces.
-COMMAND_MODULES: tuple[str, ...] = (
-    "workers.ingester.cli",
-    "workers.backfiller.cli",
-    "workers.indexer.cli",
-    "workers.replayer.cli",
-    "workers.admin",  # status, groups, consumers, trim, dlq
-    "workers.inspect",  # inspect car / frames
-    "workers.config_cli",  # config show / reference / set / revert / history
-    "workers.control.cli",  # workers (heartbeats)
-    "workers.control.audit_cli",  # audit, audit export
-    "workers.control.recovery",  # resync, firehose replay
-    "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
-    "workers.demo.cli",
-    "devnet.cli",  # devnet
+# The composition root: every module that adds subcommands, imported here where an import graph
+# sees them (devnet included: `streamfill devnet` serves the simulated network).
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    workers.ingester.cli,
+    workers.backfiller.cli,
+    workers.indexer.cli,
+    workers.replayer.cli,
+    workers.admin,  # status, groups, consumers, trim, dlq
+    workers.inspect,  # inspect car / frames
+    workers.config_cli,  # config show / reference / set / revert / history
+    workers.control.cli,  # workers (heartbeats)
+    workers.control.audit_cli,  # audit, audit export
+    workers.control.recovery,  # resync, firehose replay
+    workers.campaign.cli,  # campaign plan / apply / approve / ... (issue #15)
+    workers.demo.cli,
+    devnet.cli,  # devnet
 )
 
 DESCRIPTION = """\
@@ -85,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", title="commands", help="the command to run (one of those below)"
     )
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
