@@ -1,8 +1,9 @@
 """The `streamfill` command.
 
-Each module in COMMAND_MODULES (imported at the top: the composition root) exposes `register(subparsers)`, which adds its subcommand and sets
-`func` to a callable `(args) -> int`. Settings are read at this edge (workers/_specs.py) and
-passed down as frozen values; errors at the edge are one line and exit status 2
+Each module in COMMAND_MODULES (imported at the top: the composition root) exposes
+`register(subparsers)`, which adds its subcommand and sets `func` to a callable
+`(args) -> int`. Settings are read at this edge (workers/_specs.py) and passed down as frozen
+values; errors at the edge are one line and exit status 2
 (workers/_edge.py).
 """
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -42,7 +43,7 @@ class Converted:
     `control` is a signal for the follower itself (`seqguard.FUTURE_CURSOR`, `OUTDATED_CURSOR`).
     """
 
-    entries: list[Fields] = field(default_factory=list)
+    entries: Sequence[Fields] = field(default_factory=list)
     extra: list[tuple[str, Fields]] = field(default_factory=list)
     seq: int | None = None
     control: str | None = None
@@ -274,8 +275,9 @@ class EventStreamSource:
         if self._guard.position is None:
             return
         for stream, fields in converted.extra:
-            if stream == self._targets.dlq and not fields.get("seq"):
-                fields["after_seq"] = str(self._guard.position)
+            letter = cast("dict[bytes, bytes]", fields)  # dead letters are streams.dead_letter_fields
+            if stream == self._targets.dlq and not letter.get(b"seq"):
+                letter[b"after_seq"] = str(self._guard.position).encode()
 
     async def _skip_oversize(self, error: AtpError) -> None:
         """The frame after the position is over the size limit: dead-letter its seq, move past it.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -145,7 +145,7 @@ class ListingSource:
 
         Returns whether there is more to do at once (stopped, skipped ahead or given up: False).
         """
-        raw: bytes | None = await self._redis.get(self._cursor_key)
+        raw = cast("bytes | None", await self._redis.get(self._cursor_key))  # a bytes client
         if raw == CURSOR_DONE.encode():
             if not recheck:
                 return False

@@ -106,7 +106,9 @@ class SeqGuard:
         return self.stale_run >= SEQ_RESET_RUN
 
 
-def dead_frame_fields(frame: bytes, host: str, reason: str, error: str, seq: int | None) -> Fields:
+def dead_frame_fields(
+    frame: bytes, host: str, reason: str, error: str, seq: int | None
+) -> dict[bytes, bytes]:
     """DLQ fields of a frame a follower or converter refused (streams' one dead-letter layout)."""
     return dead_letter_fields(
         {"frame": frame},
