@@ -5,7 +5,6 @@ Knows nothing about AT Protocol, PostgreSQL or Elasticsearch.
 """
 
 from streams._admin import (
-    AdminError,
     ConsumerInfo,
     GroupInfo,
     StreamInfo,
@@ -36,8 +35,20 @@ from streams._cluster import (
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
-from streams._embedded_cluster import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
+from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
 from streams._entries import EntryState, entry_states
+from streams._errors import (
+    AdminError,
+    ClusterStartError,
+    GroupError,
+    GroupExists,
+    NoGroup,
+    RedisUnavailable,
+    ReplicationLagError,
+    StreamsError,
+    UnsupportedServer,
+    translate,
+)
 from streams._keys import CURSOR_DONE, Keys, default_consumer_name, dlq_key
 from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
@@ -46,15 +57,14 @@ from streams._partitioned import (
     PartitionedConsumer,
     PartitionedProducer,
     Partitioning,
-    ReplicationLagError,
     partition_index,
 )
 from streams._priority import Priority, PriorityConfig, PriorityStats
 from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
-from streams._server import ServerInfo, UnsupportedServer, connect, connect_auto, detect_server
+from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
-from streams._supervise import RedisUnavailable, is_redis_blip, supervise
+from streams._supervise import is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
 from streams._worker import Component, WorkerOptions, run_worker
@@ -82,10 +92,13 @@ __all__ = [
     "Entry",
     "EntryHandler",
     "EntryState",
+    "GroupError",
+    "GroupExists",
     "GroupInfo",
     "GroupLag",
     "Keys",
     "Mark",
+    "NoGroup",
     "Outcome",
     "Pace",
     "PartitionedConsumer",
@@ -106,6 +119,7 @@ __all__ = [
     "SkippedRange",
     "Slots",
     "StreamInfo",
+    "StreamsError",
     "Throttle",
     "ThrottleConfig",
     "ThrottleStats",
@@ -152,6 +166,7 @@ __all__ = [
     "stream_info",
     "supervise",
     "throttled_states",
+    "translate",
     "trim",
     "trim_stream",
 ]

@@ -19,13 +19,10 @@ from redis.exceptions import ResponseError
 
 from streams._cluster import is_cluster
 from streams._deadletter import DLQ_META
+from streams._errors import AdminError
 from streams._keys import Keys, dlq_key
 from streams._lag import group_lags
 from streams._metrics import instruments
-
-
-class AdminError(Exception):
-    """An operator asked for something that does not exist or cannot be done."""
 
 
 def _s(value: object) -> str:

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._claims import Claims
 from streams._cluster import FAILOVER_PAUSE_S, is_cluster
+from streams._errors import GroupExists, translate
 from streams._metrics import instruments
 from streams._parked import ParkedRetries
 from streams._retry import Backoff, classify
@@ -124,7 +125,7 @@ class Consumer:
                 self.config.stream, self.config.group, id=self.config.group_start_id, mkstream=True
             )
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if not isinstance(translate(exc), GroupExists):
                 raise
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

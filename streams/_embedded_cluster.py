@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import redis
 
 from streams._cluster_nodes import NodeView, Topology, parse_cluster_nodes, slot_ranges
+from streams._errors import ClusterStartError
 
 T = TypeVar("T")
 
@@ -32,10 +33,6 @@ SLOTS = 16384
 # How often a wait re-checks its condition: short enough that a test does not idle, long
 # enough not to load a busy 2-core machine with INFO calls.
 POLL_S = 0.05
-
-
-class ClusterStartError(RuntimeError):
-    """The embedded cluster did not come up (or did not fail over) in time; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

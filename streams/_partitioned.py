@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._errors import ReplicationLagError
 from streams._keys import Keys, dlq_key
 from streams._metrics import instruments, set_gauge
 from streams._producer import (
@@ -62,10 +63,6 @@ log = logging.getLogger("streamfill.producer")
 
 # Between writes of a batch no replica confirmed (a promoted master has none until one attaches).
 WAIT_RETRY_PAUSE_S = 0.5
-
-
-class ReplicationLagError(Exception):
-    """A master did not confirm that a batch reached a replica: the batch is not acknowledged."""
 
 
 def partition_index(did: bytes | str, count: int) -> int:

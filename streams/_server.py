@@ -12,10 +12,7 @@ from typing import Any, Literal, overload
 import redis.asyncio as aioredis
 
 from streams._cluster import ClusterClient, connect_cluster
-
-
-class UnsupportedServer(RuntimeError):
-    """The server is older than the runtime supports."""
+from streams._errors import UnsupportedServer
 
 
 @dataclass(frozen=True, slots=True)

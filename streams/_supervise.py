@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 from redis import exceptions as rex
 
+from streams._errors import RedisUnavailable
 from streams._retry import Backoff
 
 log = logging.getLogger("streamfill.worker")
@@ -33,13 +34,6 @@ _BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 # A PING that takes longer than this counts as no answer.
 _PING_TIMEOUT_S = 2.0
 
-
-class RedisUnavailable(rex.ConnectionError):
-    """Redis stayed unreachable for longer than the reconnect window."""
-
-    def __init__(self, window_s: float, last: BaseException) -> None:
-        super().__init__(f"no answer for {window_s:g} s (REDIS_RECONNECT_S): {type(last).__name__}: {last}")
-        self.window_s = window_s
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

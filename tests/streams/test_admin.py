@@ -245,3 +245,17 @@ async def test_trim_ids_beyond_exact_lua_numbers(redis_client: aioredis.Redis, p
     await redis_client.xack(stream, "g", big)
     assert await safe_trim_id(redis_client, stream) == "9007199254740994-0"
     assert await trim(redis_client, keys, stream) == 2
+
+
+def test_redis_group_replies_are_translated_in_one_place() -> None:
+    """BUSYGROUP and NOGROUP become streams errors (with redis-py's as the cause); others pass."""
+    from redis.exceptions import ResponseError
+
+    from streams import GroupExists, NoGroup, StreamsError, translate
+
+    busy = ResponseError("BUSYGROUP Consumer Group name already exists")
+    exists = translate(busy)
+    assert isinstance(exists, GroupExists) and isinstance(exists, StreamsError) and exists.__cause__ is busy
+    assert isinstance(translate(ResponseError("NOGROUP No such key 's' or consumer group 'g'")), NoGroup)
+    other = ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    assert translate(other) is other
