@@ -42,6 +42,7 @@ from streams import (
     EmbeddedClusterOptions,
     Entry,
     Keys,
+    Node,
     Outcome,
     PartitionedConsumer,
     PartitionedProducer,
@@ -49,7 +50,6 @@ from streams import (
     ProducerConfig,
     connect,
 )
-from streams._embedded_cluster import Node
 
 N = int(os.environ.get("BENCH_ENTRIES", "120000"))
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "6"))

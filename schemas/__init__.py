@@ -4,6 +4,7 @@ No I/O and no imports of our own packages: every other layer may import this one
 """
 
 from schemas._messages import (
+    BACKFILL_SEQ,
     Account,
     CaptainsLogDoc,
     CaptainsLogResult,
@@ -27,6 +28,7 @@ from schemas._registry import (
 )
 
 __all__ = [
+    "BACKFILL_SEQ",
     "REGISTRY",
     "Account",
     "CaptainsLogDoc",

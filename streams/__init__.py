@@ -4,26 +4,6 @@ retry policies, trimming, operator actions, worker lifecycle and metrics.
 Knows nothing about AT Protocol, PostgreSQL or Elasticsearch.
 """
 
-from streams._admin import (
-    ConsumerInfo,
-    GroupInfo,
-    StreamInfo,
-    TrimPlan,
-    audit,
-    dlq_list,
-    dlq_purge,
-    dlq_replay,
-    drain,
-    list_streams,
-    operator_name,
-    prune_consumers,
-    reset_group,
-    safe_trim_id,
-    skip_ledgers,
-    stream_info,
-    trim,
-    trim_stream,
-)
 from streams._cluster import (
     DEFAULT_FAILOVER_TIMEOUT_S,
     ClusterClient,
@@ -35,7 +15,7 @@ from streams._cluster import (
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
-from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
+from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions, Node
 from streams._entries import EntryState, entry_states
 from streams._errors import (
     AdminError,
@@ -60,13 +40,14 @@ from streams._partitioned import (
     partition_index,
 )
 from streams._priority import Priority, PriorityConfig, PriorityStats
-from streams._producer import Mark, Producer, ProducerConfig, ProducerStats, read_backlog
+from streams._producer import Fields, Mark, Producer, ProducerConfig, ProducerStats, read_backlog
+from streams._readiness import Check, Reason, evaluate, lag_check, redis_check, warmup_check
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
 from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
 from streams._supervise import is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
-from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry
+from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry, id_key
 from streams._worker import Component, WorkerOptions, run_worker
 
 __all__ = [
@@ -78,12 +59,12 @@ __all__ = [
     "AdminError",
     "Backoff",
     "BatchHandler",
+    "Check",
     "ClusterClient",
     "ClusterStartError",
     "Component",
     "Consumer",
     "ConsumerConfig",
-    "ConsumerInfo",
     "ConsumerStats",
     "DeadLetter",
     "Done",
@@ -92,13 +73,14 @@ __all__ = [
     "Entry",
     "EntryHandler",
     "EntryState",
+    "Fields",
     "GroupError",
     "GroupExists",
-    "GroupInfo",
     "GroupLag",
     "Keys",
     "Mark",
     "NoGroup",
+    "Node",
     "Outcome",
     "Pace",
     "PartitionedConsumer",
@@ -110,6 +92,7 @@ __all__ = [
     "Producer",
     "ProducerConfig",
     "ProducerStats",
+    "Reason",
     "RedisUnavailable",
     "ReplicationLagError",
     "Retry",
@@ -118,16 +101,13 @@ __all__ = [
     "SkipDecision",
     "SkippedRange",
     "Slots",
-    "StreamInfo",
     "StreamsError",
     "Throttle",
     "ThrottleConfig",
     "ThrottleStats",
-    "TrimPlan",
     "UnsupportedServer",
     "WorkerOptions",
     "advance",
-    "audit",
     "classify",
     "cluster_retries",
     "configure_logging",
@@ -138,35 +118,27 @@ __all__ = [
     "default_consumer_name",
     "detect_server",
     "dlq_key",
-    "dlq_list",
-    "dlq_purge",
-    "dlq_replay",
-    "drain",
     "entry_states",
+    "evaluate",
     "group_lags",
+    "id_key",
     "is_cluster",
     "is_permanent",
     "is_redis_blip",
+    "lag_check",
     "lag_seconds",
-    "list_streams",
-    "operator_name",
     "parse_cluster_setting",
     "partition_index",
-    "prune_consumers",
     "read_backlog",
     "record_skip",
+    "redis_check",
     "redis_url_or_embedded",
-    "reset_group",
     "resolve_skipped",
     "run_worker",
-    "safe_trim_id",
-    "skip_ledgers",
     "skipped_ranges",
     "start_embedded_valkey",
-    "stream_info",
     "supervise",
     "throttled_states",
     "translate",
-    "trim",
-    "trim_stream",
+    "warmup_check",
 ]

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 import redis.asyncio as aioredis
 
-from streams import Keys
-from streams._readiness import Check, Reason, lag_check, redis_check, warmup_check
+from streams import Check, Keys, Reason, lag_check, redis_check, warmup_check
 from workers._partitions import partitioning
 from workers._throttle import LIVE_STREAMS
 
@@ -66,9 +65,8 @@ async def status_reasons(
     redis: aioredis.Redis, keys: Keys, jobs: Sequence[str], events: Sequence[str], max_lag_s: float
 ) -> list[Reason]:
     """What `status` reports: warmup and live lag (every group of the live streams' keys found)."""
-    from streams._admin import list_streams
-    from streams._partition_admin import logical_stream
-    from streams._readiness import evaluate
+    from streams import evaluate
+    from streams.admin import list_streams, logical_stream
 
     live = [
         (key, "")

@@ -13,31 +13,25 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import (
-    AdminError,
+from streams import AdminError, Keys, Pace, default_consumer_name, throttled_states
+from streams.admin import (
     GroupInfo,
-    Keys,
-    Pace,
+    LogicalStreamInfo,
     StreamInfo,
-    default_consumer_name,
     dlq_list,
     dlq_purge,
     dlq_replay,
     drain,
     list_streams,
-    prune_consumers,
-    reset_group,
-    skip_ledgers,
-    stream_info,
-    throttled_states,
-    trim_stream,
-)
-from streams._partition_admin import (
-    LogicalStreamInfo,
     logical_stream,
     merge,
     partition_number,
     partitions_of,
+    prune_consumers,
+    reset_group,
+    skip_ledgers,
+    stream_info,
+    trim_stream,
 )
 from workers._env import redis_session
 from workers._specs import load

@@ -7,7 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streams import Keys
-from streams._partition_admin import partitions_of
+from streams.admin import partitions_of
 from workers._readiness import status_reasons
 
 

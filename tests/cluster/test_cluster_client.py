@@ -28,10 +28,9 @@ from streams import (
     connect,
     connect_auto,
     detect_server,
-    list_streams,
     parse_cluster_setting,
-    stream_info,
 )
+from streams.admin import list_streams, stream_info
 from workers._env import redis_session
 from workers._errors import ServerError, SettingError
 

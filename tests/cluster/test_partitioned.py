@@ -307,7 +307,8 @@ async def test_multi_key_steps_across_slots_write_the_record_first(
 ) -> None:
     """Skip-ahead (cursor + ledger) and DLQ replay on keys in two slots: no MULTI there, the
     record of the step first (the ledger entry; the entry put back), then the rest."""
-    from streams import SkipDecision, dlq_replay, record_skip, skipped_ranges
+    from streams import SkipDecision, record_skip, skipped_ranges
+    from streams.admin import dlq_replay
 
     keys = Keys(prefix)
     cursor, ledger = keys.cursor("repo_backfill", "relay"), keys.ledger("repo_backfill", "relay")

@@ -13,9 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from _support import wait_until
 
-from streams import (
-    AdminError,
-    Keys,
+from streams import AdminError, Keys
+from streams.admin import (
     dlq_list,
     dlq_replay,
     prune_consumers,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from streams import Keys, group_lags, lag_seconds, stream_info
+from streams import Keys, group_lags, lag_seconds
+from streams.admin import stream_info
 
 pytestmark = pytest.mark.anyio
 

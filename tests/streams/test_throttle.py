@@ -22,10 +22,10 @@ from streams import (
     ProducerConfig,
     Throttle,
     ThrottleConfig,
-    dlq_replay,
     throttled_states,
 )
 from streams._http import install_prometheus_provider
+from streams.admin import dlq_replay
 
 pytestmark = pytest.mark.anyio
 

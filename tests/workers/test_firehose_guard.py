@@ -21,7 +21,8 @@ from test_firehose import as_tuple, assert_same_events, expected_events
 from atp.frames import CommitFrame, InfoFrame, decode_frame, encode_frame
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
-from streams import Keys, skip_ledgers
+from streams import Keys
+from streams.admin import skip_ledgers
 from workers.admin import render_status
 from workers.ingester.worker import build_ingester, host_key
 

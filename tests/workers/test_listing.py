@@ -15,7 +15,8 @@ from _pipeline import ingester_config, read_all
 from _support import wait_until
 
 from devnet import Devnet, DevnetConfig, FaultConfig
-from streams import CURSOR_DONE, Keys, skip_ledgers, skipped_ranges
+from streams import CURSOR_DONE, Keys, skipped_ranges
+from streams.admin import skip_ledgers
 from workers.ingester.discovery import discovery_rounds
 from workers.ingester.worker import build_ingester, host_key
 

@@ -46,8 +46,7 @@ from atp.did import validate_did
 from atp.repo import read_repo
 from atp.syntax import is_record_key
 from atp.xrpc import XrpcClient
-from schemas import RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
-from schemas._messages import BACKFILL_SEQ
+from schemas import BACKFILL_SEQ, RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
 from streams import (
     DONE,
     DeadLetter,

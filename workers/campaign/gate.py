@@ -15,8 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from schemas import RepoJob, SchemaError, decode_entry
-from streams import Keys
-from streams._types import id_key
+from streams import Keys, id_key
 from workers.campaign.config import FIREHOSE_GROUP, FIREHOSE_STREAM, LIVE_STREAM, REPO_GROUP, REPO_STREAM
 from workers.indexer.collections import live_records_sql
 

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streams import Keys
-from streams._admin import audit
+from streams.admin import audit
 from workers._errors import EdgeError
 
 PLANNED = "planned"

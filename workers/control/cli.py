@@ -12,7 +12,8 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import Keys, operator_name
+from streams import Keys
+from streams.admin import operator_name
 from workers._env import redis_session
 from workers._errors import SettingError
 from workers._specs import load, specs

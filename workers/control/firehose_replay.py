@@ -22,8 +22,7 @@ from atp.frames import ErrorFrame, InfoFrame, decode_frame
 from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_REPOS, stream_url, subscribe
-from streams import Keys, PartitionedProducer, ProducerConfig, Throttle, default_consumer_name
-from streams._producer import Fields
+from streams import Fields, Keys, PartitionedProducer, ProducerConfig, Throttle, default_consumer_name
 from workers._errors import EdgeError
 from workers._identity import IdentityCache
 from workers._partitions import partitioning

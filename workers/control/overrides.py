@@ -17,7 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import Keys, audit
+from streams import Keys
+from streams.admin import audit
 
 MIN_WINDOW_S = 5.0
 MAX_WINDOW_S = 7 * 86_400.0

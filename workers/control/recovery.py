@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from atp import InvalidDid
 from atp.syntax import validate_did
 from schemas import RepoJob, encode_entry
-from streams import Keys, PartitionedProducer, ProducerConfig, audit
+from streams import Keys, PartitionedProducer, ProducerConfig
+from streams.admin import audit
 from workers._env import redis_session
 from workers._errors import SettingError
 from workers._partitions import partitioning

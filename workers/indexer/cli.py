@@ -10,7 +10,8 @@ from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, audit, run_worker
+from streams import Keys, WorkerOptions, run_worker
+from streams.admin import audit
 from workers._edge import check_postgres, connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session

@@ -7,7 +7,8 @@ from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, audit, run_worker
+from streams import Keys, WorkerOptions, run_worker
+from streams.admin import audit
 from workers._env import redis_session
 from workers._partitions import partitioning
 from workers._readiness import base_checks

@@ -29,8 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from atp import AtpError
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES, subscribe
-from streams import Backoff, Producer
-from streams._producer import Fields
+from streams import Backoff, Fields, Producer
 from workers.ingester.seqguard import FUTURE_CURSOR, OUTDATED_CURSOR, SeqGuard, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.stream")

@@ -39,8 +39,7 @@ from atp.frames import (
 )
 from atp.xrpc import RepoStatus, XrpcClient
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
-from streams import dlq_key
-from streams._producer import Fields
+from streams import Fields, dlq_key
 from workers._identity import IdentityCache
 from workers.ingester.eventstream import Converted, SourceUnavailable
 from workers.ingester.seqguard import control_of, dead_frame_fields

@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass
 
 from atp.frames import ErrorFrame, InfoFrame
-from streams import dead_letter_fields
-from streams._producer import Fields
+from streams import Fields, dead_letter_fields
 
 __all__ = [
     "FUTURE_CURSOR",

@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import Component, Keys, WorkerOptions, audit, run_worker
+from streams import Component, Keys, WorkerOptions, run_worker
+from streams.admin import audit
 from workers._env import redis_session
 from workers._readiness import base_checks
 from workers._specs import load, start_live

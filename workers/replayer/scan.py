@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from schemas import CaptainsLogDoc, encode_entry
 from streams import EntryState, Producer, entry_states
-from streams._admin import count_replayed
+from streams.admin import count_replayed
 from workers.replayer import events
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.documents import LogFile, MalformedFile, find_files, read_document

@@ -21,8 +21,8 @@ from streams import (
     Producer,
     ProducerConfig,
     read_backlog,
-    trim,
 )
+from streams.admin import trim
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.config import ReplayerConfig
 from workers.replayer.es import ElasticClient, EsError
