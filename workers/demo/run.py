@@ -28,14 +28,13 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, redis_url_or_embedded
+from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, host_key, redis_url_or_embedded
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers._partitions import partitioning
 from workers.demo.procs import Child, child_env
 from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
-from workers.ingester.worker import host_key
 from workers.settings import masked
 
 # A --chaos run's backfill phase lasts at least this many kills.

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, run_worker
+from streams import Keys, WorkerOptions, host_key, run_worker
 from streams.admin import audit
 from workers._env import redis_session
 from workers._partitions import partitioning
@@ -15,7 +15,7 @@ from workers._readiness import base_checks
 from workers._specs import start_live
 from workers.control import Agent, LiveSettings
 from workers.ingester.config import SPEC, IngesterConfig
-from workers.ingester.worker import Ingester, build_ingester, host_key
+from workers.ingester.worker import Ingester, build_ingester
 from workers.settings import add_flags
 
 DESCRIPTION = """\

@@ -23,6 +23,7 @@ from streams import (
     ProducerConfig,
     Throttle,
     default_consumer_name,
+    host_key,
 )
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
@@ -60,11 +61,6 @@ class Ingester:
     @property
     def components(self) -> list[Component]:
         return [*self.listings, *self.discoveries, *self.firehoses, *self.labelers]
-
-
-def host_key(url_or_host: str) -> str:
-    """The `{host}` part of cursor keys: the relay's host[:port], without scheme."""
-    return url_or_host.split("://", 1)[-1].rstrip("/")
 
 
 def _targets(keys: Keys, stream: str, host: str, config: IngesterConfig) -> StreamTargets:
