@@ -58,25 +58,36 @@ async def supervise(
 ) -> None:
     """Run `component` (a `Component`), restarting it after a Redis blip of up to `window_s`."""
     started = False
+
+    def running() -> None:  # once only, also when it ends before it ever ran (stopped meanwhile)
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started()
+
     while True:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(component.run)  # type: ignore[attr-defined]
-                if not started:
-                    started = True
-                    task_status.started()
+                running()
             return
         except BaseException as exc:
-            if not is_redis_blip(exc) or stopping():
+            if not is_redis_blip(exc):
                 raise
+            name = type(component).__name__
+            if stopping():  # its work in flight stays pending for the next start, as at any stop
+                log.warning("lost Redis while stopping", extra={"component": name})
+                running()
+                return
             log.warning(
                 "lost Redis: waiting for it, then restarting",
-                extra={"component": type(component).__name__, "error": f"{type(exc).__name__}: {exc}"},
+                extra={"component": name, "error": f"{type(exc).__name__}: {exc}"},
             )
             first = exc
         if not await wait_for_redis(redis, window_s, stopping, first):
+            running()
             return
-        log.warning("Redis is back: restarting", extra={"component": type(component).__name__})
+        log.warning("Redis is back: restarting", extra={"component": name})
 
 
 async def wait_for_redis(

@@ -1,6 +1,7 @@
 """A listRepos cursor that does not advance (issue #13 item 6: 4,055 pages and 81,100 jobs in 40 s
 for a 50-repo relay) ends the pass: the range is ledgered, every repo is enqueued once, and the
-host is paged again only at the next re-check."""
+host is paged again only at the next re-check. A listHosts cursor that does not advance ends the
+round's listing of hosts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _hostile import LIST_REPOS, HostileServer
+from _hostile import LIST_REPOS, HostileServer, json_answer
 from _pipeline import ingester_config, read_all
 from _support import wait_until
 from aiohttp import web
@@ -20,6 +21,8 @@ from streams.admin import skip_ledgers
 from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
+
+LIST_HOSTS = "/xrpc/com.atproto.sync.listHosts"
 
 
 def _did(n: int) -> str:
@@ -77,3 +80,25 @@ async def test_a_cursor_that_does_not_advance_ends_the_pass_with_a_ledgered_rang
     assert (skipped.start, skipped.end) == (stuck_at, CURSOR_DONE)
     assert "does not advance" in skipped.reason
     assert list((await skip_ledgers(redis_client, keys)).values()) == [1]
+
+
+async def test_a_list_hosts_cursor_that_does_not_advance_ends_the_host_listing(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """listHosts sends back the cursor it was asked for, forever: the round lists hosts twice,
+    then pages the host it found (the same server, whose listRepos has one page) and ends."""
+    async with HostileServer() as relay:
+        hostname = relay.base.removeprefix("http://")
+        relay.on(
+            LIST_HOSTS, json_answer({"hosts": [{"hostname": hostname, "status": "active"}], "cursor": "x"})
+        )
+        relay.on(LIST_REPOS, cycling_relay({"": ""}))
+        config = ingester_config(redis_url, prefix, relay.base, discovery="hosts")
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [discovery] = ingester.discoveries
+            tg.start_soon(discovery.run)
+            await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
+            discovery.stop()
+        assert discovery.cycles == 1 and relay.hits[LIST_HOSTS] == 2
+    jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
+    assert sorted(j.did for j in jobs) == [_did(i) for i in range(5)]

@@ -343,3 +343,21 @@ async def _has_output(url: str) -> bool:
         return bool(await client.xlen(Keys(PREFIX).stream("firehose_backfill")))
     finally:
         await client.aclose()
+
+
+async def test_a_sigterm_while_waiting_for_redis_stops_the_worker_cleanly(
+    tmp_path: Path, valkey: OwnValkey, database: str
+) -> None:
+    await add_posts(valkey.url, 0, 20)
+    log = tmp_path / "indexer.log"
+    proc = start_indexer(valkey, database, log)
+    try:
+        await wait_until(lambda: group_drained(valkey.url), timeout=90, what="indexed")
+        valkey.kill()
+        await wait_until(lambda: "lost Redis" in log.read_text(), timeout=60, what="the worker saw it")
+        proc.send_signal(signal.SIGTERM)
+        code = await anyio.to_thread.run_sync(lambda: proc.wait(60))  # not the 60 s window
+    finally:
+        proc.kill()
+    assert code == 0, (code, log.read_text()[-3000:])
+    assert "Traceback" not in log.read_text()

@@ -94,7 +94,7 @@ class Agent:
                 await anyio.sleep(POLL_S)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await self._redis.delete(self._key)
+                await self._guarded(self._redis.delete(self._key), "heartbeat removal")
 
     async def _guarded(self, step: Any, what: str) -> None:
         try:

@@ -10,7 +10,8 @@ relay's, so a repo both list is enqueued once. The first round after a start fin
 left unfinished and pages new hosts; every later round (each `recheck_interval_s`) pages every
 host from the start, which finds new hosts, new accounts and changed revs. A host that cannot be
 reached gives up its pass after `max_consecutive_errors` tries and is tried again next round;
-a listHosts item that is not a host goes to `repo_backfill:dlq` with a reason.
+a listHosts item that is not a host goes to `repo_backfill:dlq` with a reason; a listHosts cursor
+that does not advance (the same again, or a cycle) ends that round's listing of hosts.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class HostDiscovery:
         self._stop = anyio.Event()
         self.rounds = 0
         self.bad_items = 0
+        self.cycles = 0  # listHosts listings ended by a cursor that did not advance
         self.in_flight = 0  # hosts being paged now (at most host_concurrency)
         self.max_in_flight = 0
 
@@ -219,6 +221,7 @@ class HostDiscovery:
         """Page listHosts into the hosts hash; a page that keeps failing ends this listing early."""
         cursor: str | None = None
         failures = 0
+        visited: set[str] = set()
         while not self._stop.is_set():
             try:
                 page = await self._xrpc.list_hosts(self.relay_url, cursor, limit=_LIST_HOSTS_LIMIT)
@@ -235,6 +238,13 @@ class HostDiscovery:
             failures = 0
             await self._record(page.hosts)
             if page.cursor is None:
+                return
+            visited.add(cursor or "")
+            if page.cursor in visited:  # the same cursor again, or a cycle: the listing ends here
+                self.cycles += 1
+                log.error(
+                    "listHosts cursor does not advance", extra={"relay": self.relay, "cursor": page.cursor}
+                )
                 return
             cursor = page.cursor
 

@@ -66,9 +66,13 @@ class SeqGuard:
         self.stale_run = 0
 
     def start(self, position: int | None) -> None:
-        """A new connection from `position` (None: from the source's head, any first seq goes)."""
+        """A new connection from `position` (None: from the source's head, any first seq goes).
+
+        A gap expected on the last connection is forgotten: the source says so again if it is.
+        """
         self.position = position
         self.stale_run = 0
+        self._gap_reason = self._gap_after = None
 
     def expect_gap(self, reason: str, after: int | None) -> None:
         """The next seq accepted starts past a gap (any forward step goes; it is recorded)."""
