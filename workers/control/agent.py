@@ -67,7 +67,8 @@ class Agent:
         self._store = OverrideStore(redis, self._keys)
         self._live = live
         self.stats: Stats = dict  # set once the worker's components are built
-        self._key = self._keys.heartbeat(kind, name)
+        # Host and pid in the key: two processes given the same name both show (and the mistake with them).
+        self._key = self._keys.heartbeat(kind, f"{name}@{socket.gethostname()}:{os.getpid()}")
         live.on_change(_log_level)
         self._static = {
             "kind": kind,
