@@ -88,11 +88,12 @@ class Agent:
         next_beat = 0.0
         try:
             while True:
+                started = anyio.current_time()  # polls start POLL_S apart, whatever a poll took
                 await self._guarded(self._live.refresh(self._store), "live settings poll")
-                if anyio.current_time() >= next_beat:
-                    next_beat = anyio.current_time() + HEARTBEAT_S
+                if started >= next_beat:
+                    next_beat = started + HEARTBEAT_S
                     await self._guarded(self.beat(), "heartbeat")
-                await anyio.sleep(POLL_S)
+                await anyio.sleep_until(started + POLL_S)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._redis.delete(self._key)
