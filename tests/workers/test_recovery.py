@@ -193,3 +193,14 @@ async def test_audit_reads_filters_exports_and_trims_only_old_entries(
     ]
     assert await _cli("audit", "--since", "yesterday") == 2
     _one_line(capsys, "not a duration")
+
+
+async def test_indexer_migrate_is_audited(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, database_url: str
+) -> None:
+    from workers.indexer.cli import run_migrate
+    from workers.indexer.config import IndexerConfig
+
+    assert await run_migrate(database_url, IndexerConfig(redis_url=redis_url, prefix=prefix)) == 0
+    [(action, args)] = await _actions(redis_client, prefix)
+    assert action == "indexer.migrate" and isinstance(args["applied"], list)
