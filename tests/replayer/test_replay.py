@@ -99,6 +99,11 @@ async def test_rerunning_creates_no_duplicates(
     status, summary = await _once(config, capsys)
     assert (status, summary["skipped_count"], summary["enqueued_count"]) == (0, 30, 0)
     assert sum(es.attempts(i, d) for i, d in expected) == attempts  # the ledger skipped them
+    # Each run is audited with its summary.
+    async with aioredis.Redis.from_url(config.redis_url or "") as redis:
+        rows = await redis.xrange(Keys(config.prefix).audit())
+    runs = [json.loads(f[b"args"]) for _, f in rows if f[b"action"] == b"replayer.run_once"]
+    assert [(r["ok"], r["indexed_count"], r["skipped_count"]) for r in runs] == [(True, 30, 0), (True, 0, 30)]
 
     # With the ledger gone, everything is indexed again, by id: versions rise, the count stays.
     fresh = dataclasses.replace(config, state_dir=tmp_path / "other-state")

@@ -194,6 +194,42 @@ def settings_rows(root: str) -> list[Bad]:
         Bad("usage-missing-arg", ("dlq", "list"), {}, ("streamfill dlq", "stream")),
         Bad("usage-unknown-flag", ("backfiller", "--concurency", "3"), {}, ("--concurency",)),
         Bad("usage-negative-count", ("dlq", "list", "s", "--count", "-1"), {}, ("--count", "'-1'")),
+        *control_rows(),
+    ]
+
+
+def control_rows() -> list[Bad]:
+    """Live overrides, resync, firehose replay and audit: refused before anything is written."""
+    why = ("--reason", "r")
+    return [
+        Bad("override-unknown", ("config", "set", "NO_SUCH=1", "--for", "1m", *why), {}, ("NO_SUCH",)),
+        Bad(
+            "override-bounds",
+            ("config", "set", "INDEXER_BATCH_SIZE=0", "--for", "1m", *why),
+            {},
+            ("INDEXER_BATCH_SIZE", "'0'"),
+        ),
+        Bad(
+            "override-window", ("config", "set", "INDEXER_BATCH_SIZE=9", "--for", "9d", *why), {}, ("--for",)
+        ),
+        Bad("override-no-window", ("config", "set", "INDEXER_BATCH_SIZE=9", *why), {}, ("--for",)),
+        Bad(
+            "override-rule",
+            ("config", "set", "INGESTER_LOW_WATER_MARK=200000", "--for", "1m", *why),
+            {},
+            ("INGESTER_LOW_WATER_MARK=200000", "INGESTER_HIGH_WATER_MARK=100000"),
+        ),
+        Bad(
+            "override-not-live", ("config", "set", "PLC_URL=https://x", "--for", "1m", *why), {}, ("PLC_URL",)
+        ),
+        Bad("resync-not-a-did", ("resync", "--did", "bob", *why), {}, ("'bob' is not a DID",)),
+        Bad(
+            "replay-upside-down",
+            ("firehose", "replay", "--relay", "https://relay.invalid", "--from-seq", "9", "--to-seq", "3"),
+            {},
+            ("not a window",),
+        ),
+        Bad("audit-since", ("audit", "--since", "yesterday"), {}, ("not a duration",)),
     ]
 
 

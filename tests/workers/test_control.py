@@ -251,13 +251,18 @@ async def test_show_and_history(
     assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0
     assert await _cli("config", "revert", "INDEXER_BATCH_SIZE") == 0  # nothing left to revert: said so
     assert "no such override is active" in capsys.readouterr().out
+    # A window that ended while no worker ran: history expires (and audits) it first.
+    ended = {"value": "3", "set_ms": 1, "until_ms": 2, "operator": "bob", "reason": "old"}
+    await redis_client.hset(Keys(prefix).overrides(), "BACKFILLER_PDS_RPS", json.dumps(ended))
     assert await _cli("config", "history", "--json") == 0
     history = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(h["action"], h["args"]["name"], h["operator"]) for h in history] == [
         ("config.set", "INDEXER_BATCH_SIZE", "alice"),
         ("config.set", "STREAMFILL_LOG_LEVEL", "alice"),
         ("config.revert", "INDEXER_BATCH_SIZE", "alice"),
+        ("config.expire", "BACKFILLER_PDS_RPS", "alice"),
     ]
+    assert history[-1]["args"]["set_by"] == "bob"
     assert await _cli("config", "revert") == 2  # neither names nor --all
 
 

@@ -67,7 +67,8 @@ class Agent:
         self._store = OverrideStore(redis, self._keys)
         self._live = live
         self.stats: Stats = dict  # set once the worker's components are built
-        self._key = self._keys.heartbeat(kind, name)
+        # Host and pid in the key: two processes given the same name both show (and the mistake with them).
+        self._key = self._keys.heartbeat(kind, f"{name}@{socket.gethostname()}:{os.getpid()}")
         live.on_change(_log_level)
         self._static = {
             "kind": kind,
@@ -87,11 +88,12 @@ class Agent:
         next_beat = 0.0
         try:
             while True:
+                started = anyio.current_time()  # polls start POLL_S apart, whatever a poll took
                 await self._guarded(self._live.refresh(self._store), "live settings poll")
-                if anyio.current_time() >= next_beat:
-                    next_beat = anyio.current_time() + HEARTBEAT_S
+                if started >= next_beat:
+                    next_beat = started + HEARTBEAT_S
                     await self._guarded(self.beat(), "heartbeat")
-                await anyio.sleep(POLL_S)
+                await anyio.sleep_until(started + POLL_S)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._guarded(self._redis.delete(self._key), "heartbeat removal")

@@ -151,6 +151,7 @@ def _effective(active: dict[str, Override]) -> dict[str, dict[str, dict[str, obj
 
 
 async def _history(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
+    await OverrideStore(redis, keys).sweep()  # a window that ended with no worker running is audited now
     for entry in await read_audit(redis, keys, action_prefix="config."):
         if args.json:
             print(json.dumps(entry))
