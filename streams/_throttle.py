@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import redis.asyncio as aioredis
@@ -94,6 +94,10 @@ class Throttle:
         if delay > 0:
             await anyio.sleep(delay)
             self._count(delay)
+
+    def retune(self, *, pause_above_s: float, resume_below_s: float) -> None:
+        """New thresholds (a live override), from the next reading on."""
+        self.config = replace(self.config, pause_above_s=pause_above_s, resume_below_s=resume_below_s)
 
     def statistics(self) -> ThrottleStats:
         return ThrottleStats(self.config.worker, self._lag, self._paused, self._pauses, self._throttled_s)

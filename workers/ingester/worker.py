@@ -26,7 +26,7 @@ from streams import (
 )
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
-from workers._throttle import live_keys, live_throttle
+from workers._throttle import live_keys, live_throttle, retune_throttle
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import HostDiscovery
 from workers.ingester.eventstream import EventStreamSource, StreamTargets
@@ -50,6 +50,7 @@ class Ingester:
             producer.retune(high_water=config.high_water_mark, low_water=config.low_water_mark)
         for source in (*self.listings, *self.discoveries):
             source.retune(config)
+        retune_throttle(self.throttle, config)
 
     @property
     def components(self) -> list[Component]:

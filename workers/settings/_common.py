@@ -201,6 +201,7 @@ def throttle_settings() -> tuple[Setting, ...]:
             "some group has not acknowledged) is above this many seconds",
             minimum=0.1,
             maximum=86_400,
+            live=True,
         ),
         Setting(
             "throttle_resume_lag_s",
@@ -210,6 +211,7 @@ def throttle_settings() -> tuple[Setting, ...]:
             "thresholds writes are slowed down",
             minimum=0,
             maximum=86_400,
+            live=True,
         ),
     )
 
