@@ -36,6 +36,12 @@ def live_keys(prefix: str, partitions: int) -> list[str]:
     return [*parts.partition_keys("firehose_live"), Keys(prefix).stream("label_live")]
 
 
+def retune_throttle(throttle: Throttle | None, config: ThrottleSettings) -> None:
+    """Apply live overrides of the thresholds (THROTTLE_ENABLED takes a restart)."""
+    if throttle is not None:
+        throttle.retune(pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s)
+
+
 def live_throttle(
     redis: aioredis.Redis, config: ThrottleSettings, worker: str, live: Sequence[str]
 ) -> Throttle | None:

@@ -23,7 +23,7 @@ from streams import (
 )
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
-from workers._throttle import live_keys, live_throttle
+from workers._throttle import live_keys, live_throttle, retune_throttle
 from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.handler import BackfillHandler
 from workers.backfiller.hosts import HostLimiter
@@ -55,10 +55,7 @@ class Backfiller:
         self.consumer.retune(concurrency=config.concurrency)
         self.producer.retune(high_water=config.firehose_high_water, low_water=config.firehose_low_water)
         self.limiter.retune(config.pds_rps, config.pds_concurrency)
-        if self.throttle is not None:
-            self.throttle.retune(
-                pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s
-            )
+        retune_throttle(self.throttle, config)
 
 
 @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from streams import (
 )
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
-from workers._throttle import live_keys, live_throttle
+from workers._throttle import live_keys, live_throttle, retune_throttle
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import HostDiscovery
 from workers.ingester.eventstream import EventStreamSource, StreamTargets
@@ -53,10 +53,7 @@ class Ingester:
             listing.retune(config)
         for discovery in self.discoveries:
             discovery.retune(config)
-        if self.throttle is not None:
-            self.throttle.retune(
-                pause_above_s=config.throttle_live_lag_s, resume_below_s=config.throttle_resume_lag_s
-            )
+        retune_throttle(self.throttle, config)
 
     @property
     def components(self) -> list[Component]:
