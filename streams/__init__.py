@@ -33,16 +33,13 @@ from streams._keys import CURSOR_DONE, Keys, default_consumer_name, dlq_key, hos
 from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
-from streams._partitioned import (
-    PartitionedConsumer,
-    PartitionedProducer,
-    Partitioning,
-    partition_index,
-)
+from streams._partitioned import PartitionedProducer
+from streams._partitioned_consumer import PartitionedConsumer
 from streams._priority import Priority, PriorityConfig, PriorityStats
 from streams._producer import Fields, Mark, Producer, ProducerConfig, ProducerStats, read_backlog
 from streams._readiness import Check, Reason, evaluate, lag_check, redis_check, warmup_check
 from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, is_permanent
+from streams._routing import Partitioning, partition_index
 from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
 from streams._supervise import is_redis_blip, supervise

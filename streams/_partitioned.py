@@ -4,7 +4,7 @@ Built by composition on `Producer`'s script and `Consumer`, so that every per-st
 (atomic batch + cursor, dead-letter + ack in one MULTI, reclaim, own-pending-first, lease renewal)
 holds per partition:
 
-- `Partitioning` says how many partitions each logical stream has (1 = today's key) and routes
+- `Partitioning` (streams/_routing.py) says how many partitions each logical stream has (1 = today's key) and routes
   an entry to one by its DID (crc32 % N; `did_of`: a `did` field, or the message's top-level
   `"did"`), so one repo's events stay ordered in one partition. Entries without a DID go
   round-robin.
@@ -14,33 +14,29 @@ holds per partition:
   after, in a second round trip, only once every data call succeeded (and, with
   `wait_replicas`, once each master's `WAIT` says the data is on a replica): a cursor is never
   ahead of its data, also across a failover (docs/cluster.md).
-- `PartitionedConsumer` runs one `Consumer` per partition (each its own group state, pending,
-  reclaim, DLQ `<partition>:dlq` in the partition's slot), sharing the handler, and bounds the
-  handler calls of all partitions together by the configured concurrency.
+- `PartitionedConsumer` (streams/_partitioned_consumer.py) runs one `Consumer` per partition
+  (each its own group state, pending, reclaim, DLQ `<partition>:dlq` in the partition's slot),
+  sharing the handler, and bounds the handler calls of all partitions together by the
+  configured concurrency.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from anyio.abc import TaskStatus
 from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
-from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._errors import ReplicationLagError
-from streams._keys import Keys, dlq_key
 from streams._metrics import instruments, set_gauge
 from streams._producer import (
     _WRITE_LUA,
@@ -56,86 +52,13 @@ from streams._producer import (
     queue_backlog_reading,
     read_backlog,
 )
+from streams._routing import Partitioning
 from streams._throttle import Throttle
-from streams._types import BatchHandler, Entry, Outcome
 
 log = logging.getLogger("streamfill.producer")
 
 # Between writes of a batch no replica confirmed (a promoted master has none until one attaches).
 WAIT_RETRY_PAUSE_S = 0.5
-
-
-def partition_index(did: bytes | str, count: int) -> int:
-    """The partition of a DID among `count`: crc32, stable across processes and languages."""
-    raw = did.encode() if isinstance(did, str) else did
-    return zlib.crc32(raw) % count
-
-
-_DID_KEY = b'"did":"'
-
-
-def did_of(fields: Fields) -> bytes | str | None:
-    """The entry's DID: its `did` field, or the top-level `"did":"..."` of its JSON message.
-
-    streamfill's messages (schemas/_messages.py: repo jobs, record, account, identity and repo
-    events) are encoded with `did` before any nested user content (the record comes last), so
-    the first `"did":"` of the value is the message's own: found without decoding the JSON.
-    """
-    value = fields.get(b"did")  # type: ignore[call-overload]
-    if value is None:
-        value = fields.get("did")  # type: ignore[call-overload]
-    if value is not None:
-        return value
-    for raw in fields.values():
-        data = raw.encode() if isinstance(raw, str) else raw
-        start = data.find(_DID_KEY)
-        if start >= 0:
-            start += len(_DID_KEY)
-            end = data.find(b'"', start)
-            if end > start:
-                return data[start:end]
-    return None
-
-
-@dataclass
-class Partitioning:
-    """How many partitions each logical stream (by name, without prefix) has; others have one."""
-
-    keys: Keys
-    counts: Mapping[str, int] = field(default_factory=dict)
-    _by_key: dict[str, str] = field(init=False, default_factory=dict)
-    _robin: itertools.count[int] = field(init=False, default_factory=itertools.count)
-
-    def __post_init__(self) -> None:
-        for name, count in self.counts.items():
-            if count < 1:
-                raise ValueError(f"{name}: partitions must be at least 1, got {count}")
-            self._by_key[self.keys.stream(name)] = name
-
-    def count(self, name: str) -> int:
-        return self.counts.get(name, 1)
-
-    def partition_keys(self, name: str) -> list[str]:
-        """The keys of every partition of `name` (one: `keys.stream(name)`)."""
-        n = self.count(name)
-        return [self.keys.partition(name, i, n) for i in range(n)]
-
-    def partition_keys_of(self, stream_key: str) -> list[str]:
-        """As `partition_keys`, from the logical stream's key (`keys.stream(name)`)."""
-        name = self._by_key.get(stream_key)
-        return [stream_key] if name is None else self.partition_keys(name)
-
-    def route(self, stream_key: str, fields: Fields) -> str:
-        """The partition key an entry for logical stream `stream_key` goes to."""
-        name = self._by_key.get(stream_key)
-        if name is None:
-            return stream_key
-        n = self.count(name)
-        if n == 1:
-            return self.keys.partition(name, 0, 1)
-        did = did_of(fields)
-        index = partition_index(did, n) if did is not None else next(self._robin) % n
-        return self.keys.partition(name, index, n)
 
 
 @dataclass(slots=True)
@@ -441,113 +364,4 @@ class PartitionedProducer(Producer):
             self._blocked,
             self._blocked_s,
             self._waits,
-        )
-
-
-class _Bounded:
-    """The shared handler behind one limiter: at most `concurrency` calls over all partitions.
-
-    A batch waiting here is pending and its lease is renewed by its consumer (the lease task
-    runs around the handler call), so waiting never lets it be stolen. The handler sees the
-    logical stream's key in `Entry.stream` (what it decodes by), not the partition's.
-    """
-
-    def __init__(self, handler: BatchHandler, limiter: anyio.CapacityLimiter, stream: str) -> None:
-        self._handler = handler
-        self._limiter = limiter
-        self._stream = stream
-
-    async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
-        stream = self._stream
-        logical = [e._replace(stream=stream) for e in entries]
-        async with self._limiter:
-            return await self._handler(logical)
-
-
-class PartitionedConsumer:
-    """One `Consumer` per partition of a logical stream, in the same group, sharing a handler.
-
-    Every replica reads every partition (each partition's consumer reads only when one of its
-    own slots is free; the handler calls of all partitions share `config.concurrency`). Versus
-    leasing partitions to replicas: nothing to rebalance when replicas join or die, a dead
-    replica's pending entries are taken over per partition by the existing XAUTOCLAIM reclaim,
-    and no partition starves while any replica lives; the cost is N reads per replica per
-    block interval when idle (docs/cluster.md).
-    """
-
-    def __init__(
-        self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler, partitions: Sequence[str]
-    ) -> None:
-        self.config = config
-        self.partitions = list(partitions)
-        self._limiter: anyio.CapacityLimiter | None = None
-        if len(self.partitions) == 1 and self.partitions[0] == config.stream:
-            bounded: BatchHandler = handler
-        else:
-            self._limiter = anyio.CapacityLimiter(config.concurrency)
-            bounded = _Bounded(handler, self._limiter, config.stream)
-        self.consumers = [
-            Consumer(
-                redis,
-                replace(
-                    config,
-                    stream=key,
-                    # A DLQ of the partition, in its slot: dead-letter + ack stay one MULTI.
-                    dlq_stream=(
-                        dlq_key(key)
-                        if key != config.stream or config.dlq_stream is None
-                        else config.dlq_stream
-                    ),
-                ),
-                bounded,
-            )
-            for key in self.partitions
-        ]
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            for consumer in self.consumers:
-                await tg.start(consumer.run)
-            task_status.started()
-
-    async def run_until_idle(self) -> None:
-        async with anyio.create_task_group() as tg:
-            for consumer in self.consumers:
-                tg.start_soon(consumer.run_until_idle)
-
-    def stop(self) -> None:
-        for consumer in self.consumers:
-            consumer.stop()
-
-    def retune(self, *, batch_size: int | None = None, concurrency: int | None = None) -> None:
-        """Change every partition's read size and the shared handler limit (a live override)."""
-        self.config = replace(
-            self.config,
-            batch_size=self.config.batch_size if batch_size is None else batch_size,
-            concurrency=self.config.concurrency if concurrency is None else concurrency,
-        )
-        if self._limiter is not None and concurrency is not None:
-            self._limiter.total_tokens = concurrency
-        for consumer in self.consumers:
-            consumer.retune(batch_size=batch_size, concurrency=concurrency)
-
-    def statistics(self) -> ConsumerStats:
-        parts = [c.statistics() for c in self.consumers]
-        c = self.config
-
-        def total(name: str) -> int:
-            return sum(int(getattr(s, name)) for s in parts)
-
-        last = next((s.last_error for s in parts if s.last_error), "")
-        return ConsumerStats(
-            c.stream,
-            c.group,
-            c.consumer,
-            total("acked"),
-            total("retried"),
-            total("dead_lettered"),
-            total("reclaimed"),
-            total("in_flight"),
-            total("scheduled_retries"),
-            last,
         )

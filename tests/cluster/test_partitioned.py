@@ -282,7 +282,7 @@ async def test_operator_commands_act_on_every_partition(
 def test_the_did_is_found_in_the_message_without_decoding_it() -> None:
     from schemas import encode_entry
     from schemas._messages import RecordCreate, RepoJob
-    from streams._partitioned import did_of
+    from streams._routing import did_of
 
     record = b'{"did":"did:plc:nested","text":"a record that names another did"}'
     event = RecordCreate(
