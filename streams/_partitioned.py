@@ -4,10 +4,9 @@ Built by composition on `Producer`'s script and `Consumer`, so that every per-st
 (atomic batch + cursor, dead-letter + ack in one MULTI, reclaim, own-pending-first, lease renewal)
 holds per partition:
 
-- `Partitioning` (streams/_routing.py) says how many partitions each logical stream has (1 = today's key) and routes
-  an entry to one by its DID (crc32 % N; `did_of`: a `did` field, or the message's top-level
-  `"did"`), so one repo's events stay ordered in one partition. Entries without a DID go
-  round-robin.
+- `Partitioning` (streams/_routing.py) says how many partitions each logical stream has (1 =
+  today's key) and routes an entry to one by its DID (crc32 % N), so one repo's events stay
+  ordered in one partition. Entries without a DID go round-robin.
 - `PartitionedProducer` writes a batch (and its `extra` entries and cursors) with one script
   call per Redis Cluster slot. When everything is in one slot (always on a single server) that
   is one atomic call, as before. When the batch spans slots, the data goes first and the cursors
