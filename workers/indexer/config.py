@@ -63,6 +63,7 @@ class IndexerConfig:
     batch_size: int = 500
     # Live batches first, bulk (backfill) batches in the gaps (streams/_priority.py).
     live_first: bool = True
+    live_first_chunk: int = 100
     ready_max_lag_s: float = 10.0
     pool_max_size: int | None = None  # None: one connection per handler task
     metrics_port: int | None = None
@@ -143,6 +144,16 @@ SPEC: Spec[IndexerConfig] = Spec(
             "live streams first: a firehose_backfill batch never starts while a firehose_live or "
             "label_live batch is applied, and while live traffic flows backfill batches are applied "
             "one at a time in small chunks, so live events never wait behind backfill batches",
+        ),
+        Setting(
+            "live_first_chunk",
+            "INDEXER_LIVE_FIRST_CHUNK",
+            INT,
+            "with INDEXER_LIVE_FIRST, backfill events per transaction while live traffic flows: smaller "
+            "keeps live latency lower, larger keeps backfill throughput higher (docs/performance.md)",
+            minimum=1,
+            maximum=100_000,
+            live=True,
         ),
         Setting(
             "pool_max_size",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import Backoff, BatchHandler, ConsumerConfig, Keys, PartitionedConsumer, Priority
+from streams import Backoff, BatchHandler, ConsumerConfig, Keys, PartitionedConsumer, Priority, PriorityConfig
 from workers._partitions import partitioning
 from workers.indexer.config import LABEL_STREAM, LIVE_STREAMS, IndexerConfig
 from workers.indexer.db import create_pool
@@ -41,6 +41,8 @@ class Indexer:
         concurrency above the pool's size waits for connections)."""
         for consumer in self.consumers:
             consumer.retune(batch_size=config.batch_size, concurrency=config.concurrency)
+        if self.priority is not None:
+            self.priority.config = replace(self.priority.config, low_chunk=config.live_first_chunk)
 
 
 def build_consumers(
@@ -89,7 +91,7 @@ async def build_indexer(
         async with pool.acquire() as conn:
             await migrate(conn)
         handler = IndexerHandler(pool)
-        priority = Priority() if config.live_first else None
+        priority = Priority(PriorityConfig(low_chunk=config.live_first_chunk)) if config.live_first else None
         yield Indexer(build_consumers(redis, config, handler, priority), handler, pool, priority)
     finally:
         await pool.close()
