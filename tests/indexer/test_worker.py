@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -9,13 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 from _support import wait_until
 
-from streams import Keys, Priority
+from streams import Keys, Priority, PriorityConfig
 from tests.indexer._db import record_row
 from tests.indexer._events import BACKFILL, LIKE, LIVE, POST, body, create, entry, marker, tid, uri
 from workers.indexer import IndexerHandler
 from workers.indexer.config import IndexerConfig
 from workers.indexer.verify import verify
-from workers.indexer.worker import build_consumers
+from workers.indexer.worker import Indexer, build_consumers
 
 pytestmark = pytest.mark.anyio
 
@@ -87,3 +88,13 @@ async def test_a_live_event_behind_a_big_backfill_backlog_is_indexed_before_the_
         await wait_until(drained, timeout=120, what="the backlog drained")
         for consumer in consumers:
             consumer.stop()
+
+
+async def test_live_first_chunk_is_retuned_live(pool: Any, redis_client: aioredis.Redis, prefix: str) -> None:
+    """INDEXER_LIVE_FIRST_CHUNK is a live setting: a running indexer's priority takes the new size."""
+    config = IndexerConfig(prefix=prefix, streams=(LIVE, BACKFILL), live_first_chunk=100)
+    priority = Priority(PriorityConfig(low_chunk=config.live_first_chunk))
+    handler = IndexerHandler(pool)
+    indexer = Indexer(build_consumers(redis_client, config, handler, priority), handler, pool, priority)
+    indexer.retune(replace(config, live_first_chunk=25))
+    assert priority.config.low_chunk == 25

@@ -62,7 +62,7 @@ def throttle_for(redis: aioredis.Redis, keys: Keys, live: str) -> Throttle:
 
 
 async def test_throttle_pauses_above_and_resumes_only_below_the_lower_threshold(
-    redis_client: aioredis.Redis, prefix: str
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
     keys = Keys(prefix)
     live = keys.stream("firehose_live")
@@ -80,6 +80,8 @@ async def test_throttle_pauses_above_and_resumes_only_below_the_lower_threshold(
         await wait_until(lambda: throttle.paused, what="paused at 30 s of live lag")
         [state] = await throttled_states(redis_client, keys.throttle_pattern())
         assert state["worker"] == "backfiller-t" and state["reason"] == "live_lag"
+        out = cli(redis_url, prefix, "status")  # what an operator sees
+        assert "throttled backfiller-t: live_lag" in out.stdout, out.stdout + out.stderr
         # The indexers catch up to an entry 15 s old: below the pause threshold, above the resume one.
         await deliver_and_ack(redis_client, live, "firehose_group")
         await live_entry(redis_client, live, 15_000)
