@@ -193,3 +193,19 @@ async def test_dlq_replay_rate_and_its_bad_values(
     assert out.returncode == 2 and "must be a rate N/s" in out.stderr and "Traceback" not in out.stderr
     audit = [json.loads(f[b"args"]) for _, f in await redis_client.xrange(Keys(prefix).audit())]
     assert audit[-1]["moved"] == 6
+
+
+async def test_new_thresholds_apply_from_the_next_reading(redis_client: aioredis.Redis, prefix: str) -> None:
+    """A live override (streamfill config set THROTTLE_*) retunes a paused throttle: it resumes
+    once the lag is below the new resume threshold."""
+    keys = Keys(prefix)
+    live = keys.stream("firehose_live")
+    await live_entry(redis_client, live, 30_000)
+    await redis_client.xgroup_create(live, "firehose_group", id="0")
+    throttle = throttle_for(redis_client, keys, live)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(throttle.wait)
+        await wait_until(lambda: throttle.paused, what="paused at 30 s of live lag")
+        throttle.retune(pause_above_s=120.0, resume_below_s=60.0)
+        await wait_until(lambda: not throttle.paused, what="resumed under the new thresholds")
+    await deliver_and_ack(redis_client, live, "firehose_group")
