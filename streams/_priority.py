@@ -112,13 +112,19 @@ class Priority:
         self._counts["waits"] += 1
         while not self._may_run_low(time.monotonic() - started):
             changed = self._changed
-            # Wake up on a change, when live turns quiet or when the wait bound is reached
-            # (nothing notifies those).
-            now = time.monotonic()
-            quiet_in = self._last_high + self.config.quiet_s - now
-            bound_in = started + self.config.max_wait_s - now
-            with anyio.move_on_after(max(0.001, min(quiet_in, bound_in))):
+            with anyio.move_on_after(self._wake_in(started)):
                 await changed.wait()
+
+    def _wake_in(self, started: float) -> float:
+        """How long a waiting bulk chunk may sleep: handlers finishing notify it, but live turning
+        quiet (no live batch in hand) and the wait bound passing do not."""
+        now = time.monotonic()
+        deadlines = []
+        if self._high == 0:
+            deadlines.append(self._last_high + self.config.quiet_s - now)
+        if now - started < self.config.max_wait_s:
+            deadlines.append(started + self.config.max_wait_s - now)
+        return max(0.001, min(deadlines)) if deadlines else float("inf")
 
     def _notify(self) -> None:
         self._changed.set()
