@@ -35,7 +35,6 @@ _BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 _PING_TIMEOUT_S = 2.0
 
 
-
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]

@@ -6,12 +6,13 @@ a replay must not delay what the network is doing now, whoever reads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from streams import Keys, Throttle, ThrottleConfig
+from streams import Keys, Pace, Throttle, ThrottleConfig, default_consumer_name
+from streams.admin import partitions_of
 from workers._partitions import partitioning
 
 LIVE_STREAMS = ("firehose_live", "label_live")  # as the indexer's live-first (indexer/config.py)
@@ -58,3 +59,23 @@ def live_throttle(
             state_key=Keys(config.prefix).throttle(worker),
         ),
     )
+
+
+async def replay_gate(
+    redis: aioredis.Redis, keys: Keys, config: ThrottleSettings, rate: float | None
+) -> Callable[[], Awaitable[None]]:
+    """What an operator's replay awaits before each entry: the live-lag throttle (unless
+    THROTTLE_ENABLED=false; the live streams' partitions as they exist), then `rate` a second."""
+    live = [
+        *await partitions_of(redis, keys, "firehose_live"),
+        *await partitions_of(redis, keys, "label_live"),
+    ]
+    throttle = live_throttle(redis, config, default_consumer_name("dlq-replay"), live)
+    pace = Pace(rate)
+
+    async def gate() -> None:
+        if throttle is not None:
+            await throttle.wait()
+        await pace.take()
+
+    return gate

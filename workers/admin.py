@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import AdminError, Keys, Pace, default_consumer_name, throttled_states
+from streams import AdminError, Keys, throttled_states
 from streams.admin import (
     GroupInfo,
     LogicalStreamInfo,
@@ -35,7 +35,7 @@ from streams.admin import (
 )
 from workers._env import redis_session
 from workers._specs import load
-from workers._throttle import live_throttle
+from workers._throttle import replay_gate
 from workers.campaign.cli import active_campaign_lines
 from workers.control.agent import worker_summary
 from workers.health import readiness_line, status_readiness, throttle_lines
@@ -404,29 +404,10 @@ async def _dlq(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> i
             for entry_id, fields in rows:
                 print(json.dumps({"id": entry_id, **fields}))
         elif args.op == "replay":
-            gate = await _replay_gate(redis, keys, args)
+            gate = await replay_gate(redis, keys, args.config, args.rate)
             replayed = await dlq_replay(redis, keys, stream, count=left, gate=gate) if left > 0 else 0
             left -= replayed
             print(f"replayed {replayed} entries onto {stream}")
         else:
             print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
     return 0
-
-
-async def _replay_gate(
-    redis: aioredis.Redis, keys: Keys, args: argparse.Namespace
-) -> Callable[[], Awaitable[None]]:
-    """Before each replayed entry: the live-lag throttle (unless THROTTLE_ENABLED=false), then `--rate`."""
-    live = [
-        *await partitions_of(redis, keys, "firehose_live"),
-        *await partitions_of(redis, keys, "label_live"),
-    ]
-    throttle = live_throttle(redis, args.config, default_consumer_name("dlq-replay"), live)
-    pace = Pace(args.rate)
-
-    async def gate() -> None:
-        if throttle is not None:
-            await throttle.wait()
-        await pace.take()
-
-    return gate
