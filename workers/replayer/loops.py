@@ -56,18 +56,18 @@ class PeriodicScan:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        try:
-            if self._es is not None:
-                await self._wait_for_es()  # the start-up pass runs once Elasticsearch answers
-            while not self._stop.is_set():
-                await self.one_pass()
-                if self._interval_s is None:
-                    break
-                with anyio.move_on_after(self._interval_s):
-                    await self._stop.wait()
-        finally:
-            for component in self._after:
-                component.stop()
+        if self._es is not None:
+            await self._wait_for_es()  # the start-up pass runs once Elasticsearch answers
+        while not self._stop.is_set():
+            await self.one_pass()
+            if self._interval_s is None:
+                break
+            with anyio.move_on_after(self._interval_s):
+                await self._stop.wait()
+        # Only once the passes are over: a pass that failed (Redis lost: the worker restarts this
+        # loop, streams._supervise) must not stop the components that run after it.
+        for component in self._after:
+            component.stop()
 
     async def _wait_for_es(self) -> None:
         assert self._es is not None
@@ -134,12 +134,10 @@ class RunOnce:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        try:
-            self.result = await self._pass()
-            await self._tidy()
-        finally:
-            for component in self._after:
-                component.stop()
+        self.result = await self._pass()
+        await self._tidy()
+        for component in self._after:  # not after a failed pass: it is restarted (see above)
+            component.stop()
 
     def stop(self) -> None:
         self._stop.set()
