@@ -1,14 +1,16 @@
 """Workers ride out a Redis restart (issue #13 item 9: every worker exited at each restart of Redis).
 
-A `streamfill indexer`, a `streamfill ingester` following devnet's firehose and a backfiller run
-against a Valkey of the test's own with AOF (fsync always); the Valkey is SIGKILLed mid-run and
-started again on the same port from the same files. Each worker waits for it and carries on:
-PostgreSQL ends exact, the firehose stream holds every event once. A Redis that stays away longer
+A `streamfill indexer`, a `streamfill ingester` following devnet's firehose, a backfiller and a
+replayer (`run`, and `run-once` whose pass itself loses Redis) run against a Valkey of the test's
+own with AOF (fsync always); the Valkey is SIGKILLed mid-run and started again on the same port
+from the same files. Each worker waits for it and carries on: PostgreSQL ends exact, the firehose
+stream holds every event once, every record and document arrives. A Redis that stays away longer
 than REDIS_RECONNECT_S ends the worker with one line and exit status 2.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +35,8 @@ from devnet import Devnet, DevnetConfig
 from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
 from streams import Keys, host_key
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
+from tests.replayer._es_server import FakeElasticsearch
+from tests.replayer._files import sample_log, write_capture
 from workers.indexer.collections import live_records_sql
 
 pytestmark = pytest.mark.anyio
@@ -360,4 +364,91 @@ async def test_a_sigterm_while_waiting_for_redis_stops_the_worker_cleanly(
     finally:
         proc.kill()
     assert code == 0, (code, log.read_text()[-3000:])
+    assert "Traceback" not in log.read_text()
+
+
+async def test_the_replayer_rides_out_a_redis_restart_every_document_indexed(
+    tmp_path: Path, valkey: OwnValkey
+) -> None:
+    root = tmp_path / "captains_log"
+    root.mkdir()
+    expected = sample_log(root, captures=120, reflections=30)
+    log = tmp_path / "replayer.log"
+    with FakeElasticsearch() as es:
+        es.slow(0.05)  # the replay takes a while: Redis goes away in the middle of it
+        ours = ("STREAMFILL_", "REPLAYER_", "ES_", "REDIS_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)} | {
+            "REDIS_URL": valkey.url,
+            "STREAMFILL_PREFIX": PREFIX,
+            "ES_URL": es.url,
+            "REPLAYER_ROOT": str(root),
+            "REPLAYER_STATE_DIR": str(tmp_path / "state"),
+            "REPLAYER_CONSUMER": "blip-1",
+            "REPLAYER_BULK_MAX_DOCS": "5",
+            "REPLAYER_INTERVAL": "0.5",
+        }
+        with log.open("w") as err:
+            cmd = [sys.executable, "-m", "workers.cli", "replayer", "run"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            await wait_until(lambda: es.count() >= 20, timeout=90, what="part of the replay done")
+            valkey.kill()
+            await wait_until(lambda: "lost Redis" in log.read_text(), timeout=60, what="the worker saw it")
+            valkey.start()
+            es.slow(0)
+            await wait_until(lambda: es.count() == len(expected), timeout=120, what="every document")
+            write_capture(root, "late", "2026-02-25T10:00:00Z")
+            await wait_until(
+                lambda: es.doc("agent-captains-captures-2026-02-25", "late") is not None,
+                timeout=60,
+                what="a periodic pass after the restart",
+            )
+            assert all(es.doc(i, d) is not None for i, d in expected)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(lambda: proc.wait(60))
+        finally:
+            proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+
+async def test_a_replayer_run_once_rides_out_a_redis_restart_mid_pass(
+    tmp_path: Path, valkey: OwnValkey
+) -> None:
+    """The pass itself loses Redis: it is run again, and the index consumers it waits for keep
+    running (they were stopped with the failed pass before: the restarted pass waited forever)."""
+    root = tmp_path / "captains_log"
+    root.mkdir()
+    expected = sample_log(root, captures=120, reflections=30)
+    log = tmp_path / "replayer.log"
+    with FakeElasticsearch() as es:
+        es.slow(0.05)
+        ours = ("STREAMFILL_", "REPLAYER_", "ES_", "REDIS_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)} | {
+            "REDIS_URL": valkey.url,
+            "STREAMFILL_PREFIX": PREFIX,
+            "ES_URL": es.url,
+            "REPLAYER_ROOT": str(root),
+            "REPLAYER_STATE_DIR": str(tmp_path / "state"),
+            "REPLAYER_CONSUMER": "blip-1",
+            "REPLAYER_BULK_MAX_DOCS": "5",
+        }
+        with log.open("w") as err:
+            cmd = [sys.executable, "-m", "workers.cli", "replayer", "run-once", "--timeout", "300", "--json"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            await wait_until(lambda: es.count() >= 20, timeout=90, what="part of the replay done")
+            valkey.kill()
+            await wait_until(
+                lambda: '"component":"RunOnce"' in log.read_text(), timeout=60, what="the pass lost Redis"
+            )
+            valkey.start()
+            es.slow(0)
+            out, _ = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=240))
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["ok"] is True
+        assert es.count() == len(expected)
     assert "Traceback" not in log.read_text()
