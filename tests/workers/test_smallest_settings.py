@@ -161,6 +161,10 @@ async def test_indexer(
     await stop_within_grace(tmp_path, ["indexer"], env, indexing, "entries read")
 
 
+@pytest.mark.leaves_pending(
+    "REPLAYER_ES_TIMEOUT_SECS at its minimum (0.1 s) times a bulk call out on a busy machine: its "
+    "documents wait for a retry, unacked, and a SIGTERM then leaves them pending for the next run"
+)
 async def test_replayer(tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, prefix: str) -> None:
     root = tmp_path / "captains_log"
     root.mkdir()
