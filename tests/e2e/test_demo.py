@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from _group import GroupRun, group_members
 
 from workers.demo.procs import Child, child_env
@@ -52,6 +53,9 @@ def test_pipeline_is_exact(tmp_path: Path, redis_url: str, database_url: str) ->
     assert verdict["expected"] == verdict["indexed"] and int(verdict["expected"]) > 500  # type: ignore[call-overload]
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)
     assert verdict["aggregates_ok"] is True
+    # Like its database, a correct run's keys are gone from the (possibly shared) Redis.
+    with redis.Redis.from_url(redis_url) as client:
+        assert list(client.scan_iter(match=f"{verdict['prefix']}:*", count=1000)) == []
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,19 @@ async def _create_database(server_url: str, name: str) -> str:
     return _with_database(server_url, name)
 
 
+async def _forget(redis: aioredis.Redis, prefix: str) -> None:
+    """Delete this run's keys: a correct run leaves nothing behind on a shared Redis, as it drops
+    its database (after the workers stopped: a heartbeat must not come back)."""
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            await redis.unlink(*batch)
+            batch.clear()
+    if batch:
+        await redis.unlink(*batch)
+
+
 async def _drop_database(server_url: str, name: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
@@ -207,6 +220,7 @@ async def _run(
     _migrate(base_env, workdir)
     children = _children(base_env, workdir)
     started = time.monotonic()
+    forget = False
     try:
         for child in children:
             child.start()
@@ -215,14 +229,17 @@ async def _run(
                 options, redis, keys, pg, http, devnet, children, started, cluster
             )
         elapsed = time.monotonic() - started
-        _report(options, verdict, final, (elapsed, times), children, workdir)
+        _report(options, verdict, final, (elapsed, times), children, workdir, prefix)
         if options.keep:
             await _keep(options, devnet, redis_url, database_url, prefix)
+        forget = verdict.ok and not options.keep and cluster is None  # an embedded cluster goes anyway
         return 0 if verdict.ok else 1
     finally:
         for child in children:
             child.stop()
         await pg.close()
+        if forget:
+            await _forget(redis, prefix)
         await redis.aclose()
 
 
@@ -426,6 +443,7 @@ def _report(
     elapsed: tuple[float, PhaseTimes],
     children: list[Child],
     workdir: Path,
+    prefix: str,
 ) -> None:
     seconds, times = elapsed
     doc = verdict.to_json() | {
@@ -443,6 +461,7 @@ def _report(
         "restarts": sum(c.restarts for c in children),
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),
+        "prefix": prefix,
     }
     if options.json:
         print(json.dumps(doc))
