@@ -16,6 +16,7 @@ dead-lettered with its seq (the one after the cursor) and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -201,15 +202,16 @@ class EventStreamSource:
 
     async def _read(self, send: MemoryObjectSendStream[bytes], cursor: int | None) -> None:
         """Move frames from the websocket to the batcher; the error that ends it is `_error`."""
+        # BrokenResourceError: the batcher has left (it failed, or resumes at the head); its
+        # error is the one that counts.
         async with send:
-            try:
-                limit = self._targets.max_frame_bytes
-                async for frame in subscribe(self._url, cursor=cursor, max_frame_bytes=limit):
-                    await send.send(frame)
-            except AtpError as exc:
-                self._error = exc
-            except anyio.BrokenResourceError:
-                pass  # the batcher has left (it failed, or resumes at the head): its error counts
+            with contextlib.suppress(anyio.BrokenResourceError):
+                try:
+                    limit = self._targets.max_frame_bytes
+                    async for frame in subscribe(self._url, cursor=cursor, max_frame_bytes=limit):
+                        await send.send(frame)
+                except AtpError as exc:
+                    self._error = exc
 
     async def _ended(self, error: AtpError | None) -> None:
         """After a connection: log why it ended, and skip a frame that was too big to read."""
