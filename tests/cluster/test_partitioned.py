@@ -256,7 +256,7 @@ async def test_operator_commands_act_on_every_partition(
 
     status = run_cli(env, "status", "--json", "--partitions")
     assert status.returncode == 0, status.stderr
-    (doc,) = [d for d in json.loads(status.stdout) if d["stream"] == stream]
+    (doc,) = [d for d in json.loads(status.stdout)["streams"] if d["stream"] == stream]
     assert doc["length"] == 69 and doc["dlq_length"] == 6 + 1
     assert [(g["name"], g["lag"], g["pending"]) for g in doc["groups"]] == [("g", 9, 0)]
     assert [p["stream"] for p in doc["partitions"]] == partitioning.partition_keys("records")

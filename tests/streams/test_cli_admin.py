@@ -33,7 +33,8 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
 
     out = cli(redis_url, prefix, "status", "--json")
     assert out.returncode == 0, out.stderr
-    [info] = json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    [info] = doc["streams"]
     assert info["stream"] == stream and info["length"] == 5
     [group] = info["groups"]
     assert (group["name"], group["lag"], group["pending"]) == ("repo_backfill_group", 3, 2)
@@ -61,7 +62,7 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     flags = ["--redis-url", redis_url, "--prefix", prefix]
     out = cli("redis://127.0.0.1:1/0", "other", "status", "--json", *flags)
     assert out.returncode == 0, out.stderr
-    assert [i["stream"] for i in json.loads(out.stdout)] == [stream]
+    assert [i["stream"] for i in json.loads(out.stdout)["streams"]] == [stream]
 
 
 async def test_drain_times_out_then_succeeds(
@@ -89,7 +90,7 @@ async def test_trim_after_reset_to_0_trims_nothing(
     await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
     await redis_client.xack(stream, "g", *ids[:4])
     assert cli(redis_url, prefix, "groups", "reset", "s", "g", "--to", "0").returncode == 0
-    [info] = json.loads(cli(redis_url, prefix, "status", "--json").stdout)
+    [info] = json.loads(cli(redis_url, prefix, "status", "--json").stdout)["streams"]
     assert (info["groups"][0]["lag"], info["groups"][0]["pending"]) == (10, 6)
 
     out = cli(redis_url, prefix, "trim", "s")

@@ -195,6 +195,11 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
         assert "bf-under-test" in capsys.readouterr().out
         assert await _cli("status") == 0
         assert "workers backfiller: 1 running, overrides BACKFILLER_CONCURRENCY=6" in capsys.readouterr().out
+        assert await _cli("status", "--json") == 0
+        report = json.loads(capsys.readouterr().out)
+        [beat] = [w for w in report["workers"] if w["kind"] == "backfiller"]
+        assert beat["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+        assert set(report) == {"at", "streams", "ledgers", "campaigns", "throttled", "workers", "readiness"}
         proc.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(lambda: proc.wait(30))
         killed = time.monotonic()

@@ -23,8 +23,8 @@ from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
 from streams import Keys
 from streams.admin import skip_ledgers
-from workers.admin import render_status
 from workers.ingester.worker import build_ingester, host_key
+from workers.status import render_status
 
 pytestmark = pytest.mark.anyio
 
