@@ -99,7 +99,7 @@ def test_a_closed_pipe_ends_a_command_quietly(redis_url: str, prefix: str) -> No
         text=True,
     )
     try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("{\"at\": ")
+        assert proc.stdout is not None and proc.stdout.readline().startswith('{"at": ')
         proc.stdout.close()  # the next report is written into a closed pipe
         _, err = proc.communicate(timeout=60)
     finally:
