@@ -35,7 +35,7 @@ from streams.admin import (
     skip_ledgers,
     stream_info,
 )
-from workers.campaign.cli import status_line
+from workers.campaign.actions import status_line
 from workers.campaign.state import ACTIVE, Campaign, CampaignStore
 from workers.control.agent import heartbeats, worker_summary
 from workers.health import readiness_line, status_readiness, throttle_lines

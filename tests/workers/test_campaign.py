@@ -29,9 +29,8 @@ from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
+from workers.campaign.actions import ACTIONS, active_campaign_lines, apply_campaign, show_status, status_line
 from workers.campaign.apply import Applier, dry_run
-from workers.campaign.cli import _ACTIONS, _apply, active_campaign_lines, status_line
-from workers.campaign.cli import _status as _STATUS
 from workers.campaign.gate import live_lag_s
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
@@ -85,7 +84,7 @@ async def _exact(pool: Any, net: Devnet) -> None:
 async def _act(ctx: Any, action: str, name: str, **extra: Any) -> None:
     import argparse
 
-    assert await _ACTIONS[action](ctx, argparse.Namespace(**({"name": name, "force": False} | extra))) == 0
+    assert await ACTIONS[action](ctx, argparse.Namespace(**({"name": name, "force": False} | extra))) == 0
 
 
 async def test_gates_halt_with_figures_and_continue_on_approve(
@@ -137,7 +136,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         assert "awaiting-approval, stage 1/3" in status_line(campaign)
         assert await active_campaign_lines(redis_client, Keys(prefix)) == [status_line(campaign)]
         capsys.readouterr()
-        assert await _STATUS(ctx, _ns(name=None, json=False)) == 0
+        assert await show_status(ctx, _ns(name=None, json=False)) == 0
         shown = capsys.readouterr().out
         assert (
             "gate 1: 3 repos, 3 done, 0 failed, 0 dead-lettered" in shown
@@ -516,7 +515,7 @@ async def test_reject_of_an_undo_campaign_rolls_it_back(
     assert (await ctx.store.get("r")).state == AWAITING
     assert await _dump(pool)  # the first stage is indexed
     async with pool.acquire() as conn:
-        assert await _ACTIONS["reject"](context(redis_client, conn, ctx.config), _ns(name="r")) == 0
+        assert await ACTIONS["reject"](context(redis_client, conn, ctx.config), _ns(name="r")) == 0
         assert await aggregates_match(conn)
     assert (await ctx.store.get("r")).state == "rolled-back"
     assert await _dump(pool) == {}  # the index was empty before the campaign: it is again
@@ -601,7 +600,7 @@ async def test_apply_pauses_while_live_traffic_lags_and_goes_on_when_it_catches_
     await redis_client.xgroup_create(live, "firehose_group", id="0")
     args = argparse.Namespace(name="slow", max_live_lag=5.0, out=None, follow=False, dry_run=False)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_apply, ctx, args)
+        tg.start_soon(apply_campaign, ctx, args)
         await wait_until(lambda: redis_client.exists(keys.throttle("campaign-slow")), what="paused")
         assert (await ctx.store.get("slow")).cursor == 0  # nothing enqueued while live lags
         await redis_client.xreadgroup("firehose_group", "indexer", {live: ">"})

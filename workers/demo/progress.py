@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streams import CURSOR_DONE, Keys, Partitioning
-from workers.campaign.cli import active_campaign_lines
+from workers.campaign.actions import active_campaign_lines
 from workers.demo.procs import Child
 from workers.indexer.collections import live_records_sql
 from workers.ingester.discovery import discovery_rounds
