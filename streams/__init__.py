@@ -12,10 +12,11 @@ from streams._cluster import (
     is_cluster,
     parse_cluster_setting,
 )
+from streams._cluster_node import EmbeddedClusterOptions, Node
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
-from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions, Node
+from streams._embedded_cluster import EmbeddedCluster
 from streams._entries import EntryState, entry_states
 from streams._errors import (
     AdminError,

@@ -14,8 +14,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams import ClusterClient, Keys, connect
-from streams._embedded_cluster import EmbeddedCluster, Node
+from streams import ClusterClient, EmbeddedCluster, Keys, Node, connect
 from tests._support import wait_until
 
 pytestmark = pytest.mark.anyio
