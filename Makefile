@@ -48,9 +48,10 @@ stress: install
 lint: install
 	$(UV) run --frozen ruff check .
 
+# mypy --strict: the packages, tests/ and bench/ (pyproject's [tool.mypy]), then the scripts.
 typecheck: install
 	$(UV) run --frozen mypy
-	$(UV) run --frozen mypy --strict $(DEPLOY_CHECK)
+	$(UV) run --frozen mypy --strict $(DEPLOY_CHECK) tools/stress.py
 
 # compose/ and compose/k8s/ offline: schemas, references, settings; and `kubectl kustomize`
 # must render what the Python loader reads (the test suite runs the same checks without kubectl).

@@ -12,8 +12,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from _hostile import GET_REPO, HostileServer, did_document, json_answer, redirect
-from _support import LOOPBACK
 
 from atp.crypto import SigningKey
 from atp.did import DidResolver
@@ -21,6 +19,8 @@ from atp.errors import DidResolutionError, ForbiddenHost
 from atp.http import Deadline, HttpClient
 from atp.netpolicy import NetPolicy, address_allowed
 from atp.xrpc import XrpcClient
+from tests._hostile import GET_REPO, HostileServer, did_document, json_answer, redirect
+from tests._support import LOOPBACK
 
 pytestmark = pytest.mark.anyio
 

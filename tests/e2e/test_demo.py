@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from _group import GroupRun, group_members
 
+from tests.e2e._group import GroupRun, group_members
 from workers.demo.procs import Child, child_env
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ import anyio
 import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import (
     DONE,
@@ -24,6 +23,7 @@ from streams import (
     record_skip,
     skipped_ranges,
 )
+from tests._support import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config
 
 from devnet import Devnet
 from streams import Keys
+from tests.workers._pipeline import backfiller_config
 from workers.backfiller.worker import build_backfiller
 from workers.campaign.actions import Context, plan_campaign
 from workers.campaign.apply import Applier

@@ -8,13 +8,13 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config, ingester_config, read_all
-from _support import wait_until
-from test_listing import run_listing_until_done
 
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordCreate, RepoMarker
 from streams import Keys
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import backfiller_config, ingester_config, read_all
+from tests.workers.test_listing import run_listing_until_done
 from workers.backfiller.worker import build_backfiller
 
 pytestmark = pytest.mark.anyio
@@ -87,10 +87,10 @@ async def test_backfilled_records_equal_devnet_truth(
         # Every record event of a snapshot carries the snapshot's commit rev.
         assert {e.rev for e in events if isinstance(e, RecordCreate) and e.did == did} <= {marker.rev}
 
-    outcomes = [f for _, f in await redis_client.xrange(keys.outcomes("repo_backfill"))]
+    outcomes = [f for _, f in await xrange(redis_client, keys.outcomes("repo_backfill"))]
     kinds = sorted(f[b"outcome"].decode() for f in outcomes)
     assert kinds == ["deactivated", "not_found", "takendown", "takendown"]
-    dlq = await redis_client.xrange(keys.stream("repo_backfill:dlq"))
+    dlq = await xrange(redis_client, keys.stream("repo_backfill:dlq"))
     reasons = {f[b"reason"].decode() for _, f in dlq}
     assert len(dlq) == 2, reasons
     assert reasons == {"bad-signature", "CarTruncatedError"}

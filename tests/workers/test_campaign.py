@@ -4,6 +4,7 @@ exactly the repos whose rows were deleted, a SIGKILLed `apply` re-run enqueues n
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -21,14 +22,14 @@ import anyio
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from _campaign import apply_with_pipeline, config, context, plan
-from _pipeline import read_all
-from _support import wait_until
 
 from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
+from tests._support import wait_until, xadd, xrange
+from tests.workers._campaign import apply_with_pipeline, config, context, plan
+from tests.workers._pipeline import read_all
 from workers.campaign.actions import ACTIONS, active_campaign_lines, apply_campaign, show_status, status_line
 from workers.campaign.apply import Applier, dry_run
 from workers.campaign.gate import live_lag_s
@@ -165,7 +166,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         await _exact(pool, net)
         jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
         assert sorted(j.did for j in jobs) == sorted(r["did"] for r in doc["repos"])
-        audit = [f[b"action"].decode() for _, f in await redis_client.xrange(Keys(prefix).audit())]
+        audit = [f[b"action"].decode() for _, f in await xrange(redis_client, Keys(prefix).audit())]
         assert audit == [
             "campaign.plan",
             "campaign.apply",
@@ -278,7 +279,7 @@ async def test_apply_killed_and_rerun_enqueues_no_repo_twice(
         target = await cursor() + 1
         proc = _apply_process(env, "k")
         try:
-            await wait_until(lambda t=target: _past(cursor, t), timeout=30, what="enqueuing")
+            await wait_until(functools.partial(_past, cursor, target), timeout=30, what="enqueuing")
             await anyio.sleep(rng.uniform(0.0, 1.5))
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -396,7 +397,7 @@ async def test_rollback_restores_the_rows_before_the_campaign_except_live_change
     collection, rkey = (rest[0], rest[1]) if tbl.generic else (tbl.nsid, rest[0])
     live_rev = tid_from_time(int(time.time() * 1_000_000) + 10**9)
     delete = RecordDelete(seq=1, did=did, rev=live_rev, collection=collection, rkey=rkey)
-    await redis_client.xadd(keys.stream("firehose_live"), encode_entry("firehose_live", delete))
+    await xadd(redis_client, keys.stream("firehose_live"), encode_entry("firehose_live", delete))
     indexer = IndexerConfig(prefix=prefix, streams=("firehose_live",), batch_size=50)
     for consumer in build_consumers(redis_client, indexer, IndexerHandler(pool)):
         await consumer.run_until_idle()
@@ -420,7 +421,7 @@ async def test_rollback_restores_the_rows_before_the_campaign_except_live_change
     async with pool.acquire() as conn:
         assert await rollback(ctx.store, conn, await ctx.store.get("u"), None) == 0
     assert await _dump(pool) == restored
-    audit = [f[b"action"].decode() for _, f in await redis_client.xrange(keys.audit())]
+    audit = [f[b"action"].decode() for _, f in await xrange(redis_client, keys.audit())]
     assert audit.count("campaign.rollback") == 2
 
 
@@ -544,7 +545,7 @@ async def test_live_lag_is_the_age_of_the_oldest_unacked_live_entry(
     await redis_client.xreadgroup("firehose_group", "c", {live: ">"}, count=1)
     lag = await live_lag_s(redis_client, keys)
     assert lag is not None and 119 <= lag <= 125  # read, pending
-    [(entry_id, _)] = await redis_client.xrange(live, count=1)
+    [(entry_id, _)] = await xrange(redis_client, live, count=1)
     await redis_client.xack(live, "firehose_group", entry_id)
     lag = await live_lag_s(redis_client, keys)
     assert lag is not None and 59 <= lag <= 65  # the next one, unread

@@ -152,7 +152,7 @@ async def _follow(url: str, window: _Window, converter: FirehoseConverter) -> No
         while not window.done:
             await _one(await _next(frames, window), window, converter)
     finally:
-        await frames.aclose()  # type: ignore[attr-defined]
+        await frames.aclose()
 
 
 async def _next(frames: AsyncIterator[bytes], window: _Window) -> bytes:
