@@ -24,6 +24,7 @@ Failures are `atp.errors`: `UpstreamError` (error `Timeout`, `ConnectionError`, 
 
 from __future__ import annotations
 
+import functools
 import ssl
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
@@ -207,6 +208,12 @@ class Reply:
         return bytes(out[:limit])
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One context per process: loading the CA bundle costs ~40 ms, and a context is shareable."""
+    return httpcore.default_ssl_context()
+
+
 @dataclass(slots=True)
 class _Pool:
     pool: httpcore.AsyncConnectionPool
@@ -229,7 +236,6 @@ class HttpClient:
     ) -> None:
         self.policy = policy or NetPolicy()
         self._backend = GuardedBackend(self.policy)
-        self._ssl: ssl.SSLContext | None = None
         self._per_host = connections_per_host
         self._keepalive_s = keepalive_s
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -341,18 +347,13 @@ class HttpClient:
         entry = self._pools.get(target.origin)
         if entry is None:
             pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl_context(),
+                ssl_context=_ssl_context(),
                 max_connections=self._per_host,
                 keepalive_expiry=self._keepalive_s,
                 network_backend=self._backend,
             )
             entry = self._pools[target.origin] = _Pool(pool, last_used=now)
         return entry
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = httpcore.default_ssl_context()  # loading the CA bundle costs ~40 ms: once
-        return self._ssl
 
     async def _prune(self, now: float) -> None:
         """Close the pools of origins idle for longer than keepalive (nothing in flight)."""

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 from redis.crc import key_slot
-from redis.exceptions import ClusterDownError, NoScriptError
+from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,8 +38,8 @@ from streams._cluster import DEFAULT_FAILOVER_TIMEOUT_S, is_cluster
 from streams._errors import ReplicationLagError
 from streams._metrics import instruments, set_gauge
 from streams._producer import (
-    _WRITE_LUA,
-    _WRITE_MARKED_LUA,
+    WRITE,
+    WRITE_MARKED,
     Fields,
     Mark,
     Producer,
@@ -47,11 +47,11 @@ from streams._producer import (
     ProducerStats,
     _script_args,
     backlog_from_replies,
-    load_script,
     queue_backlog_reading,
     read_backlog,
 )
 from streams._routing import Partitioning
+from streams._scripts import ScriptCall, run_scripts
 from streams._throttle import Throttle
 
 log = logging.getLogger("streamfill.producer")
@@ -118,7 +118,6 @@ class PartitionedProducer(Producer):
         self._cluster = is_cluster(redis)
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 and self._cluster else None
         self._wait_retry_s = wait_retry_s
-        self._sha = redis.register_script(_WRITE_LUA).sha
         self._backlogs = dict.fromkeys(partitioning.partition_keys_of(config.stream), 0)
         self._part_config = self._per_partition(config)
 
@@ -197,7 +196,7 @@ class PartitionedProducer(Producer):
                 if mark is not None and self._slot(mark.key) != self._slot(target):
                     raise ValueError(f"mark {mark.key} is not in the slot of partition {target}")
             keys, args = _script_args(target, part, (), (), part_marks)
-            reply = await self._evalsha_marked(keys, args)
+            reply = await WRITE_MARKED(self._redis, keys, args)
             for position, entry_id in zip(positions, reply, strict=False):
                 if entry_id is not None:
                     ids[position] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -207,18 +206,6 @@ class PartitionedProducer(Producer):
         self._produced += written
         instruments().produced.add(written, self._attrs)
         return ids
-
-    async def _evalsha_marked(self, keys: list[str], args: list[bytes | str | int]) -> Any:
-        for attempt in range(2):
-            try:
-                return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", self._marked_script.sha, len(keys), *keys, *args
-                )
-            except NoScriptError:
-                if attempt:
-                    raise
-                await load_script(self._redis, _WRITE_MARKED_LUA)  # a new or promoted master
-        raise NoScriptError("NOSCRIPT after SCRIPT LOAD")
 
     async def _run_replicated(self, calls: list[_Call], readings: list[str]) -> list[Any]:
         return await self._retrying(lambda: self._run(calls, readings), always=False)
@@ -272,39 +259,27 @@ class PartitionedProducer(Producer):
         return list(calls.values()), list(after.values())
 
     async def _run(self, calls: list[_Call], readings: list[str], *, wait: bool = True) -> list[Any]:
-        """Run the script calls (raw EVALSHA, reloading on NOSCRIPT), WAIT, read the backlogs."""
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            nodes = self._wait_nodes([calls[i] for i in todo]) if wait else []
-            # Read after the writes: again when some were re-sent after NOSCRIPT.
-            reading = readings if self._part_config.high_water is not None else []
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    call = calls[i]
-                    pipe.execute_command("EVALSHA", self._sha, len(call.keys), *call.keys, *call.args())
-                for node in nodes:
-                    # WAIT counts the writes of its own connection: one per master, routed there,
-                    # in the same pipeline as that master's writes (docs/cluster.md).
-                    pipe.execute_command("WAIT", *self._wait or (), target_nodes=node)
-                for key in reading:
-                    queue_backlog_reading(pipe, key)
-                replies = await pipe.execute(raise_on_error=False)
-            self._check_waits(nodes, replies[len(todo) : len(todo) + len(nodes)])
-            self._read_backlogs(reading, replies[len(todo) + len(nodes) :])
-            again = []
-            for i, reply in zip(todo, replies[: len(todo)], strict=True):
-                if isinstance(reply, NoScriptError) and attempt == 0:
-                    again.append(i)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    results[i] = reply
-            if not again:
-                return results
-            await load_script(self._redis, _WRITE_LUA)  # a new or promoted master
-            todo = again
-        raise NoScriptError("NOSCRIPT after SCRIPT LOAD")
+        """Run the script calls (streams/_scripts.py: EVALSHA, again after NOSCRIPT), WAIT, read
+        the backlogs (after the writes: again when some were sent again)."""
+        script_calls = [ScriptCall(WRITE, call.keys, call.args()) for call in calls]
+        reading = readings if self._part_config.high_water is not None else []
+
+        def wait_and_read(pipe: Any, sent: Sequence[int]) -> Callable[[list[Any]], None]:
+            nodes = self._wait_nodes([calls[i] for i in sent]) if wait else []
+            for node in nodes:
+                # WAIT counts the writes of its own connection: one per master, routed there,
+                # in the same pipeline as that master's writes (docs/cluster.md).
+                pipe.execute_command("WAIT", *self._wait or (), target_nodes=node)
+            for key in reading:
+                queue_backlog_reading(pipe, key)
+
+            def take(replies: list[Any]) -> None:
+                self._check_waits(nodes, replies[: len(nodes)])
+                self._read_backlogs(reading, replies[len(nodes) :])
+
+            return take
+
+        return await run_scripts(self._redis, script_calls, wait_and_read)
 
     def _wait_nodes(self, calls: list[_Call]) -> list[Any]:
         if self._wait is None:

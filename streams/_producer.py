@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from streams._cluster import is_cluster
 from streams._metrics import instruments, set_gauge
+from streams._scripts import Script, ScriptCall, run_scripts
 from streams._throttle import Throttle
 
 log = logging.getLogger("streamfill.producer")
@@ -89,8 +90,6 @@ class Producer:
         self._blocked_s = 0.0
         self._waits = 0
         self._attrs = {"stream": config.stream}
-        self._script = redis.register_script(_WRITE_LUA)
-        self._marked_script = redis.register_script(_WRITE_MARKED_LUA)
         self._cluster = is_cluster(redis)
 
     def retune(self, *, high_water: int | None, low_water: int | None) -> None:
@@ -141,33 +140,24 @@ class Producer:
         await self.wait_throttle()
         await self.wait_below_mark()
         keys, args = _script_args(self.config.stream, batch, extra, sets, marks)
-        script, body = (
-            (self._script, _WRITE_LUA) if marks is None else (self._marked_script, _WRITE_MARKED_LUA)
-        )
-        for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if self._cluster:
-                    # redis-py refuses scripts in cluster pipelines; a raw EVALSHA is routed by
-                    # its keys (which must share a slot: streams/_partitioned.py splits by slot).
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                else:
-                    await script(keys=keys, args=args, client=pipe)  # queues it in the pipeline
-                if self.config.high_water is not None:
-                    queue_backlog_reading(pipe, self.config.stream)
-                replies = await pipe.execute(raise_on_error=False)
-            if isinstance(replies[0], NoScriptError) and attempt == 0:
-                # A node that has not seen the script (a new or promoted master): load it, again.
-                await load_script(self._redis, body)
-                continue
-            break
-        if isinstance(replies[0], Exception):
-            raise replies[0]
+        call = ScriptCall(WRITE if marks is None else WRITE_MARKED, keys, args)
+        readings: list[Any] = []
+
+        def read_backlog_after(pipe: Any, _sent: Sequence[int]) -> Callable[[list[Any]], None]:
+            if self.config.high_water is not None:
+                queue_backlog_reading(pipe, self.config.stream)
+            return readings.append
+
+        # On a cluster, the EVALSHA is routed by its keys (which must share a slot:
+        # streams/_partitioned.py splits by slot).
+        (reply,) = await run_scripts(self._redis, [call], read_backlog_after)
         if self.config.high_water is not None:
             # An empty batch to a stream that does not exist yet: no backlog to read.
-            ok = not any(isinstance(r, Exception) for r in replies[1:])
-            self._backlog = backlog_from_replies(replies[-2], replies[-1]) if ok else 0
+            backlog = readings[-1]
+            ok = not any(isinstance(r, Exception) for r in backlog)
+            self._backlog = backlog_from_replies(backlog[0], backlog[1]) if ok else 0
         ids: list[str | None] = [
-            None if r is None else r.decode() if isinstance(r, bytes) else str(r) for r in replies[0]
+            None if r is None else r.decode() if isinstance(r, bytes) else str(r) for r in reply
         ]
         ids = (ids + [None] * len(batch))[: len(batch)]
         written = sum(1 for i in ids if i is not None)
@@ -281,6 +271,10 @@ return ids
 """
 
 
+WRITE = Script(_WRITE_LUA)
+WRITE_MARKED = Script(_WRITE_MARKED_LUA)
+
+
 def _script_args(
     stream: str,
     batch: Sequence[Fields],
@@ -316,11 +310,6 @@ def _script_args(
     for key, value in sets:
         args += (key_index(key), value)
     return keys, args
-
-
-async def load_script(redis: aioredis.Redis, body: str) -> None:
-    """SCRIPT LOAD `body` (on a cluster client: on every master, as redis-py routes it)."""
-    await redis.script_load(body)
 
 
 def queue_backlog_reading(pipe: aioredis.client.Pipeline, stream: str) -> None:

@@ -175,3 +175,53 @@ def test_secp256k1_fast_path_agrees_with_openssl() -> None:
         except SignatureError:
             got = False
         assert got == expected, f"seed {seed}, case {i} (mutation {mutation})"
+
+
+_SECP256K1_P = 2**256 - 2**32 - 977
+
+
+def _openssl_point(point: bytes) -> bytes | None:
+    """The reference: the compressed point OpenSSL (`cryptography`) reads from `point`, or None."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    try:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), point)
+    except ValueError:
+        return None
+    return key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+
+
+def test_secp256k1_points_read_as_openssl_reads_them() -> None:
+    """secp256k1 points are parsed by libsecp256k1 (coincurve): the same points accepted as by
+    OpenSSL, and the same refused (hybrid forms, x >= p, off the curve, bad lengths, infinity)."""
+    import random
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for i in range(300):
+        key = SigningKey.generate("secp256k1", seed=rng.randbytes(8)).public_key
+        form = PublicFormat.CompressedPoint if i % 2 else PublicFormat.UncompressedPoint
+        point = bytearray(key.key.public_bytes(Encoding.X962, form))
+        mutation = i % 7
+        if mutation == 1:  # a flipped bit past the tag: another x (half are on the curve), or off it
+            point[rng.randrange(1, len(point))] ^= 1 << rng.randrange(8)
+        elif mutation == 2:  # a hybrid (0x06/0x07) or unknown tag
+            point[0] = rng.choice((0x00, 0x01, 0x05, 0x06, 0x07))
+        elif mutation == 3:  # x at or above the field prime
+            point[1:33] = (_SECP256K1_P + rng.randrange(3)).to_bytes(32, "big")
+        elif mutation == 4:  # one byte too many or too few
+            point = point + b"\x01" if rng.random() < 0.5 else point[:-1]
+        elif mutation == 5:  # the point at infinity, or nothing
+            point = bytearray(rng.choice((b"\x00", b"")))
+        expected = _openssl_point(bytes(point))
+        try:
+            parsed = PublicKey.from_bytes("secp256k1", bytes(point))
+        except DidKeyError:
+            got = None
+        else:
+            got = parsed.compressed()
+            assert parsed.key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint) == got
+        assert got == expected, f"seed {seed}, case {i} (mutation {mutation})"

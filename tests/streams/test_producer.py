@@ -15,6 +15,7 @@ from streams import (
     ConsumerConfig,
     Entry,
     Keys,
+    Mark,
     Outcome,
     Producer,
     ProducerConfig,
@@ -113,6 +114,39 @@ async def test_cursor_is_written_with_its_batch(redis_client: aioredis.Redis, pr
     assert violations == []
     assert await redis_client.get(cursor) == b"500"
     assert await redis_client.xlen(stream) == 500
+
+
+async def test_scripts_go_by_evalsha_alone_and_come_back_after_a_flush(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """A batch is one EVALSHA (no SCRIPT EXISTS before it, as redis-py's pipelined scripts send);
+    a server that lost the scripts (SCRIPT FLUSH, a restart) is sent them by SCRIPT LOAD, once,
+    and the batch is written once, with its backlog reading and its cursor."""
+    keys = Keys(prefix)
+    stream, cursor = keys.stream("out"), keys.cursor("out", "relay.test")
+    producer = Producer(redis_client, ProducerConfig(stream, high_water=1000))
+    await producer.send(batch_of(2, 0))
+    await producer.send_marked(batch_of(1, 2), [Mark(keys.cursor("marks", "m"), b"f", b"\0" * 8)])
+    await redis_client.script_flush()
+    before = await redis_client.info("commandstats")
+    await producer.send(batch_of(3, 3), cursor=(cursor, "6"))
+    await producer.send(batch_of(3, 6))
+    marked = await producer.send_marked(
+        batch_of(1, 9), [Mark(keys.cursor("marks", "m"), b"f", b"\0" * 7 + b"\2")]
+    )
+    after = await redis_client.info("commandstats")
+
+    def calls(command: str) -> int:
+        return int(after.get(f"cmdstat_{command}", {}).get("calls", 0)) - int(
+            before.get(f"cmdstat_{command}", {}).get("calls", 0)
+        )
+
+    assert calls("script|exists") == 0
+    assert calls("script|load") == 2  # the plain and the marked script, each once
+    entries = await redis_client.xrange(stream)
+    assert [e[1][b"n"] for e in entries] == [str(n).encode() for n in range(10)]
+    assert marked[0] is not None and await redis_client.get(cursor) == b"6"
+    assert producer.statistics().backlog == 10
 
 
 async def test_skip_ahead_advances_after_n_failures_and_ledgers_the_range(
