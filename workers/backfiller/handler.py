@@ -55,6 +55,7 @@ from streams import (
     Outcome,
     Producer,
     Retry,
+    StreamNames,
     classify,
     dead_letter_fields,
     dlq_key,
@@ -296,7 +297,7 @@ class BackfillHandler:
     async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
         _outcome_counter().add(1, {"outcome": outcome})
         await self._redis.xadd(
-            self._keys.outcomes("repo_backfill"),
+            self._keys.outcomes(StreamNames.REPO_BACKFILL),
             {
                 "did": job.did,
                 "host": job.host,

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from atp import InvalidDid
 from atp.syntax import validate_did
 from schemas import RepoJob, encode_entry
-from streams import Keys, PartitionedProducer, ProducerConfig
+from streams import Keys, PartitionedProducer, ProducerConfig, StreamNames
 from streams.admin import audit
 from workers._env import redis_session
 from workers._errors import SettingError
@@ -176,7 +176,7 @@ async def _resync(redis: aioredis.Redis, config: RecoveryConfig, args: argparse.
 async def resync(redis: aioredis.Redis, config: RecoveryConfig, dids: list[str], *, reason: str) -> list[str]:
     """Enqueue a RepoJob (reason `resync`) per DID, then audit it; returns the entry ids."""
     keys = Keys(config.prefix)
-    stream = keys.stream("repo_backfill")
+    stream = keys.stream(StreamNames.REPO_BACKFILL)
     producer = PartitionedProducer(
         redis,
         ProducerConfig(stream, high_water=config.high_water_mark),
