@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from atp import InvalidDid
 from atp.syntax import validate_did
-from schemas import RepoJob, encode_entry
+from schemas import RepoJob, contract_for
 from streams import Keys, PartitionedProducer, ProducerConfig, StreamNames
 from streams.admin import audit
 from workers._env import redis_session
@@ -44,6 +44,7 @@ from workers.settings import (
 )
 
 AUDITED_DIDS = 100  # an audit entry names this many DIDs, and counts the rest
+_JOBS = contract_for(StreamNames.REPO_BACKFILL)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ async def resync(redis: aioredis.Redis, config: RecoveryConfig, dids: list[str],
     ids: list[str] = []
     for start in range(0, len(dids), 500):
         chunk = dids[start : start + 500]
-        jobs = [encode_entry(stream, RepoJob(did=d, host="resync", reason="resync")) for d in chunk]
+        jobs = [_JOBS.encode(RepoJob(did=d, host="resync", reason="resync")) for d in chunk]
         ids += await producer.send(jobs)
     await audit(redis, keys, "resync", reason=reason, count=len(dids), dids=dids[:AUDITED_DIDS])
     return ids
