@@ -35,7 +35,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_redis_url, report, xfields
-from schemas import RecordCreate, RecordDelete, RecordUpdate, encode_entry
+from schemas import RecordCreate, RecordDelete, RecordUpdate, contract_for, encode_entry
 from streams import Consumer, ConsumerConfig, Entry, Keys, connect
 from workers._embedded_pg import database_url_or_embedded
 from workers.indexer import IndexerHandler
@@ -243,7 +243,7 @@ async def profile_statements(url: str, entries: list[Entry]) -> dict[str, Side]:
                 pid = conn.get_server_pid()
                 for i in range(0, len(entries), BATCH):
                     py0 = time.process_time()
-                    batch = Batch.of(decode(e.stream, e.fields) for e in entries[i : i + BATCH])
+                    batch = Batch.of(decode(contract_for(e.stream), e.fields) for e in entries[i : i + BATCH])
                     profile["decode + collapse (Python)"].add(0.0, 0.0, time.process_time() - py0)
                     await _profile_batch(conn, pid, batch, profile)
         finally:

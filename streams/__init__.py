@@ -30,7 +30,7 @@ from streams._errors import (
     UnsupportedServer,
     translate,
 )
-from streams._keys import CURSOR_DONE, Keys, default_consumer_name, dlq_key, host_key
+from streams._keys import CURSOR_DONE, Keys, StreamNames, default_consumer_name, dlq_key, host_key
 from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
@@ -99,6 +99,7 @@ __all__ = [
     "SkipDecision",
     "SkippedRange",
     "Slots",
+    "StreamNames",
     "StreamsError",
     "Throttle",
     "ThrottleConfig",

@@ -68,6 +68,7 @@ PINNED: dict[str, list[str]] = {
         "SkipDecision",
         "SkippedRange",
         "Slots",
+        "StreamNames",
         "StreamsError",
         "Throttle",
         "ThrottleConfig",

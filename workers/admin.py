@@ -276,5 +276,5 @@ async def _dlq(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> i
             left -= replayed
             print(f"replayed {replayed} entries onto {stream}")
         else:
-            print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
+            print(f"purged {await dlq_purge(redis, keys, stream)} entries from {keys.dlq(stream)}")
     return 0

@@ -311,6 +311,7 @@ async def test_the_ingester_and_indexer_components_take_their_live_settings(
     from tests.workers._pipeline import ingester_config
     from workers.indexer.config import SPEC as INDEXER
     from workers.indexer.config import IndexerConfig
+    from workers.indexer.handler import IndexerHandler
     from workers.indexer.worker import Indexer, build_consumers
     from workers.ingester.config import SPEC as INGESTER
     from workers.ingester.worker import build_ingester
@@ -334,7 +335,8 @@ async def test_the_ingester_and_indexer_components_take_their_live_settings(
         )
         assert ingester.throttle is not None and ingester.throttle.config.pause_above_s == 9
     index = LiveSettings.fixed(INDEXER, IndexerConfig(prefix=prefix))
-    indexer = Indexer(build_consumers(redis_client, index.config, handler=None), None, None)  # type: ignore[arg-type]
+    handler = IndexerHandler(pool=None)  # never called: the test retunes the consumers only
+    indexer = Indexer(build_consumers(redis_client, index.config, handler), handler, None)
     index.on_change(indexer.retune)
     assert await index.refresh(store)
     for consumer in indexer.consumers:

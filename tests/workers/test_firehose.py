@@ -124,7 +124,8 @@ async def test_bad_signature_frame_is_dead_lettered_and_the_rest_flows(
     assert len(dlq) >= 1
     fields = dlq[0][1]
     assert fields[b"reason"] == b"unverifiable-commit" and b"Signature" in fields[b"error"]
-    assert decode_frame(fields[b"frame"]).repo == victim.did  # type: ignore[union-attr]
+    frame = decode_frame(fields[b"frame"])
+    assert isinstance(frame, CommitFrame) and frame.repo == victim.did
 
 
 async def test_labels_are_ingested_with_cursor(

@@ -189,7 +189,7 @@ async def test_a_relay_that_closes_at_once_is_reconnected_to_with_a_growing_back
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         config = ingester_config(redis_url, prefix, f"http://127.0.0.1:{port}", mode="firehose")
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:

@@ -28,7 +28,15 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, host_key, redis_url_or_embedded
+from streams import (
+    EmbeddedCluster,
+    EmbeddedClusterOptions,
+    Keys,
+    StreamNames,
+    connect,
+    host_key,
+    redis_url_or_embedded,
+)
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers._partitions import partitioning
@@ -197,7 +205,7 @@ async def _run(
     redis: aioredis.Redis = connect(redis_url, cluster=True) if cluster else connect(redis_url)  # type: ignore[assignment]
     pg = await asyncpg.connect(database_url)
     # Replay the relay's firehose from its start: events before the ingester connected are not missed.
-    await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
+    await redis.set(keys.cursor(StreamNames.FIREHOSE_LIVE, host_key(relay)), "0")
     base_env = {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
@@ -303,8 +311,8 @@ async def _drive(
     drained_at = watch.reached_at
     await http.post("/control/pause")
     stats = (await http.get("/stats")).json()
-    firehose_key = keys.cursor("firehose_live", host_key(relay))
-    labels_key = keys.cursor("label_live", watch.labeler_host)
+    firehose_key = keys.cursor(StreamNames.FIREHOSE_LIVE, host_key(relay))
+    labels_key = keys.cursor(StreamNames.LABEL_LIVE, watch.labeler_host)
     last_seq, last_label = int(stats["firehose_seq"]), int(stats["labels_seq"])
     watch.chaos = False  # settle without kills, then verify an exact, quiet state
     await watch.until(
@@ -415,14 +423,14 @@ class _Watcher:
 
     def _backfilling(self) -> bool:
         """Records are flowing through firehose_backfill: a good moment to lose a master."""
-        row = self.prev.rows.get("firehose_backfill") if self.prev is not None else None
+        row = self.prev.rows.get(StreamNames.FIREHOSE_BACKFILL) if self.prev is not None else None
         return row is not None and row.added > 0
 
     def _fail_over(self, cluster: EmbeddedCluster) -> None:
         """SIGKILL the master of firehose_backfill's first partition (in a thread: it blocks), wait
         until its replica serves its slots, and start it again (it rejoins as that replica's
         replica, so WAIT 1 is answered again). The workers ride it out on their own."""
-        master = cluster.node_for_key(self.parts.partition_keys("firehose_backfill")[0])
+        master = cluster.node_for_key(self.parts.partition_keys(StreamNames.FIREHOSE_BACKFILL)[0])
         cluster.kill(master)
         cluster.wait_failover(master)
         cluster.restart(master)
