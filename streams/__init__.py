@@ -25,6 +25,7 @@ from streams._errors import (
     NoGroup,
     RedisUnavailable,
     ReplicationLagError,
+    SourceError,
     StreamsError,
     UnsupportedServer,
     translate,
@@ -42,6 +43,7 @@ from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, 
 from streams._routing import Partitioning, partition_index
 from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
+from streams._source import Outlet, RunnerConfig, Source, SourceBatch, SourceRunner, SourceStats
 from streams._supervise import is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry, id_key
@@ -79,6 +81,7 @@ __all__ = [
     "NoGroup",
     "Node",
     "Outcome",
+    "Outlet",
     "Pace",
     "PartitionedConsumer",
     "PartitionedProducer",
@@ -93,11 +96,17 @@ __all__ = [
     "RedisUnavailable",
     "ReplicationLagError",
     "Retry",
+    "RunnerConfig",
     "ServerInfo",
     "SkipAhead",
     "SkipDecision",
     "SkippedRange",
     "Slots",
+    "Source",
+    "SourceBatch",
+    "SourceError",
+    "SourceRunner",
+    "SourceStats",
     "StreamsError",
     "Throttle",
     "ThrottleConfig",
