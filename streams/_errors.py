@@ -71,8 +71,8 @@ class SourceError(StreamsError):
     `skippable`: the upstream answered, so the failure is at this position (it counts toward
     skip-ahead); otherwise the upstream is away and is waited for. `permanent`: do not wait for
     it (with `give_up_after`, the pass ends at once). `retry_after_s`: the upstream's own delay.
-    `stalled`: the session stopped at a point it will meet again at once (a dependency is down):
-    it counts as failed even when it moved the cursor first, so the retries back off.
+    `disconnect`: the upstream ended a session that was working (a relay closing a long
+    connection): when the session moved the cursor, the next one starts at once, uncounted.
     """
 
     def __init__(
@@ -82,10 +82,10 @@ class SourceError(StreamsError):
         skippable: bool = False,
         permanent: bool = False,
         retry_after_s: float | None = None,
-        stalled: bool = False,
+        disconnect: bool = False,
     ) -> None:
         super().__init__(message)
-        self.stalled = stalled
+        self.disconnect = disconnect
         self.skippable = skippable
         self.permanent = permanent
         self.retry_after_s = retry_after_s

@@ -8,8 +8,9 @@ streams, and the cursor that covers them. The runner owns everything around that
 - **atomic writes**: a batch and its cursor go out in one `Producer.send` (never a cursor ahead
   of its data);
 - **backoff**: a session that fails (`SourceError`) is retried from the stored cursor after a
-  jittered exponential delay (or the error's `retry_after_s`); the count resets only after the
-  cursor moved, so a source that fails at once, or delivers nothing usable, is not hammered;
+  jittered exponential delay (or the error's `retry_after_s`); the count resets only when the
+  cursor moves, so a source that fails at once, or delivers nothing usable, is not hammered; a
+  `disconnect` after the cursor moved is resumed at once, uncounted;
 - **skip-ahead**: after `skip.max_failures` skippable failures at one numeric cursor the cursor
   moves on by `skip.step` and the range is ledgered (`record_skip`), as is a range a source skips
   itself (`skip_to`, e.g. a listing whose cursor cycles);
@@ -40,8 +41,8 @@ from streams._retry import Backoff, SkipAhead, SkipDecision
 
 log = logging.getLogger("streamfill.source")
 
-# After a session that moved the cursor and then ended, the next one starts this soon: the
-# upstream was working (a relay that drops long connections), so no backoff.
+# After a session that moved the cursor and then was disconnected, the next one starts this
+# soon: the upstream was working (a relay that drops long connections), so no backoff.
 SETTLE_S = 0.05
 
 
@@ -121,7 +122,7 @@ class SourceRunner:
         self.config = config
         self._skip = SkipAhead(*config.skip) if config.skip is not None else None
         self._stop = anyio.Event()
-        self._failures = 0  # consecutive failed sessions (one that moved the cursor resets it)
+        self._failures = 0  # failed sessions since the cursor last moved
         self._moved = False  # the current session moved the cursor
         self._skipped = False  # the current pass skipped ahead
         self.sessions = self.batches = self.failed = self.skips = self.abandoned = 0
@@ -176,7 +177,7 @@ class SourceRunner:
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def write(self, batch: SourceBatch) -> list[str | None]:
-        """Write `batch` and its cursor in one step (a moved cursor is progress: see `_failed`)."""
+        """Write `batch` and its cursor in one step; a moved cursor resets the failure count."""
         producer = self._require_producer()
         extra = [(dlq_key(producer.config.stream), d) for d in batch.dead_letters] + list(batch.extra)
         cursors = []
@@ -201,6 +202,7 @@ class SourceRunner:
 
     def _progressed(self) -> None:
         self._moved = True
+        self._failures = 0
         if self._skip is not None:
             self._skip.succeeded()
 
@@ -217,8 +219,7 @@ class SourceRunner:
                 self._skipped = True
                 log.error("skipped ahead", extra={"source": name, "from": cursor, "to": decision.skip_to})
                 return True
-        if self._moved and not exc.stalled:
-            self._failures = 0
+        if self._moved and exc.disconnect:
             await self.sleep(exc.retry_after_s or SETTLE_S)
             return False
         self._failures += 1

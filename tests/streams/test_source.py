@@ -123,16 +123,17 @@ async def test_backoff_grows_until_a_session_moves_the_cursor(
         fail(),
         fail(),
         fail(),
-        write("5", then_fail=True),  # progress, then a drop: resumed at once, no backoff
+        write("5", then_fail=True, disconnect=True),  # progress, then a drop: at once, uncounted
         fail(),  # counted from 1 again
-        write("6", then_fail=True, stalled=True),  # progress, but stalled: still counted
+        fail(),
+        write("6", then_fail=True),  # progress, then a failure: it counts, from 1
         write("7"),
     )
     runner, _, _ = runner_for(redis_client, prefix, source, attempts)
     with anyio.fail_after(10):
         await runner.run()
-    assert attempts == [1, 2, 3, 1, 2]
-    assert source.cursors == [None, None, None, None, "5", "5", "6"]
+    assert attempts == [1, 2, 3, 1, 2, 1]
+    assert source.cursors == [None, None, None, None, "5", "5", "5", "6"]
 
 
 async def test_skip_ahead_moves_the_cursor_and_ledgers_the_range(

@@ -171,9 +171,9 @@ class EventStreamSource:
         if out.stopped:
             return None
         self.reconnects += 1
-        # A frame that cannot be converted now is met again at once: such a connection counts
-        # as failed even when it moved the cursor before it, so the reconnects back off.
-        raise SourceError(f"{self.name}: connection ended", stalled=self._stalled)
+        # A frame that cannot be converted now is met again at once: that connection counts as
+        # failed even when it moved the cursor before the frame, so the reconnects back off.
+        raise SourceError(f"{self.name}: connection ended", disconnect=not self._stalled)
 
     async def _follow(self, cursor: int | None) -> str | None:
         """One connection; returns why the next one must start at the head (None: from the cursor)."""
