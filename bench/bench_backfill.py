@@ -50,7 +50,7 @@ async def bench_listing(redis: aioredis.Redis, url: str) -> dict[str, object]:
         async with build_ingester(redis, config) as ingester:
             listing = ingester.listings[0]
             with Timer() as t:
-                await listing._page_until_done(None)
+                await listing.run_pass(recheck=False)
         return {
             "path": "ingester listRepos -> repo_backfill",
             "repos": listing.listed,

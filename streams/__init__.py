@@ -26,6 +26,7 @@ from streams._errors import (
     NoGroup,
     RedisUnavailable,
     ReplicationLagError,
+    SourceError,
     StreamsError,
     UnsupportedServer,
     translate,
@@ -43,6 +44,7 @@ from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, 
 from streams._routing import Partitioning, partition_index
 from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
+from streams._source import Outlet, RunnerConfig, Source, SourceBatch, SourceRunner, SourceStats
 from streams._supervise import is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry, id_key
@@ -80,6 +82,7 @@ __all__ = [
     "NoGroup",
     "Node",
     "Outcome",
+    "Outlet",
     "Pace",
     "PartitionedConsumer",
     "PartitionedProducer",
@@ -94,11 +97,17 @@ __all__ = [
     "RedisUnavailable",
     "ReplicationLagError",
     "Retry",
+    "RunnerConfig",
     "ServerInfo",
     "SkipAhead",
     "SkipDecision",
     "SkippedRange",
     "Slots",
+    "Source",
+    "SourceBatch",
+    "SourceError",
+    "SourceRunner",
+    "SourceStats",
     "StreamNames",
     "StreamsError",
     "Throttle",

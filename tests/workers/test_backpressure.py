@@ -34,7 +34,8 @@ async def test_firehose_ingester_waits_at_the_mark(
             tg.start_soon(source.run)
             await wait_until(lambda: net.world.firehose.subscribers > 0)
             net.step(120)
-            producer = source._producer
+            producer = source.runner.producer
+            assert producer is not None
             await wait_until(lambda: producer.statistics().blocked, what="ingester blocked at the mark")
             length = await redis_client.xlen(stream)
             # Backpressure holds: the stream stopped within one batch (a commit may carry several ops).
