@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import (
     Backoff,
@@ -24,6 +23,7 @@ from streams import (
     dlq_key,
     skipped_ranges,
 )
+from tests._support import wait_until, xrange
 
 pytestmark = pytest.mark.anyio
 
@@ -107,9 +107,9 @@ async def test_each_session_starts_from_the_cursor_written_with_its_batch(
         await runner.run()
     assert source.cursors == [None, "10"]
     assert await redis_client.get(cursor_key) == b"20"
-    entries = await redis_client.xrange(stream)
+    entries = await xrange(redis_client, stream)
     assert [e[1] for e in entries] == [{b"n": b"10"}, {b"n": b"20"}]
-    letters = await redis_client.xrange(dlq_key(stream))
+    letters = await xrange(redis_client, dlq_key(stream))
     assert [e[1] for e in letters] == [{b"bad": b"10"}, {b"bad": b"20"}]
     stats = runner.statistics()
     assert (stats.sessions, stats.batches, stats.failures) == (2, 2, 1)

@@ -51,7 +51,7 @@ async def test_firehose_ingester_waits_at_the_mark(
         expected, _ = expected_events(net)
     got = [as_tuple(e) for e in await read_all(redis_client, stream)]
     assert_same_events(got, expected, net)  # every op exactly once, in order, however long the block lasted
-    assert producer.statistics().waits >= 1
+    assert producer is not None and producer.statistics().waits >= 1
 
 
 async def drain(redis: aioredis.Redis, stream: str) -> None:

@@ -153,7 +153,10 @@ async def test_listing_pauses_while_live_lags_and_resumes_below_the_lower_thresh
         config = ingester_config(redis_url, prefix, net.relay_url, discovery="relay")
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             assert ingester.throttle is not None
-            assert all(f._producer.throttle is None for f in ingester.firehoses)
+            assert all(
+                f.runner.producer is not None and f.runner.producer.throttle is None
+                for f in ingester.firehoses
+            )
             [listing] = ingester.listings
             tg.start_soon(listing.run)
             await wait_until(
