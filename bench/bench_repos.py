@@ -14,10 +14,12 @@ through the same handler: cpu = repos * overhead + records * per_record, two equ
 unknowns. The target (issue #17) is <= 2 ms of overhead per repo.
 
     uv run python bench/bench_repos.py      # BENCH_REPOS=400 BENCH_BIG_RECORDS=20000 BENCH_ROUNDS=3
+    BENCH_REPOS_PER_READ=1 uv run python bench/bench_repos.py   # one job per XREADGROUP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -43,6 +45,8 @@ from workers.backfiller.worker import build_backfiller
 REPOS = int(os.environ.get("BENCH_REPOS", "400"))
 BIG = int(os.environ.get("BENCH_BIG_RECORDS", "20000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# Repo jobs per read of the backfill stream; unset: the production default.
+PER_READ = os.environ.get("BENCH_REPOS_PER_READ")
 CONCURRENCY = 8
 
 
@@ -159,6 +163,8 @@ async def main() -> None:
                     concurrency=CONCURRENCY, pds_rps=1000.0, firehose_high_water=10**9,
                     allow_private_hosts=True,
                 )  # fmt: skip
+                if PER_READ:
+                    config = dataclasses.replace(config, repos_per_read=int(PER_READ))
                 pair: dict[str, float] = {}
                 if round_ % 2:
                     cold, warm = await ours(redis, config, small, 2)

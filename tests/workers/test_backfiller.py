@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ from streams import Keys
 from tests._support import wait_until, xrange
 from tests.workers._pipeline import backfiller_config, ingester_config, read_all
 from tests.workers.test_listing import run_listing_until_done
+from workers.backfiller.handler import BackfillHandler
 from workers.backfiller.worker import build_backfiller
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +101,61 @@ async def test_backfilled_records_equal_devnet_truth(
 
 def _statuses(truth: list[dict[str, Any]]) -> dict[str, str]:
     return {t["did"]: t["status"] for t in truth if t["type"] == "repo"}
+
+
+async def test_a_read_takes_several_repos_and_a_stuck_one_holds_only_its_own_slot(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs come `repos_per_read` to a read, yet at most `concurrency` repos are worked on at once,
+    and a repo whose download hangs keeps one of those slots, not the rest of its batch: every
+    other repo is backfilled during its first hang (nothing retried yet); it is done after its
+    timeout and a retry."""
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=14, pds_hosts=2, seed=5)) as net:
+        dids = [a.did for a in net.world.accounts if a.status == "active" and not a.missing]
+        stuck = dids[0]
+        net.faults.hang_dids.add(stuck)
+        await run_listing_until_done(redis_client, ingester_config(redis_url, prefix, net.relay_url), net)
+        config = backfiller_config(
+            redis_url, prefix, net.plc_url, concurrency=2, repos_per_read=4, http_timeout_s=8.0
+        )
+        active, most, reads = 0, 0, []
+        call = BackfillHandler.__call__
+
+        async def batch(self: BackfillHandler, entries: Any) -> Any:
+            reads.append(len(entries))
+            return await call(self, entries)
+
+        monkeypatch.setattr(BackfillHandler, "__call__", batch)
+        async with build_backfiller(redis_client, config) as worker, anyio.create_task_group() as tg:
+            handle = worker.handler.handle
+
+            async def counted(entry: Any) -> Any:
+                nonlocal active, most
+                active += 1
+                most = max(most, active)
+                try:
+                    return await handle(entry)
+                finally:
+                    active -= 1
+
+            worker.handler.handle = counted  # type: ignore[method-assign]
+            tg.start_soon(worker.consumer.run)
+
+            async def markers() -> set[str]:
+                events = await read_all(redis_client, keys.stream("firehose_backfill"))
+                return {e.did for e in events if isinstance(e, RepoMarker)}
+
+            others = set(dids) - {stuck}
+            await wait_until(lambda: _covers(markers(), others), timeout=30, what="every other repo done")
+            assert stuck not in await markers()  # still hanging, in its own slot
+            assert worker.consumer.statistics().retried == 0  # the others did not wait for its timeout
+            net.faults.hang_dids.discard(stuck)
+            await wait_until(lambda: _covers(markers(), {stuck}), timeout=30, what="the stuck repo done")
+            worker.consumer.stop()
+    assert most == 2
+    assert max(reads) == 4
+
+
+async def _covers(got: Awaitable[set[str]], wanted: set[str]) -> bool:
+    return wanted <= await got

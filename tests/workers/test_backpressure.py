@@ -73,8 +73,9 @@ async def test_backfiller_waits_at_the_mark_holding_its_job(
         expected = sum(1 for t in net.truth() if t["type"] == "record")
         mark = expected // 3
         assert mark >= 20, expected
+        # One job per read: the one job taken is the one held.
         config = backfiller_config(redis_url, prefix, net.plc_url, firehose_high_water=mark, batch_size=10,
-                                   concurrency=1)  # fmt: skip
+                                   concurrency=1, repos_per_read=1)  # fmt: skip
         async with build_backfiller(redis_client, config) as worker, anyio.create_task_group() as tg:
             tg.start_soon(worker.consumer.run)
             await wait_until(lambda: worker.producer.statistics().blocked, what="backfiller blocked")

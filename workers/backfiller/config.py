@@ -46,6 +46,7 @@ class BackfillerConfig:
     consumer: str = field(default_factory=partial(default_consumer_name, "backfiller"))
     group: str = "repo_backfill_group"
     concurrency: int = 8
+    repos_per_read: int = 4
     min_idle_ms: int = 60_000
     max_deliveries: int = 5
     backfill_stream: str = StreamNames.REPO_BACKFILL
@@ -97,6 +98,15 @@ SPEC: Spec[BackfillerConfig] = Spec(
             max_deliveries_env="BACKFILLER_MAX_RETRIES",
             live_concurrency=True,
             aliases={"consumer": ("BACKFILLER_CONSUMER_NAME",), "group": ("BACKFILLER_CONSUMER_GROUP",)},
+        ),
+        Setting(
+            "repos_per_read",
+            "BACKFILLER_REPOS_PER_READ",
+            INT,
+            "repo jobs taken per read of the backfill stream, acked together (concurrency still bounds "
+            "the repos worked on; up to concurrency x this many jobs are held by a process at once)",
+            minimum=1,
+            maximum=100,
         ),
         Setting(
             "backfill_stream",

@@ -55,6 +55,7 @@ from streams import (
     Outcome,
     Producer,
     Retry,
+    Slots,
     StreamNames,
     classify,
     dead_letter_fields,
@@ -83,7 +84,8 @@ OUTCOMES_MAXLEN = 1_000_000
 
 
 class BackfillHandler:
-    """Handles `repo_backfill` entries (use batch_size=1; concurrency comes from the consumer)."""
+    """Handles `repo_backfill` entries: the repos of a batch at once, at most `concurrency` repos
+    over all batches (a batch's entries may wait here, pending and leased, for a repo slot)."""
 
     def __init__(
         self,
@@ -104,11 +106,40 @@ class BackfillHandler:
         self._limiter = limiter
         self._out_stream = producer.config.stream
         self._backoff_key = keys.backoff(keys.stream(config.backfill_stream), config.consumer)
+        # Repos worked on at once. A read delivers up to `repos_per_read` jobs to a handler slot
+        # (one XREADGROUP, one XACK, one lease for them all); the repos of a batch start as slots
+        # free here, so a big repo holds one slot, never its batch's others.
+        self._repos = Slots(config.concurrency)
         self.repos_done = 0
         self.records_written = 0
 
+    def retune(self, concurrency: int) -> None:
+        """A new number of repos worked on at once (a live override)."""
+        self._repos.resize(concurrency)
+
     async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
-        return [await self.handle(entry) for entry in entries]
+        if len(entries) == 1:
+            return [await self._in_slot(entries[0])]
+        outcomes: list[Outcome] = [DONE] * len(entries)
+
+        async def one(i: int) -> None:
+            try:
+                outcomes[i] = await self._in_slot(entries[i])
+            except Exception as exc:  # as the consumer treats a failed handler call, per repo
+                log.warning("repo job failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                outcomes[i] = classify(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(entries)):
+                tg.start_soon(one, i)
+        return outcomes
+
+    async def _in_slot(self, entry: Entry) -> Outcome:
+        await self._repos.acquire()
+        try:
+            return await self.handle(entry)
+        finally:
+            self._repos.release()
 
     async def handle(self, entry: Entry) -> Outcome:
         try:

@@ -53,6 +53,7 @@ class Backfiller:
     def retune(self, config: BackfillerConfig) -> None:
         """Apply the live-tunable settings (workers/control): concurrency, marks, per-PDS limits."""
         self.consumer.retune(concurrency=config.concurrency)
+        self.handler.retune(config.concurrency)
         self.producer.retune(high_water=config.firehose_high_water, low_water=config.firehose_low_water)
         self.limiter.retune(config.pds_rps, config.pds_concurrency)
         retune_throttle(self.throttle, config)
@@ -96,7 +97,9 @@ async def build_backfiller(redis: aioredis.Redis, config: BackfillerConfig) -> A
                 stream=keys.stream(config.backfill_stream),
                 group=config.group,
                 consumer=config.consumer,
-                batch_size=1,  # one repo per handler call: concurrency is in repos
+                # Several jobs per read (the handler bounds the repos worked on at once), and as
+                # many handler slots as repos, so a slot held by a big repo stalls no other.
+                batch_size=config.repos_per_read,
                 concurrency=config.concurrency,
                 min_idle_ms=config.min_idle_ms,
                 max_deliveries=config.max_deliveries,
