@@ -37,6 +37,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_migrate.py
 	$(UV) run --frozen python bench/bench_devnet.py
 	$(UV) run --frozen python bench/bench_demo.py
+	$(UV) run --frozen python bench/bench_replicas.py
 
 # The chaos demo STRESS_K times with random seeds: prints `N/K exact` and the failing seeds (not
 # part of `make test`; docs/testing.md). STRESS_PARALLEL runs at a time, STRESS_ARGS for the demo.

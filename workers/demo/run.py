@@ -64,6 +64,8 @@ class DemoOptions:
     workdir: Path | None = None
     cluster: int = 0  # masters of an embedded Redis Cluster (each with a replica); 0: one Valkey
     partitions: int = 0  # STREAMFILL_PARTITIONS; 0: twice the masters on a cluster, else 1
+    backfillers: int = 2
+    indexers: int = 2
 
     @property
     def partition_count(self) -> int:
@@ -226,7 +228,7 @@ async def _run(
         # silently (docs/cluster.md).
         base_env |= {"STREAMFILL_REDIS_CLUSTER": "yes", "STREAMFILL_WAIT_REPLICAS": "1"}
     _migrate(base_env, workdir)
-    children = _children(base_env, workdir)
+    children = _children(base_env, workdir, options)
     started = time.monotonic()
     forget = False
     try:
@@ -237,6 +239,9 @@ async def _run(
                 options, redis, keys, pg, http, devnet, children, started, cluster
             )
         elapsed = time.monotonic() - started
+        if not options.keep:  # stopped before the report, which gives their CPU seconds
+            for child in children:
+                child.stop()
         _report(options, verdict, final, (elapsed, times), children, workdir, prefix)
         if options.keep:
             await _keep(options, devnet, redis_url, database_url, prefix)
@@ -262,18 +267,18 @@ def _migrate(env: dict[str, str], workdir: Path) -> None:
         )
 
 
-def _children(env: dict[str, str], workdir: Path) -> list[Child]:
-    """1 ingester, 2 backfillers, 2 indexers: the horizontally scaled shape."""
+def _children(env: dict[str, str], workdir: Path, options: DemoOptions) -> list[Child]:
+    """1 ingester, 2 backfillers, 2 indexers by default: the horizontally scaled shape."""
 
     def child(name: str, args: list[str], **extra: str) -> Child:
         return Child(name, args, child_env(env, **extra), workdir / f"{name}.log")
 
+    backfillers = [f"backfiller-{i}" for i in range(1, options.backfillers + 1)]
+    indexers = [f"indexer-{i}" for i in range(1, options.indexers + 1)]
     return [
         child("ingester", ["ingester", "--mode", "all"]),
-        child("backfiller-1", ["backfiller"], BACKFILLER_CONSUMER="backfiller-1"),
-        child("backfiller-2", ["backfiller"], BACKFILLER_CONSUMER="backfiller-2"),
-        child("indexer-1", ["indexer"], INDEXER_CONSUMER="indexer-1"),
-        child("indexer-2", ["indexer"], INDEXER_CONSUMER="indexer-2"),
+        *(child(name, ["backfiller"], BACKFILLER_CONSUMER=name) for name in backfillers),
+        *(child(name, ["indexer"], INDEXER_CONSUMER=name) for name in indexers),
     ]
 
 
@@ -467,6 +472,11 @@ def _report(
         "kills": sum(c.kills for c in children),
         "master_failovers": times.master_failovers,
         "restarts": sum(c.restarts for c in children),
+        # CPU seconds of each kind of worker, summed over its replicas and restarts (once stopped).
+        "cpu_s": {
+            kind: round(sum(c.cpu_s for c in children if c.name.split("-")[0] == kind), 3)
+            for kind in ("ingester", "backfiller", "indexer")
+        },
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),
         "prefix": prefix,
