@@ -244,9 +244,7 @@ class ListingSource:
         while True:
             page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
             await self._write(self.runner, page.repos, None)
-            if page.cursor is None or (
-                end.isdigit() and page.cursor.isdigit() and int(page.cursor) >= int(end)
-            ):
+            if page.cursor is None or _reached(page.cursor, end):
                 return
             visited.add(cursor or "")
             if page.cursor in visited:
