@@ -65,14 +65,9 @@ async def list_streams(redis: aioredis.Redis, keys: Keys) -> list[str]:
     found: list[str] = []
     async for key in redis.scan_iter(match=keys.all_streams_pattern(), _type="stream", count=500):
         name = as_text(key)
-        if not name.endswith(":dlq") and name != keys.audit() and not _is_ledger(name):
+        if not keys.is_dlq(name) and name != keys.audit() and not keys.is_ledger(name):
             found.append(name)
     return sorted(found)
-
-
-def _is_ledger(name: str) -> bool:
-    """A skip-ahead ledger (`Keys.ledger`) or an event-stream gaps ledger (`Keys.gaps`)."""
-    return ":skipped:" in name or ":gaps:" in name
 
 
 async def skip_ledgers(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
@@ -80,7 +75,7 @@ async def skip_ledgers(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
     found: dict[str, int] = {}
     async for key in redis.scan_iter(match=keys.all_streams_pattern(), _type="stream", count=500):
         name = as_text(key)
-        if _is_ledger(name):
+        if keys.is_ledger(name):
             found[name] = int(await redis.xlen(name))
     return dict(sorted(found.items()))
 

@@ -70,6 +70,11 @@ class Keys:
     def dlq(self, stream_key: str) -> str:
         return dlq_key(stream_key)
 
+    @staticmethod
+    def is_dlq(key: str) -> bool:
+        """Whether `key` is a dead-letter stream (`dlq`)."""
+        return key.endswith(":dlq")
+
     def cursor(self, stream: str, host: str) -> str:
         return self._k(f"{stream}:cursor:{host}")
 
@@ -80,6 +85,16 @@ class Keys:
     def gaps(self, stream: str, host: str) -> str:
         """Event-stream gaps: ranges a follower never read (its source lost or reset our cursor)."""
         return self._k(f"{stream}:gaps:{host}")
+
+    @staticmethod
+    def is_gaps(key: str) -> bool:
+        """Whether `key` is an event-stream gaps ledger (`gaps`)."""
+        return ":gaps:" in key
+
+    @staticmethod
+    def is_ledger(key: str) -> bool:
+        """Whether `key` is a skip-ahead ledger (`ledger`) or a gaps ledger (`gaps`)."""
+        return ":skipped:" in key or Keys.is_gaps(key)
 
     def listed(self, stream: str, bucket: int) -> str:
         """One bucket of the listed register: what a listing already enqueued (hash field -> mark)."""

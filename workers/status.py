@@ -182,7 +182,7 @@ def render_status(
             for b in (backoffs or {}).get(i.stream, ())
         )
     for ledger, count in (ledgers or {}).items():
-        if count and ":gaps:" in ledger:
+        if count and Keys.is_gaps(ledger):
             lines.append(
                 f"{ledger}  {count} event-stream gap(s): never read; fill by a resync "
                 "(docs/operations.md, followers that never wedge)"
