@@ -66,16 +66,11 @@ def contract_for(name: str) -> StreamContract:
         raise SchemaError(f"no contract registered for stream {name!r}") from None
 
 
-def encode_entry(stream: str, message: Any) -> dict[bytes, bytes]:
-    return _contract_of(stream).encode(message)
+def encode_entry(name: str, message: Any) -> dict[bytes, bytes]:
+    """`message` as an entry of the stream named `name` (a registry name, never a key)."""
+    return contract_for(name).encode(message)
 
 
-def decode_entry(stream: str, fields: Mapping[bytes, bytes]) -> Any:
-    return _contract_of(stream).decode(fields)
-
-
-def _contract_of(stream: str) -> StreamContract:
-    # TODO(lead): after src merge: the last callers that pass a key (`test42:captains_log`)
-    # rather than a name are workers/replayer/scan.py, workers/replayer/fold.py and
-    # workers/ingester/listing.py; once they hold their contracts, this becomes contract_for.
-    return contract_for(stream if stream in REGISTRY else stream.rsplit(":", 1)[-1])
+def decode_entry(name: str, fields: Mapping[bytes, bytes]) -> Any:
+    """An entry of the stream named `name` (a registry name, never a key) as its message."""
+    return contract_for(name).decode(fields)

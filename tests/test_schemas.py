@@ -116,15 +116,15 @@ def test_broken_entries_are_schema_errors(fields: dict[bytes, bytes], message: s
         decode_entry("captains_log", fields)
 
 
-def test_prefixed_stream_names_find_their_contract() -> None:
-    assert isinstance(decode_entry("t42:captains_log", {b"doc": SAVED[6][2]}), CaptainsLogDoc)
-
-
 def test_contracts_are_found_by_name_never_by_parsing_a_key() -> None:
     assert contract_for("captains_log") is REGISTRY["captains_log"]
     for key in ("t42:captains_log", "t42:{captains_log:0}", "captains_log:dlq"):
         with pytest.raises(SchemaError, match="no contract registered"):
             contract_for(key)
+    # Nor by an entry's codec: a key is refused where a name is expected.
+    with pytest.raises(SchemaError, match="no contract registered"):
+        decode_entry("t42:captains_log", {b"doc": SAVED[6][2]})
+    assert isinstance(decode_entry("captains_log", {b"doc": SAVED[6][2]}), CaptainsLogDoc)
 
 
 def test_campaign_tag_defaults_to_none_and_travels() -> None:

@@ -71,7 +71,7 @@ def _backfiller(
 
 async def _enqueue(redis: aioredis.Redis, keys: Keys, repo: HostileRepo) -> None:
     stream = keys.stream("repo_backfill")
-    await xadd(redis, stream, encode_entry(stream, RepoJob(did=repo.did, host="hostile.test")))
+    await xadd(redis, stream, encode_entry("repo_backfill", RepoJob(did=repo.did, host="hostile.test")))
 
 
 async def _settled(redis: aioredis.Redis, keys: Keys) -> None:

@@ -139,7 +139,7 @@ async def test_firehose_replay_writes_exactly_the_window(
     got = []
     for index in range(partitions):
         rows = await xrange(redis_client, keys.partition("firehose_live", index, partitions))
-        got += [_got(decode_entry(keys.stream("firehose_live"), fields)) for _, fields in rows]
+        got += [_got(decode_entry("firehose_live", fields)) for _, fields in rows]
     if partitions == 1:
         assert got == expected  # in relay order
     else:

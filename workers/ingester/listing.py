@@ -25,7 +25,7 @@ from anyio.abc import TaskStatus
 from atp import AtpError, ForbiddenHost, InvalidDid, RateLimited, UpstreamError
 from atp.did import validate_did
 from atp.xrpc import XrpcClient
-from schemas import RepoJob, encode_entry
+from schemas import RepoJob, contract_for
 from streams import (
     CURSOR_DONE,
     ERROR_CAP,
@@ -39,6 +39,7 @@ from streams import (
     SourceBatch,
     SourceError,
     SourceRunner,
+    StreamNames,
     dead_letter_fields,
     resolve_skipped,
     skipped_ranges,
@@ -47,11 +48,12 @@ from workers.ingester.config import IngesterConfig
 from workers.ingester.register import listed_mark
 
 log = logging.getLogger("streamfill.ingester.listing")
-STREAM = "repo_backfill"
+STREAM = StreamNames.REPO_BACKFILL
+_JOBS = contract_for(STREAM)
 
 
 def _jobs(
-    host: str, repos: Sequence[Any], stream: str, keys: Keys, partitions: int = 1
+    host: str, repos: Sequence[Any], keys: Keys, partitions: int = 1
 ) -> tuple[list[dict[bytes, bytes]], list[Mark | None], list[tuple[str, Any]]]:
     """Valid repos become jobs with their register marks; malformed ones go to the DLQ with a reason."""
     jobs: list[dict[bytes, bytes]] = []
@@ -72,7 +74,7 @@ def _jobs(
                 reason="list",
             )
             rev = None if job.rev is None else str(job.rev)
-            jobs.append(encode_entry(stream, job))
+            jobs.append(_JOBS.encode(job))
             marks.append(listed_mark(keys, STREAM, did, rev, job.active, partitions=partitions))
         except (InvalidDid, ValueError, TypeError) as exc:
             bad.append((f"{type(exc).__name__}: {exc}", repo))
@@ -213,7 +215,7 @@ class ListingSource:
         return page.repos, page.cursor
 
     async def _write(self, out: Outlet, repos: Sequence[Any], cursor: str | None) -> None:
-        jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys, self._partitions)
+        jobs, marks, bad = _jobs(self.url, repos, self._keys, self._partitions)
         dead = [bad_item_fields(self._stream, self.host, reason, repo) for reason, repo in bad]
         ids = await out.write(SourceBatch(jobs, marks=marks, dead_letters=dead, cursor=cursor))
         self.pages += 1

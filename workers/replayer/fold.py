@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from schemas import CaptainsLogResult, SchemaError, decode_entry
-from streams import DONE, DeadLetter, Entry, Outcome
+from schemas import CaptainsLogResult, SchemaError, contract_for
+from streams import DONE, DeadLetter, Entry, Outcome, StreamNames
 from workers.replayer import events
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.ledger import Folded, Ledger
 from workers.replayer.runs import RunTracker
+
+_RESULTS = contract_for(StreamNames.CAPTAINS_LOG_RESULTS)
 
 
 class LedgerFolder:
@@ -30,7 +32,7 @@ class LedgerFolder:
         results: list[CaptainsLogResult] = []
         for entry in entries:
             try:
-                results.append(decode_entry(entry.stream, entry.fields))
+                results.append(_RESULTS.decode(entry.fields))
                 outcomes.append(DONE)
             except SchemaError as exc:
                 outcomes.append(DeadLetter(reason="invalid_entry", error=str(exc)))

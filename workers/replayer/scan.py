@@ -22,8 +22,8 @@ from pathlib import Path
 import anyio
 import redis.asyncio as aioredis
 
-from schemas import CaptainsLogDoc, encode_entry
-from streams import EntryState, Producer, entry_states
+from schemas import CaptainsLogDoc, contract_for
+from streams import EntryState, Producer, StreamNames, entry_states
 from streams.admin import count_replayed
 from workers.replayer import events
 from workers.replayer.documents import LogFile, MalformedFile, find_files, read_document
@@ -34,6 +34,7 @@ log = logging.getLogger("streamfill.replayer")
 
 # Documents per producer batch (one round trip, one ledger transaction).
 SCAN_BATCH = 200
+_DOCS = contract_for(StreamNames.CAPTAINS_LOG)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class Scanner:
         if not docs:
             return
         stream = self._producer.config.stream
-        entries = [encode_entry(stream, doc) for _, doc in docs]
+        entries = [_DOCS.encode(doc) for _, doc in docs]
         ids = await self._producer.send(entries)
         for fields in entries:
             count_replayed(stream, fields)
