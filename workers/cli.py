@@ -1,6 +1,6 @@
 """The `streamfill` command.
 
-Each module in COMMAND_MODULES (the composition root) exposes `register(subparsers)`, which adds
+Each command module (the composition root below) exposes `register(subparsers)`, which adds
 its subcommand and sets `func` to a callable `(args) -> int`. A worker command (WORKER_COMMANDS)
 imports only its own module: every replica's process starts without importing the others (the
 devnet's aiohttp server, the admin and campaign commands: ~40 % of a worker's import CPU).
@@ -11,38 +11,76 @@ the edge are one line and exit status 2 (workers/_edge.py).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
 from typing import NoReturn
 
 from workers._edge import debug_enabled, run_command
 
-# The composition root: every module that adds subcommands (devnet included: `streamfill devnet`
-# serves the simulated network), imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = (
-    "workers.ingester.cli",
-    "workers.backfiller.cli",
-    "workers.indexer.cli",
-    "workers.replayer.cli",
-    "workers.admin",  # status, groups, consumers, trim, dlq
-    "workers.inspect",  # inspect car / frames
-    "workers.config_cli",  # config show / reference / set / revert / history
-    "workers.control.cli",  # workers (heartbeats)
-    "workers.control.audit_cli",  # audit, audit export
-    "workers.control.recovery",  # resync, firehose replay
-    "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
-    "workers.demo.cli",
-    "devnet.cli",  # devnet
-)
-# The long-running workers, each the one command of its module: started as many replicas, they
-# import nothing else (tests/workers/test_cli_help.py checks each parses as in the whole parser).
-WORKER_COMMANDS: dict[str, str] = {
-    "ingester": "workers.ingester.cli",
-    "backfiller": "workers.backfiller.cli",
-    "indexer": "workers.indexer.cli",
-    "replayer": "workers.replayer.cli",
+# The composition root, as plain import statements (any import graph sees every arrow, devnet's
+# included: `streamfill devnet` serves the simulated network). They sit in functions so that a
+# long-running worker, started as many replicas, imports its own command module and nothing else
+# (tests/workers/test_cli_help.py checks each parses as in the whole parser).
+
+
+def _ingester() -> ModuleType:
+    import workers.ingester.cli
+
+    return workers.ingester.cli
+
+
+def _backfiller() -> ModuleType:
+    import workers.backfiller.cli
+
+    return workers.backfiller.cli
+
+
+def _indexer() -> ModuleType:
+    import workers.indexer.cli
+
+    return workers.indexer.cli
+
+
+def _replayer() -> ModuleType:
+    import workers.replayer.cli
+
+    return workers.replayer.cli
+
+
+def _every_command() -> tuple[ModuleType, ...]:
+    import devnet.cli
+    import workers.admin
+    import workers.campaign.cli
+    import workers.config_cli
+    import workers.control.audit_cli
+    import workers.control.cli
+    import workers.control.recovery
+    import workers.demo.cli
+    import workers.inspect
+
+    workers_first = tuple(load() for load in WORKER_COMMANDS.values())
+    return (
+        *workers_first,
+        workers.admin,  # status, groups, consumers, trim, dlq
+        workers.inspect,  # inspect car / frames
+        workers.config_cli,  # config show / reference / set / revert / history
+        workers.control.cli,  # workers (heartbeats)
+        workers.control.audit_cli,  # audit, audit export
+        workers.control.recovery,  # resync, firehose replay
+        workers.campaign.cli,  # campaign plan / apply / approve / ... (issue #15)
+        workers.demo.cli,
+        devnet.cli,  # devnet
+    )
+
+
+# The long-running workers, each the one command of its module.
+WORKER_COMMANDS: dict[str, Callable[[], ModuleType]] = {
+    "ingester": _ingester,
+    "backfiller": _backfiller,
+    "indexer": _indexer,
+    "replayer": _replayer,
 }
 
 DESCRIPTION = """\
@@ -98,8 +136,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub.required = True
     worker = WORKER_COMMANDS.get(command or "")
-    for name in (worker,) if worker else COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in (worker(),) if worker else _every_command():
+        module.register(sub)
     return parser
 
 
