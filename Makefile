@@ -37,6 +37,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_migrate.py
 	$(UV) run --frozen python bench/bench_devnet.py
 	$(UV) run --frozen python bench/bench_demo.py
+	$(UV) run --frozen python bench/bench_replicas.py
 
 # The chaos demo STRESS_K times with random seeds: prints `N/K exact` and the failing seeds (not
 # part of `make test`; docs/testing.md). STRESS_PARALLEL runs at a time, STRESS_ARGS for the demo.
@@ -48,9 +49,10 @@ stress: install
 lint: install
 	$(UV) run --frozen ruff check .
 
+# mypy --strict: the packages, tests/ and bench/ (pyproject's [tool.mypy]), then the scripts.
 typecheck: install
 	$(UV) run --frozen mypy
-	$(UV) run --frozen mypy --strict $(DEPLOY_CHECK)
+	$(UV) run --frozen mypy --strict $(DEPLOY_CHECK) tools/stress.py
 
 # compose/ and compose/k8s/ offline: schemas, references, settings; and `kubectl kustomize`
 # must render what the Python loader reads (the test suite runs the same checks without kubectl).

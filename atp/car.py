@@ -16,7 +16,7 @@ every CID must be CIDv1 sha2-256 with the dag-cbor or raw codec and its block mu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -374,7 +374,7 @@ def _as_cid(cid: str | bytes) -> bytes:
 
 
 def iter_car(
-    roots: list[str] | list[bytes],
+    roots: Sequence[str] | Sequence[bytes],
     blocks: Iterable[tuple[str | bytes, bytes]],
     *,
     chunk_size: int = 64 * 1024,
@@ -394,6 +394,6 @@ def iter_car(
         yield b"".join(parts)
 
 
-def write_car(roots: list[str] | list[bytes], blocks: Iterable[tuple[str | bytes, bytes]]) -> bytes:
+def write_car(roots: Sequence[str] | Sequence[bytes], blocks: Iterable[tuple[str | bytes, bytes]]) -> bytes:
     """Write a CAR v1 to bytes."""
     return b"".join(iter_car(roots, blocks))

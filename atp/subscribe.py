@@ -16,7 +16,7 @@ and labelers are configured endpoints) and proxies from the environment are not 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
@@ -67,7 +67,7 @@ async def subscribe(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ping_interval_s: float = 20.0,
     ping_timeout_s: float = 20.0,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield raw binary frames from the stream at `url` (resuming after `cursor` when given).
 
     `url` is a ws(s) URL, or an http(s) base URL / bare host meaning its subscribeRepos endpoint.

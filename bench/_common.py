@@ -7,9 +7,11 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from redis.typing import EncodableT, FieldT
 
 from streams import redis_url_or_embedded
 
@@ -49,3 +51,8 @@ def _fmt(v: Any) -> str:
     return (
         f"{v:,.0f}" if isinstance(v, float) and v > 100 else (f"{v:.3f}" if isinstance(v, float) else str(v))
     )
+
+
+def xfields(fields: Mapping[bytes, bytes]) -> dict[FieldT, EncodableT]:
+    """Entry fields as redis-py's `xadd` is annotated to take them (a dict of its own key type)."""
+    return dict(fields.items())

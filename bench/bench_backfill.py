@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import anyio
 import httpx
@@ -49,7 +50,7 @@ async def bench_listing(redis: aioredis.Redis, url: str) -> dict[str, object]:
         async with build_ingester(redis, config) as ingester:
             listing = ingester.listings[0]
             with Timer() as t:
-                await listing._page_until_done(None)
+                await listing.run_pass(recheck=False)
         return {
             "path": "ingester listRepos -> repo_backfill",
             "repos": listing.listed,
@@ -87,7 +88,8 @@ async def bench_backfill(redis: aioredis.Redis, url: str) -> dict[str, object]:
             with Timer() as t:
                 await worker.handler.handle(job)
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        events = await redis.xrange(keys.stream("firehose_backfill"))
+        rows = await redis.xrange(keys.stream("firehose_backfill"))
+        events = cast("list[tuple[bytes, dict[bytes, bytes]]]", rows)  # a bytes client
         records = len(events) - 1
         raw = await _raw_xadd(redis, keys.stream("raw"), [f for _, f in events])
         await redis.delete(keys.stream("firehose_backfill"), keys.stream("raw"))
@@ -118,7 +120,8 @@ async def _huge_did(net: dict[str, str]) -> str:
         doc = json.loads(line)
         if doc["type"] == "record":
             counts[doc["did"]] = counts.get(doc["did"], 0) + 1
-    return max((r["did"] for r in body["repos"]), key=lambda d: counts.get(d, 0))
+    busiest: str = max((r["did"] for r in body["repos"]), key=lambda d: counts.get(d, 0))
+    return busiest
 
 
 async def _raw_xadd(redis: aioredis.Redis, stream: str, events: list[dict[bytes, bytes]]) -> float:

@@ -48,8 +48,8 @@ ROW = (
 )
 
 
-def run_demo(repos: int) -> dict[str, Any]:
-    """One `streamfill demo --json` run; its verdict document."""
+def run_demo(repos: int, extra: list[str] = EXTRA) -> dict[str, Any]:
+    """One `streamfill demo --json` run (`extra`: more of its arguments); its verdict document."""
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as workdir:
         cmd = [
             sys.executable,
@@ -65,7 +65,7 @@ def run_demo(repos: int) -> dict[str, Any]:
             "7200",
             "--workdir",
             workdir,
-            *EXTRA,
+            *extra,
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = out.stdout.strip().splitlines()

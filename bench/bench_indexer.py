@@ -34,8 +34,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import bench_redis_url, report
-from schemas import RecordCreate, RecordDelete, RecordUpdate, encode_entry
+from bench._common import bench_redis_url, report, xfields
+from schemas import RecordCreate, RecordDelete, RecordUpdate, contract_for, encode_entry
 from streams import Consumer, ConsumerConfig, Entry, Keys, connect
 from workers._embedded_pg import database_url_or_embedded
 from workers.indexer import IndexerHandler
@@ -243,7 +243,7 @@ async def profile_statements(url: str, entries: list[Entry]) -> dict[str, Side]:
                 pid = conn.get_server_pid()
                 for i in range(0, len(entries), BATCH):
                     py0 = time.process_time()
-                    batch = Batch.of(decode(e.stream, e.fields) for e in entries[i : i + BATCH])
+                    batch = Batch.of(decode(contract_for(e.stream), e.fields) for e in entries[i : i + BATCH])
                     profile["decode + collapse (Python)"].add(0.0, 0.0, time.process_time() - py0)
                     await _profile_batch(conn, pid, batch, profile)
         finally:
@@ -275,7 +275,7 @@ async def measure_consumer_path(url: str, redis_url: str, entries: list[Entry]) 
             for i in range(0, len(entries), BATCH):
                 async with redis.pipeline(transaction=False) as pipe:
                     for e in entries[i : i + BATCH]:
-                        pipe.xadd(stream, dict(e.fields))
+                        pipe.xadd(stream, xfields(e.fields))
                     await pipe.execute()
             consumer = Consumer(
                 redis,
@@ -315,7 +315,8 @@ async def measure_live_latency(url: str, redis_url: str, events: list[Any]) -> d
 
 
 async def _live_latencies(inner: IndexerHandler, redis_url: str, events: list[Any]) -> list[float]:
-    keys, latencies, all_seen = Keys(f"bench{uuid.uuid4().hex[:6]}"), [], anyio.Event()
+    keys, all_seen = Keys(f"bench{uuid.uuid4().hex[:6]}"), anyio.Event()
+    latencies: list[float] = []
     stream = keys.stream("firehose_live")
     redis = connect(redis_url)
 
@@ -336,7 +337,7 @@ async def _live_latencies(inner: IndexerHandler, redis_url: str, events: list[An
     async with anyio.create_task_group() as tg:
         await tg.start(consumer.run)
         for e in events:
-            await redis.xadd(stream, encode_entry("firehose_live", e))
+            await redis.xadd(stream, xfields(encode_entry("firehose_live", e)))
             await anyio.sleep(1 / LIVE_RATE)
         await all_seen.wait()
         consumer.stop()

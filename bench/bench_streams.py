@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -53,7 +54,9 @@ async def raw_consume(r: aioredis.Redis, stream: str) -> float:
     done = 0
     with Timer() as t:
         while done < N:
-            reply = await r.xreadgroup("raw", "c", {stream: ">"}, count=BATCH, block=100)
+            # a bytes client on RESP2: [[stream, [(id, fields), ...]]], or nothing when it times out
+            read = await r.xreadgroup("raw", "c", {stream: ">"}, count=BATCH, block=100)
+            reply = cast("list[list[Any]]", read)
             ids = [i for i, _ in reply[0][1]] if reply else []
             if ids:
                 await r.xack(stream, "raw", *ids)

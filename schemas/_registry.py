@@ -54,18 +54,28 @@ REGISTRY: dict[str, StreamContract] = {
 }
 
 
-def contract_for(stream: str) -> StreamContract:
-    """The contract of a stream; streams may carry a prefix (`test42:firehose_live`)."""
-    base = stream.rsplit(":", 1)[-1] if stream not in REGISTRY else stream
+def contract_for(name: str) -> StreamContract:
+    """The contract of the stream named `name`: a registry name (`firehose_live`), never a key.
+
+    Whoever wires a handler knows which stream it serves, and hands it that stream's contract
+    (or the handler holds the contract of what it reads and writes); nothing here parses keys.
+    """
     try:
-        return REGISTRY[base]
+        return REGISTRY[name]
     except KeyError:
-        raise SchemaError(f"no contract registered for stream {stream!r}") from None
+        raise SchemaError(f"no contract registered for stream {name!r}") from None
 
 
 def encode_entry(stream: str, message: Any) -> dict[bytes, bytes]:
-    return contract_for(stream).encode(message)
+    return _contract_of(stream).encode(message)
 
 
 def decode_entry(stream: str, fields: Mapping[bytes, bytes]) -> Any:
-    return contract_for(stream).decode(fields)
+    return _contract_of(stream).decode(fields)
+
+
+def _contract_of(stream: str) -> StreamContract:
+    # TODO(lead): after src merge: the last callers that pass a key (`test42:captains_log`)
+    # rather than a name are workers/replayer/scan.py, workers/replayer/fold.py and
+    # workers/ingester/listing.py; once they hold their contracts, this becomes contract_for.
+    return contract_for(stream if stream in REGISTRY else stream.rsplit(":", 1)[-1])

@@ -12,10 +12,11 @@ from streams._cluster import (
     is_cluster,
     parse_cluster_setting,
 )
+from streams._cluster_node import EmbeddedClusterOptions, Node
 from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
 from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
-from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions, Node
+from streams._embedded_cluster import EmbeddedCluster
 from streams._entries import EntryState, entry_states
 from streams._errors import (
     AdminError,
@@ -25,11 +26,12 @@ from streams._errors import (
     NoGroup,
     RedisUnavailable,
     ReplicationLagError,
+    SourceError,
     StreamsError,
     UnsupportedServer,
     translate,
 )
-from streams._keys import CURSOR_DONE, Keys, default_consumer_name, dlq_key, host_key
+from streams._keys import CURSOR_DONE, Keys, StreamNames, default_consumer_name, dlq_key, host_key
 from streams._lag import GroupLag, group_lags, lag_seconds
 from streams._ledger import SkippedRange, record_skip, resolve_skipped, skipped_ranges
 from streams._logging import configure_logging
@@ -42,6 +44,7 @@ from streams._retry import Backoff, SkipAhead, SkipDecision, advance, classify, 
 from streams._routing import Partitioning, partition_index
 from streams._server import ServerInfo, connect, connect_auto, detect_server
 from streams._slots import Slots
+from streams._source import Outlet, RunnerConfig, Source, SourceBatch, SourceRunner, SourceStats
 from streams._supervise import is_redis_blip, supervise
 from streams._throttle import Pace, Throttle, ThrottleConfig, ThrottleStats, throttled_states
 from streams._types import DONE, BatchHandler, DeadLetter, Done, Entry, EntryHandler, Outcome, Retry, id_key
@@ -79,6 +82,7 @@ __all__ = [
     "NoGroup",
     "Node",
     "Outcome",
+    "Outlet",
     "Pace",
     "PartitionedConsumer",
     "PartitionedProducer",
@@ -93,11 +97,18 @@ __all__ = [
     "RedisUnavailable",
     "ReplicationLagError",
     "Retry",
+    "RunnerConfig",
     "ServerInfo",
     "SkipAhead",
     "SkipDecision",
     "SkippedRange",
     "Slots",
+    "Source",
+    "SourceBatch",
+    "SourceError",
+    "SourceRunner",
+    "SourceStats",
+    "StreamNames",
     "StreamsError",
     "Throttle",
     "ThrottleConfig",

@@ -7,6 +7,8 @@
     ├── ClusterStartError            an embedded cluster did not come up (RuntimeError too)
     ├── RedisUnavailable             Redis stayed away longer than REDIS_RECONNECT_S
     │                                (a redis ConnectionError too: the edge's one line covers it)
+    ├── SourceError                  a source's upstream failed a session (`SourceRunner` backs
+    │                                off, skips ahead or gives up; raised by sources, not redis)
     └── GroupError                   a consumer-group reply, translated (`translate`)
         ├── GroupExists              BUSYGROUP: the group is already there
         └── NoGroup                  NOGROUP: no such stream or group
@@ -28,6 +30,7 @@ __all__ = [
     "NoGroup",
     "RedisUnavailable",
     "ReplicationLagError",
+    "SourceError",
     "StreamsError",
     "UnsupportedServer",
     "translate",
@@ -60,6 +63,32 @@ class RedisUnavailable(StreamsError, rex.ConnectionError):
     def __init__(self, window_s: float, last: BaseException) -> None:
         super().__init__(f"no answer for {window_s:g} s (REDIS_RECONNECT_S): {type(last).__name__}: {last}")
         self.window_s = window_s
+
+
+class SourceError(StreamsError):
+    """A source's upstream failed this session; its runner backs off and starts another.
+
+    `skippable`: the upstream answered, so the failure is at this position (it counts toward
+    skip-ahead); otherwise the upstream is away and is waited for. `permanent`: do not wait for
+    it (with `give_up_after`, the pass ends at once). `retry_after_s`: the upstream's own delay.
+    `disconnect`: the upstream ended a session that was working (a relay closing a long
+    connection): when the session moved the cursor, the next one starts at once, uncounted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        skippable: bool = False,
+        permanent: bool = False,
+        retry_after_s: float | None = None,
+        disconnect: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.disconnect = disconnect
+        self.skippable = skippable
+        self.permanent = permanent
+        self.retry_after_s = retry_after_s
 
 
 class GroupError(StreamsError):

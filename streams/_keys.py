@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
@@ -25,6 +26,22 @@ def dlq_key(stream_key: str) -> str:
     """The dead-letter stream of a stream key (prefixed or not: it follows the key it is given,
     hash tag included, so a partition and its DLQ share a slot)."""
     return f"{stream_key}:dlq"
+
+
+class StreamNames:
+    """The pipeline's logical streams (../ARCHITECTURE.md's table), named here and nowhere else.
+
+    A name is not a key: a stream's key is `Keys(prefix).stream(name)`, a partition's
+    `Keys.partition(name, ...)`, its dead letters `Keys.dlq(key)`. `schemas.REGISTRY` maps the
+    same names to their contracts (schemas imports nothing of ours; a test checks they agree).
+    """
+
+    REPO_BACKFILL: Final = "repo_backfill"
+    FIREHOSE_LIVE: Final = "firehose_live"
+    FIREHOSE_BACKFILL: Final = "firehose_backfill"
+    LABEL_LIVE: Final = "label_live"
+    CAPTAINS_LOG: Final = "captains_log"
+    CAPTAINS_LOG_RESULTS: Final = "captains_log_results"
 
 
 @dataclass(frozen=True, slots=True)

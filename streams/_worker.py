@@ -80,8 +80,8 @@ async def run_worker(
                 return await evaluate(checks)
 
             await tg.start(serve_metrics, options.metrics_host, options.metrics_port, state.is_ready, reasons)
-        if options.watched_streams:
-            tg.start_soon(_poll_stats, redis, options.watched_streams, options.stats_interval_s)
+            if options.watched_streams:  # the gauges are only read through /metrics
+                tg.start_soon(_poll_stats, redis, options.watched_streams, options.stats_interval_s)
         async with anyio.create_task_group() as work:
             state.work = work.cancel_scope
             if state.signal is not None:  # stopped while the helpers started

@@ -8,23 +8,15 @@ from streams._admin import (
     ConsumerInfo,
     GroupInfo,
     StreamInfo,
-    TrimPlan,
-    audit,
-    count_replayed,
-    dlq_list,
-    dlq_purge,
-    dlq_replay,
     drain,
     list_streams,
-    operator_name,
     prune_consumers,
     reset_group,
-    safe_trim_id,
     skip_ledgers,
     stream_info,
-    trim,
-    trim_stream,
 )
+from streams._audit import audit, operator_name
+from streams._dlq_admin import count_replayed, dlq_list, dlq_purge, dlq_replay
 from streams._partition_admin import (
     LogicalStreamInfo,
     logical_stream,
@@ -32,6 +24,7 @@ from streams._partition_admin import (
     partition_number,
     partitions_of,
 )
+from streams._trim import TrimPlan, safe_trim_id, trim, trim_stream
 
 __all__ = [
     "ConsumerInfo",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,7 +115,9 @@ def pending_entries(redis_url: str, prefix: str) -> dict[str, int]:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keep each phase's report on the item (the `prefix` fixture reads whether the test passed)."""
     report = yield
     setattr(item, f"rep_{report.when}", report)
@@ -140,7 +142,7 @@ def database_url() -> Iterator[str]:
     import pgserver
 
     pgdata = Path(tempfile.mkdtemp(prefix="streamfill-pg-"))
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]  # no __all__
     try:
         yield server.get_uri()
     finally:

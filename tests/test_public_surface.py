@@ -49,6 +49,7 @@ PINNED: dict[str, list[str]] = {
         "NoGroup",
         "Node",
         "Outcome",
+        "Outlet",
         "Pace",
         "PartitionedConsumer",
         "PartitionedProducer",
@@ -63,11 +64,18 @@ PINNED: dict[str, list[str]] = {
         "RedisUnavailable",
         "ReplicationLagError",
         "Retry",
+        "RunnerConfig",
         "ServerInfo",
         "SkipAhead",
         "SkipDecision",
         "SkippedRange",
         "Slots",
+        "Source",
+        "SourceBatch",
+        "SourceError",
+        "SourceRunner",
+        "SourceStats",
+        "StreamNames",
         "StreamsError",
         "Throttle",
         "ThrottleConfig",
@@ -277,11 +285,9 @@ def test_public_surface_is_pinned(module: str) -> None:
 def _private_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
         for name in names:
             parts = name.split(".")
             if parts[0] in PACKAGES and any(p.startswith("_") for p in parts[1:]):

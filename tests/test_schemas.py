@@ -15,6 +15,7 @@ from schemas import (
     RepoJob,
     RepoMarker,
     SchemaError,
+    contract_for,
     decode_entry,
     encode_entry,
 )
@@ -117,6 +118,13 @@ def test_broken_entries_are_schema_errors(fields: dict[bytes, bytes], message: s
 
 def test_prefixed_stream_names_find_their_contract() -> None:
     assert isinstance(decode_entry("t42:captains_log", {b"doc": SAVED[6][2]}), CaptainsLogDoc)
+
+
+def test_contracts_are_found_by_name_never_by_parsing_a_key() -> None:
+    assert contract_for("captains_log") is REGISTRY["captains_log"]
+    for key in ("t42:captains_log", "t42:{captains_log:0}", "captains_log:dlq"):
+        with pytest.raises(SchemaError, match="no contract registered"):
+            contract_for(key)
 
 
 def test_campaign_tag_defaults_to_none_and_travels() -> None:

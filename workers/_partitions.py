@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from streams import Keys, Partitioning
+from streams import Keys, Partitioning, StreamNames
 
-DID_STREAMS = ("repo_backfill", "firehose_live", "firehose_backfill")
+DID_STREAMS = (StreamNames.REPO_BACKFILL, StreamNames.FIREHOSE_LIVE, StreamNames.FIREHOSE_BACKFILL)
 
 
 def partitioning(prefix: str, partitions: int, names: Iterable[str] = ()) -> Partitioning:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 import redis.asyncio as aioredis
 
-from streams import Check, Keys, Reason, lag_check, redis_check, warmup_check
+from streams import Check, Keys, Reason, StreamNames, lag_check, redis_check, warmup_check
 from workers._partitions import partitioning
 from workers._throttle import LIVE_STREAMS
 
@@ -35,7 +35,8 @@ def postgres_check(database_url: str) -> Check:
 def backfill_keys(prefix: str, partitions: int) -> tuple[list[str], list[str]]:
     """(repo_backfill's keys, firehose_backfill's keys): what `warmup` measures."""
     parts = partitioning(prefix, partitions)
-    return parts.partition_keys("repo_backfill"), parts.partition_keys("firehose_backfill")
+    jobs, records = StreamNames.REPO_BACKFILL, StreamNames.FIREHOSE_BACKFILL
+    return parts.partition_keys(jobs), parts.partition_keys(records)
 
 
 def base_checks(redis: aioredis.Redis) -> tuple[tuple[str, Check], ...]:

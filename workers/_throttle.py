@@ -11,11 +11,12 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from streams import Keys, Pace, Throttle, ThrottleConfig, default_consumer_name
+from streams import Keys, Pace, StreamNames, Throttle, ThrottleConfig, default_consumer_name
 from streams.admin import partitions_of
 from workers._partitions import partitioning
 
-LIVE_STREAMS = ("firehose_live", "label_live")  # as the indexer's live-first (indexer/config.py)
+# As the indexer's live-first (indexer/config.py).
+LIVE_STREAMS = (StreamNames.FIREHOSE_LIVE, StreamNames.LABEL_LIVE)
 
 
 class ThrottleSettings(Protocol):
@@ -34,7 +35,7 @@ class ThrottleSettings(Protocol):
 def live_keys(prefix: str, partitions: int) -> list[str]:
     """The keys of the live streams: every partition of firehose_live, and label_live."""
     parts = partitioning(prefix, partitions)
-    return [*parts.partition_keys("firehose_live"), Keys(prefix).stream("label_live")]
+    return [*parts.partition_keys(StreamNames.FIREHOSE_LIVE), Keys(prefix).stream(StreamNames.LABEL_LIVE)]
 
 
 def retune_throttle(throttle: Throttle | None, config: ThrottleSettings) -> None:
@@ -67,8 +68,8 @@ async def replay_gate(
     """What an operator's replay awaits before each entry: the live-lag throttle (unless
     THROTTLE_ENABLED=false; the live streams' partitions as they exist), then `rate` a second."""
     live = [
-        *await partitions_of(redis, keys, "firehose_live"),
-        *await partitions_of(redis, keys, "label_live"),
+        *await partitions_of(redis, keys, StreamNames.FIREHOSE_LIVE),
+        *await partitions_of(redis, keys, StreamNames.LABEL_LIVE),
     ]
     throttle = live_throttle(redis, config, default_consumer_name("dlq-replay"), live)
     pace = Pace(rate)

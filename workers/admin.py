@@ -13,32 +13,21 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from streams import AdminError, Keys, throttled_states
+from streams import AdminError, Keys
 from streams.admin import (
     GroupInfo,
-    LogicalStreamInfo,
-    StreamInfo,
     dlq_list,
     dlq_purge,
     dlq_replay,
     drain,
-    list_streams,
-    logical_stream,
-    merge,
-    partition_number,
     partitions_of,
     prune_consumers,
     reset_group,
-    skip_ledgers,
-    stream_info,
     trim_stream,
 )
 from workers._env import redis_session
 from workers._specs import load
 from workers._throttle import replay_gate
-from workers.campaign.cli import active_campaign_lines
-from workers.control.agent import worker_summary
-from workers.health import readiness_line, status_readiness, throttle_lines
 from workers.settings import (
     FLOAT,
     Setting,
@@ -51,6 +40,7 @@ from workers.settings import (
     throttle_rule,
     throttle_settings,
 )
+from workers.status import run_status
 
 Action = Callable[[aioredis.Redis, Keys, argparse.Namespace], Awaitable[int]]
 
@@ -96,7 +86,11 @@ _GROUP = "consumer group (e.g. repo_backfill_group)"
 
 def register(sub: Any) -> None:
     p = _command(sub, "status", "streams, groups, consumers, lag, pending, DLQs")
-    p.add_argument("--json", action="store_true", help="one JSON document (a list of streams)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document: streams, ledgers, campaigns, throttled, workers, readiness",
+    )
     p.add_argument(
         "--partitions",
         action="store_true",
@@ -107,7 +101,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="refresh every second (in place on a terminal, a new report each time otherwise)",
     )
-    p.set_defaults(func=_runner(_status))
+    p.set_defaults(func=_runner(run_status))
 
     groups = _group(sub, "groups", "re-point or drain a consumer group")
     p = _command(groups, "reset", "set a group's last-delivered id (0, $ or an id); audited")
@@ -211,133 +205,6 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-async def logical_infos(redis: aioredis.Redis, keys: Keys) -> list[StreamInfo]:
-    """Every stream under the prefix; a partitioned one as its totals (`LogicalStreamInfo`)."""
-    by_stream: dict[str, list[StreamInfo]] = {}
-    for key in await list_streams(redis, keys):
-        by_stream.setdefault(logical_stream(keys, key), []).append(await stream_info(redis, key))
-    infos: list[StreamInfo] = []
-    for stream, parts in sorted(by_stream.items()):
-        if len(parts) == 1 and parts[0].stream == stream:
-            infos.append(parts[0])
-        else:
-            parts.sort(key=lambda p: partition_number(keys, p.stream))
-            infos.append(merge(stream, parts, int(await redis.xlen(keys.dlq(stream)))))
-    return infos
-
-
-def _status_json(info: StreamInfo, partitions: bool) -> dict[str, Any]:
-    doc = info.to_json()
-    if not partitions:
-        doc.pop("partitions", None)
-    return doc
-
-
-async def _status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    while True:
-        infos = await logical_infos(redis, keys)
-        backoffs = {i.stream: await host_backoffs(redis, keys, i.stream) for i in infos}
-        if args.json:
-            docs = [_status_json(i, args.partitions) | {"host_backoff": backoffs[i.stream]} for i in infos]
-            print(json.dumps(docs), flush=True)
-        else:
-            text = render_status(infos, await skip_ledgers(redis, keys), backoffs, partitions=args.partitions)
-            text += "".join(f"\n{line}" for line in await active_campaign_lines(redis, keys))
-            text += "".join(
-                f"\n{line}" for line in throttle_lines(await throttled_states(redis, keys.throttle_pattern()))
-            )
-            text += "".join(f"\n{line}" for line in await worker_summary(redis, keys))
-            text += "\n" + readiness_line(await status_readiness(redis, keys, args.config.ready_max_lag_s))
-            redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
-            print(("\x1b[H\x1b[2J" if redraw else "") + text, flush=True)
-        if not args.watch:
-            return 0
-        await anyio.sleep(1)
-
-
-async def host_backoffs(redis: aioredis.Redis, keys: Keys, stream: str) -> list[dict[str, Any]]:
-    """Hosts the consumers of `stream` are backing off from after a 429 (what each published)."""
-    out: list[dict[str, Any]] = []
-    now = time.time()
-    async for key in redis.scan_iter(match=keys.backoff_pattern(stream), _type="string", count=500):
-        consumer = key.decode().rsplit(":backoff:", 1)[-1]
-        try:
-            hosts = json.loads(await redis.get(key) or b"{}")
-        except ValueError:
-            continue
-        for host, state in sorted(hosts.items()):
-            remaining = float(state.get("until", 0)) - now
-            if remaining > 0:
-                throttled = int(state.get("throttled", 0))
-                out.append(
-                    {
-                        "consumer": consumer,
-                        "host": host,
-                        "backoff_s": round(remaining, 1),
-                        "throttled": throttled,
-                    }
-                )
-    return out
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
-
-
-def render_status(
-    infos: list[StreamInfo],
-    ledgers: dict[str, int] | None = None,
-    backoffs: dict[str, list[dict[str, Any]]] | None = None,
-    *,
-    partitions: bool = False,
-) -> str:
-    lines = [time.strftime("%Y-%m-%d %H:%M:%S") + "  streamfill status", ""]
-    if not infos:
-        lines.append("(no streams)")
-    for i in infos:
-        parts = i.partitions if isinstance(i, LogicalStreamInfo) else []
-        lines.extend(_stream_lines(i, "", f"  partitions={len(parts)}" if parts else ""))
-        for part in parts if partitions else ():
-            lines.extend(_stream_lines(part, "    ", ""))
-        lines.extend(
-            f"  backoff {b['host']}  {_age(b['backoff_s'])} left  "
-            f"(consumer {b['consumer']}, 429s seen: {b['throttled']})"
-            for b in (backoffs or {}).get(i.stream, ())
-        )
-    for ledger, count in (ledgers or {}).items():
-        if count and ":gaps:" in ledger:
-            lines.append(
-                f"{ledger}  {count} event-stream gap(s): never read; fill by a resync "
-                "(docs/operations.md, followers that never wedge)"
-            )
-        elif count:
-            lines.append(f"{ledger}  {count} skipped range(s): streamfill ingester --retry-skipped")
-    return "\n".join(lines)
-
-
-def _stream_lines(i: StreamInfo, indent: str, more: str) -> list[str]:
-    lines = [
-        f"{indent}{i.stream}  length={i.length}  first={_age(i.first_age_s)} old  "
-        f"last={_age(i.last_age_s)} old  dlq={i.dlq_length}{more}"
-    ]
-    for g in i.groups:
-        lag = "?" if g.lag is None else str(g.lag)
-        behind = "" if g.lag_s is None else f" ({_age(g.lag_s)} behind)"
-        lines.append(
-            f"{indent}  group {g.name}  lag={lag}{behind}  pending={g.pending}  "
-            f"last-delivered={g.last_delivered_id}"
-        )
-        for c in g.consumers:
-            idle = _age(c.idle_ms / 1000)
-            lines.append(f"{indent}    consumer {c.name}  pending={c.pending}  idle={idle}")
-    return lines
-
-
 async def _reset(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
     for stream in await partitions_of(redis, keys, args.stream):  # every partition, or the stream
         await reset_group(redis, keys, stream, args.group, args.to)
@@ -409,5 +276,5 @@ async def _dlq(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> i
             left -= replayed
             print(f"replayed {replayed} entries onto {stream}")
         else:
-            print(f"purged {await dlq_purge(redis, keys, stream)} entries from {stream}:dlq")
+            print(f"purged {await dlq_purge(redis, keys, stream)} entries from {keys.dlq(stream)}")
     return 0

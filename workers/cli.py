@@ -1,53 +1,49 @@
 """The `streamfill` command.
 
-Each module in COMMAND_MODULES (imported at the top: the composition root) exposes
-`register(subparsers)`, which adds its subcommand and sets `func` to a callable
-`(args) -> int`. Settings are read at this edge (workers/_specs.py) and passed down as frozen
-values; errors at the edge are one line and exit status 2
-(workers/_edge.py).
+Each module in COMMAND_MODULES (the composition root) exposes `register(subparsers)`, which adds
+its subcommand and sets `func` to a callable `(args) -> int`. A worker command (WORKER_COMMANDS)
+imports only its own module: every replica's process starts without importing the others (the
+devnet's aiohttp server, the admin and campaign commands: ~40 % of a worker's import CPU).
+Settings are read at this edge (workers/_specs.py) and passed down as frozen values; errors at
+the edge are one line and exit status 2 (workers/_edge.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from types import ModuleType
 from typing import NoReturn
 
-import devnet.cli
-import workers.admin
-import workers.backfiller.cli
-import workers.campaign.cli
-import workers.config_cli
-import workers.control.audit_cli
-import workers.control.cli
-import workers.control.recovery
-import workers.demo.cli
-import workers.indexer.cli
-import workers.ingester.cli
-import workers.inspect
-import workers.replayer.cli
 from workers._edge import debug_enabled, run_command
 
-# The composition root: every module that adds subcommands, imported here where an import graph
-# sees them (devnet included: `streamfill devnet` serves the simulated network).
-COMMAND_MODULES: tuple[ModuleType, ...] = (
-    workers.ingester.cli,
-    workers.backfiller.cli,
-    workers.indexer.cli,
-    workers.replayer.cli,
-    workers.admin,  # status, groups, consumers, trim, dlq
-    workers.inspect,  # inspect car / frames
-    workers.config_cli,  # config show / reference / set / revert / history
-    workers.control.cli,  # workers (heartbeats)
-    workers.control.audit_cli,  # audit, audit export
-    workers.control.recovery,  # resync, firehose replay
-    workers.campaign.cli,  # campaign plan / apply / approve / ... (issue #15)
-    workers.demo.cli,
-    devnet.cli,  # devnet
+# The composition root: every module that adds subcommands (devnet included: `streamfill devnet`
+# serves the simulated network), imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = (
+    "workers.ingester.cli",
+    "workers.backfiller.cli",
+    "workers.indexer.cli",
+    "workers.replayer.cli",
+    "workers.admin",  # status, groups, consumers, trim, dlq
+    "workers.inspect",  # inspect car / frames
+    "workers.config_cli",  # config show / reference / set / revert / history
+    "workers.control.cli",  # workers (heartbeats)
+    "workers.control.audit_cli",  # audit, audit export
+    "workers.control.recovery",  # resync, firehose replay
+    "workers.campaign.cli",  # campaign plan / apply / approve / ... (issue #15)
+    "workers.demo.cli",
+    "devnet.cli",  # devnet
 )
+# The long-running workers, each the one command of its module: started as many replicas, they
+# import nothing else (tests/workers/test_cli_help.py checks each parses as in the whole parser).
+WORKER_COMMANDS: dict[str, str] = {
+    "ingester": "workers.ingester.cli",
+    "backfiller": "workers.backfiller.cli",
+    "indexer": "workers.indexer.cli",
+    "replayer": "workers.replayer.cli",
+}
 
 DESCRIPTION = """\
 Backfill and replay pipelines on Redis streams: rebuild, and keep up to date, the state of the
@@ -83,7 +79,8 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with a worker `command`, only that command's (see WORKER_COMMANDS)."""
     parser = Parser(
         prog="streamfill",
         description=DESCRIPTION,
@@ -100,13 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", title="commands", help="the command to run (one of those below)"
     )
     sub.required = True
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    worker = WORKER_COMMANDS.get(command or "")
+    for name in (worker,) if worker else COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named in `argv` (its first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     return run_command(lambda: int(args.func(args)), debug=debug_enabled(args.debug))
 
 

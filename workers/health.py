@@ -6,7 +6,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import Keys
+from streams import Keys, StreamNames
 from streams.admin import partitions_of
 from workers._readiness import status_reasons
 
@@ -20,8 +20,8 @@ def _age(seconds: float) -> str:
 
 async def status_readiness(redis: aioredis.Redis, keys: Keys, max_lag_s: float) -> list[dict[str, Any]]:
     """The reasons /readyz of an indexer would give that `status` can see: warmup and lag."""
-    jobs = await partitions_of(redis, keys, "repo_backfill")
-    events = await partitions_of(redis, keys, "firehose_backfill")
+    jobs = await partitions_of(redis, keys, StreamNames.REPO_BACKFILL)
+    events = await partitions_of(redis, keys, StreamNames.FIREHOSE_BACKFILL)
     return await status_reasons(redis, keys, jobs, events, max_lag_s)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ async def chunked(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 def repo_from_bytes() -> Callable[..., Awaitable[RepoReader]]:
     """Return `await repo_from_bytes(car, chunk=..., **read_repo_kwargs)`."""
 
-    async def read(data: bytes, chunk: int = 64 * 1024, **kwargs: object) -> RepoReader:
-        return await read_repo(chunked(data, chunk), **kwargs)  # type: ignore[arg-type]
+    async def read(data: bytes, chunk: int = 64 * 1024, **kwargs: Any) -> RepoReader:  # read_repo's kwargs
+        return await read_repo(chunked(data, chunk), **kwargs)
 
     return read

@@ -10,7 +10,7 @@ from pathlib import Path
 import libipld
 import pytest
 
-from atp.car import CarReader, read_car, read_car_bytes, write_car
+from atp.car import Block, CarReader, read_car, read_car_bytes, write_car
 from atp.cbor import cid_for
 from atp.errors import (
     CarBlockMismatchError,
@@ -29,7 +29,9 @@ async def _source(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-async def _all_blocks(data: bytes, *, size: int = 65536, verify: bool = True) -> tuple[CarReader, list]:
+async def _all_blocks(
+    data: bytes, *, size: int = 65536, verify: bool = True
+) -> tuple[CarReader, list[Block]]:
     reader = await read_car(_source(data, size), verify=verify)
     blocks = [b async for batch in reader.batches() for b in batch]
     return reader, blocks

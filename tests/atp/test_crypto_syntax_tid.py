@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from atp import cbor, syntax
-from atp.crypto import PublicKey, SigningKey, b58decode, parse_did_key, verify
+from atp.crypto import Curve, PublicKey, SigningKey, b58decode, parse_did_key, verify
 from atp.errors import DidKeyError, InvalidSyntax, InvalidTid, SignatureError
 from atp.tid import TidClock, decode_tid, encode_tid, tid_from_time, tid_timestamp_us
 
@@ -42,10 +42,10 @@ def test_w3c_did_keys(atproto_data: Path) -> None:
 
 
 @pytest.mark.parametrize("curve", ["secp256k1", "p256"])
-def test_sign_is_low_s_and_seeded_keys_are_deterministic(curve: str) -> None:
-    key = SigningKey.generate(curve, seed=b"devnet-1")  # type: ignore[arg-type]
-    assert key.did_key() == SigningKey.generate(curve, seed=b"devnet-1").did_key()  # type: ignore[arg-type]
-    assert key.did_key() != SigningKey.generate(curve, seed=b"devnet-2").did_key()  # type: ignore[arg-type]
+def test_sign_is_low_s_and_seeded_keys_are_deterministic(curve: Curve) -> None:
+    key = SigningKey.generate(curve, seed=b"devnet-1")
+    assert key.did_key() == SigningKey.generate(curve, seed=b"devnet-1").did_key()
+    assert key.did_key() != SigningKey.generate(curve, seed=b"devnet-2").did_key()
     assert key.did_key().startswith("did:key:zQ3s" if curve == "secp256k1" else "did:key:zDn")
     for i in range(40):  # half of raw ECDSA signatures are high-S; all of ours must pass the strict check
         sig = key.sign(b"msg %d" % i)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from atp.frames import (
     AccountFrame,
     CommitFrame,
     ErrorFrame,
+    Frame,
     IdentityFrame,
     InfoFrame,
     LabelsFrame,
@@ -72,13 +74,9 @@ def test_commit_signature_and_blocks_are_checked(atproto_data: Path) -> None:
     tampered = bytearray(frame.blocks)
     tampered[-3] ^= 1
     with pytest.raises(CarBlockMismatchError):
-        commit_ops(CommitFrame(**{**_fields(frame), "blocks": bytes(tampered)}))
+        commit_ops(dataclasses.replace(frame, blocks=bytes(tampered)))
     with pytest.raises(CommitError):
-        commit_ops(CommitFrame(**{**_fields(frame), "repo": "did:plc:someoneelse"}))
-
-
-def _fields(frame: CommitFrame) -> dict[str, object]:
-    return {name: getattr(frame, name) for name in frame.__slots__}
+        commit_ops(dataclasses.replace(frame, repo="did:plc:someoneelse"))
 
 
 def _scenario_frames(path: Path) -> Iterator[tuple[bytes, dict[str, object], PublicKey | None]]:
@@ -121,7 +119,7 @@ def test_indigo_commit_bodies(atproto_data: Path) -> None:
 
 def test_other_frame_kinds_round_trip(atproto_data: Path) -> None:
     label = cbor.from_json_model(json.loads((atproto_data / "labels/indigo_signed_label.json").read_text()))
-    frames = [
+    frames: list[Frame] = [
         LabelsFrame(seq=7, labels=[label]),
         InfoFrame("OutdatedCursor", "cursor too old"),
         ErrorFrame("FutureCursor", "cursor in the future"),

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import libipld
 import pytest
-from _hostile_repos import RECORD, RECORD_CID, HostileRepo, dag_chain, keys_on_layer, node, signed
 
 from atp import mst
 from atp.cbor import CID, cid_bytes_for, encode
 from atp.errors import MstError
 from atp.mstwalk import MAX_NODE_ENTRIES, MstWalker
 from atp.repo import RepoReader, read_repo
+from tests._hostile_repos import RECORD, RECORD_CID, HostileRepo, dag_chain, keys_on_layer, node, signed
 
 pytestmark = pytest.mark.anyio
 

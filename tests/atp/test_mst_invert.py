@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _hostile_repos import RECORD, RECORD_CID, keys_on_layer
 
 from atp import mst
 from atp.car import write_car
@@ -22,6 +21,7 @@ from atp.crypto import SigningKey
 from atp.errors import CommitError, MissingBlockError
 from atp.frames import CommitFrame, RepoOp, commit_ops, decode_frame
 from atp.mstinvert import previous_root
+from tests._hostile_repos import RECORD, RECORD_CID, keys_on_layer
 
 Op = tuple[str, bytes | None, bytes | None]
 

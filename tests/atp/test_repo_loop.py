@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.lowlevel
 import pytest
-from _hostile_repos import tiny_blocks
 
 from atp.repo import read_repo
+from tests._hostile_repos import tiny_blocks
 
 pytestmark = pytest.mark.anyio
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from _support import LOOPBACK
 
 from atp.xrpc import XrpcClient
 from devnet import Devnet, DevnetConfig, FaultConfig
+from tests._support import LOOPBACK
 
 StartNet = Callable[..., Awaitable[Devnet]]
 

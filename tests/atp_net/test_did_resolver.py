@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _support import LOOPBACK
 from aiohttp import web
 
 from atp.crypto import SigningKey
 from atp.did import DidResolver, parse_did_document, validate_did
 from atp.errors import DidResolutionError, InvalidDid
 from devnet import Devnet
+from tests._support import LOOPBACK
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,22 @@ from typing import Any
 
 import orjson
 import pytest
-from _hostile import (
+from aiohttp import web
+from multidict import CIMultiDict
+
+from atp.did import MAX_DOC_BYTES, DidResolver
+from atp.errors import (
+    AtpError,
+    DidResolutionError,
+    RateLimited,
+    RepoTooLarge,
+    RequestRejected,
+    ResponseRejected,
+    UpstreamError,
+)
+from atp.repo import read_repo
+from atp.xrpc import LIST_REPOS_MAX_BYTES, XrpcClient
+from tests._hostile import (
     GET_REPO,
     GET_REPO_STATUS,
     LIST_REPOS,
@@ -31,21 +46,7 @@ from _hostile import (
     redirect_loop,
     zeros_bomb,
 )
-from _support import LOOPBACK
-from aiohttp import web
-from multidict import CIMultiDict
-
-from atp.did import MAX_DOC_BYTES, DidResolver
-from atp.errors import (
-    DidResolutionError,
-    RateLimited,
-    RepoTooLarge,
-    RequestRejected,
-    ResponseRejected,
-    UpstreamError,
-)
-from atp.repo import read_repo
-from atp.xrpc import LIST_REPOS_MAX_BYTES, XrpcClient
+from tests._support import LOOPBACK
 
 pytestmark = pytest.mark.anyio
 
@@ -228,7 +229,7 @@ async def test_retry_after_is_capped(evil: HostileServer, xrpc: XrpcClient) -> N
     ],
 )
 async def test_status_classification(
-    evil: HostileServer, xrpc: XrpcClient, status: int, error: type[Exception], permanent: bool
+    evil: HostileServer, xrpc: XrpcClient, status: int, error: type[AtpError], permanent: bool
 ) -> None:
     evil.on(GET_REPO, json_answer({"error": "SomethingElse", "message": "no"}, status=status))
     with pytest.raises(error) as info:

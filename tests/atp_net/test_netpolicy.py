@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.abc
 import pytest
-from _hostile import GET_REPO, HostileServer, did_document, json_answer, redirect
-from _support import LOOPBACK, wait_until
 
 from atp.crypto import SigningKey
 from atp.did import DidResolver
@@ -23,6 +21,8 @@ from atp.errors import DidResolutionError, ForbiddenHost
 from atp.http import Deadline, HttpClient
 from atp.netpolicy import NetPolicy, address_allowed
 from atp.xrpc import XrpcClient
+from tests._hostile import GET_REPO, HostileServer, did_document, json_answer, redirect
+from tests._support import LOOPBACK, wait_until
 
 pytestmark = pytest.mark.anyio
 

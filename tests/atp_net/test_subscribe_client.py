@@ -22,6 +22,7 @@ from atp.frames import (
     InfoFrame,
     LabelsFrame,
     SyncFrame,
+    UnknownFrame,
     commit_ops,
     decode_frame,
 )
@@ -29,6 +30,7 @@ from atp.repo import parse_commit
 from atp.subscribe import SUBSCRIBE_LABELS, stream_url, subscribe
 from devnet import Devnet, FaultConfig
 from tests._support import wait_until
+from tests.atp_net.conftest import StartNet
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +48,15 @@ async def _collect(url: str, cursor: int | None, until_seq: int, *, limit_s: flo
     return frames
 
 
+def _seqs(frames: list[Frame]) -> list[int]:
+    """Each frame's seq (every one of them a frame of the stream's sequence)."""
+    seqs = []
+    for frame in frames:
+        assert not isinstance(frame, InfoFrame | ErrorFrame | UnknownFrame), frame
+        seqs.append(frame.seq)
+    return seqs
+
+
 def _lookup(blocks: dict[bytes, bytes], root: bytes, key: bytes) -> bytes | None:
     """Search an MST using only `blocks` (a commit's CAR slice); KeyError if a needed node is absent."""
     node: bytes | None = root
@@ -56,7 +67,9 @@ def _lookup(blocks: dict[bytes, bytes], root: bytes, key: bytes) -> bytes | None
             full = previous[: entry["p"]] + entry["k"]
             previous = full
             if full == key:
-                return entry["v"]
+                value = entry["v"]
+                assert isinstance(value, bytes)  # a CID's bytes
+                return value
             if full > key:
                 break
             child = entry["t"]
@@ -72,13 +85,13 @@ def _check_proof(frame: CommitFrame) -> None:
         assert found == (CID.from_str(op.cid) if op.cid else None), op
 
 
-async def test_firehose_commits_verify_and_chain(start_net) -> None:
+async def test_firehose_commits_verify_and_chain(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=30)
     revs = {a.did: a.rev for a in net.world.accounts}
     data = {a.did: str(CID(a.data_cid)) for a in net.world.accounts}
     kinds = net.step(120)
     frames = await _collect(net.relay_url, 0, net.world.firehose.last_seq)
-    assert [f.seq for f in frames] == list(range(1, net.world.firehose.last_seq + 1))
+    assert _seqs(frames) == list(range(1, net.world.firehose.last_seq + 1))
     keys = {}
     async with DidResolver(plc_url=net.plc_url) as resolver:
         for frame in frames:
@@ -106,7 +119,7 @@ async def test_firehose_commits_verify_and_chain(start_net) -> None:
     assert any(isinstance(f, AccountFrame) for f in frames)
 
 
-async def test_cursor_replay_after_drops_has_no_gap_or_duplicate(start_net) -> None:
+async def test_cursor_replay_after_drops_has_no_gap_or_duplicate(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=20, faults=FaultConfig(drop_ws_every=7))
     net.step(40)
     last = net.world.firehose.last_seq  # label events go to the labeler, not the firehose
@@ -117,7 +130,7 @@ async def test_cursor_replay_after_drops_has_no_gap_or_duplicate(start_net) -> N
             try:
                 async with aclosing(subscribe(net.relay_url, cursor=seqs[-1] if seqs else 0)) as stream:
                     async for raw in stream:
-                        seqs.append(decode_frame(raw).seq)  # type: ignore[union-attr]
+                        seqs += _seqs([decode_frame(raw)])
                         if seqs[-1] == last:
                             break
             except UpstreamError:
@@ -127,7 +140,7 @@ async def test_cursor_replay_after_drops_has_no_gap_or_duplicate(start_net) -> N
     assert net.stats()["faults"]["ws_drop"] >= 5
 
 
-async def test_live_frames_without_cursor(start_net) -> None:
+async def test_live_frames_without_cursor(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=10)
     net.step(3)  # before we connect: not replayed without a cursor
     async with anyio.create_task_group() as tg:
@@ -139,18 +152,18 @@ async def test_live_frames_without_cursor(start_net) -> None:
         tg.start_soon(read)
         await wait_until(lambda: net.world.firehose.subscribers == 1)
         net.step(5)
-    assert [f.seq for f in got] == [4, 5, 6, 7, 8]
+    assert _seqs(got) == [4, 5, 6, 7, 8]
 
 
-async def test_outdated_cursor_gets_info_then_oldest(start_net) -> None:
+async def test_outdated_cursor_gets_info_then_oldest(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=10, event_log_size=10)
     net.step(25)
     frames = await _collect(net.relay_url, 3, 25)
     assert isinstance(frames[0], InfoFrame) and frames[0].name == "OutdatedCursor"
-    assert [f.seq for f in frames[1:]] == list(range(16, 26))
+    assert _seqs(frames[1:]) == list(range(16, 26))
 
 
-async def test_future_cursor_is_an_error_frame(start_net) -> None:
+async def test_future_cursor_is_an_error_frame(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=5)
     net.step(2)
     frames: list[Frame] = []
@@ -161,7 +174,7 @@ async def test_future_cursor_is_an_error_frame(start_net) -> None:
     assert frames == [ErrorFrame("FutureCursor", "Cursor in the future.")]
 
 
-async def test_labeler_frames_decode_verify_and_match_truth(start_net) -> None:
+async def test_labeler_frames_decode_verify_and_match_truth(start_net: StartNet) -> None:
     net: Devnet = await start_net(repos=20, initial_labels=30)
     net.activity.labels(30)
     async with httpx.AsyncClient() as http:  # the labeler's document has no PDS: read it raw

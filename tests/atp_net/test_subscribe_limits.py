@@ -12,10 +12,10 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import pytest
-from _hostile import HostileServer, json_answer, redirect
 
 from atp.errors import UpstreamError
 from atp.subscribe import subscribe
+from tests._hostile import HostileServer, json_answer, redirect
 
 pytestmark = pytest.mark.anyio
 

@@ -18,10 +18,12 @@ from atp.errors import (
     RepoTooLarge,
     SignatureError,
     UpstreamError,
+    XrpcError,
 )
 from atp.repo import read_repo
 from atp.xrpc import XrpcClient, _parse_retry_after, base_url
 from devnet import Devnet, FaultConfig
+from tests.atp_net.conftest import StartNet
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +84,7 @@ async def test_pds_list_repos_only_lists_its_accounts(net: Devnet, xrpc: XrpcCli
     assert set(dids) == {a.did for a in net.world.accounts if a.pds == 1 and not a.missing}
 
 
-async def test_500_on_chosen_page_is_upstream_error(start_net, xrpc: XrpcClient) -> None:
+async def test_500_on_chosen_page_is_upstream_error(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(faults=FaultConfig(fail_list_pages=frozenset({1}), fail_list_times=1))
     first = await xrpc.list_repos(net.relay_url, limit=10)
     with pytest.raises(UpstreamError) as info:
@@ -93,7 +95,7 @@ async def test_500_on_chosen_page_is_upstream_error(start_net, xrpc: XrpcClient)
     assert net.stats()["faults"] == {"list_500": 1}
 
 
-async def test_429_is_rate_limited_with_retry_after(start_net, xrpc: XrpcClient) -> None:
+async def test_429_is_rate_limited_with_retry_after(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(
         faults=FaultConfig(rate_limit_pds=frozenset({0}), rate_limit_fraction=1.0, retry_after_s=3)
     )
@@ -128,7 +130,9 @@ async def test_get_repo_via_relay_redirect_matches_truth(net: Devnet, xrpc: Xrpc
     ("status", "error"),
     [("takendown", RepoTakendown), ("deactivated", RepoDeactivated), ("deleted", RepoNotFound)],
 )
-async def test_unavailable_repos_raise_permanent_errors(net: Devnet, xrpc: XrpcClient, status, error) -> None:
+async def test_unavailable_repos_raise_permanent_errors(
+    net: Devnet, xrpc: XrpcClient, status: str, error: type[XrpcError]
+) -> None:
     did = next(a.did for a in net.world.accounts if a.truth_status == status)  # "deleted" = the missing repo
     with pytest.raises(error) as info:
         async with xrpc.get_repo(net.relay_url, did, max_bytes=10**8, timeout_s=5):
@@ -152,7 +156,7 @@ async def test_size_cap_raises_repo_too_large(net: Devnet, xrpc: XrpcClient) -> 
                 pass
 
 
-async def test_hanging_response_times_out_as_upstream_error(start_net, xrpc: XrpcClient) -> None:
+async def test_hanging_response_times_out_as_upstream_error(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(faults=FaultConfig(hang_repos=frozenset({"0"})))
     started = time.monotonic()
     with pytest.raises(UpstreamError) as info:
@@ -165,7 +169,7 @@ async def test_hanging_response_times_out_as_upstream_error(start_net, xrpc: Xrp
     assert net.stats()["faults"]["hang"] == 1
 
 
-async def test_slow_response_beyond_deadline_times_out(start_net, xrpc: XrpcClient) -> None:
+async def test_slow_response_beyond_deadline_times_out(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(faults=FaultConfig(slow_repos=frozenset({"0"}), slow_delay_s=2.0))
     with pytest.raises(UpstreamError):
         async with xrpc.get_repo(
@@ -175,7 +179,7 @@ async def test_slow_response_beyond_deadline_times_out(start_net, xrpc: XrpcClie
                 pass
 
 
-async def test_truncated_car_fails_in_the_codec(start_net, xrpc: XrpcClient) -> None:
+async def test_truncated_car_fails_in_the_codec(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(faults=FaultConfig(truncate_repos=frozenset({"0"})))
     with pytest.raises(CarTruncatedError):
         async with xrpc.get_repo(
@@ -184,7 +188,7 @@ async def test_truncated_car_fails_in_the_codec(start_net, xrpc: XrpcClient) -> 
             await read_repo(chunks)
 
 
-async def test_bad_signature_fails_verification(start_net, xrpc: XrpcClient) -> None:
+async def test_bad_signature_fails_verification(start_net: StartNet, xrpc: XrpcClient) -> None:
     net = await start_net(faults=FaultConfig(bad_sig_repos=frozenset({"0"})))
     account = net.world.accounts[0]
     with pytest.raises(SignatureError):

@@ -31,6 +31,7 @@ from streams import (
     parse_cluster_setting,
 )
 from streams.admin import list_streams, stream_info
+from tests._support import as_redis, node_of, xadd, xreadgroup
 from workers._env import redis_session
 from workers._errors import ServerError, SettingError
 
@@ -107,7 +108,7 @@ async def test_auth_from_the_url() -> None:
 async def test_consumer_group_commands_on_one_key_work_unchanged(cluster: ClusterClient, prefix: str) -> None:
     stream = tagged(prefix).stream("s")
     await cluster.xgroup_create(stream, "g", id="0", mkstream=True)
-    ids = [(await cluster.xadd(stream, {"n": str(i)})).decode() for i in range(4)]
+    ids = [(await xadd(cluster, stream, {"n": str(i)})).decode() for i in range(4)]
     # XREADGROUP exactly as the consumer sends it (raw, one stream).
     reply = await cluster.execute_command(
         "XREADGROUP", "GROUP", "g", "c1", "COUNT", 10, "BLOCK", 10, "STREAMS", stream, ">"
@@ -119,8 +120,8 @@ async def test_consumer_group_commands_on_one_key_work_unchanged(cluster: Cluste
     assert [r["times_delivered"] for r in rows] == [1, 1, 1, 1]
     _, claimed, deleted = await cluster.xautoclaim(stream, "g", "c2", 0, "0-0", count=2)
     assert [i.decode() for i, _ in claimed] == ids[:2] and deleted == []
-    assert await cluster.xclaim(stream, "g", "c2", 0, ids[2:3], justid=True) == [ids[2].encode()]
-    await cluster.xclaim(stream, "g", "c1", 0, ids[3:], retrycount=7)
+    assert await cluster.xclaim(stream, "g", "c2", 0, [*ids[2:3]], justid=True) == [ids[2].encode()]
+    await cluster.xclaim(stream, "g", "c1", 0, [*ids[3:]], retrycount=7)
     rows = await cluster.xpending_range(stream, "g", ids[3], ids[3], 1)
     assert rows[0]["times_delivered"] == 7
     assert [g["name"] for g in await cluster.xinfo_groups(stream)] == [b"g"]
@@ -165,7 +166,7 @@ async def test_one_command_over_keys_in_two_slots_is_refused_before_it_is_sent(
         await cluster.xgroup_create(key, "g", id="0", mkstream=True)
         await cluster.xadd(key, {"n": "1"})
     # Several streams in one XREADGROUP: fine when they share a slot ...
-    reply = await cluster.xreadgroup("g", "c", {a: ">", same: ">"}, count=10)
+    reply = await xreadgroup(cluster, "g", "c", {a: ">", same: ">"}, count=10)
     assert {r[0].decode() for r in reply} == {a, same}
     # ... refused by the client when they do not (the indexer's two streams must share a tag).
     with pytest.raises(RedisClusterException, match="same key slot"):
@@ -196,7 +197,7 @@ async def test_scripts_in_a_cluster_pipeline_need_raw_evalsha(cluster: ClusterCl
     # What the producer does today (Script(client=pipeline)) is blocked by redis-py.
     async with cluster.pipeline(transaction=False) as pipe:
         with pytest.raises(RedisClusterException, match="blocked"):
-            await script(keys=[stream, cursor], args=["1", "a"], client=pipe)
+            await script(keys=[stream, cursor], args=["1", "a"], client=pipe)  # type: ignore[arg-type]
     # A raw EVALSHA is routed by its keys; a node without the script answers NOSCRIPT in place
     # (no reload in pipelines), so load it first: SCRIPT LOAD goes to every master.
     async with cluster.pipeline(transaction=False) as pipe:
@@ -214,7 +215,7 @@ async def test_scripts_in_a_cluster_pipeline_need_raw_evalsha(cluster: ClusterCl
 
 async def test_pipelines_span_slots_but_multi_stays_in_one(cluster: ClusterClient, prefix: str) -> None:
     parts = [Keys(prefix).partition("s", i, 3) for i in range(3)]
-    assert len({cluster.get_node_from_key(p).name for p in parts}) > 1
+    assert len({node_of(cluster, p).name for p in parts}) > 1
     # transaction=False: split per node, every reply in the caller's order; atomic only per command.
     async with cluster.pipeline(transaction=False) as pipe:
         for i, part in enumerate(parts):
@@ -244,10 +245,10 @@ async def test_scan_covers_every_master(cluster: ClusterClient, prefix: str) -> 
     for part in parts:
         await cluster.xadd(part, {"n": "1"})
         await cluster.xadd(keys.dlq(part), {"n": "1"})
-    nodes = {cluster.get_node_from_key(p).name for p in parts}
+    nodes = {node_of(cluster, p).name for p in parts}
     assert len(nodes) == len(cluster.get_primaries())  # one stream or more on every master
-    assert await list_streams(cluster, keys) == sorted(parts)
-    info = await stream_info(cluster, parts[0])
+    assert await list_streams(as_redis(cluster), keys) == sorted(parts)
+    info = await stream_info(as_redis(cluster), parts[0])
     assert (info.length, info.dlq_length) == (1, 1)
 
 

@@ -9,9 +9,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from streams import ClusterStartError
+from streams import ClusterStartError, EmbeddedCluster, EmbeddedClusterOptions
 from streams._cluster_nodes import parse_cluster_nodes, slot_ranges
-from streams._embedded_cluster import EmbeddedCluster, EmbeddedClusterOptions
 from streams._keys import Keys, spread_tag
 
 NODES = """\

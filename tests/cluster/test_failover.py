@@ -14,9 +14,8 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams import ClusterClient, Keys, connect
-from streams._embedded_cluster import EmbeddedCluster, Node
-from tests._support import wait_until
+from streams import ClusterClient, EmbeddedCluster, Keys, Node, connect
+from tests._support import as_redis, node_of, wait_until, xrange, xreadgroup
 
 pytestmark = pytest.mark.anyio
 
@@ -94,10 +93,10 @@ async def test_the_client_rides_out_the_failover_of_a_master(
     window_s = time.monotonic() - killed_at
     assert set(replies) == {"script", "pipeline", "multi"}
     promoted = await failover(failover_cluster, master)
-    assert client.get_node_from_key(stream).port == promoted.port
+    assert node_of(client, stream).port == promoted.port
     print(f"failover window seen by the client: {window_s:.2f}s (node timeout 2s)")
     # The promoted replica has the replicated entries, the group, and takes every kind of call.
-    reply = await client.xreadgroup("g", "c", {stream: ">"}, count=100)
+    reply = await xreadgroup(client, "g", "c", {stream: ">"}, count=100)
     assert sorted(int(f[b"n"]) for _, f in reply[0][1]) == list(range(12))
     async with client.pipeline(transaction=False) as pipe:
         pipe.xack(stream, "g", *[i for i, _ in reply[0][1]])
@@ -140,7 +139,7 @@ async def test_a_write_not_yet_replicated_is_lost_on_failover_and_wait_says_so(
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)
     assert (await failover(failover_cluster, master)).node_id == replica.node_id
-    entries = await client.xrange(stream)
+    entries = await xrange(client, stream)
     assert [f[b"n"] for _, f in entries] == [b"1"]  # the acked entry 2 is gone ...
     assert await client.get(cursor) == b"2"  # ... and the cursor says it was written: silent loss
 
@@ -169,7 +168,7 @@ async def test_partitioned_producer_and_consumers_ride_out_a_failover_and_lose_n
     parts = Partitioning(keys, {"records": 3})
     stream = keys.stream("records")
     producer = PartitionedProducer(
-        client, ProducerConfig(stream, high_water=None), parts, wait_replicas=1, wait_timeout_ms=500
+        as_redis(client), ProducerConfig(stream, high_water=None), parts, wait_replicas=1, wait_timeout_ms=500
     )
     cursor = keys.cursor("records", "src")
     acknowledged: list[str] = []
@@ -180,7 +179,7 @@ async def test_partitioned_producer_and_consumers_ride_out_a_failover_and_lose_n
         return [DONE] * len(entries)
 
     config = ConsumerConfig(stream, "g", "c", batch_size=50, block_ms=100, min_idle_ms=3000)
-    consumer = PartitionedConsumer(client, config, handler, parts.partition_keys("records"))
+    consumer = PartitionedConsumer(as_redis(client), config, handler, parts.partition_keys("records"))
     stop_writing = anyio.Event()
 
     async def write() -> None:

@@ -35,6 +35,7 @@ from streams import (
     connect,
     partition_index,
 )
+from tests._support import as_redis, node_of, xrange
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +59,7 @@ async def test_the_runtime_classes_run_on_the_cluster_client(cluster: ClusterCli
     """Producer (raw EVALSHA, NOSCRIPT reload) and Consumer (raw reader, node given) on the cluster."""
     keys = Keys("{" + prefix + "}")  # one slot: the stream, its cursor and its DLQ
     stream = keys.stream("out")
-    producer = Producer(cluster, ProducerConfig(stream, high_water=100))
+    producer = Producer(as_redis(cluster), ProducerConfig(stream, high_water=100))
     await cluster.script_flush()  # every master forgets the script: the producer reloads it
     ids = await producer.send([{"n": str(i)} for i in range(5)], cursor=(keys.cursor("out", "h"), "5"))
     assert len(ids) == 5 and await cluster.get(keys.cursor("out", "h")) == b"5"
@@ -68,7 +69,7 @@ async def test_the_runtime_classes_run_on_the_cluster_client(cluster: ClusterCli
         seen.extend(e.fields[b"n"] for e in entries)
         return [DeadLetter("odd") if int(e.fields[b"n"]) % 2 else DONE for e in entries]
 
-    consumer = Consumer(cluster, ConsumerConfig(stream, "g", "c", block_ms=50), handler)
+    consumer = Consumer(as_redis(cluster), ConsumerConfig(stream, "g", "c", block_ms=50), handler)
     await consumer.run_until_idle()
     assert sorted(seen) == [b"0", b"1", b"2", b"3", b"4"]
     assert await cluster.xlen(keys.dlq(stream)) == 2
@@ -84,7 +85,7 @@ async def test_a_dlq_in_another_slot_is_written_before_the_ack(cluster: ClusterC
     async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
         return [DeadLetter("no")] * len(entries)
 
-    await Consumer(cluster, ConsumerConfig(stream, "g", "c", block_ms=50), handler).run_until_idle()
+    await Consumer(as_redis(cluster), ConsumerConfig(stream, "g", "c", block_ms=50), handler).run_until_idle()
     assert await cluster.xlen(f"{stream}:dlq") == 1
     assert (await cluster.xpending(stream, "g"))["pending"] == 0
 
@@ -98,9 +99,9 @@ async def test_entries_are_routed_by_did_and_cursors_follow_their_data(
     n = 6
     partitioning = Partitioning(keys, {"records": n, "jobs": 3})
     stream = keys.stream("records")
-    producer = PartitionedProducer(cluster, ProducerConfig(stream, high_water=None), partitioning)
+    producer = PartitionedProducer(as_redis(cluster), ProducerConfig(stream, high_water=None), partitioning)
     parts = partitioning.partition_keys("records")
-    assert len({cluster.get_node_from_key(p).name for p in parts}) == 3  # spread over the masters
+    assert len({node_of(cluster, p).name for p in parts}) == 3  # spread over the masters
     await cluster.script_flush()
     repos = dids(40, seed)
     batch = [{"did": did, "n": str(i)} for i, did in enumerate(repos * 3)]
@@ -111,7 +112,7 @@ async def test_entries_are_routed_by_did_and_cursors_follow_their_data(
     assert await cluster.get(cursor) == b"120"
     total = 0
     for i, part in enumerate(parts):
-        rows = await cluster.xrange(part)
+        rows = await xrange(cluster, part)
         total += len(rows)
         for _, fields in rows:  # every entry of a DID in its partition, in the order sent
             assert partition_index(fields[b"did"], n) == i
@@ -133,7 +134,7 @@ async def test_wait_without_a_replica_refuses_to_advance_the_cursor(
     keys = Keys(prefix)
     partitioning = Partitioning(keys, {"records": 3})
     producer = PartitionedProducer(
-        cluster,
+        as_redis(cluster),
         ProducerConfig(keys.stream("records"), high_water=None),
         partitioning,
         wait_replicas=1,
@@ -150,9 +151,8 @@ async def test_per_partition_backpressure(cluster: ClusterClient, prefix: str) -
     keys = Keys(prefix)
     partitioning = Partitioning(keys, {"records": 3})
     stream = keys.stream("records")
-    producer = PartitionedProducer(
-        cluster, ProducerConfig(stream, high_water=30, low_water=15, poll_interval_s=0.01), partitioning
-    )
+    config = ProducerConfig(stream, high_water=30, low_water=15, poll_interval_s=0.01)
+    producer = PartitionedProducer(as_redis(cluster), config, partitioning)
     did = dids(1, 2)[0]
     target = partitioning.route(stream, {"did": did})
     await cluster.xgroup_create(target, "g", id="0", mkstream=True)
@@ -162,7 +162,7 @@ async def test_per_partition_backpressure(cluster: ClusterClient, prefix: str) -
 
     async def drain() -> None:
         await cluster.xreadgroup("g", "c", {target: ">"}, count=100)
-        await cluster.xack(target, "g", *[i for i, _ in await cluster.xrange(target)])
+        await cluster.xack(target, "g", *[i for i, _ in await xrange(cluster, target)])
         consumed.set()
 
     async with anyio.create_task_group() as tg:
@@ -180,7 +180,7 @@ async def test_consumers_cover_every_partition_with_one_concurrency_bound(
     keys = Keys(prefix)
     partitioning = Partitioning(keys, {"records": 6})
     stream = keys.stream("records")
-    producer = PartitionedProducer(cluster, ProducerConfig(stream, high_water=None), partitioning)
+    producer = PartitionedProducer(as_redis(cluster), ProducerConfig(stream, high_water=None), partitioning)
     sent = [{"did": d, "n": str(i)} for i, d in enumerate(dids(300, 3))]
     await producer.send(sent)
     seen: list[bytes] = []
@@ -196,7 +196,7 @@ async def test_consumers_cover_every_partition_with_one_concurrency_bound(
         return [DeadLetter("x") if e.fields[b"n"] == b"7" else DONE for e in entries]
 
     config = ConsumerConfig(stream, "g", "c", batch_size=10, concurrency=2, block_ms=50)
-    consumer = PartitionedConsumer(cluster, config, handler, partitioning.partition_keys("records"))
+    consumer = PartitionedConsumer(as_redis(cluster), config, handler, partitioning.partition_keys("records"))
     await consumer.run_until_idle()
     assert sorted(seen) == sorted(f["n"].encode() for f in sent)
     assert peak <= 2
@@ -239,7 +239,7 @@ async def test_operator_commands_act_on_every_partition(
     keys = Keys(prefix)
     partitioning = Partitioning(keys, {"records": 3})
     stream = keys.stream("records")
-    producer = PartitionedProducer(cluster, ProducerConfig(stream, high_water=None), partitioning)
+    producer = PartitionedProducer(as_redis(cluster), ProducerConfig(stream, high_water=None), partitioning)
     sent = [{"did": d, "n": str(i)} for i, d in enumerate(dids(60, 8))]
     await producer.send(sent)
     await cluster.xadd(keys.dlq(stream), {"reason": "refused before routing"})  # the logical DLQ
@@ -249,14 +249,14 @@ async def test_operator_commands_act_on_every_partition(
 
     config = ConsumerConfig(stream, "g", "c", batch_size=7, block_ms=50)
     await PartitionedConsumer(
-        cluster, config, handler, partitioning.partition_keys("records")
+        as_redis(cluster), config, handler, partitioning.partition_keys("records")
     ).run_until_idle()
     await producer.send([{"did": d, "n": "new"} for d in dids(9, 9)])  # lag: 9 over the partitions
     env = {"REDIS_URL": redis_cluster_url, "STREAMFILL_PREFIX": prefix}
 
     status = run_cli(env, "status", "--json", "--partitions")
     assert status.returncode == 0, status.stderr
-    (doc,) = [d for d in json.loads(status.stdout) if d["stream"] == stream]
+    (doc,) = [d for d in json.loads(status.stdout)["streams"] if d["stream"] == stream]
     assert doc["length"] == 69 and doc["dlq_length"] == 6 + 1
     assert [(g["name"], g["lag"], g["pending"]) for g in doc["groups"]] == [("g", 9, 0)]
     assert [p["stream"] for p in doc["partitions"]] == partitioning.partition_keys("records")
@@ -313,13 +313,13 @@ async def test_multi_key_steps_across_slots_write_the_record_first(
     keys = Keys(prefix)
     cursor, ledger = keys.cursor("repo_backfill", "relay"), keys.ledger("repo_backfill", "relay")
     assert cluster.keyslot(cursor) != cluster.keyslot(ledger)
-    await record_skip(cluster, cursor, ledger, SkipDecision(False, "100", "200", 3), "boom")
+    await record_skip(as_redis(cluster), cursor, ledger, SkipDecision(False, "100", "200", 3), "boom")
     assert await cluster.get(cursor) == b"200"
-    assert [(r.start, r.end) for r in await skipped_ranges(cluster, ledger)] == [("100", "200")]
+    assert [(r.start, r.end) for r in await skipped_ranges(as_redis(cluster), ledger)] == [("100", "200")]
     stream = keys.stream("label_live")
     assert cluster.keyslot(stream) != cluster.keyslot(keys.dlq(stream))
     await cluster.xadd(keys.dlq(stream), {"labels": "[]", "reason": "x"})
-    assert await dlq_replay(cluster, keys, stream) == 1
+    assert await dlq_replay(as_redis(cluster), keys, stream) == 1
     assert await cluster.xlen(stream) == 1 and await cluster.xlen(keys.dlq(stream)) == 0
 
 
@@ -333,7 +333,7 @@ async def test_listed_register_marks_travel_with_their_partition(
     from schemas import RepoJob, encode_entry
     from workers.ingester.register import listed_mark
 
-    client: aioredis.Redis = cluster if on_cluster else redis_client
+    client: aioredis.Redis = as_redis(cluster) if on_cluster else redis_client
     keys = Keys(prefix)
     parts = Partitioning(keys, {"repo_backfill": 3})
     stream = keys.stream("repo_backfill")
@@ -351,7 +351,7 @@ async def test_listed_register_marks_travel_with_their_partition(
     assert all(await producer.send_marked(*page("3kaaaaaaaaaa3")))
     for did in listed:
         key = keys.partition("repo_backfill", partition_index(did, 3), 3)
-        raw = b"".join(v for _, fields in await client.xrange(key) for v in fields.values())
+        raw = b"".join(v for _, fields in await xrange(client, key) for v in fields.values())
         assert raw.count(did.encode()) == 2  # in its partition: two revs, each once
 
 
@@ -367,5 +367,5 @@ async def test_lag_seconds_over_partitions_on_their_nodes(cluster: ClusterClient
         now = int(seconds) * 1000 + int(micros) // 1000
         await cluster.xadd(part, {"n": "1"}, id=f"{now - 10_000 * (n + 1)}-0")
         await cluster.xgroup_create(part, "g", id="0")
-    worst = await lag_seconds(cluster, [(p, "g") for p in parts])
+    worst = await lag_seconds(as_redis(cluster), [(p, "g") for p in parts])
     assert 30.0 <= worst < 31.0

@@ -9,9 +9,10 @@ import pytest
 
 from devnet import Devnet, DevnetConfig
 
+DevnetFactory = Callable[..., Awaitable[Devnet]]
 
 @pytest.fixture
-async def devnet_factory() -> AsyncIterator[Callable[..., Awaitable[Devnet]]]:
+async def devnet_factory() -> AsyncIterator[DevnetFactory]:
     """`net = await devnet_factory(repos=..., ...)`; every devnet started is stopped afterwards."""
     nets: list[Devnet] = []
 

@@ -11,6 +11,7 @@ from typing import Any
 import libipld
 import pytest
 
+from atp import mst
 from atp.cbor import cid_str
 from devnet import repos
 from devnet.activity import Activity
@@ -65,9 +66,10 @@ def test_records_are_realistic() -> None:
                 assert record["subject"] in world.by_did
 
 
-def world_record(world: World, cid: bytes) -> dict:
+def world_record(world: World, cid: bytes) -> dict[str, Any]:
     assert cid_str(cid).startswith("bafyrei")
-    return libipld.decode_dag_cbor(world.blocks[cid])
+    record: dict[str, Any] = libipld.decode_dag_cbor(world.blocks[cid])
+    return record
 
 
 def test_sizes_are_heavy_tailed_and_generation_does_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +80,7 @@ def test_sizes_are_heavy_tailed_and_generation_does_linear_work(monkeypatch: pyt
     # no block is written that the network does not serve.
     builds: list[int] = []
     signs: list[str] = []
-    real_build, real_sign = repos.build_raw, repos.sign_commit
+    real_build, real_sign = mst.build_raw, repos.sign_commit  # devnet.repos imports build_raw
 
     def build_raw(items: Iterable[tuple[str, bytes]]) -> Any:
         items = list(items)

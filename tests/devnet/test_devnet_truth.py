@@ -18,6 +18,7 @@ from atp.repo import read_repo
 from atp.xrpc import XrpcClient
 from devnet import Devnet, FaultConfig
 from tests._support import wait_until
+from tests.devnet.conftest import DevnetFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +31,7 @@ async def _served_records(xrpc: XrpcClient, net: Devnet, did: str) -> tuple[str,
     return repo.commit.rev or "", dict(repo.iter_keys())
 
 
-async def test_truth_matches_get_repo_after_live_activity(devnet_factory) -> None:
+async def test_truth_matches_get_repo_after_live_activity(devnet_factory: DevnetFactory) -> None:
     net: Devnet = await devnet_factory(
         repos=40, firehose_rate=400, faults=FaultConfig(takendown=1, missing=1)
     )
@@ -54,7 +55,7 @@ async def test_truth_matches_get_repo_after_live_activity(devnet_factory) -> Non
     assert {r["status"] for r in repos.values()} >= {"active", "takendown", "deleted"}
 
 
-async def test_truth_endpoints_and_stats(devnet_factory, tmp_path: Path) -> None:
+async def test_truth_endpoints_and_stats(devnet_factory: DevnetFactory, tmp_path: Path) -> None:
     net: Devnet = await devnet_factory(repos=15, truth_path=str(tmp_path / "truth.jsonl"))
     net.step(30)
     async with httpx.AsyncClient(base_url=net.relay_url) as client:
@@ -69,7 +70,7 @@ async def test_truth_endpoints_and_stats(devnet_factory, tmp_path: Path) -> None
     assert bad_limit.status_code == 400 and bad_limit.json()["error"] == "InvalidRequest"
 
 
-async def test_takedown_hides_records_from_truth(devnet_factory) -> None:
+async def test_takedown_hides_records_from_truth(devnet_factory: DevnetFactory) -> None:
     net: Devnet = await devnet_factory(repos=10)
     did = next(a.did for a in net.world.accounts if a.records)
     net.set_status(did, "takendown")

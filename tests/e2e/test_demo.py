@@ -13,11 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from _group import GroupRun, group_members
 
+from tests.e2e._group import GroupRun, group_members
 from workers.demo.procs import Child, child_env
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def chaos_seed() -> int:
     return int(value) if value else random.SystemRandom().randrange(1, 10**6)
 
 
-def run_demo(tmp_path: Path, redis_url: str, database_url: str, *args: str) -> dict[str, object]:
+def run_demo(tmp_path: Path, redis_url: str, database_url: str, *args: str) -> dict[str, Any]:
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url}
     cmd = [sys.executable, "-m", "workers.cli", "demo", "--json", "--workdir", str(tmp_path), *args]
     with GroupRun(cmd, env=env) as run:
@@ -42,7 +43,7 @@ def run_demo(tmp_path: Path, redis_url: str, database_url: str, *args: str) -> d
             pytest.fail(f"demo {' '.join(args)} did not finish in {DEMO_TIMEOUT_S}s")
     assert not run.leftovers, f"demo {' '.join(args)} left processes behind: {run.leftovers}"
     assert stdout.strip(), f"demo {' '.join(args)}: no verdict; stderr:\n{stderr[-3000:]}"
-    verdict: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
+    verdict: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     assert run.proc.returncode == (0 if verdict["ok"] else 1)
     return verdict
 
@@ -50,7 +51,7 @@ def run_demo(tmp_path: Path, redis_url: str, database_url: str, *args: str) -> d
 def test_pipeline_is_exact(tmp_path: Path, redis_url: str, database_url: str) -> None:
     verdict = run_demo(tmp_path, redis_url, database_url, "--repos", "40", "--rate", "25", "--seed", "3")
     assert verdict["ok"] is True, verdict
-    assert verdict["expected"] == verdict["indexed"] and int(verdict["expected"]) > 500  # type: ignore[call-overload]
+    assert verdict["expected"] == verdict["indexed"] and int(verdict["expected"]) > 500
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)
     assert verdict["aggregates_ok"] is True
     # Like its database, a correct run's keys are gone from the (possibly shared) Redis.
@@ -76,7 +77,7 @@ def test_pipeline_is_exact_with_workers_killed(
     verdict = run_demo(tmp_path, redis_url, database_url, *args)
     replay = f"seed {seed} (replay: STREAMFILL_CHAOS_SEED={seed} or `streamfill demo {' '.join(args)}`)"
     assert verdict["ok"] is True, f"{replay}: {verdict}"
-    kills = int(verdict["kills"])  # type: ignore[call-overload]
+    kills = int(verdict["kills"])
     assert kills >= 3, f"{replay}: {verdict}"  # the demo kills at least CHAOS_MIN_KILLS
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0), f"{replay}: {verdict}"
 
@@ -148,7 +149,7 @@ def test_pipeline_is_exact_on_a_cluster_with_partitions(
     )
     assert verdict["ok"] is True, verdict
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)
-    assert int(verdict["expected"]) > 300  # type: ignore[call-overload]
+    assert int(verdict["expected"]) > 300
 
 
 def test_pipeline_is_exact_on_a_cluster_through_a_master_failover_and_kills(
@@ -163,5 +164,5 @@ def test_pipeline_is_exact_on_a_cluster_through_a_master_failover_and_kills(
         *("--chaos", "--chaos-interval", "1.0"),
     )
     assert verdict["ok"] is True, verdict
-    assert verdict["master_failovers"] == 1 and int(verdict["kills"]) >= 2  # type: ignore[call-overload]
+    assert verdict["master_failovers"] == 1 and int(verdict["kills"]) >= 2
     assert (verdict["missing"], verdict["extra"], verdict["stale"]) == (0, 0, 0)

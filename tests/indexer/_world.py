@@ -176,7 +176,7 @@ class World:
         likes = Counter(r.fields["subject"] for r in self.all_live() if r.collection == LIKE)
         reposts = Counter(r.fields["subject"] for r in self.all_live() if r.collection == REPOST)
         replies = Counter(r.fields.get("parent") for r in self.all_live() if r.collection == POST)
-        keys = (set(likes) | set(reposts) | set(replies)) - {None}
+        keys = {k for k in set(likes) | set(reposts) | set(replies) if k is not None}
         return {k: (likes[k], reposts[k], replies[k]) for k in keys}
 
     def profile_agg(self) -> dict[str, tuple[int, int, int]]:

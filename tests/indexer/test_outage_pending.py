@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams import Keys
-from tests._support import wait_until
+from tests._support import wait_until, xfields
 from tests.indexer._events import LIKE, LIVE, POST, body, create, entry, tid, uri
 from tests.indexer._proxy import PgProxy
 from workers.indexer import IndexerHandler
@@ -44,7 +44,7 @@ async def add_likes(redis: aioredis.Redis, stream: str, start: int, n: int) -> N
     subject = uri("did:plc:alice", POST, "p1")
     for i in range(start, start + n):
         event = create("did:plc:bob", LIKE, f"l{i}", tid(i), f"c{i}", body(LIKE, subject=subject))
-        await redis.xadd(stream, dict(entry(LIVE, event).fields))
+        await redis.xadd(stream, xfields(entry(LIVE, event).fields))
 
 
 async def group_state(redis: aioredis.Redis, stream: str, group: str) -> tuple[int, int]:

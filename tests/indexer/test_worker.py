@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import Keys, Priority, PriorityConfig
+from tests._support import wait_until, xfields
 from tests.indexer._db import record_row
 from tests.indexer._events import BACKFILL, LIKE, LIVE, POST, body, create, entry, marker, tid, uri
 from workers.indexer import IndexerHandler
@@ -33,7 +33,7 @@ async def test_consumers_index_streams_until_idle(
     live = [create(B, LIKE, f"l{i}", tid(i), f"c{i}", body(LIKE, subject=p1)) for i in range(20)]
     for stream, messages in ((BACKFILL, backfill), (LIVE, live)):
         for m in messages:
-            await redis_client.xadd(keys.stream(stream), dict(entry(stream, m).fields))
+            await redis_client.xadd(keys.stream(stream), xfields(entry(stream, m).fields))
     await redis_client.xadd(keys.stream(LIVE), {b"event": b"{broken"})
 
     for consumer in build_consumers(redis_client, config, IndexerHandler(pool)):
@@ -63,7 +63,7 @@ async def test_a_live_event_behind_a_big_backfill_backlog_is_indexed_before_the_
     async with redis_client.pipeline(transaction=False) as pipe:
         for i in range(total):
             m = create(f"did:plc:bf{i % 200:04d}", POST, f"p{i}", tid(5), f"c{i}", body(POST), seq=-1)
-            pipe.xadd(keys.stream(BACKFILL), dict(entry(BACKFILL, m).fields))
+            pipe.xadd(keys.stream(BACKFILL), xfields(entry(BACKFILL, m).fields))
         await pipe.execute()
     priority = Priority()
     consumers = build_consumers(redis_client, config, IndexerHandler(pool), priority)
@@ -77,7 +77,7 @@ async def test_a_live_event_behind_a_big_backfill_backlog_is_indexed_before_the_
             await tg.start(consumer.run)
         await wait_until(lambda: priority.statistics().low_batches >= 1, what="the backfill under way")
         live = create(B, POST, "now", tid(1), "cnow", body(POST))
-        await redis_client.xadd(keys.stream(LIVE), dict(entry(LIVE, live).fields))
+        await redis_client.xadd(keys.stream(LIVE), xfields(entry(LIVE, live).fields))
         await wait_until(lambda: record_row(pool, uri(B, POST, "now")), what="the live post indexed")
         done = await backfilled()
         assert done < total // 2, f"{done} of {total} backfill events were applied before the live one"

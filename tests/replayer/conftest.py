@@ -70,7 +70,7 @@ def start_cli(
     config: ReplayerConfig, *args: str, stderr: Path | None = None, **env: str
 ) -> subprocess.Popen[str]:
     """`streamfill replayer ARGS` as a process; stderr to a file when given (to wait on log lines)."""
-    err = stderr.open("w") if stderr is not None else subprocess.PIPE
+    err = stderr.open("w") if stderr is not None else None
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "replayer", *args],
@@ -78,17 +78,17 @@ def start_cli(
             env=cli_env(config, **env),
             text=True,
             stdout=subprocess.PIPE,
-            stderr=err,
+            stderr=err if err is not None else subprocess.PIPE,
         )
     finally:
-        if stderr is not None:
-            err.close()  # type: ignore[union-attr]
+        if err is not None:
+            err.close()
 
 
 def run_cli(
     config: ReplayerConfig, *args: str, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    proc = start_cli(config, *args, **env)
+    proc = start_cli(config, *args, stderr=None, **env)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -43,7 +43,8 @@ def ndjson(*lines: Any) -> str:
 def bulk(client: httpx.Client, *lines: Any, path: str = "/_bulk", **params: str) -> dict[str, Any]:
     response = client.post(path, content=ndjson(*lines), headers=NDJSON, params=params)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def items(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -68,7 +69,8 @@ def assert_envelope(response: httpx.Response, status: int, error_type: str) -> d
     assert body["error"]["type"] == error_type
     assert body["error"]["root_cause"][0]["type"] == error_type
     assert body["error"]["root_cause"][0]["reason"] == body["error"]["reason"]
-    return body["error"]  # type: ignore[no-any-return]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 # -- cluster info -----------------------------------------------------------------------------------

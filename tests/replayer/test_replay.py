@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from streams import Keys
 from streams._http import install_prometheus_provider
+from tests._support import xrange
 from tests.replayer._es_server import FakeElasticsearch
 from tests.replayer._files import sample_log, write_capture, write_raw
 from tests.replayer.conftest import once_args
@@ -30,6 +31,13 @@ async def _once(
     status = await run_once(config, once_args(**kwargs))
     out = capsys.readouterr().out.strip().splitlines()
     return status, json.loads(out[-1])
+
+
+def _source(es: FakeElasticsearch, index: str, doc_id: str) -> dict[str, Any]:
+    """The document the test expects stored."""
+    source = es.doc(index, doc_id)
+    assert source is not None, (index, doc_id)
+    return source
 
 
 def _ledger_totals(config: ReplayerConfig) -> dict[str, int]:
@@ -77,7 +85,7 @@ async def test_entries_written_while_es_was_down_are_replayed_once_es_is_back(
         assert source is not None, (index, doc_id)
         assert doc_id in (source.get("trace_id"), source.get("entry_id"))
         assert es.version(index, doc_id) == 1
-    assert es.doc("agent-captains-captures-2026-02-21", "trace-00000")["steps"] == [
+    assert _source(es, "agent-captains-captures-2026-02-21", "trace-00000")["steps"] == [
         {"tool": "search", "ms": 0}
     ]
     assert _ledger_totals(config)["completed_files"] == 55
@@ -101,7 +109,7 @@ async def test_rerunning_creates_no_duplicates(
     assert sum(es.attempts(i, d) for i, d in expected) == attempts  # the ledger skipped them
     # Each run is audited with its summary.
     async with aioredis.Redis.from_url(config.redis_url or "") as redis:
-        rows = await redis.xrange(Keys(config.prefix).audit())
+        rows = await xrange(redis, Keys(config.prefix).audit())
     runs = [json.loads(f[b"args"]) for _, f in rows if f[b"action"] == b"replayer.run_once"]
     assert [(r["ok"], r["indexed_count"], r["skipped_count"]) for r in runs] == [(True, 30, 0), (True, 0, 30)]
 
@@ -121,7 +129,7 @@ async def test_changed_file_is_indexed_again(
     write_capture(root, "t-1", "2026-02-22T10:00:00Z", mtime=2000, outcome="completed")
     status, summary = await _once(config, capsys)
     assert (status, summary["enqueued_count"], summary["indexed_count"]) == (0, 1, 1)
-    assert es.doc("agent-captains-captures-2026-02-22", "t-1")["outcome"] == "completed"
+    assert _source(es, "agent-captains-captures-2026-02-22", "t-1")["outcome"] == "completed"
     assert es.version("agent-captains-captures-2026-02-22", "t-1") == 2
 
 
@@ -179,7 +187,7 @@ async def test_mapping_rejections_and_malformed_files_are_recorded_failed_and_do
     assert "entry_id" in failed["CL-no-id.json"]["error"]
     assert {f["retry_count"] for f in failed.values()} == {1}
 
-    dlq = await redis_client.xrange(Keys(config.prefix).stream(config.stream) + ":dlq")
+    dlq = await xrange(redis_client, Keys(config.prefix).stream(config.stream) + ":dlq")
     assert [fields[b"reason"] for _, fields in dlq] == [b"rejected_by_elasticsearch"]
 
     # Failed files are retried on later passes, up to REPLAYER_MAX_RETRIES (2), then skipped.

@@ -37,4 +37,5 @@ async def main(url: str, stream: str, group: str, name: str, mode: str, grace: s
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, *sys.argv[1:7]))
+    url, stream, group, name, mode, *grace = sys.argv[1:7]
+    sys.exit(anyio.run(main, url, stream, group, name, mode, grace[0] if grace else ""))

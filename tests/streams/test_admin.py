@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import AdminError, Keys
 from streams.admin import (
@@ -24,13 +23,14 @@ from streams.admin import (
     trim,
     trim_stream,
 )
+from tests._support import wait_until, xadd, xrange, xreadgroup
 
 pytestmark = pytest.mark.anyio
 PROC = Path(__file__).with_name("consumer_proc.py")
 
 
 async def fill(redis: aioredis.Redis, stream: str, n: int) -> list[bytes]:
-    return [await redis.xadd(stream, {"n": str(i)}) for i in range(n)]
+    return [await xadd(redis, stream, {"n": str(i)}) for i in range(n)]
 
 
 @pytest.mark.leaves_pending("it trims around entries a group holds")
@@ -49,13 +49,13 @@ async def test_trim_keeps_everything_some_group_has_not_acked(
     await redis_client.xack(stream, "slow", *ids[:5])
     removed = await trim(redis_client, keys, stream)
     assert removed == 5
-    left = [i for i, _ in await redis_client.xrange(stream)]
+    left = [i for i, _ in await xrange(redis_client, stream)]
     assert left == ids[5:]
     # slow acks the rest of what it read; its next unread entry (#8) bounds the trim now.
     await redis_client.xack(stream, "slow", *ids[5:8])
     assert await trim(redis_client, keys, stream) == 3
-    assert [i for i, _ in await redis_client.xrange(stream)] == ids[8:]
-    audit = await redis_client.xrange(keys.audit())
+    assert [i for i, _ in await xrange(redis_client, stream)] == ids[8:]
+    audit = await xrange(redis_client, keys.audit())
     assert [f[b"action"] for _, f in audit] == [b"trim", b"trim"]
 
 
@@ -106,7 +106,7 @@ async def test_dlq_replay_moves_original_fields_back(redis_client: aioredis.Redi
     )
     assert [f["reason"] for _, f in await dlq_list(redis_client, stream)] == ["bad"]
     assert await dlq_replay(redis_client, keys, stream) == 1
-    assert [f for _, f in await redis_client.xrange(stream)] == [{b"event": b"x"}]
+    assert [f for _, f in await xrange(redis_client, stream)] == [{b"event": b"x"}]
     assert await redis_client.xlen(f"{stream}:dlq") == 0
 
 
@@ -169,24 +169,24 @@ async def test_trim_after_a_reset_to_0_keeps_what_the_group_has_not_re_read(
     await reset_group(redis_client, keys, stream, "g", "0")
     assert await safe_trim_id(redis_client, stream) == "0-1"
     assert await trim(redis_client, keys, stream) == 0
-    assert [i for i, _ in await redis_client.xrange(stream)] == ids
+    assert [i for i, _ in await xrange(redis_client, stream)] == ids
     # The group re-reads 1-3 (and acks them): exactly those may go, not #4 nor the pending 5-10.
-    reread = await redis_client.xreadgroup("g", "c", {stream: ">"}, count=3)
+    reread = await xreadgroup(redis_client, "g", "c", {stream: ">"}, count=3)
     assert [i for i, _ in reread[0][1]] == ids[:3]
     await redis_client.xack(stream, "g", *ids[:3])
     assert await trim(redis_client, keys, stream) == 3
-    assert [i for i, _ in await redis_client.xrange(stream)] == ids[3:]
+    assert [i for i, _ in await xrange(redis_client, stream)] == ids[3:]
     # Re-read but not acked holds the trim back just the same.
     await redis_client.xreadgroup("g", "c", {stream: ">"}, count=1)
     assert await trim(redis_client, keys, stream) == 0
     # Acking 5-9 (pending since before the reset) frees #4 only: the group will read 5-10 again.
     await redis_client.xack(stream, "g", ids[3], *ids[4:9])
     assert await trim(redis_client, keys, stream) == 1
-    again = await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
+    again = await xreadgroup(redis_client, "g", "c", {stream: ">"}, count=10)
     assert [i for i, _ in again[0][1]] == ids[4:]
     await redis_client.xack(stream, "g", *ids[4:9])
     assert await trim(redis_client, keys, stream) == 5
-    assert [i for i, _ in await redis_client.xrange(stream)] == ids[9:]
+    assert [i for i, _ in await xrange(redis_client, stream)] == ids[9:]
 
 
 @pytest.mark.leaves_pending("a group's oldest pending entry bounds the trim")

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams import Keys
+from tests._support import xadd, xrange, xreadgroup
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +34,8 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
 
     out = cli(redis_url, prefix, "status", "--json")
     assert out.returncode == 0, out.stderr
-    [info] = json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    [info] = doc["streams"]
     assert info["stream"] == stream and info["length"] == 5
     [group] = info["groups"]
     assert (group["name"], group["lag"], group["pending"]) == ("repo_backfill_group", 3, 2)
@@ -53,7 +55,7 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     out = cli(redis_url, prefix, "trim", "nostream")
     assert out.returncode == 2 and "no such stream" in out.stderr
 
-    audit = await redis_client.xrange(keys.audit())
+    audit = await xrange(redis_client, keys.audit())
     actions = [(f[b"action"], f[b"operator"]) for _, f in audit]
     assert (b"groups.reset", b"alice") in actions and (b"trim", b"alice") in actions
 
@@ -61,7 +63,7 @@ async def test_status_reset_trim_and_audit(redis_client: aioredis.Redis, redis_u
     flags = ["--redis-url", redis_url, "--prefix", prefix]
     out = cli("redis://127.0.0.1:1/0", "other", "status", "--json", *flags)
     assert out.returncode == 0, out.stderr
-    assert [i["stream"] for i in json.loads(out.stdout)] == [stream]
+    assert [i["stream"] for i in json.loads(out.stdout)["streams"]] == [stream]
 
 
 async def test_drain_times_out_then_succeeds(
@@ -84,19 +86,19 @@ async def test_trim_after_reset_to_0_trims_nothing(
 ) -> None:
     # Issue #10 §3, as an operator meets it: 10 entries, 1-4 acked, 5-10 pending, reset to 0.
     stream = Keys(prefix).stream("s")
-    ids = [await redis_client.xadd(stream, {"n": str(i)}) for i in range(1, 11)]
+    ids = [await xadd(redis_client, stream, {"n": str(i)}) for i in range(1, 11)]
     await redis_client.xgroup_create(stream, "g", id="0")
     await redis_client.xreadgroup("g", "c", {stream: ">"}, count=10)
     await redis_client.xack(stream, "g", *ids[:4])
     assert cli(redis_url, prefix, "groups", "reset", "s", "g", "--to", "0").returncode == 0
-    [info] = json.loads(cli(redis_url, prefix, "status", "--json").stdout)
+    [info] = json.loads(cli(redis_url, prefix, "status", "--json").stdout)["streams"]
     assert (info["groups"][0]["lag"], info["groups"][0]["pending"]) == (10, 6)
 
     out = cli(redis_url, prefix, "trim", "s")
     assert out.returncode == 0, out.stderr
     assert "trimmed 0 " in out.stdout and "group g has not read it" in out.stdout
     assert await redis_client.xlen(stream) == 10
-    reread = await redis_client.xreadgroup("g", "c", {stream: ">"})
+    reread = await xreadgroup(redis_client, "g", "c", {stream: ">"})
     assert [i for i, _ in reread[0][1]] == ids  # 1-4 are still there to re-read
 
     await redis_client.xack(stream, "g", *ids[:7])

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import (
     DONE,
@@ -25,6 +26,7 @@ from streams import (
     Outcome,
     Retry,
 )
+from tests._support import wait_until, xrange
 
 pytestmark = pytest.mark.anyio
 PROC = Path(__file__).with_name("consumer_proc.py")
@@ -41,10 +43,9 @@ async def pending(redis: aioredis.Redis, stream: str, group: str) -> int:
     return int((await redis.xpending(stream, group))["pending"])
 
 
-def config(stream: str, name: str = "c1", **kw: object) -> ConsumerConfig:
-    base: dict[str, object] = {"batch_size": 10, "concurrency": 2, "block_ms": 50}
-    base.update(kw)
-    return ConsumerConfig(stream=stream, group="g", consumer=name, **base)  # type: ignore[arg-type]
+def config(stream: str, name: str = "c1", **kw: Any) -> ConsumerConfig:  # kw: ConsumerConfig fields
+    base = ConsumerConfig(stream=stream, group="g", consumer=name, batch_size=10, concurrency=2, block_ms=50)
+    return dataclasses.replace(base, **kw)
 
 
 async def test_acks_every_entry_after_the_handler_succeeds(redis_client: aioredis.Redis, prefix: str) -> None:
@@ -112,7 +113,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries_while_the_rest
     assert attempts == [1, 2, 3, 4]
     assert others_done_while_poison_pending
     assert len(done) == 29
-    dlq = await redis_client.xrange(f"{stream}:dlq")
+    dlq = await xrange(redis_client, f"{stream}:dlq")
     assert len(dlq) == 1
     fields = dlq[0][1]
     assert fields[b"n"] == b"3"  # original fields kept
@@ -135,7 +136,7 @@ async def test_permanent_error_dead_letters_at_once(redis_client: aioredis.Redis
         ]
 
     await Consumer(redis_client, config(stream), handler).run_until_idle()
-    dlq = await redis_client.xrange(f"{stream}:dlq")
+    dlq = await xrange(redis_client, f"{stream}:dlq")
     assert [(f[b"n"], f[b"reason"], f[b"attempts"]) for _, f in dlq] == [(b"1", b"bad-input", b"1")]
     assert await pending(redis_client, stream, "g") == 0
 
@@ -259,7 +260,7 @@ async def test_uncounted_retries_never_exhaust_deliveries(redis_client: aioredis
 def test_a_consumer_that_could_never_read_is_refused() -> None:
     for field in ("concurrency", "batch_size", "max_deliveries"):
         with pytest.raises(ValueError, match=f"{field} must be at least 1"):
-            config("s", **{field: 0})
+            config("s", "c1", **{field: 0})
 
 
 async def test_stop_while_every_handler_slot_is_busy_reads_nothing_more(

@@ -6,6 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams import EntryState, Keys, entry_states
+from tests._support import xadd
 
 pytestmark = pytest.mark.anyio
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.leaves_pending("it inspects a pending entry")
 async def test_missing_undelivered_pending_and_acked(redis_client: aioredis.Redis, prefix: str) -> None:
     stream = Keys(prefix).stream("s")
-    ids = [(await redis_client.xadd(stream, {"n": str(i)})).decode() for i in range(5)]
+    ids = [(await xadd(redis_client, stream, {"n": str(i)})).decode() for i in range(5)]
     # No group yet: everything present is still to come.
     assert await entry_states(redis_client, stream, "g", [ids[0], None]) == [
         EntryState.UNDELIVERED, EntryState.MISSING,

@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 
 from streams import Keys, group_lags, lag_seconds
 from streams.admin import stream_info
+from tests._support import xadd
 
 pytestmark = pytest.mark.anyio
 
@@ -19,7 +20,7 @@ async def server_ms(redis: aioredis.Redis) -> int:
 async def aged(redis: aioredis.Redis, stream: str, *ages_ms: int) -> list[str]:
     """XADD entries whose ids say they were written `ages_ms` ago (oldest first)."""
     now = await server_ms(redis)
-    return [(await redis.xadd(stream, {"n": "1"}, id=f"{now - age}-0")).decode() for age in ages_ms]
+    return [(await xadd(redis, stream, {"n": "1"}, id=f"{now - age}-0")).decode() for age in ages_ms]
 
 
 def about(seconds: float, expected: float) -> bool:

@@ -9,9 +9,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import DONE, Consumer, ConsumerConfig, Entry, Keys, Outcome, Priority, PriorityConfig
+from tests._support import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,6 @@ import anyio
 import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import (
     DONE,
@@ -25,6 +24,7 @@ from streams import (
     record_skip,
     skipped_ranges,
 )
+from tests._support import wait_until, xrange
 
 pytestmark = pytest.mark.anyio
 
@@ -143,7 +143,7 @@ async def test_scripts_go_by_evalsha_alone_and_come_back_after_a_flush(
 
     assert calls("script|exists") == 0
     assert calls("script|load") == 2  # the plain and the marked script, each once
-    entries = await redis_client.xrange(stream)
+    entries = await xrange(redis_client, stream)
     assert [e[1][b"n"] for e in entries] == [str(n).encode() for n in range(10)]
     assert marked[0] is not None and await redis_client.get(cursor) == b"6"
     assert producer.statistics().backlog == 10

@@ -11,7 +11,6 @@ import time
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 from prometheus_client import REGISTRY, generate_latest
 
 from streams import (
@@ -26,6 +25,7 @@ from streams import (
 )
 from streams._http import install_prometheus_provider
 from streams.admin import dlq_replay
+from tests._support import wait_until, xadd, xrange, xreadgroup
 
 pytestmark = pytest.mark.anyio
 
@@ -37,11 +37,11 @@ async def live_entry(redis: aioredis.Redis, stream: str, age_ms: int) -> str:
     """XADD a live entry whose id says it was written `age_ms` ago (ids must keep growing)."""
     seconds, micros = await redis.time()
     now = int(seconds) * 1000 + int(micros) // 1000
-    return (await redis.xadd(stream, {"n": "1"}, id=f"{now - age_ms}-0")).decode()
+    return (await xadd(redis, stream, {"n": "1"}, id=f"{now - age_ms}-0")).decode()
 
 
 async def deliver_and_ack(redis: aioredis.Redis, stream: str, group: str) -> None:
-    rows = await redis.xreadgroup(group, "indexer", {stream: ">"})
+    rows = await xreadgroup(redis, group, "indexer", {stream: ">"})
     ids = [i for _, entries in rows for i, _ in entries]
     if ids:
         await redis.xack(stream, group, *ids)
@@ -191,7 +191,7 @@ async def test_dlq_replay_rate_and_its_bad_values(
     assert await redis_client.xlen(stream) == 6
     out = cli(redis_url, prefix, "dlq", "replay", "s", "--rate", "fast")
     assert out.returncode == 2 and "must be a rate N/s" in out.stderr and "Traceback" not in out.stderr
-    audit = [json.loads(f[b"args"]) for _, f in await redis_client.xrange(Keys(prefix).audit())]
+    audit = [json.loads(f[b"args"]) for _, f in await xrange(redis_client, Keys(prefix).audit())]
     assert audit[-1]["moved"] == 6
 
 

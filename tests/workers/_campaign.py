@@ -9,13 +9,13 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config
 
 from devnet import Devnet
 from streams import Keys
+from tests.workers._pipeline import backfiller_config
 from workers.backfiller.worker import build_backfiller
+from workers.campaign.actions import Context, plan_campaign
 from workers.campaign.apply import Applier
-from workers.campaign.cli import Context, _plan
 from workers.campaign.config import CampaignConfig
 from workers.campaign.state import CampaignStore
 from workers.indexer import IndexerHandler
@@ -49,7 +49,7 @@ async def plan(ctx: Context, name: str, out: Path, scope: str = "all", **options
         "sample": 2,
         "pass_mark": 0.85,
     } | options
-    assert await _plan(ctx, argparse.Namespace(**args)) == 0
+    assert await plan_campaign(ctx, argparse.Namespace(**args)) == 0
 
 
 async def apply_with_pipeline(

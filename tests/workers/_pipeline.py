@@ -7,6 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from schemas import decode_entry
+from tests._support import xrange
 from workers.backfiller.config import BackfillerConfig
 from workers.ingester.config import IngesterConfig
 
@@ -53,7 +54,7 @@ async def read_all(redis: aioredis.Redis, stream: str) -> list[Any]:
     out: list[Any] = []
     start = "-"
     while True:
-        rows = await redis.xrange(stream, min=start, count=5000)
+        rows = await xrange(redis, stream, min=start, count=5000)
         out += [decode_entry(stream, fields) for _, fields in rows]
         if len(rows) < 5000:
             return out

@@ -11,14 +11,14 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config, cursor_at, ingester_config, read_all
-from _support import wait_until
 
 from devnet import Devnet, DevnetConfig
 from schemas import Account, RepoJob, RepoMarker
-from streams import DONE, Entry, Keys
+from streams import DONE, Entry, Keys, host_key
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import backfiller_config, cursor_at, ingester_config, read_all
 from workers.backfiller.worker import build_backfiller
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -87,8 +87,8 @@ async def test_a_move_is_followed_and_the_old_hosts_account_event_is_dropped(
             # The move's own jobs: one snapshot when the new host announced the account active.
             jobs = [j for j in await read_all(redis_client, keys.stream("repo_backfill"))]
             assert [(j.did, j.reason) for j in jobs] == [(mover, "reactivated")]
-            [job_id] = [i for i, _ in await redis_client.xrange(keys.stream("repo_backfill"))]
-            [(_, fields)] = await redis_client.xrange(keys.stream("repo_backfill"))
+            [job_id] = [i for i, _ in await xrange(redis_client, keys.stream("repo_backfill"))]
+            [(_, fields)] = await xrange(redis_client, keys.stream("repo_backfill"))
             entry = Entry(keys.stream("repo_backfill"), job_id.decode(), fields, 1)
             assert await worker.handler.handle(entry) is DONE
         records = len(net.world.by_did[mover].records)

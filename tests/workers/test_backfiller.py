@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config, ingester_config, read_all
-from _support import wait_until
-from test_listing import run_listing_until_done
 
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordCreate, RepoMarker
 from streams import Keys
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import backfiller_config, ingester_config, read_all
+from tests.workers.test_listing import run_listing_until_done
 from workers.backfiller.handler import BackfillHandler
 from workers.backfiller.worker import build_backfiller
 
@@ -88,10 +89,10 @@ async def test_backfilled_records_equal_devnet_truth(
         # Every record event of a snapshot carries the snapshot's commit rev.
         assert {e.rev for e in events if isinstance(e, RecordCreate) and e.did == did} <= {marker.rev}
 
-    outcomes = [f for _, f in await redis_client.xrange(keys.outcomes("repo_backfill"))]
+    outcomes = [f for _, f in await xrange(redis_client, keys.outcomes("repo_backfill"))]
     kinds = sorted(f[b"outcome"].decode() for f in outcomes)
     assert kinds == ["deactivated", "not_found", "takendown", "takendown"]
-    dlq = await redis_client.xrange(keys.stream("repo_backfill:dlq"))
+    dlq = await xrange(redis_client, keys.stream("repo_backfill:dlq"))
     reasons = {f[b"reason"].decode() for _, f in dlq}
     assert len(dlq) == 2, reasons
     assert reasons == {"bad-signature", "CarTruncatedError"}
@@ -156,5 +157,5 @@ async def test_a_read_takes_several_repos_and_a_stuck_one_holds_only_its_own_slo
     assert max(reads) == 4
 
 
-async def _covers(got: Any, wanted: set[str]) -> bool:
+async def _covers(got: Awaitable[set[str]], wanted: set[str]) -> bool:
     return wanted <= await got

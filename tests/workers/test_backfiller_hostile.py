@@ -22,13 +22,13 @@ import anyio
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from _hostile_repos import HostilePds, HostileRepo, dag_chain, tiny_blocks
-from _pipeline import backfiller_config, read_all
-from _support import wait_until
-from test_backfiller import drained
 
 from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
 from streams import Keys
+from tests._hostile_repos import HostilePds, HostileRepo, dag_chain, tiny_blocks
+from tests._support import wait_until, xadd, xrange
+from tests.workers._pipeline import backfiller_config, read_all
+from tests.workers.test_backfiller import drained
 from workers.backfiller.worker import build_backfiller
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +71,7 @@ def _backfiller(
 
 async def _enqueue(redis: aioredis.Redis, keys: Keys, repo: HostileRepo) -> None:
     stream = keys.stream("repo_backfill")
-    await redis.xadd(stream, encode_entry(stream, RepoJob(did=repo.did, host="hostile.test")))
+    await xadd(redis, stream, encode_entry(stream, RepoJob(did=repo.did, host="hostile.test")))
 
 
 async def _settled(redis: aioredis.Redis, keys: Keys) -> None:
@@ -142,7 +142,7 @@ async def test_an_mst_dag_costs_cpu_in_proportion_to_the_car(
             await _settled(redis_client, keys)
             cpu = _cpu_seconds(proc.pid) - before
     print(f"DAG repo ({len(dag.car()) / 1e6:.1f} MB): {cpu:.2f} s of CPU")
-    dlq = [f for _, f in await redis_client.xrange(keys.stream("repo_backfill:dlq"))]
+    dlq = [f for _, f in await xrange(redis_client, keys.stream("repo_backfill:dlq"))]
     assert [f[b"reason"] for f in dlq] == [b"MstError"]
     assert await _records_of(redis_client, keys, dag.did) == (0, None)
     # Download, hash and store 50,000 blocks, verify a signature, refuse the tree: well under

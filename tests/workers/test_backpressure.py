@@ -5,16 +5,16 @@ from __future__ import annotations
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import backfiller_config, cursor_at, ingester_config, read_all
-from _support import wait_until
-from test_firehose import as_tuple, assert_same_events, expected_events
-from test_listing import run_listing_until_done
 
 from devnet import Devnet, DevnetConfig
 from schemas import RecordCreate, RepoMarker
-from streams import Keys
+from streams import Keys, host_key
+from tests._support import get, wait_until, xreadgroup
+from tests.workers._pipeline import backfiller_config, cursor_at, ingester_config, read_all
+from tests.workers.test_firehose import as_tuple, assert_same_events, expected_events
+from tests.workers.test_listing import run_listing_until_done
 from workers.backfiller.worker import build_backfiller
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -34,12 +34,14 @@ async def test_firehose_ingester_waits_at_the_mark(
             tg.start_soon(source.run)
             await wait_until(lambda: net.world.firehose.subscribers > 0)
             net.step(120)
-            producer = source._producer
+            producer = source.runner.producer
+            assert producer is not None
             await wait_until(lambda: producer.statistics().blocked, what="ingester blocked at the mark")
             length = await redis_client.xlen(stream)
             # Backpressure holds: the stream stopped within one batch (a commit may carry several ops).
             assert 40 <= length < 40 + 5 * 10
-            assert int(await redis_client.get(cursor_key)) < net.world.firehose.last_seq
+            cursor = await get(redis_client, cursor_key)
+            assert cursor is not None and int(cursor) < net.world.firehose.last_seq
             # A consumer drains the stream; the ingester resumes and catches up without loss.
             tg.start_soon(drain, redis_client, stream)
             last = net.world.firehose.last_seq
@@ -49,12 +51,12 @@ async def test_firehose_ingester_waits_at_the_mark(
         expected, _ = expected_events(net)
     got = [as_tuple(e) for e in await read_all(redis_client, stream)]
     assert_same_events(got, expected, net)  # every op exactly once, in order, however long the block lasted
-    assert producer.statistics().waits >= 1
+    assert producer is not None and producer.statistics().waits >= 1
 
 
 async def drain(redis: aioredis.Redis, stream: str) -> None:
     while True:
-        reply = await redis.xreadgroup("firehose_group", "c", {stream: ">"}, count=10, block=50)
+        reply = await xreadgroup(redis, "firehose_group", "c", {stream: ">"}, count=10, block=50)
         rows = reply[0][1] if reply else []
         if rows:
             await redis.xack(stream, "firehose_group", *[i for i, _ in rows])
@@ -82,7 +84,9 @@ async def test_backfiller_waits_at_the_mark_holding_its_job(
             assert info[b"repo_backfill_group"]["pending"] == 1  # the job is held, not acked
             seen = 0
             while seen < expected:  # drain as a consumer would until every record arrived
-                reply = await redis_client.xreadgroup("firehose_group", "c", {out: ">"}, count=100, block=100)
+                reply = await xreadgroup(
+                    redis_client, "firehose_group", "c", {out: ">"}, count=100, block=100
+                )
                 rows = reply[0][1] if reply else []
                 if rows:
                     await redis_client.xack(out, "firehose_group", *[i for i, _ in rows])

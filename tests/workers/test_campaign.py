@@ -4,6 +4,7 @@ exactly the repos whose rows were deleted, a SIGKILLed `apply` re-run enqueues n
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -21,17 +22,16 @@ import anyio
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from _campaign import apply_with_pipeline, config, context, plan
-from _pipeline import read_all
-from _support import wait_until
 
 from atp.tid import tid_from_time
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import RecordDelete, RepoJob, encode_entry
 from streams import Keys
+from tests._support import wait_until, xadd, xrange
+from tests.workers._campaign import apply_with_pipeline, config, context, plan
+from tests.workers._pipeline import read_all
+from workers.campaign.actions import ACTIONS, active_campaign_lines, apply_campaign, show_status, status_line
 from workers.campaign.apply import Applier, dry_run
-from workers.campaign.cli import _ACTIONS, _apply, active_campaign_lines, status_line
-from workers.campaign.cli import _status as _STATUS
 from workers.campaign.gate import live_lag_s
 from workers.campaign.rollback import rollback
 from workers.campaign.soak import SoakOptions, soak
@@ -85,7 +85,7 @@ async def _exact(pool: Any, net: Devnet) -> None:
 async def _act(ctx: Any, action: str, name: str, **extra: Any) -> None:
     import argparse
 
-    assert await _ACTIONS[action](ctx, argparse.Namespace(**({"name": name, "force": False} | extra))) == 0
+    assert await ACTIONS[action](ctx, argparse.Namespace(**({"name": name, "force": False} | extra))) == 0
 
 
 async def test_gates_halt_with_figures_and_continue_on_approve(
@@ -137,7 +137,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         assert "awaiting-approval, stage 1/3" in status_line(campaign)
         assert await active_campaign_lines(redis_client, Keys(prefix)) == [status_line(campaign)]
         capsys.readouterr()
-        assert await _STATUS(ctx, _ns(name=None, json=False)) == 0
+        assert await show_status(ctx, _ns(name=None, json=False)) == 0
         shown = capsys.readouterr().out
         assert (
             "gate 1: 3 repos, 3 done, 0 failed, 0 dead-lettered" in shown
@@ -166,7 +166,7 @@ async def test_gates_halt_with_figures_and_continue_on_approve(
         await _exact(pool, net)
         jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
         assert sorted(j.did for j in jobs) == sorted(r["did"] for r in doc["repos"])
-        audit = [f[b"action"].decode() for _, f in await redis_client.xrange(Keys(prefix).audit())]
+        audit = [f[b"action"].decode() for _, f in await xrange(redis_client, Keys(prefix).audit())]
         assert audit == [
             "campaign.plan",
             "campaign.apply",
@@ -279,7 +279,7 @@ async def test_apply_killed_and_rerun_enqueues_no_repo_twice(
         target = await cursor() + 1
         proc = _apply_process(env, "k")
         try:
-            await wait_until(lambda t=target: _past(cursor, t), timeout=30, what="enqueuing")
+            await wait_until(functools.partial(_past, cursor, target), timeout=30, what="enqueuing")
             await anyio.sleep(rng.uniform(0.0, 1.5))
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -397,7 +397,7 @@ async def test_rollback_restores_the_rows_before_the_campaign_except_live_change
     collection, rkey = (rest[0], rest[1]) if tbl.generic else (tbl.nsid, rest[0])
     live_rev = tid_from_time(int(time.time() * 1_000_000) + 10**9)
     delete = RecordDelete(seq=1, did=did, rev=live_rev, collection=collection, rkey=rkey)
-    await redis_client.xadd(keys.stream("firehose_live"), encode_entry("firehose_live", delete))
+    await xadd(redis_client, keys.stream("firehose_live"), encode_entry("firehose_live", delete))
     indexer = IndexerConfig(prefix=prefix, streams=("firehose_live",), batch_size=50)
     for consumer in build_consumers(redis_client, indexer, IndexerHandler(pool)):
         await consumer.run_until_idle()
@@ -421,7 +421,7 @@ async def test_rollback_restores_the_rows_before_the_campaign_except_live_change
     async with pool.acquire() as conn:
         assert await rollback(ctx.store, conn, await ctx.store.get("u"), None) == 0
     assert await _dump(pool) == restored
-    audit = [f[b"action"].decode() for _, f in await redis_client.xrange(keys.audit())]
+    audit = [f[b"action"].decode() for _, f in await xrange(redis_client, keys.audit())]
     assert audit.count("campaign.rollback") == 2
 
 
@@ -516,7 +516,7 @@ async def test_reject_of_an_undo_campaign_rolls_it_back(
     assert (await ctx.store.get("r")).state == AWAITING
     assert await _dump(pool)  # the first stage is indexed
     async with pool.acquire() as conn:
-        assert await _ACTIONS["reject"](context(redis_client, conn, ctx.config), _ns(name="r")) == 0
+        assert await ACTIONS["reject"](context(redis_client, conn, ctx.config), _ns(name="r")) == 0
         assert await aggregates_match(conn)
     assert (await ctx.store.get("r")).state == "rolled-back"
     assert await _dump(pool) == {}  # the index was empty before the campaign: it is again
@@ -545,7 +545,7 @@ async def test_live_lag_is_the_age_of_the_oldest_unacked_live_entry(
     await redis_client.xreadgroup("firehose_group", "c", {live: ">"}, count=1)
     lag = await live_lag_s(redis_client, keys)
     assert lag is not None and 119 <= lag <= 125  # read, pending
-    [(entry_id, _)] = await redis_client.xrange(live, count=1)
+    [(entry_id, _)] = await xrange(redis_client, live, count=1)
     await redis_client.xack(live, "firehose_group", entry_id)
     lag = await live_lag_s(redis_client, keys)
     assert lag is not None and 59 <= lag <= 65  # the next one, unread
@@ -601,7 +601,7 @@ async def test_apply_pauses_while_live_traffic_lags_and_goes_on_when_it_catches_
     await redis_client.xgroup_create(live, "firehose_group", id="0")
     args = argparse.Namespace(name="slow", max_live_lag=5.0, out=None, follow=False, dry_run=False)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_apply, ctx, args)
+        tg.start_soon(apply_campaign, ctx, args)
         await wait_until(lambda: redis_client.exists(keys.throttle("campaign-slow")), what="paused")
         assert (await ctx.store.get("slow")).cursor == 0  # nothing enqueued while live lags
         await redis_client.xreadgroup("firehose_group", "indexer", {live: ">"})

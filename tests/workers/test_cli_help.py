@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from workers._specs import RSKY_NAMES, specs
-from workers.cli import build_parser, main
+from workers.cli import WORKER_COMMANDS, build_parser, main
 from workers.settings import reference, rsky_table
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -63,6 +63,21 @@ def test_main_commands_have_examples_and_the_top_level_describes_streamfill(
     assert capsys.readouterr().out.startswith("streamfill 0.")
 
 
+def test_a_worker_command_parses_as_in_the_whole_parser_and_imports_no_other_command() -> None:
+    whole = {p.prog: p.format_help() for p in parsers(build_parser())}
+    for command in WORKER_COMMANDS:
+        alone = [p for p in parsers(build_parser(command)) if p.prog != "streamfill"]
+        assert [p.prog for p in alone] == [p for p in whole if p.split()[1:2] == [command]]
+        for parser in alone:
+            assert parser.format_help() == whole[parser.prog]
+    probe = "import sys; from workers.cli import build_parser; build_parser('backfiller'); "
+    probe += "print(sorted(m for m in ('devnet', 'workers.admin', 'workers.demo.cli') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PROJECT
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFILL_")}
     return subprocess.run(
@@ -99,7 +114,7 @@ def test_a_closed_pipe_ends_a_command_quietly(redis_url: str, prefix: str) -> No
         text=True,
     )
     try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("[")
+        assert proc.stdout is not None and proc.stdout.readline().startswith('{"at": ')
         proc.stdout.close()  # the next report is written into a closed pipe
         _, err = proc.communicate(timeout=60)
     finally:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from streams import DONE, Consumer, ConsumerConfig, Entry, Keys, Outcome, Producer, ProducerConfig
+from tests._support import as_redis, wait_until, xrange
 from workers.backfiller.config import SPEC as BACKFILLER
 from workers.backfiller.config import BackfillerConfig
 from workers.cli import main
@@ -38,7 +38,7 @@ async def _cli(*argv: str) -> int:
 
 
 async def _audit(redis: aioredis.Redis, prefix: str) -> list[tuple[str, dict[str, object]]]:
-    rows = await redis.xrange(Keys(prefix).audit())
+    rows = await xrange(redis, Keys(prefix).audit())
     return [(f[b"action"].decode(), json.loads(f[b"args"])) for _, f in rows]
 
 
@@ -144,12 +144,12 @@ async def test_a_resized_consumer_runs_more_handlers_at_once(
     )
     running, peak, gate = [0], [0], anyio.Event()
 
-    async def handler(batch: Sequence[Entry]) -> list[Outcome]:
+    async def handler(entries: Sequence[Entry]) -> list[Outcome]:
         running[0] += 1
         peak[0] = max(peak[0], running[0])
         await gate.wait()
         running[0] -= 1
-        return [DONE] * len(batch)
+        return [DONE] * len(entries)
 
     config = ConsumerConfig(stream, "g", "c", batch_size=1, concurrency=2, block_ms=100)
     consumer = Consumer(redis_client, config, handler)
@@ -187,7 +187,7 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
             [b] = await heartbeats(redis_client, keys)
             # The setting's value, and the consumer's own limit: the component uses it.
             setting = b["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
-            return setting and b["statistics"]["concurrency"] == 6
+            return bool(setting and b["statistics"]["concurrency"] == 6)
 
         await wait_until(overridden, timeout=10, what="the heartbeat shows the override")
         capsys.readouterr()
@@ -195,6 +195,11 @@ async def test_workers_lists_a_running_worker_until_it_is_killed(
         assert "bf-under-test" in capsys.readouterr().out
         assert await _cli("status") == 0
         assert "workers backfiller: 1 running, overrides BACKFILLER_CONCURRENCY=6" in capsys.readouterr().out
+        assert await _cli("status", "--json") == 0
+        report = json.loads(capsys.readouterr().out)
+        [beat] = [w for w in report["workers"] if w["kind"] == "backfiller"]
+        assert beat["settings"]["BACKFILLER_CONCURRENCY"] == {"value": "6", "source": "override"}
+        assert set(report) == {"at", "streams", "ledgers", "campaigns", "throttled", "workers", "readiness"}
         proc.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(lambda: proc.wait(30))
         killed = time.monotonic()
@@ -227,7 +232,8 @@ async def test_a_worker_refuses_an_override_its_own_settings_make_invalid(
     assert beat["refused"] == live.refused and beat["overrides"] == {}
     await store.set({"BACKFILLER_FIREHOSE_STREAM_HIGH_WATER_MARK": "1000"}, 60, reason="r", operator="o")
     await live.refresh(store)  # together they are valid here too
-    assert (live.config.firehose_low_water, live.config.firehose_high_water) == (500, 1000)
+    config = live.config  # refreshed: not the one asserted on above
+    assert (config.firehose_low_water, config.firehose_high_water) == (500, 1000)
     assert live.refused == ""
 
 
@@ -302,10 +308,10 @@ async def test_the_backfiller_components_take_every_live_setting(
 async def test_the_ingester_and_indexer_components_take_their_live_settings(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
-    from _pipeline import ingester_config
-
+    from tests.workers._pipeline import ingester_config
     from workers.indexer.config import SPEC as INDEXER
     from workers.indexer.config import IndexerConfig
+    from workers.indexer.handler import IndexerHandler
     from workers.indexer.worker import Indexer, build_consumers
     from workers.ingester.config import SPEC as INGESTER
     from workers.ingester.worker import build_ingester
@@ -329,7 +335,8 @@ async def test_the_ingester_and_indexer_components_take_their_live_settings(
         )
         assert ingester.throttle is not None and ingester.throttle.config.pause_above_s == 9
     index = LiveSettings.fixed(INDEXER, IndexerConfig(prefix=prefix))
-    indexer = Indexer(build_consumers(redis_client, index.config, handler=None), None, None)  # type: ignore[arg-type]
+    handler = IndexerHandler(pool=None)  # never called: the test retunes the consumers only
+    indexer = Indexer(build_consumers(redis_client, index.config, handler), handler, None)
     index.on_change(indexer.retune)
     assert await index.refresh(store)
     for consumer in indexer.consumers:
@@ -343,18 +350,18 @@ async def test_overrides_and_heartbeats_on_a_redis_cluster(redis_cluster_url: st
 
     client = connect(redis_cluster_url, cluster=True)
     try:
-        store = OverrideStore(client, Keys(prefix))
+        store = OverrideStore(as_redis(client), Keys(prefix))
         live = LiveSettings.fixed(BACKFILLER, BackfillerConfig(prefix=prefix))
-        agent = Agent(client, live, kind="backfiller", name="b-cluster")
+        agent = Agent(as_redis(client), live, kind="backfiller", name="b-cluster")
         await store.set({"BACKFILLER_PDS_RPS": "3"}, 5, reason="r", operator="o")
         await agent.start()
         assert live.config.pds_rps == 3
         await agent.beat()
-        [beat] = await heartbeats(client, Keys(prefix))
+        [beat] = await heartbeats(as_redis(client), Keys(prefix))
         assert beat["overrides"] == {"BACKFILLER_PDS_RPS": "3"}
         await wait_until(lambda: live.refresh(store), timeout=10, what="the window ended")
         assert live.config.pds_rps == BackfillerConfig().pds_rps
-        rows = await client.xrange(Keys(prefix).audit())
+        rows = await xrange(client, Keys(prefix).audit())
         assert [f[b"action"] for _, f in rows] == [b"config.set", b"config.expire"]
     finally:
         await client.aclose()

@@ -14,16 +14,16 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import ingester_config, read_all
-from _support import wait_until
 
 from devnet import Devnet, DevnetConfig, FaultConfig
 from devnet.http import account_id
-from streams import CURSOR_DONE, Keys, skipped_ranges
+from streams import CURSOR_DONE, Component, Keys, host_key, skipped_ranges
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import ingester_config, read_all
 from workers.ingester.cli import relist, retry_skipped
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import discovery_rounds
-from workers.ingester.worker import Ingester, build_ingester, host_key
+from workers.ingester.worker import Ingester, build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 async def listing(redis: aioredis.Redis, config: IngesterConfig) -> AsyncIterator[Ingester]:
     """The ingester's listing components, running until the block ends."""
     async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
-        components = [*ingester.listings, *ingester.discoveries]
+        components: list[Component] = [*ingester.listings, *ingester.discoveries]
         for component in components:
             tg.start_soon(component.run)
         try:
@@ -216,7 +216,7 @@ async def test_bad_listhosts_items_are_dead_lettered_with_a_reason(
         async with listing(redis_client, ingester_config(redis_url, prefix, net.relay_url)) as ingester:
             await until_round(redis_client, keys, net, 1)
             assert ingester.discoveries[0].bad_items == len(bad)
-    dlq = [f for _, f in await redis_client.xrange(keys.dlq(keys.stream("repo_backfill")))]
+    dlq = [f for _, f in await xrange(redis_client, keys.dlq(keys.stream("repo_backfill")))]
     assert len(dlq) == len(bad)
     assert {f[b"reason"] for f in dlq} == {b"invalid-host-item"}
     assert all(f[b"host"] == host_key(net.relay_url).encode() and f[b"error"] for f in dlq)

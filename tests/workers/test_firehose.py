@@ -7,14 +7,14 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import cursor_at, ingester_config, read_all
-from _support import wait_until
 
 from atp.frames import AccountFrame, CommitFrame, IdentityFrame, SyncFrame, decode_frame
 from devnet import Devnet, DevnetConfig, FaultConfig
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate
-from streams import Keys
-from workers.ingester.worker import build_ingester, host_key
+from streams import Keys, host_key
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import cursor_at, ingester_config, read_all
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +42,7 @@ def expected_events(
 
 
 def _inactive(event: tuple[Any, ...]) -> bool:
-    return event[2] == "account" and event[3] != "active"
+    return bool(event[2] == "account" and event[3] != "active")
 
 
 def assert_same_events(got: list[tuple[Any, ...]], expected: list[tuple[Any, ...]], net: Devnet) -> None:
@@ -120,11 +120,12 @@ async def test_bad_signature_frame_is_dead_lettered_and_the_rest_flows(
             last = net.world.firehose.last_seq
             await wait_until(lambda: cursor_at(redis_client, cursor_key, last), timeout=30, what="caught up")
             ingester.firehoses[0].stop()
-    dlq = await redis_client.xrange(keys.stream("firehose_live:dlq"))
+    dlq = await xrange(redis_client, keys.stream("firehose_live:dlq"))
     assert len(dlq) >= 1
     fields = dlq[0][1]
     assert fields[b"reason"] == b"unverifiable-commit" and b"Signature" in fields[b"error"]
-    assert decode_frame(fields[b"frame"]).repo == victim.did  # type: ignore[union-attr]
+    frame = decode_frame(fields[b"frame"])
+    assert isinstance(frame, CommitFrame) and frame.repo == victim.did
 
 
 async def test_labels_are_ingested_with_cursor(

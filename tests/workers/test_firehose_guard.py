@@ -13,18 +13,18 @@ import dataclasses
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import ingester_config, read_all
-from _support import wait_until
 from aiohttp import web
-from test_firehose import as_tuple, assert_same_events, expected_events
 
 from atp.frames import CommitFrame, InfoFrame, decode_frame, encode_frame
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES
 from devnet import Devnet, DevnetConfig
-from streams import Keys
+from streams import Keys, host_key
 from streams.admin import skip_ledgers
-from workers.admin import render_status
-from workers.ingester.worker import build_ingester, host_key
+from tests._support import wait_until, xrange
+from tests.workers._pipeline import ingester_config, read_all
+from tests.workers.test_firehose import as_tuple, assert_same_events, expected_events
+from workers.ingester.worker import build_ingester
+from workers.status import render_status
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,7 @@ def a_commit(net: Devnet) -> CommitFrame:
 
 
 async def dead_letters(redis: aioredis.Redis, keys: Keys) -> list[dict[str, str]]:
-    rows = await redis.xrange(keys.dlq(keys.stream("firehose_live")))
+    rows = await xrange(redis, keys.dlq(keys.stream("firehose_live")))
     return [
         {k.decode(): v.decode("utf-8", "replace") for k, v in f.items() if k != b"frame"} for _, f in rows
     ]
@@ -124,7 +124,7 @@ async def test_a_relay_whose_sequence_resets_is_followed_from_its_head_with_the_
     got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
     assert got[old_events:] == expected  # every event of the new sequence, in order
     assert new_frames[0][0] == 1
-    gaps = await redis_client.xrange(keys.gaps("firehose_live", host))
+    gaps = await xrange(redis_client, keys.gaps("firehose_live", host))
     assert [(f[b"after"], f[b"resumed_at"], f[b"reason"]) for _, f in gaps] == [
         (str(before).encode(), b"1", b"future-cursor")
     ]
@@ -189,7 +189,7 @@ async def test_a_relay_that_closes_at_once_is_reconnected_to_with_a_growing_back
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         config = ingester_config(redis_url, prefix, f"http://127.0.0.1:{port}", mode="firehose")
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
@@ -228,7 +228,7 @@ async def test_an_outdated_cursor_accepts_the_replay_however_far_ahead_and_recor
         expected, _ = expected_events(net)
     got = [as_tuple(e) for e in await read_all(redis_client, keys.stream("firehose_live"))]
     assert_same_events(got, expected, net)  # the retained frames, every one
-    gaps = await redis_client.xrange(keys.gaps("firehose_live", host))
+    gaps = await xrange(redis_client, keys.gaps("firehose_live", host))
     assert [(f[b"after"], f[b"resumed_at"], f[b"reason"]) for _, f in gaps] == [
         (b"5", str(oldest).encode(), b"outdated-cursor")
     ]
@@ -282,6 +282,6 @@ async def test_a_relay_that_ignores_our_cursor_and_numbers_from_1_is_a_sequence_
     assert got == expected  # the whole new sequence, once, in order
     letters = await dead_letters(redis_client, keys)
     assert [(d["reason"], d["seq"]) for d in letters] == [("stale-seq", str(s)) for s in range(1, 20)]
-    gaps = await redis_client.xrange(keys.gaps("firehose_live", host))
+    gaps = await xrange(redis_client, keys.gaps("firehose_live", host))
     assert [(f[b"after"], f[b"resumed_at"], f[b"reason"]) for _, f in gaps] == [(b"1000", b"1", b"seq-reset")]
     assert connections == 2

@@ -11,6 +11,7 @@ and a commit left out so that the next one's `since` does not chain.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections import defaultdict
 from typing import Any
@@ -18,17 +19,17 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import cursor_at, ingester_config, read_all
-from _support import wait_until
 
 from atp.car import read_car_bytes_raw, write_car
 from atp.cbor import CID
 from atp.frames import CommitFrame, decode_frame, encode_frame
 from devnet import Devnet, DevnetConfig
 from schemas import RecordCreate, RecordDelete, RecordUpdate, RepoJob, decode_entry
-from streams import Keys
+from streams import Keys, host_key
+from tests._support import byte_fields, wait_until
+from tests.workers._pipeline import cursor_at, ingester_config, read_all
 from workers.ingester.firehose import FirehoseConverter
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -41,6 +42,10 @@ def commits_by_repo(net: Devnet) -> dict[str, list[CommitFrame]]:
         if isinstance(frame, CommitFrame):
             out[frame.repo].append(frame)
     return out
+
+
+def _at_seq(frame: CommitFrame, seq: int) -> bytes:
+    return encode_frame(dataclasses.replace(frame, seq=seq))
 
 
 def too_big(frame: CommitFrame) -> CommitFrame:
@@ -105,7 +110,7 @@ async def test_too_big_and_gap_enqueue_a_resync_in_the_batch_write_and_chains_do
         scenario = [a[0], b[0], c[0], a[1], c[1], too_big(a[2]), b[2], c[2]]
         start = net.world.firehose.last_seq
         seqs = [
-            net.world.firehose.append(lambda s, f=f: encode_frame(dataclasses.replace(f, seq=s)))
+            net.world.firehose.append(functools.partial(_at_seq, f))
             for f in scenario
         ]
         last = seqs[-1]
@@ -184,8 +189,8 @@ async def test_a_too_big_commit_listing_ops_without_their_records_emits_no_recor
     bare = dataclasses.replace(frame, too_big=True, blocks=write_car([commit], [(commit, blocks[commit])]))
     converter = FirehoseConverter("relay.test", "firehose_live", "repo_backfill", identities=None)
     out = await converter.convert(encode_frame(bare))
-    events = [decode_entry("firehose_live", fields) for fields in out.entries]
+    events = [decode_entry("firehose_live", byte_fields(fields)) for fields in out.entries]
     assert events and all(isinstance(e, RecordDelete) for e in events)
     assert len(events) == sum(op.action == "delete" for op in frame.ops)
     [(stream, job)] = out.extra
-    assert stream == "repo_backfill" and decode_entry("repo_backfill", job).reason == "too-big"
+    assert stream == "repo_backfill" and decode_entry("repo_backfill", byte_fields(job)).reason == "too-big"

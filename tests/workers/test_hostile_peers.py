@@ -12,13 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _hostile import (
+
+from atp.crypto import SigningKey
+from atp.repo import build_repo
+from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
+from streams import Keys
+from tests._hostile import (
     GET_REPO,
     LIST_REPOS,
     HostileServer,
@@ -32,13 +37,8 @@ from _hostile import (
     redirect_loop,
     zeros_bomb,
 )
-from _pipeline import read_all
-from _support import wait_until
-
-from atp.crypto import SigningKey
-from atp.repo import build_repo
-from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
-from streams import Keys
+from tests._support import wait_until, xfields, xrange
+from tests.workers._pipeline import read_all
 
 pytestmark = pytest.mark.anyio
 
@@ -90,9 +90,8 @@ def backfiller_process(redis_url: str, prefix: str) -> Iterator[Callable[..., su
 
 async def _enqueue(redis: aioredis.Redis, keys: Keys, *dids: str) -> None:
     for did in dids:
-        await redis.xadd(
-            keys.stream("repo_backfill"), encode_entry("repo_backfill", RepoJob(did=did, host="evil"))
-        )
+        job = encode_entry("repo_backfill", RepoJob(did=did, host="evil"))
+        await redis.xadd(keys.stream("repo_backfill"), xfields(job))
 
 
 async def _dead(
@@ -100,7 +99,7 @@ async def _dead(
 ) -> dict[str, dict[str, str]]:
     """DLQ entries of `stream` by DID."""
     out = {}
-    for _, fields in await redis.xrange(keys.stream(f"{stream}:dlq")):
+    for _, fields in await xrange(redis, keys.stream(f"{stream}:dlq")):
         f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
         did = f.get("did") or f["repo"].split('"did":"', 1)[1].split('"', 1)[0]
         out[did] = f
@@ -155,7 +154,7 @@ async def test_hostile_peers_are_dead_lettered_and_the_worker_stays_small(
     assert evil.hits[f"{GET_REPO}?did={bomb1}"] == 1  # dead-lettered at first sight, fetched once
     assert dead[dripping]["reason"] == "max deliveries (1) reached" and "Timeout" in dead[dripping]["error"]
     assert dead[looping]["reason"] == "ResponseRejected" and "TooManyRedirects" in dead[looping]["error"]
-    outcomes = {f[b"did"].decode(): f for _, f in await redis_client.xrange(keys.outcomes("repo_backfill"))}
+    outcomes = {f[b"did"].decode(): f for _, f in await xrange(redis_client, keys.outcomes("repo_backfill"))}
     assert (
         outcomes[doc_flood][b"outcome"] == b"did_unresolvable"
         and b"BodyTooLarge" in outcomes[doc_flood][b"detail"]
@@ -201,7 +200,7 @@ async def test_policy_on_refuses_pds_endpoints_on_private_addresses(
     assert pds.hits[GET_REPO] == 0  # the configured PLC directory was asked; the PDS never was
 
 
-def _car(did: str, key: SigningKey, records: list[tuple[str, object]]) -> bytes:
+def _car(did: str, key: SigningKey, records: Sequence[tuple[str, object]]) -> bytes:
     return build_repo(did, records, rev="3kaaaaaaaaaa2", signing_key=key).car
 
 

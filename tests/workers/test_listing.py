@@ -11,14 +11,15 @@ from collections import Counter
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import ingester_config, read_all
-from _support import wait_until
 
 from devnet import Devnet, DevnetConfig, FaultConfig
-from streams import CURSOR_DONE, Keys, skipped_ranges
+from streams import CURSOR_DONE, Component, Keys, host_key, skipped_ranges
 from streams.admin import skip_ledgers
+from tests._support import wait_until, xrange, xreadgroup
+from tests.workers._pipeline import ingester_config, read_all
+from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import discovery_rounds
-from workers.ingester.worker import build_ingester, host_key
+from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
 
@@ -27,19 +28,20 @@ async def listed_dids(redis: aioredis.Redis, keys: Keys) -> Counter[str]:
     return Counter(job.did for job in await read_all(redis, keys.stream("repo_backfill")))
 
 
-async def run_listing_until_done(redis: aioredis.Redis, config, net: Devnet) -> None:  # type: ignore[no-untyped-def]
+async def run_listing_until_done(redis: aioredis.Redis, config: IngesterConfig, net: Devnet) -> None:
     """Run the ingester's listing components until the relay's pass and a discovery round are done."""
     keys = Keys(config.prefix)
     relay = host_key(net.relay_url)
     cursor_key = keys.cursor("repo_backfill", relay)
     async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
-        for component in [*ingester.listings, *ingester.discoveries]:
+        components: list[Component] = [*ingester.listings, *ingester.discoveries]
+        for component in components:
             tg.start_soon(component.run)
         if ingester.listings:
             await wait_until(lambda: _is_done(redis, cursor_key), what="listing finished")
         if ingester.discoveries:
             await wait_until(lambda: _rounds(redis, keys, relay), what="discovery round finished")
-        for component in [*ingester.listings, *ingester.discoveries]:
+        for component in components:
             component.stop()
 
 
@@ -105,7 +107,7 @@ async def test_failing_page_is_skipped_ledgered_and_recovered(
         )
         assert out.returncode == 0, out.stderr
         assert "1 skipped range(s) recovered, 0 still failing" in out.stdout
-        audit = [f for _, f in await redis_client.xrange(keys.audit())]
+        audit = [f for _, f in await xrange(redis_client, keys.audit())]
         assert [f[b"action"] for f in audit] == [b"ingester.retry_skipped"]
         assert await skipped_ranges(redis_client, keys.ledger("repo_backfill", host_key(net.relay_url))) == []
         assert set(await listed_dids(redis_client, keys)) == all_dids - omitted
@@ -151,14 +153,17 @@ async def test_listing_pauses_while_live_lags_and_resumes_below_the_lower_thresh
         config = ingester_config(redis_url, prefix, net.relay_url, discovery="relay")
         async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
             assert ingester.throttle is not None
-            assert all(f._producer.throttle is None for f in ingester.firehoses)
+            assert all(
+                f.runner.producer is not None and f.runner.producer.throttle is None
+                for f in ingester.firehoses
+            )
             [listing] = ingester.listings
             tg.start_soon(listing.run)
             await wait_until(
                 lambda: ingester.throttle is not None and ingester.throttle.paused, what="paused"
             )
             assert await redis_client.xlen(keys.stream("repo_backfill")) == 0
-            rows = await redis_client.xreadgroup("firehose_group", "indexer", {live: ">"})
+            rows = await xreadgroup(redis_client, "firehose_group", "indexer", {live: ">"})
             await redis_client.xack(live, "firehose_group", *[i for _, e in rows for i, _ in e])
             relay = host_key(net.relay_url)
             await wait_until(

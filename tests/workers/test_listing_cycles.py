@@ -11,13 +11,13 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _hostile import LIST_REPOS, HostileServer, json_answer
-from _pipeline import ingester_config, read_all
-from _support import wait_until
 from aiohttp import web
 
 from streams import CURSOR_DONE, Keys, host_key, skipped_ranges
 from streams.admin import skip_ledgers
+from tests._hostile import LIST_REPOS, HostileServer, json_answer
+from tests._support import wait_until
+from tests.workers._pipeline import ingester_config, read_all
 from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio

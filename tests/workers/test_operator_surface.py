@@ -12,7 +12,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from _support import wait_until
+
+from tests._support import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from streams import Keys
 from streams._http import serve_metrics
 from streams._readiness import Check, Reason, evaluate, redis_check
+from tests._support import xreadgroup
 from workers._readiness import indexer_checks, postgres_check
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +35,7 @@ async def backfill_half_done(redis: aioredis.Redis, keys: Keys) -> None:
     for i in range(4):
         await redis.xadd(jobs, {"repo": str(i)})
     await redis.xgroup_create(jobs, "repo_backfill_group", id="0")
-    rows = await redis.xreadgroup("repo_backfill_group", "b", {jobs: ">"}, count=2)
+    rows = await xreadgroup(redis, "repo_backfill_group", "b", {jobs: ">"}, count=2)
     await redis.xack(jobs, "repo_backfill_group", *[i for _, entries in rows for i, _ in entries])
     events = keys.stream("firehose_backfill")
     await redis.xadd(events, {"event": "{}"})
@@ -88,7 +89,7 @@ async def test_readyz_reasons_of_an_indexer(
     assert (await readyz(checks, "?ignore=warmup"))[0] == 503
 
     # The live lag caught up: only warmup is left.
-    rows = await redis_client.xreadgroup("firehose_group", "i", {live: ">"})
+    rows = await xreadgroup(redis_client, "firehose_group", "i", {live: ">"})
     await redis_client.xack(live, "firehose_group", *[i for _, entries in rows for i, _ in entries])
     status, body = await readyz(checks)
     assert status == 503 and [r["reason"] for r in body["reasons"]] == ["warmup"]
@@ -109,7 +110,7 @@ def status_cli(redis_url: str, prefix: str) -> subprocess.CompletedProcess[str]:
 
 async def drain(redis: aioredis.Redis, keys: Keys) -> None:
     for stream, group in (("repo_backfill", "repo_backfill_group"), ("firehose_backfill", "firehose_group")):
-        rows = await redis.xreadgroup(group, "c", {keys.stream(stream): ">"})
+        rows = await xreadgroup(redis, group, "c", {keys.stream(stream): ">"})
         ids = [i for _, entries in rows for i, _ in entries]
         if ids:
             await redis.xack(keys.stream(stream), group, *ids)

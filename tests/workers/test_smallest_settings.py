@@ -21,11 +21,11 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from _support import wait_until
 
 from devnet import Devnet, DevnetConfig
 from schemas import RepoJob, encode_entry
 from streams import Keys
+from tests._support import wait_until, xadd
 from tests.indexer._events import LIVE, POST, body, create, entry, tid
 from tests.replayer._es_server import FakeElasticsearch
 from tests.replayer._files import sample_log
@@ -116,7 +116,7 @@ async def test_backfiller(tmp_path: Path, redis_url: str, redis_client: aioredis
     async with Devnet(DevnetConfig(repos=5, seed=12)) as net:
         for repo in [t for t in net.truth() if t["type"] == "repo"][:3]:
             job = RepoJob(did=repo["did"], host=net.relay_url)
-            await redis_client.xadd(keys.stream("repo_backfill"), encode_entry("repo_backfill", job))
+            await xadd(redis_client, keys.stream("repo_backfill"), encode_entry("repo_backfill", job))
         env = smallest(BACKFILLER) | {
             "REDIS_URL": redis_url,
             "STREAMFILL_PREFIX": prefix,
@@ -151,7 +151,7 @@ async def test_indexer(
     stream = Keys(prefix).stream(LIVE)
     for i in range(20):
         message = create("did:plc:alice", POST, f"p{i}", tid(i + 1), f"c{i}", body(POST))
-        await redis_client.xadd(stream, dict(entry(LIVE, message).fields))
+        await xadd(redis_client, stream, dict(entry(LIVE, message).fields))
     env = smallest(INDEXER) | {"REDIS_URL": redis_url, "STREAMFILL_PREFIX": prefix, "DATABASE_URL": database}
 
     async def indexing() -> bool:

@@ -7,7 +7,7 @@ from functools import partial
 
 from atp.blocks import DEFAULT_MEMORY_BYTES
 from atp.xrpc import DEFAULT_MAX_RETRY_AFTER_S, DEFAULT_MIN_BYTES_PER_S
-from streams import default_consumer_name
+from streams import StreamNames, default_consumer_name
 from workers.settings import (
     BOOL,
     DEFAULT_GRACE_S,
@@ -49,8 +49,8 @@ class BackfillerConfig:
     repos_per_read: int = 4
     min_idle_ms: int = 60_000
     max_deliveries: int = 5
-    backfill_stream: str = "repo_backfill"
-    firehose_stream: str = "firehose_backfill"
+    backfill_stream: str = StreamNames.REPO_BACKFILL
+    firehose_stream: str = StreamNames.FIREHOSE_BACKFILL
     dlq_stream: str | None = None  # None: `<backfill_stream>:dlq`
     firehose_high_water: int = 100_000
     firehose_low_water: int | None = None  # None: 90 % of the high mark

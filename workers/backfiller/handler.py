@@ -46,7 +46,7 @@ from atp.did import validate_did
 from atp.repo import read_repo
 from atp.syntax import is_record_key
 from atp.xrpc import XrpcClient
-from schemas import BACKFILL_SEQ, RecordCreate, RepoJob, RepoMarker, SchemaError, decode_entry, encode_entry
+from schemas import BACKFILL_SEQ, RecordCreate, RepoJob, RepoMarker, SchemaError, contract_for
 from streams import (
     DONE,
     DeadLetter,
@@ -56,6 +56,7 @@ from streams import (
     Producer,
     Retry,
     Slots,
+    StreamNames,
     classify,
     dead_letter_fields,
     dlq_key,
@@ -65,6 +66,10 @@ from workers.backfiller.config import BackfillerConfig
 from workers.backfiller.hosts import HostBusy, HostLimiter
 
 log = logging.getLogger("streamfill.backfiller")
+# What a backfiller reads (repo jobs) and writes (record events and markers), whatever the
+# configured streams are named.
+_JOBS = contract_for(StreamNames.REPO_BACKFILL)
+_RECORDS = contract_for(StreamNames.FIREHOSE_BACKFILL)
 
 # Expected end states of a repo, not failures: acked, counted and listed in the outcome stream.
 PERMANENT_OUTCOMES: dict[type[Exception], str] = {
@@ -138,7 +143,7 @@ class BackfillHandler:
 
     async def handle(self, entry: Entry) -> Outcome:
         try:
-            job = decode_entry(entry.stream, entry.fields)
+            job = _JOBS.decode(entry.fields)
             assert isinstance(job, RepoJob)
             validate_did(job.did)
         except (SchemaError, InvalidDid) as exc:
@@ -258,7 +263,7 @@ class BackfillHandler:
     ) -> AsyncGenerator[tuple[list[dict[bytes, bytes]], bool]]:
         """(batch, is the last) of encoded events; the `repo` marker ends the last batch."""
         rev = reader.commit.rev or ""
-        stream, size = self._out_stream, self._config.batch_size
+        size = self._config.batch_size
         batch: list[dict[bytes, bytes]] = []
         count = 0
         async for part in reader.slices():  # slices of bounded work, yielding in between
@@ -274,9 +279,9 @@ class BackfillHandler:
                     campaign=job.campaign,
                 )
                 if not is_record_key(rkey):
-                    invalid.append(encode_entry(stream, event))
+                    invalid.append(_RECORDS.encode(event))
                     continue
-                batch.append(encode_entry(stream, event))
+                batch.append(_RECORDS.encode(event))
                 count += 1
                 if len(batch) >= size:
                     yield batch, False
@@ -290,7 +295,7 @@ class BackfillHandler:
             records=count,
             campaign=job.campaign,
         )
-        batch.append(encode_entry(stream, marker))
+        batch.append(_RECORDS.encode(marker))
         yield batch, True  # the marker goes last, after every record of the snapshot
 
     async def _sender(self, receive: MemoryObjectReceiveStream[list[dict[bytes, bytes]]]) -> None:
@@ -327,7 +332,7 @@ class BackfillHandler:
     async def _record_outcome(self, job: RepoJob, outcome: str, detail: str) -> None:
         _outcome_counter().add(1, {"outcome": outcome})
         await self._redis.xadd(
-            self._keys.outcomes("repo_backfill"),
+            self._keys.outcomes(StreamNames.REPO_BACKFILL),
             {
                 "did": job.did,
                 "host": job.host,

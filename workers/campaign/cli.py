@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +15,23 @@ from workers._edge import connect_postgres
 from workers._embedded_pg import database_url_or_embedded
 from workers._env import redis_session
 from workers._specs import load
-from workers._throttle import live_keys, live_throttle
 from workers.campaign import plan as planning
-from workers.campaign.apply import Applier, dry_run
+from workers.campaign.actions import (
+    ACTIONS,
+    Action,
+    Context,
+    apply_campaign,
+    check_plan,
+    plan_campaign,
+    run_rollback,
+    run_soak,
+    show_status,
+)
 from workers.campaign.config import SPEC, CampaignConfig
-from workers.campaign.discover import network, read_did_file
 from workers.campaign.state import (
-    ABORTED,
-    ACTIVE,
-    AWAITING,
-    COMPLETED,
-    FINAL,
-    PAUSED,
-    PLANNED,
-    REJECTED,
-    RUNNING,
-    Campaign,
-    CampaignError,
     CampaignStore,
 )
 from workers.settings import add_flags, positive_integer, positive_number
-
-Action = Callable[["Context", argparse.Namespace], Awaitable[int]]
 
 DESCRIPTION = """\
 Backfill campaigns: a backfill run as a guarded operation. `plan` lists the repos of a scope and
@@ -47,15 +40,6 @@ tagging every job, and halts at each stage's gate for an operator to `approve` o
 `soak` compares the pipeline's health with its state before the campaign and spot-checks repos
 against their PDS; `rollback` undoes an --undo campaign. State lives in Redis: any operator can
 act from anywhere, and every change is audited."""
-
-
-class Context:
-    """What an action needs: the store, and PostgreSQL when the action reads it."""
-
-    def __init__(self, config: CampaignConfig, store: CampaignStore, conn: Any) -> None:
-        self.config = config
-        self.store = store
-        self.conn = conn
 
 
 def register(sub: Any) -> None:
@@ -100,7 +84,7 @@ def register(sub: Any) -> None:
         metavar="F",
         help="share of a stage's repos that must be fully indexed to pass its gate (default 0.85)",
     )
-    p.set_defaults(func=_runner(_plan, postgres=True))
+    p.set_defaults(func=_runner(plan_campaign, postgres=True))
 
     p = _command(ops, "apply", "enqueue the plan stage by stage; halt at each gate (rerun continues)")
     p.add_argument("--dry-run", action="store_true", help="walk the plan and report, enqueue nothing")
@@ -113,7 +97,7 @@ def register(sub: Any) -> None:
         "S/2 (default: THROTTLE_LIVE_LAG_S and THROTTLE_RESUME_LAG_S)",
     )
     p.add_argument("--follow", action="store_true", help="keep running across gates and pauses")
-    p.set_defaults(func=_runner(_apply, postgres=True))
+    p.set_defaults(func=_runner(apply_campaign, postgres=True))
 
     for name, text in (
         ("approve", "pass the gate: continue with the next stage (audited)"),
@@ -125,14 +109,14 @@ def register(sub: Any) -> None:
         p = _command(ops, name, text)
         if name == "approve":
             p.add_argument("--force", action="store_true", help="approve a gate that did not pass")
-        p.set_defaults(func=_runner(_ACTIONS[name], postgres=name == "reject"))
+        p.set_defaults(func=_runner(ACTIONS[name], postgres=name == "reject"))
 
     p = _command(
         ops, "status", "every campaign (or one): state, stage, progress, gates, artifacts", named=False
     )
     p.add_argument("name", nargs="?", help="a campaign (default: all)")
     p.add_argument("--json", action="store_true", help="one JSON document")
-    p.set_defaults(func=_runner(_status))
+    p.set_defaults(func=_runner(show_status))
 
     p = _command(
         ops, "soak", "read-only: health against the baseline and a sample of repos against their PDS"
@@ -173,11 +157,11 @@ def register(sub: Any) -> None:
         help="no-go when a dead-letter stream grows by more than N entries during the soak (default 0)",
     )
     p.add_argument("--out", type=Path, help="where soak.md goes (default: the plan's directory)")
-    p.set_defaults(func=_runner(_soak, postgres=True))
+    p.set_defaults(func=_runner(run_soak, postgres=True))
 
     p = _command(ops, "rollback", "restore the rows an --undo campaign changed (audited, idempotent)")
     p.add_argument("--out", type=Path, help="where rollback.sql goes (default: the plan's directory)")
-    p.set_defaults(func=_runner(_rollback, postgres=True))
+    p.set_defaults(func=_runner(run_rollback, postgres=True))
 
 
 def _command(ops: Any, name: str, text: str, *, named: bool = True) -> argparse.ArgumentParser:
@@ -194,7 +178,7 @@ def _runner(action: Action, *, postgres: bool = False) -> Callable[[argparse.Nam
         if args.__dict__.get("name") is not None:
             planning.check_name(args.name)
         if args.op == "plan":  # bad input is refused before any server is contacted
-            _check_plan(args)
+            check_plan(args)
         with contextlib.ExitStack() as stack:
             # Only `--scope stale` plans read PostgreSQL; a dry run does not either.
             needed = postgres and not getattr(args, "dry_run", False)
@@ -224,185 +208,4 @@ async def _postgres(url: str | None) -> AsyncIterator[Any]:
         await conn.close()
 
 
-def _check_plan(args: argparse.Namespace) -> None:
-    scope = planning.parse_scope(args.scope)
-    planning.parse_stages(args.stages)
-    planning.parse_rate(args.rate)
-    if not 0 < args.pass_mark <= 1:
-        raise CampaignError(f"--pass-mark {args.pass_mark}: expected a share in (0, 1]")
-    if scope.path is not None:
-        read_did_file(scope.path, "")
-
-
-async def _plan(ctx: Context, args: argparse.Namespace) -> int:
-    scope = planning.parse_scope(args.scope)
-    percents = planning.parse_stages(args.stages)
-    rate = planning.parse_rate(args.rate)
-    existing = await ctx.store.find(args.name)
-    if existing is not None and existing.state != PLANNED:
-        raise CampaignError(
-            f"campaign {args.name!r} is {existing.state}: plan a new campaign under another name"
-        )
-    out = args.out or Path("campaigns") / args.name
-    async with network(ctx.config, scope.hosts) as net:
-        repos, inactive = await planning.discover(
-            scope, net, ctx.config.relay_hosts, ctx.conn, ctx.config.discovery
-        )
-        ordered = planning.order(args.name, repos)
-        samples = await planning.sample(net, ordered, max(0, args.sample))
-    doc = planning.build(args.name, scope, ordered, inactive, percents, rate, args.undo, samples)
-    json_path, md_path = planning.write(out, doc)
-    stored = [json.dumps({"did": r["did"], "host": r["host"], "rev": r["rev"]}) for r in doc["repos"]]
-    await ctx.store.create(planning.stored_fields(doc, out, percents, args.pass_mark), stored)
-    print(
-        f"campaign {args.name}: {doc['repos_total']} repos in {len(percents)} stages; "
-        f"estimated {doc['estimate']['records']:,} records, {doc['estimate']['minutes_at_rate']:g} min "
-        f"at {rate:g}/min; wrote {json_path} and {md_path}"
-    )
-    return 0
-
-
-async def _apply(ctx: Context, args: argparse.Namespace) -> int:
-    if ctx.config.partitions > 1 and not args.dry_run:
-        # Its enqueue script and stage-drain check read one `repo_backfill` and one
-        # `firehose_backfill` stream; partitioned streams are not followed yet (docs/operations.md).
-        raise CampaignError(
-            "campaign apply does not support partitioned streams yet "
-            f"(STREAMFILL_PARTITIONS={ctx.config.partitions})"
-        )
-    if args.dry_run:
-        dry_run(await ctx.store.get(args.name))
-        return 0
-    config = ctx.config
-    if args.max_live_lag is not None:  # this apply's own threshold; resumes at half of it
-        config = replace(
-            config,
-            throttle=True,
-            throttle_live_lag_s=args.max_live_lag,
-            throttle_resume_lag_s=args.max_live_lag / 2,
-        )
-    live = live_keys(config.prefix, config.partitions)
-    throttle = live_throttle(ctx.store.redis, config, f"campaign-{args.name}", live)
-    applier = Applier(ctx.store, ctx.conn, args.name, out=args.out, throttle=throttle, follow=args.follow)
-    return await applier.run()
-
-
-async def _approve(ctx: Context, args: argparse.Namespace) -> int:
-    campaign = await ctx.store.get(args.name)
-    passed = campaign.gates[-1]["passed"] if campaign.gates else True
-    if campaign.state == AWAITING and not passed and not args.force:
-        raise CampaignError(
-            f"campaign {args.name!r}: its last gate did not pass; approve --force to go on anyway"
-        )
-    if campaign.stage == len(campaign.stages) - 1:
-        await ctx.store.transition(args.name, {AWAITING}, "approve", state=COMPLETED)
-        print(f"campaign {args.name}: approved; completed")
-        return 0
-    await ctx.store.transition(args.name, {AWAITING}, "approve", state=RUNNING, stage=str(campaign.stage + 1))
-    print(
-        f"campaign {args.name}: approved; stage {campaign.stage + 2} next "
-        f"(run `streamfill campaign apply {args.name}`)"
-    )
-    return 0
-
-
-async def _reject(ctx: Context, args: argparse.Namespace) -> int:
-    old = await ctx.store.transition(args.name, {AWAITING, RUNNING, PAUSED}, "reject", state=REJECTED)
-    print(f"campaign {args.name}: rejected (was {old})")
-    found = await ctx.store.get(args.name)
-    if found.undo:
-        from workers.campaign.rollback import rollback
-
-        return await rollback(ctx.store, ctx.conn, found, None)
-    return 0
-
-
-def _simple(action: str, allowed: frozenset[str], state: str) -> Action:
-    async def run(ctx: Context, args: argparse.Namespace) -> int:
-        old = await ctx.store.transition(args.name, allowed, action, state=state)
-        print(f"campaign {args.name}: {old} -> {state}")
-        return 0
-
-    return run
-
-
-_ACTIONS: dict[str, Action] = {
-    "approve": _approve,
-    "reject": _reject,
-    "pause": _simple("pause", frozenset({RUNNING}), PAUSED),
-    "resume": _simple("resume", frozenset({PAUSED}), RUNNING),
-    "abort": _simple("abort", frozenset({PLANNED, *ACTIVE}), ABORTED),
-}
-
-
-def status_line(c: Campaign) -> str:
-    """One line per campaign (also `streamfill status`)."""
-    width = 20
-    done = round(width * c.cursor / c.total) if c.total else width
-    bar = "#" * done + "." * (width - done)
-    gate = ""
-    if c.gates:
-        g = c.gates[-1]
-        gate = f"; gate {g['stage']}: {g['indexed_share']:.0%} indexed, {'pass' if g['passed'] else 'FAIL'}"
-    return (
-        f"campaign {c.name}: {c.state}, stage {c.stage + 1}/{len(c.stages)} [{bar}] "
-        f"{c.cursor}/{c.total} enqueued{gate}"
-    )
-
-
-async def active_campaign_lines(redis: Any, keys: Keys) -> list[str]:
-    """One line per running, paused or gated campaign (for `streamfill status`)."""
-    store = CampaignStore(redis, keys)
-    found = [await store.find(n) for n in await store.names()]
-    return [status_line(c) for c in found if c is not None and c.state in ACTIVE]
-
-
-async def _status(ctx: Context, args: argparse.Namespace) -> int:
-    names = [args.name] if args.name else await ctx.store.names()
-    campaigns = [await ctx.store.get(n) for n in names]
-    if args.json:
-        print(json.dumps([c.to_json() | _artifacts(c) for c in campaigns], indent=1))
-        return 0
-    if not campaigns:
-        print("no campaigns")
-    for c in campaigns:
-        print(status_line(c))
-        for g in c.gates:
-            lag = "n/a" if g["live_lag_s"] is None else f"{g['live_lag_s']:.1f} s"
-            print(
-                f"  gate {g['stage']}: {g['repos']} repos, {g['done']} done, {g['failed']} failed, "
-                f"{g['dead_lettered']} dead-lettered, {g['records_written']} records, live lag {lag}, "
-                f"{g['indexed_share']:.1%} fully indexed: {'pass' if g['passed'] else 'FAIL'}"
-            )
-        for key, path in _artifacts(c).items():
-            print(f"  {key}: {path}")
-    return 0
-
-
-def _artifacts(c: Campaign) -> dict[str, str]:
-    out = Path(c.out_dir)
-    names = {
-        "plan": "plan.json",
-        "results": "execution_results.json",
-        "soak": "soak.md",
-        "rollback": "rollback.sql",
-    }
-    found = {k: str(out / f) for k, f in names.items() if (out / f).exists()}
-    return found | {"batches": str(out / "batches")} if (out / "batches").exists() else found
-
-
-async def _soak(ctx: Context, args: argparse.Namespace) -> int:
-    from workers.campaign.soak import SoakOptions, soak
-
-    campaign = await ctx.store.get(args.name)
-    options = SoakOptions(args.duration, args.interval, args.sample, args.max_lag_growth, args.max_dlq_growth)
-    return await soak(ctx, campaign, options, args.out or Path(campaign.out_dir))
-
-
-async def _rollback(ctx: Context, args: argparse.Namespace) -> int:
-    from workers.campaign.rollback import rollback
-
-    return await rollback(ctx.store, ctx.conn, await ctx.store.get(args.name), args.out)
-
-
-__all__ = ["FINAL", "active_campaign_lines", "register", "status_line"]
+__all__ = ["register"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams import StreamNames
 from workers.settings import (
     HOSTS,
     HTTP_URL,
@@ -21,10 +22,10 @@ from workers.settings import (
 # Where repos are found, as the ingester's INGESTER_DISCOVERY.
 DISCOVERY = ("both", "relay", "hosts")
 # The pipeline a campaign feeds and watches (the workers' defaults).
-REPO_STREAM = "repo_backfill"
+REPO_STREAM = StreamNames.REPO_BACKFILL
 REPO_GROUP = "repo_backfill_group"
-FIREHOSE_STREAM = "firehose_backfill"
-LIVE_STREAM = "firehose_live"
+FIREHOSE_STREAM = StreamNames.FIREHOSE_BACKFILL
+LIVE_STREAM = StreamNames.FIREHOSE_LIVE
 FIREHOSE_GROUP = "firehose_group"
 
 

@@ -22,7 +22,15 @@ from atp.frames import ErrorFrame, InfoFrame, decode_frame
 from atp.http import HttpClient
 from atp.netpolicy import NetPolicy
 from atp.subscribe import SUBSCRIBE_REPOS, stream_url, subscribe
-from streams import Fields, Keys, PartitionedProducer, ProducerConfig, Throttle, default_consumer_name
+from streams import (
+    Fields,
+    Keys,
+    PartitionedProducer,
+    ProducerConfig,
+    StreamNames,
+    Throttle,
+    default_consumer_name,
+)
 from workers._errors import EdgeError
 from workers._identity import IdentityCache
 from workers._partitions import partitioning
@@ -99,7 +107,7 @@ async def replay_window(
     keys = Keys(config.prefix)
     producer = PartitionedProducer(
         redis,
-        ProducerConfig(keys.stream("firehose_live"), high_water=config.high_water_mark),
+        ProducerConfig(keys.stream(StreamNames.FIREHOSE_LIVE), high_water=config.high_water_mark),
         partitioning(config.prefix, config.partitions),
         wait_replicas=config.wait_replicas,
         wait_timeout_ms=config.wait_timeout_ms,
@@ -139,8 +147,8 @@ async def _converter(
         cache = IdentityCache(redis, keys, DidResolver(http, plc_url=config.plc_url))
         yield FirehoseConverter(
             relay,
-            keys.stream("firehose_live"),
-            keys.stream("repo_backfill"),
+            keys.stream(StreamNames.FIREHOSE_LIVE),
+            keys.stream(StreamNames.REPO_BACKFILL),
             cache if config.verify_signatures else None,
         )
 
@@ -152,7 +160,7 @@ async def _follow(url: str, window: _Window, converter: FirehoseConverter) -> No
         while not window.done:
             await _one(await _next(frames, window), window, converter)
     finally:
-        await frames.aclose()  # type: ignore[attr-defined]
+        await frames.aclose()
 
 
 async def _next(frames: AsyncIterator[bytes], window: _Window) -> bytes:

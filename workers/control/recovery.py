@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 
 from atp import InvalidDid
 from atp.syntax import validate_did
-from schemas import RepoJob, encode_entry
-from streams import Keys, PartitionedProducer, ProducerConfig
+from schemas import RepoJob, contract_for
+from streams import Keys, PartitionedProducer, ProducerConfig, StreamNames
 from streams.admin import audit
 from workers._env import redis_session
 from workers._errors import SettingError
@@ -44,6 +44,7 @@ from workers.settings import (
 )
 
 AUDITED_DIDS = 100  # an audit entry names this many DIDs, and counts the rest
+_JOBS = contract_for(StreamNames.REPO_BACKFILL)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ async def _resync(redis: aioredis.Redis, config: RecoveryConfig, args: argparse.
 async def resync(redis: aioredis.Redis, config: RecoveryConfig, dids: list[str], *, reason: str) -> list[str]:
     """Enqueue a RepoJob (reason `resync`) per DID, then audit it; returns the entry ids."""
     keys = Keys(config.prefix)
-    stream = keys.stream("repo_backfill")
+    stream = keys.stream(StreamNames.REPO_BACKFILL)
     producer = PartitionedProducer(
         redis,
         ProducerConfig(stream, high_water=config.high_water_mark),
@@ -187,7 +188,7 @@ async def resync(redis: aioredis.Redis, config: RecoveryConfig, dids: list[str],
     ids: list[str] = []
     for start in range(0, len(dids), 500):
         chunk = dids[start : start + 500]
-        jobs = [encode_entry(stream, RepoJob(did=d, host="resync", reason="resync")) for d in chunk]
+        jobs = [_JOBS.encode(RepoJob(did=d, host="resync", reason="resync")) for d in chunk]
         ids += await producer.send(jobs)
     await audit(redis, keys, "resync", reason=reason, count=len(dids), dids=dids[:AUDITED_DIDS])
     return ids

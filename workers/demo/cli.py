@@ -42,7 +42,7 @@ SPEC: Spec[DemoServers] = Spec(
 
 DESCRIPTION = """\
 Start a local AT Protocol network (devnet: relay, PDS hosts, PLC directory, labeler), the whole
-pipeline as separate processes (1 ingester, 2 backfillers, 2 indexers), and a live dashboard.
+pipeline as separate processes (1 ingester, 2 backfillers, 2 indexers by default), and a live dashboard.
 When the backfill is done and the streams are drained, pause the network's activity, let the
 pipeline settle, and verify PostgreSQL against the network's ground truth. Exit 1 on any
 mismatch. On a terminal the dashboard redraws; otherwise a progress line every few seconds."""
@@ -110,6 +110,20 @@ def register(sub: Any) -> None:
         metavar="P",
         help="STREAMFILL_PARTITIONS for the workers (default: 2 x N with --cluster, else 1)",
     )
+    p.add_argument(
+        "--backfillers",
+        type=positive_integer,
+        default=2,
+        metavar="N",
+        help="backfiller processes (default 2)",
+    )
+    p.add_argument(
+        "--indexers",
+        type=positive_integer,
+        default=2,
+        metavar="N",
+        help="indexer processes (default 2)",
+    )
     p.add_argument("--keep", action="store_true", help="leave everything running after the verdict")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object, no dashboard")
     p.add_argument(
@@ -146,6 +160,8 @@ def main(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         cluster=args.cluster,
         partitions=args.partitions,
+        backfillers=args.backfillers,
+        indexers=args.indexers,
     )
     try:
         return run_demo(options)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ class Child:
     started_at: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
     log_mark: int = 0  # the log's size when the process was (re)started
+    cpu_s: float = 0.0  # user + system CPU of its processes that have exited (every restart)
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -41,7 +44,7 @@ class Child:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self._reap(self.proc.poll) is None
 
     @property
     def up(self) -> bool:
@@ -57,7 +60,7 @@ class Child:
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+            self._reap(self.proc.wait)
             self.kills += 1
 
     def restart_if_dead(self) -> bool:
@@ -71,16 +74,26 @@ class Child:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM and wait (the worker drains in-flight work and exits 0); SIGKILL if it hangs."""
-        if self.proc is None:
+        proc = self.proc
+        if proc is None:
             return None
         if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout_s)
+                return self._reap(lambda: proc.wait(timeout_s))
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return self.proc.wait()
-        return self.proc.returncode
+                proc.kill()
+                return self._reap(proc.wait)
+        return proc.returncode
+
+    def _reap(self, wait: Callable[[], int | None]) -> int | None:
+        """Call `wait` (which may reap the process) and add the CPU it had used to `cpu_s`: the
+        growth of RUSAGE_CHILDREN across the call (the demo reaps its children one at a time)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        code = wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_s += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return code
 
 
 def child_env(base: dict[str, str], **extra: str) -> dict[str, str]:

@@ -9,17 +9,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import CURSOR_DONE, Keys, Partitioning
-from workers.campaign.cli import active_campaign_lines
+from streams import CURSOR_DONE, Keys, Partitioning, StreamNames
+from workers.campaign.actions import active_campaign_lines
 from workers.demo.procs import Child
 from workers.indexer.collections import live_records_sql
 from workers.ingester.discovery import discovery_rounds
 
 STREAMS = (
-    ("repo_backfill", "repo_backfill_group"),
-    ("firehose_backfill", "firehose_group"),
-    ("firehose_live", "firehose_group"),
-    ("label_live", "label_group"),
+    (StreamNames.REPO_BACKFILL, "repo_backfill_group"),
+    (StreamNames.FIREHOSE_BACKFILL, "firehose_group"),
+    (StreamNames.FIREHOSE_LIVE, "firehose_group"),
+    (StreamNames.LABEL_LIVE, "label_group"),
 )
 
 
@@ -103,7 +103,7 @@ async def snapshot(
 ) -> Snapshot:
     parts = parts or Partitioning(keys)
     rows = {name: await _row(redis, keys, name, group, parts) for name, group in STREAMS}
-    cursor = await redis.get(keys.cursor("repo_backfill", relay_host))
+    cursor = await redis.get(keys.cursor(StreamNames.REPO_BACKFILL, relay_host))
     # Listing is done when the relay's listRepos is, and a first round of host discovery too.
     listed = cursor == CURSOR_DONE.encode() and await discovery_rounds(redis, keys, relay_host) > 0
     campaigns = tuple(await active_campaign_lines(redis, keys))
@@ -132,8 +132,8 @@ def render(
         )
     repos = int(now.devnet.get("repos", 0))
     records = int(now.devnet.get("live_records", 0))  # records of active repos: the indexing goal
-    listed = now.rows["repo_backfill"].added
-    backfilled = now.rows["repo_backfill"].read - now.rows["repo_backfill"].pending
+    listed = now.rows[StreamNames.REPO_BACKFILL].added
+    backfilled = now.rows[StreamNames.REPO_BACKFILL].read - now.rows[StreamNames.REPO_BACKFILL].pending
     lines += [
         "",
         f"repos listed      {_bar(min(listed, repos), repos)}" + ("  (done)" if now.listing_done else ""),
@@ -152,7 +152,7 @@ def progress_line(now: Snapshot, children: Sequence[Child], started: float, phas
     """The dashboard in one line, for output that is not a terminal (a log file, a pipe)."""
     repos = int(now.devnet.get("repos", 0))
     records = int(now.devnet.get("live_records", 0))
-    listing = now.rows["repo_backfill"]
+    listing = now.rows[StreamNames.REPO_BACKFILL]
     lag = sum(r.lag for r in now.rows.values())
     dlq = sum(r.dlq for r in now.rows.values())
     up = sum(1 for c in children if c.alive)

@@ -28,7 +28,15 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from streams import EmbeddedCluster, EmbeddedClusterOptions, Keys, connect, host_key, redis_url_or_embedded
+from streams import (
+    EmbeddedCluster,
+    EmbeddedClusterOptions,
+    Keys,
+    StreamNames,
+    connect,
+    host_key,
+    redis_url_or_embedded,
+)
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers._partitions import partitioning
@@ -56,6 +64,8 @@ class DemoOptions:
     workdir: Path | None = None
     cluster: int = 0  # masters of an embedded Redis Cluster (each with a replica); 0: one Valkey
     partitions: int = 0  # STREAMFILL_PARTITIONS; 0: twice the masters on a cluster, else 1
+    backfillers: int = 2
+    indexers: int = 2
 
     @property
     def partition_count(self) -> int:
@@ -197,7 +207,7 @@ async def _run(
     redis: aioredis.Redis = connect(redis_url, cluster=True) if cluster else connect(redis_url)  # type: ignore[assignment]
     pg = await asyncpg.connect(database_url)
     # Replay the relay's firehose from its start: events before the ingester connected are not missed.
-    await redis.set(keys.cursor("firehose_live", host_key(relay)), "0")
+    await redis.set(keys.cursor(StreamNames.FIREHOSE_LIVE, host_key(relay)), "0")
     base_env = {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
@@ -218,7 +228,7 @@ async def _run(
         # silently (docs/cluster.md).
         base_env |= {"STREAMFILL_REDIS_CLUSTER": "yes", "STREAMFILL_WAIT_REPLICAS": "1"}
     _migrate(base_env, workdir)
-    children = _children(base_env, workdir)
+    children = _children(base_env, workdir, options)
     started = time.monotonic()
     forget = False
     try:
@@ -229,6 +239,9 @@ async def _run(
                 options, redis, keys, pg, http, devnet, children, started, cluster
             )
         elapsed = time.monotonic() - started
+        if not options.keep:  # stopped before the report, which gives their CPU seconds
+            for child in children:
+                child.stop()
         _report(options, verdict, final, (elapsed, times), children, workdir, prefix)
         if options.keep:
             await _keep(options, devnet, redis_url, database_url, prefix)
@@ -254,18 +267,18 @@ def _migrate(env: dict[str, str], workdir: Path) -> None:
         )
 
 
-def _children(env: dict[str, str], workdir: Path) -> list[Child]:
-    """1 ingester, 2 backfillers, 2 indexers: the horizontally scaled shape."""
+def _children(env: dict[str, str], workdir: Path, options: DemoOptions) -> list[Child]:
+    """1 ingester, 2 backfillers, 2 indexers by default: the horizontally scaled shape."""
 
     def child(name: str, args: list[str], **extra: str) -> Child:
         return Child(name, args, child_env(env, **extra), workdir / f"{name}.log")
 
+    backfillers = [f"backfiller-{i}" for i in range(1, options.backfillers + 1)]
+    indexers = [f"indexer-{i}" for i in range(1, options.indexers + 1)]
     return [
         child("ingester", ["ingester", "--mode", "all"]),
-        child("backfiller-1", ["backfiller"], BACKFILLER_CONSUMER="backfiller-1"),
-        child("backfiller-2", ["backfiller"], BACKFILLER_CONSUMER="backfiller-2"),
-        child("indexer-1", ["indexer"], INDEXER_CONSUMER="indexer-1"),
-        child("indexer-2", ["indexer"], INDEXER_CONSUMER="indexer-2"),
+        *(child(name, ["backfiller"], BACKFILLER_CONSUMER=name) for name in backfillers),
+        *(child(name, ["indexer"], INDEXER_CONSUMER=name) for name in indexers),
     ]
 
 
@@ -303,8 +316,8 @@ async def _drive(
     drained_at = watch.reached_at
     await http.post("/control/pause")
     stats = (await http.get("/stats")).json()
-    firehose_key = keys.cursor("firehose_live", host_key(relay))
-    labels_key = keys.cursor("label_live", watch.labeler_host)
+    firehose_key = keys.cursor(StreamNames.FIREHOSE_LIVE, host_key(relay))
+    labels_key = keys.cursor(StreamNames.LABEL_LIVE, watch.labeler_host)
     last_seq, last_label = int(stats["firehose_seq"]), int(stats["labels_seq"])
     watch.chaos = False  # settle without kills, then verify an exact, quiet state
     await watch.until(
@@ -415,14 +428,14 @@ class _Watcher:
 
     def _backfilling(self) -> bool:
         """Records are flowing through firehose_backfill: a good moment to lose a master."""
-        row = self.prev.rows.get("firehose_backfill") if self.prev is not None else None
+        row = self.prev.rows.get(StreamNames.FIREHOSE_BACKFILL) if self.prev is not None else None
         return row is not None and row.added > 0
 
     def _fail_over(self, cluster: EmbeddedCluster) -> None:
         """SIGKILL the master of firehose_backfill's first partition (in a thread: it blocks), wait
         until its replica serves its slots, and start it again (it rejoins as that replica's
         replica, so WAIT 1 is answered again). The workers ride it out on their own."""
-        master = cluster.node_for_key(self.parts.partition_keys("firehose_backfill")[0])
+        master = cluster.node_for_key(self.parts.partition_keys(StreamNames.FIREHOSE_BACKFILL)[0])
         cluster.kill(master)
         cluster.wait_failover(master)
         cluster.restart(master)
@@ -459,6 +472,11 @@ def _report(
         "kills": sum(c.kills for c in children),
         "master_failovers": times.master_failovers,
         "restarts": sum(c.restarts for c in children),
+        # CPU seconds of each kind of worker, summed over its replicas and restarts (once stopped).
+        "cpu_s": {
+            kind: round(sum(c.cpu_s for c in children if c.name.split("-")[0] == kind), 3)
+            for kind in ("ingester", "backfiller", "indexer")
+        },
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),
         "prefix": prefix,

@@ -12,7 +12,6 @@ any order.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from schemas import (
     RecordUpdate,
     RepoMarker,
     SchemaError,
-    contract_for,
+    StreamContract,
 )
 from workers.indexer.collections import BLOCK_NSID, FOLLOW_NSID, LEAN, LIKE_NSID, LIST_ITEM_NSID, REPOST_NSID
 
@@ -58,10 +57,10 @@ AccountRow: TypeAlias = tuple[str, int, bool, str | None]
 IdentityRow: TypeAlias = tuple[str, int, str | None]
 
 
-def decode(stream: str, fields: Any) -> Any:
-    """Decode and validate one entry: an OpRow for a record operation, else the message; raises
-    SchemaError for anything the indexer cannot apply."""
-    message = _contract(stream).decode(fields)
+def decode(contract: StreamContract, fields: Any) -> Any:
+    """Decode and validate one entry of the stream of `contract`: an OpRow for a record operation,
+    else the message; raises SchemaError for anything the indexer cannot apply."""
+    message = contract.decode(fields)
     kind = type(message)  # msgspec builds exactly these classes: identity beats isinstance
     if kind is RecordCreate or kind is RecordUpdate:
         return _write_row(message)
@@ -86,10 +85,6 @@ def decode(stream: str, fields: Any) -> Any:
             if label.exp is not None:
                 parse_time(label.exp, "exp")
     return message
-
-
-# Stream names are few (prefixed variants of three): resolve each contract once.
-_contract = functools.lru_cache(maxsize=64)(contract_for)
 
 
 def _write_row(m: RecordCreate | RecordUpdate) -> OpRow:

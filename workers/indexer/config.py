@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from streams import default_consumer_name
+from streams import StreamNames, default_consumer_name
 from workers.settings import (
     BOOL,
     DEFAULT_GRACE_S,
@@ -26,10 +26,10 @@ from workers.settings import (
     redis_settings,
 )
 
-DEFAULT_STREAMS = ("firehose_live", "firehose_backfill", "label_live")
-LABEL_STREAM = "label_live"
+DEFAULT_STREAMS = (StreamNames.FIREHOSE_LIVE, StreamNames.FIREHOSE_BACKFILL, StreamNames.LABEL_LIVE)
+LABEL_STREAM = StreamNames.LABEL_LIVE
 # Read first (INDEXER_LIVE_FIRST): every other stream (firehose_backfill) is bulk.
-LIVE_STREAMS = ("firehose_live", "label_live")
+LIVE_STREAMS = (StreamNames.FIREHOSE_LIVE, StreamNames.LABEL_LIVE)
 MODES = ("all", "stream", "label")
 
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import SchemaError
-from streams import DONE, DeadLetter, Entry, Outcome, Retry
+from schemas import SchemaError, StreamContract, contract_for
+from streams import DONE, BatchHandler, DeadLetter, Entry, Outcome, Retry
 from workers.indexer.batch import Batch, decode
 from workers.indexer.errors import PermanentError, TransientError, translated
 from workers.indexer.store import ApplyStats, apply
@@ -51,8 +51,21 @@ class IndexerHandler:
         self._last_error = ""
 
     async def __call__(self, entries: Sequence[Entry]) -> Sequence[Outcome]:
+        """Entries of streams under no prefix: each is decoded by the contract its stream names."""
+        return await self._handle(entries, None)
+
+    def reading(self, contract: StreamContract) -> BatchHandler:
+        """This handler for the entries of one stream, decoded by that stream's `contract`: what
+        the wiring (`build_consumers`) gives each stream's consumer, whatever its key."""
+
+        async def handle(entries: Sequence[Entry]) -> Sequence[Outcome]:
+            return await self._handle(entries, contract)
+
+        return handle
+
+    async def _handle(self, entries: Sequence[Entry], contract: StreamContract | None) -> Sequence[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(entries)
-        decoded = self._decode_all(entries, outcomes)
+        decoded = self._decode_all(entries, outcomes, contract)
         try:
             await self._apply_bisecting(decoded, outcomes)
         except TransientError as exc:
@@ -69,11 +82,13 @@ class IndexerHandler:
         c = self._counts
         return IndexerStats(c["batches"], c["events"], c["ops"], c["dead"], c["retried"], self._last_error)
 
-    def _decode_all(self, entries: Sequence[Entry], outcomes: list[Outcome | None]) -> list[tuple[int, Any]]:
+    def _decode_all(
+        self, entries: Sequence[Entry], outcomes: list[Outcome | None], contract: StreamContract | None
+    ) -> list[tuple[int, Any]]:
         decoded = []
         for i, entry in enumerate(entries):
             try:
-                decoded.append((i, decode(entry.stream, entry.fields)))
+                decoded.append((i, decode(contract or contract_for(entry.stream), entry.fields)))
             except SchemaError as exc:
                 outcomes[i] = self._dead(REASON_INVALID, exc)
         return decoded

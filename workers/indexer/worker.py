@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from schemas import contract_for
 from streams import Backoff, BatchHandler, ConsumerConfig, Keys, PartitionedConsumer, Priority, PriorityConfig
 from workers._partitions import partitioning
 from workers.indexer.config import LABEL_STREAM, LIVE_STREAMS, IndexerConfig
@@ -53,9 +54,10 @@ def build_consumers(
     first and the others' in the gaps."""
 
     def handler_for(stream: str) -> BatchHandler:
+        reading = handler.reading(contract_for(stream))
         if priority is None:
-            return handler
-        return priority.high(handler) if stream in LIVE_STREAMS else priority.low(handler)
+            return reading
+        return priority.high(reading) if stream in LIVE_STREAMS else priority.low(reading)
 
     keys = Keys(config.prefix)
     record_streams = [s for s in config.consumed_streams if s != LABEL_STREAM]

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from streams import Keys, WorkerOptions, host_key, run_worker
+from streams import Keys, StreamNames, WorkerOptions, host_key, run_worker
 from streams.admin import audit
 from workers._env import redis_session
 from workers._partitions import partitioning
@@ -79,9 +79,8 @@ async def run(config: IngesterConfig, live: LiveSettings[IngesterConfig] | None 
 
 async def _run(redis: Any, config: IngesterConfig, ingester: Ingester, agent: Agent) -> int:
     parts = partitioning(config.prefix, config.partitions)
-    watched = tuple(
-        p for s in ("repo_backfill", "firehose_live", "label_live") for p in parts.partition_keys(s)
-    )
+    written = (StreamNames.REPO_BACKFILL, StreamNames.FIREHOSE_LIVE, StreamNames.LABEL_LIVE)
+    watched = tuple(p for s in written for p in parts.partition_keys(s))
     options = WorkerOptions(
         name="ingester",
         metrics_port=config.metrics_port,
@@ -122,7 +121,7 @@ async def relist(config: IngesterConfig) -> int:
     async with redis_session(config.redis_url) as redis, build_ingester(redis, config) as ingester:
         buckets = 0
         batch: list[bytes] = []
-        for pattern in (keys.listed_pattern("repo_backfill"), keys.listed_partitions_pattern()):
+        for pattern in (keys.listed_pattern(StreamNames.REPO_BACKFILL), keys.listed_partitions_pattern()):
             async for key in redis.scan_iter(match=pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 1000:
@@ -133,7 +132,8 @@ async def relist(config: IngesterConfig) -> int:
         hosts = [host_key(relay) for relay in config.relay_hosts]
         for discovery in ingester.discoveries:
             hosts += [host.hostname for host in await discovery.known_hosts()]
-        cursors = await redis.delete(*[keys.cursor("repo_backfill", h) for h in hosts]) if hosts else 0
+        listings = [keys.cursor(StreamNames.REPO_BACKFILL, h) for h in hosts]
+        cursors = await redis.delete(*listings) if listings else 0
         await audit(redis, keys, "ingester.relist", buckets=buckets, cursors=cursors)
     print(f"forgot {buckets} listed-register bucket(s) and {cursors} listing cursor(s)")
     return 0

@@ -187,7 +187,7 @@ class HostDiscovery:
             pages = source.pages
             more = await source.run_pass(recheck=False)
             if more and source.pages == pages:
-                source.abandoned += 1
+                source.runner.abandoned += 1
                 log.error("listing pass given up: skipped twice in a row", extra={"host": source.host})
                 return
 

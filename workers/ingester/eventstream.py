@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from atp import AtpError
 from atp.subscribe import DEFAULT_MAX_FRAME_BYTES, subscribe
-from streams import Backoff, Fields, Producer
+from streams import Backoff, Fields, Outlet, Producer, RunnerConfig, SourceBatch, SourceError, SourceRunner
 from workers.ingester.seqguard import FUTURE_CURSOR, OUTDATED_CURSOR, SeqGuard, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.stream")
@@ -105,7 +105,11 @@ class _Batch:
 
 
 class EventStreamSource:
-    """Follows `url`, resuming from the cursor stored at `cursor_key`; a runtime Component."""
+    """Follows `url`, resuming from the cursor stored at `cursor_key`; a `streams.Source`.
+
+    Each runner session is one connection; it always ends in a `SourceError` (a disconnect), so
+    the runner's backoff paces the reconnects and resets only after a connection moved the cursor.
+    """
 
     def __init__(
         self,
@@ -121,10 +125,7 @@ class EventStreamSource:
         name: str,
         initial_cursor: int | None = None,
     ) -> None:
-        self._redis = redis
         self._url = url
-        self._cursor_key = cursor_key
-        self._producer = producer
         self._converter = converter
         self._targets = targets
         self._guard = SeqGuard(targets.max_seq_step)
@@ -132,10 +133,12 @@ class EventStreamSource:
         self._initial_cursor = initial_cursor
         self._timeout_s = batch_timeout_ms / 1000
         self.name = name
-        self._backoff = Backoff(base_s=0.2, cap_s=30.0)
-        self._stop = anyio.Event()
+        policy = RunnerConfig(cursor_key=cursor_key, backoff=Backoff(base_s=0.2, cap_s=30.0))
+        self.runner = SourceRunner(redis, self, producer, policy)
+        self._out: Outlet = self.runner
         self._scope: anyio.CancelScope | None = None
-        self._progressed = False
+        self._at_head: str | None = None  # why the next connection goes without a cursor
+        self._stalled = False  # the connection ended at a frame that cannot be converted now
         self._error: AtpError | None = None  # what ended the current connection
         self.frames = 0
         self.reconnects = 0
@@ -143,42 +146,42 @@ class EventStreamSource:
         self.gaps = 0
         self.last_seq: int | None = None
 
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.runner.run(task_status=task_status)
+
     def stop(self) -> None:
         """Leave at once: unflushed frames are simply read again, since the cursor never passed them."""
-        self._stop.set()
+        self.runner.stop()
+
+    def interrupt(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        failures = 0
-        at_head: str | None = None  # why the next connection goes without a cursor
-        while not self._stop.is_set():
-            raw = await self._redis.get(self._cursor_key)
-            stored = int(raw) if raw else None
-            if at_head is not None:
-                self._guard.start(None)
-                self._guard.expect_gap(at_head, stored)
-                at_head = await self._follow(None)
-            else:
-                self._guard.start(stored)
-                at_head = await self._follow(stored if stored is not None else self._initial_cursor)
-            # Only a connection that moved the cursor resets the backoff: one that closed at once,
-            # or delivered nothing but refused frames, grows it.
-            failures = 0 if self._progressed else failures + 1
-            if not self._stop.is_set():
-                self.reconnects += 1
-                with anyio.move_on_after(self._backoff.delay(failures) if failures else 0.05):
-                    await self._stop.wait()
+    async def session(self, cursor: str | None, out: Outlet) -> float | None:
+        """One connection from the stored cursor (or from the head, after the source lost it)."""
+        self._out = out
+        stored = int(cursor) if cursor else None
+        if self._at_head is not None:
+            self._guard.start(None)
+            self._guard.expect_gap(self._at_head, stored)
+            self._at_head = await self._follow(None)
+        else:
+            self._guard.start(stored)
+            self._at_head = await self._follow(stored if stored is not None else self._initial_cursor)
+        if out.stopped:
+            return None
+        self.reconnects += 1
+        # A frame that cannot be converted now is met again at once: that connection counts as
+        # failed even when it moved the cursor before the frame, so the reconnects back off.
+        raise SourceError(f"{self.name}: connection ended", disconnect=not self._stalled)
 
     async def _follow(self, cursor: int | None) -> str | None:
         """One connection; returns why the next one must start at the head (None: from the cursor)."""
         send, receive = anyio.create_memory_object_stream[bytes](self._batch_size)
-        self._error = None
+        self._error, self._stalled = None, False
         at_head: str | None = None
-        self._progressed = False
         with anyio.CancelScope() as self._scope:
-            if self._stop.is_set():
+            if self._out.stopped:
                 self._scope.cancel()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, send, cursor)
@@ -186,7 +189,7 @@ class EventStreamSource:
                     await self._batch_loop(receive)
                 except SourceUnavailable as exc:
                     log.warning("cannot convert frames now", extra={"source": self.name, "error": str(exc)})
-                    self._progressed, self._error = False, None  # count as a failed connection
+                    self._error, self._stalled = None, True
                 except _ResumeAtHead as exc:
                     at_head, self._error = exc.reason, None
                     log.error(
@@ -218,13 +221,13 @@ class EventStreamSource:
         if error is None:
             return
         log.warning("event stream disconnected", extra={"source": self.name, "error": str(error)})
-        if getattr(error, "error", None) == "FrameTooBig" and not self._stop.is_set():
+        if getattr(error, "error", None) == "FrameTooBig" and not self._out.stopped:
             await self._skip_oversize(error)
 
     async def _batch_loop(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         batch, ended = _Batch(), False
         async with receive:
-            while not self._stop.is_set() and not ended:
+            while not self._out.stopped and not ended:
                 try:
                     frame = await self._next(receive, batch)
                 except anyio.EndOfStream:
@@ -291,12 +294,9 @@ class EventStreamSource:
             return  # no cursor: the next connection starts at the head, past the frame anyway
         seq = position + 1
         fields = dead_frame_fields(b"", self._targets.host, "oversize-frame", str(error), seq)
-        await self._producer.send(
-            [], cursor=(self._cursor_key, str(seq)), extra=[(self._targets.dlq, fields)]
-        )
+        await self._out.write(SourceBatch(extra=[(self._targets.dlq, fields)], cursor=str(seq)))
         self.refused += 1
         self._guard.accept(seq)
-        self._progressed = True
         log.error("oversize frame dead-lettered and skipped", extra={"source": self.name, "seq": seq})
 
     async def _next(self, receive: MemoryObjectReceiveStream[bytes], batch: _Batch) -> bytes | None:
@@ -312,8 +312,7 @@ class EventStreamSource:
     async def _flush(self, batch: _Batch) -> None:
         if not batch:
             return
-        cursor = (self._cursor_key, str(batch.seq)) if batch.seq is not None else None
-        await self._producer.send(batch.entries, cursor=cursor, extra=batch.extra)
+        cursor = str(batch.seq) if batch.seq is not None else None
+        await self._out.write(SourceBatch(batch.entries, extra=batch.extra, cursor=cursor))
         if batch.seq is not None:
             self.last_seq = batch.seq
-            self._progressed = True

@@ -38,13 +38,16 @@ from atp.frames import (
     decode_frame,
 )
 from atp.xrpc import RepoStatus, XrpcClient
-from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, encode_entry
-from streams import Fields, dlq_key
+from schemas import Account, Identity, RecordCreate, RecordDelete, RecordUpdate, RepoJob, contract_for
+from streams import Fields, StreamNames, dlq_key
 from workers._identity import IdentityCache
 from workers.ingester.eventstream import Converted, SourceUnavailable
 from workers.ingester.seqguard import control_of, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.firehose")
+# What a converter writes: firehose events to the live stream, resync jobs to the jobs stream.
+_EVENTS = contract_for(StreamNames.FIREHOSE_LIVE)
+_JOBS = contract_for(StreamNames.REPO_BACKFILL)
 
 # Whatever a malformed frame can raise while being decoded or verified: it is dead-lettered with
 # its bytes and the reason, never allowed to crash the ingester (which would stall on it forever).
@@ -96,7 +99,6 @@ class FirehoseConverter:
         accounts: AccountChecker | None = None,
     ) -> None:
         self._host = host
-        self._live = live_stream
         self._backfill = backfill_stream
         self._dlq = dlq_key(live_stream)
         self._identities = identities
@@ -116,7 +118,7 @@ class FirehoseConverter:
         if isinstance(decoded, IdentityFrame):
             await self._forget(decoded.did)  # the DID document changed: its PDS or key may have
             event: Any = Identity(seq=decoded.seq, did=decoded.did, handle=decoded.handle, time=decoded.time)
-            return Converted([encode_entry(self._live, event)], seq=decoded.seq)
+            return Converted([_EVENTS.encode(event)], seq=decoded.seq)
         if isinstance(decoded, AccountFrame):
             return await self._account(decoded)
         if isinstance(decoded, SyncFrame):
@@ -147,7 +149,7 @@ class FirehoseConverter:
             if current is not None and current.status:
                 status = current.status
         event = Account(seq=frame.seq, did=frame.did, active=active, status=status, time=frame.time)
-        out = Converted([encode_entry(self._live, event)], seq=frame.seq)
+        out = Converted([_EVENTS.encode(event)], seq=frame.seq)
         if active:
             self._revs.pop(frame.did, None)  # the snapshot starts the chain afresh
             out.extra.append(self._resync(frame.did, None, "reactivated"))
@@ -159,7 +161,7 @@ class FirehoseConverter:
             # A tooBig commit may leave record blocks out: those writes come with the snapshot it
             # triggers, never as events without a record.
             entries = [
-                encode_entry(self._live, _op_event(frame, op))
+                _EVENTS.encode(_op_event(frame, op))
                 for op in ops
                 if op.action == "delete" or op.record is not None
             ]
@@ -198,9 +200,7 @@ class FirehoseConverter:
     def _resync(self, did: str, rev: str | None, why: str) -> tuple[str, Fields]:
         self.resyncs += 1
         log.info("repo needs a fresh snapshot", extra={"did": did, "why": why, "host": self._host})
-        return self._backfill, encode_entry(
-            self._backfill, RepoJob(did=did, host=self._host, rev=rev, reason=why)
-        )
+        return self._backfill, _JOBS.encode(RepoJob(did=did, host=self._host, rev=rev, reason=why))
 
     def _dead(self, frame: bytes, reason: str, exc: Exception, seq: int | None) -> Converted:
         self.dead_lettered += 1

@@ -6,12 +6,13 @@ import logging
 
 from atp import AtpError
 from atp.frames import ErrorFrame, InfoFrame, LabelsFrame, decode_frame
-from schemas import Label, LabelBatch, encode_entry
-from streams import dlq_key
+from schemas import Label, LabelBatch, contract_for
+from streams import StreamNames, dlq_key
 from workers.ingester.eventstream import Converted
 from workers.ingester.seqguard import control_of, dead_frame_fields
 
 log = logging.getLogger("streamfill.ingester.labels")
+_LABELS = contract_for(StreamNames.LABEL_LIVE)  # what a converter writes
 
 
 class LabelConverter:
@@ -19,7 +20,6 @@ class LabelConverter:
 
     def __init__(self, host: str, stream: str) -> None:
         self._host = host
-        self._stream = stream
         self._dlq = dlq_key(stream)
 
     async def convert(self, frame: bytes) -> Converted:
@@ -28,7 +28,7 @@ class LabelConverter:
             if isinstance(decoded, LabelsFrame):
                 labels = [_label(raw) for raw in decoded.labels]
                 batch = LabelBatch(seq=decoded.seq, labels=labels, src_host=self._host)
-                return Converted([encode_entry(self._stream, batch)], seq=decoded.seq)
+                return Converted([_LABELS.encode(batch)], seq=decoded.seq)
         except (AtpError, TypeError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             fields = dead_frame_fields(frame, self._host, "undecodable-label-frame", error, None)

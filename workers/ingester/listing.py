@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
@@ -32,13 +32,14 @@ from streams import (
     Backoff,
     Keys,
     Mark,
+    Outlet,
     PartitionedProducer,
     Producer,
-    SkipAhead,
-    SkipDecision,
+    RunnerConfig,
+    SourceBatch,
+    SourceError,
+    SourceRunner,
     dead_letter_fields,
-    dlq_key,
-    record_skip,
     resolve_skipped,
     skipped_ranges,
 )
@@ -79,12 +80,13 @@ def _jobs(
 
 
 class ListingSource:
-    """Pages one host's listRepos into repo_backfill; a runtime Component when it is a relay.
+    """Pages one host's listRepos into repo_backfill; a `streams.Source`, run by its own runner.
 
     A relay's source waits for an unreachable relay however long it takes. A PDS's source (from
     host discovery) has `give_up_after`: after that many failures it cannot skip past (no answer,
     or a non-numeric cursor) it ends the pass, keeping its cursor for the next round, so that one
-    dead host never holds a paging slot.
+    dead host never holds a paging slot. Backoff, skip-ahead and its ledger, the cursor and
+    stopping belong to the runner (`streams.SourceRunner`).
     """
 
     def __init__(
@@ -99,158 +101,121 @@ class ListingSource:
         url: str | None = None,
         give_up_after: int | None = None,
     ) -> None:
-        self._redis = redis
         self._keys = keys
         self._config = config
         self.host = host  # names the cursor keys
+        self.name = f"listing:{host}"
         self.url = url or host  # where to send requests (may carry a scheme)
-        self._producer = producer
         # The register's buckets live in the slot of the partition their jobs go to.
         self._partitions = len(producer.partitions) if isinstance(producer, PartitionedProducer) else 1
         self._xrpc = xrpc
         self._stream = producer.config.stream
-        self._cursor_key = keys.cursor(STREAM, host)
         self._ledger = keys.ledger(STREAM, host)
-        self._skip = SkipAhead(config.max_consecutive_errors, config.skip_ahead)
-        self._backoff = Backoff(base_s=0.5, cap_s=30.0)
-        self._give_up_after = give_up_after
-        self._unreachable = 0
-        self._skipped = False
-        self._stop = anyio.Event()
+        self._redis = redis
+        self.runner = SourceRunner(
+            redis,
+            self,
+            producer,
+            RunnerConfig(
+                cursor_key=keys.cursor(STREAM, host),
+                ledger_key=self._ledger,
+                backoff=Backoff(base_s=0.5, cap_s=30.0),
+                skip=(config.max_consecutive_errors, config.skip_ahead),
+                give_up_after=give_up_after,
+            ),
+        )
+        self._recheck = False  # a finished host is paged again from the start
         self.pages = 0
         self.listed = 0  # jobs written (new or changed repos)
         self.seen = 0  # valid repos read, written or not
         self.passes = 0
-        self.abandoned = 0
         self.cycles = 0  # passes ended by a cursor that did not advance
+
+    @property
+    def abandoned(self) -> int:
+        """Passes given up (by the runner, or by discovery after two skips in a row)."""
+        return self.runner.abandoned
 
     def retune(self, config: IngesterConfig) -> None:
         """Apply the live-tunable settings (the re-check interval) from the next wait on."""
         self._config = config
 
     def stop(self) -> None:
-        self._stop.set()
+        self.runner.stop()
+
+    def interrupt(self) -> None:
+        """Nothing to cancel: a page in flight is written, then the pass ends."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Page to the end; then, every `recheck_interval_s`, page the whole host again."""
-        task_status.started()
-        recheck = False
-        while not self._stop.is_set():
-            if not await self.run_pass(recheck=recheck):
-                recheck = True
-                await self._wait(self._config.recheck_interval_s)
+        await self.runner.run(task_status=task_status)
 
     async def run_pass(self, *, recheck: bool) -> bool:
         """Finish the current pass; with `recheck`, a finished host starts a new one from the start.
 
         Returns whether there is more to do at once (stopped, skipped ahead or given up: False).
         """
-        raw = cast("bytes | None", await self._redis.get(self._cursor_key))  # a bytes client
-        if raw == CURSOR_DONE.encode():
-            if not recheck:
-                return False
-            raw = None
-        return await self._page_until_done(raw.decode() if raw else None)
+        self._recheck = recheck
+        return await self.runner.run_pass()
 
-    async def _wait(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._stop.wait()
-
-    async def _page_until_done(self, cursor: str | None) -> bool:
-        """One listing pass from `cursor` to the end; True when it skipped ahead (go on at once)."""
-        self._unreachable = 0
+    async def session(self, cursor: str | None, out: Outlet) -> float:
+        """Page from `cursor` to the end of the pass; returns the wait before the next pass."""
+        if cursor == CURSOR_DONE:
+            if not self._recheck:
+                self._recheck = True
+                return self._config.recheck_interval_s
+            cursor = None
         visited: set[str] = set()
-        while not self._stop.is_set():
-            page = await self._fetch(cursor)
-            if page is None:
-                return self._skipped
-            repos, next_cursor = page
+        while not out.stopped:
+            repos, next_cursor = await self._fetch(cursor)
             visited.add(cursor or "")
             if next_cursor is not None and next_cursor in visited:
-                await self._write(repos, [])
-                await self._cycle(cursor, next_cursor)
-                return False
-            await self._write(repos, [(self._cursor_key, next_cursor or CURSOR_DONE)])
+                await self._write(out, repos, None)
+                await self._cycle(out, cursor, next_cursor)
+                break
+            await self._write(out, repos, next_cursor or CURSOR_DONE)
             if next_cursor is None:
                 self.passes += 1
                 log.info("listing finished", extra={"host": self.host, "listed": self.listed})
-                return False
+                break
             cursor = next_cursor
-        return False
+        self._recheck = True
+        return self._config.recheck_interval_s
 
-    async def _cycle(self, cursor: str | None, again: str) -> None:
+    async def _cycle(self, out: Outlet, cursor: str | None, again: str) -> None:
         """The host sent a cursor this pass already visited: ledger the rest, end the pass."""
         self.cycles += 1
-        decision = SkipDecision(retry_same=False, skip_from=cursor or "", skip_to=CURSOR_DONE, failures=1)
         reason = f"listRepos cursor does not advance: after {cursor!r} it sent {again!r}, visited before"
-        await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
+        await out.skip_to(cursor or "", CURSOR_DONE, reason)
         log.error("listing cursor does not advance: pass ended", extra={"host": self.host, "cursor": again})
 
-    async def _fetch(self, cursor: str | None) -> tuple[list[Any], str | None] | None:
-        """One page, retried with backoff; None after a skip-ahead, a give-up or when stopping."""
-        self._skipped = False
-        while not self._stop.is_set():
-            try:
-                page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
-            except AtpError as exc:
-                if await self._failed(cursor, exc):
-                    return None
-                continue
-            self._skip.succeeded()
-            self._unreachable = 0
-            return page.repos, page.cursor
-        return None
-
-    async def _failed(self, cursor: str | None, exc: AtpError) -> bool:
-        """Count a failure at `cursor`; back off, or skip ahead or give up (returns True).
+    async def _fetch(self, cursor: str | None) -> tuple[list[Any], str | None]:
+        """One page; a failure is a `SourceError` for the runner.
 
         Only failures the host answered (an HTTP status) count toward skip-ahead: a host that is
-        down or unreachable is waited for, not skipped past. A non-numeric cursor cannot be
-        advanced, so it is retried with backoff, never skipped.
+        down or unreachable is waited for, not skipped past (nor is a non-numeric cursor).
         """
-        answered = getattr(exc, "status", None) is not None
-        skippable = answered and (cursor or "0").isdigit()
-        if not skippable:
-            self._unreachable += 1
+        try:
+            page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
+        except AtpError as exc:
+            answered = getattr(exc, "status", None) is not None
             log.warning(
-                "listRepos unavailable", extra={"host": self.host, "cursor": cursor, "error": str(exc)}
+                "listRepos failed" if answered else "listRepos unavailable",
+                extra={"host": self.host, "cursor": cursor, "error": f"{type(exc).__name__}: {exc}"},
             )
-            limit = self._give_up_after
-            if limit is not None and (isinstance(exc, ForbiddenHost) or self._unreachable >= limit):
-                self.abandoned += 1
-                log.error("listing pass given up", extra={"host": self.host, "cursor": cursor})
-                return True
-            await self._wait(self._backoff.delay(self._unreachable))
-            return False
-        decision = self._skip.failed(cursor or "")
-        log.warning(
-            "listRepos failed",
-            extra={
-                "host": self.host,
-                "cursor": cursor,
-                "failures": decision.failures or self._skip.consecutive_failures,
-                "error": f"{type(exc).__name__}: {exc}",
-            },
-        )
-        if not decision.retry_same:
-            reason = f"{decision.failures} consecutive failures: {type(exc).__name__}: {exc}"
-            await record_skip(self._redis, self._cursor_key, self._ledger, decision, reason)
-            self._skipped = True
-            log.error(
-                "skipped ahead", extra={"host": self.host, "from": decision.skip_from, "to": decision.skip_to}
-            )
-            return True
-        delay = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s else None
-        await self._wait(delay if delay is not None else self._backoff.delay(self._skip.consecutive_failures))
-        return False
+            retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+            raise SourceError(
+                f"{type(exc).__name__}: {exc}",
+                skippable=answered,
+                permanent=isinstance(exc, ForbiddenHost),
+                retry_after_s=retry_after,
+            ) from exc
+        return page.repos, page.cursor
 
-    async def _write(self, repos: Sequence[Any], cursors: list[tuple[str, str]]) -> None:
+    async def _write(self, out: Outlet, repos: Sequence[Any], cursor: str | None) -> None:
         jobs, marks, bad = _jobs(self.url, repos, self._stream, self._keys, self._partitions)
-        extra = [
-            (dlq_key(self._stream), bad_item_fields(self._stream, self.host, reason, repo))
-            for reason, repo in bad
-        ]
-        ids = await self._producer.send_marked(jobs, marks, cursors=cursors, extra=extra)
+        dead = [bad_item_fields(self._stream, self.host, reason, repo) for reason, repo in bad]
+        ids = await out.write(SourceBatch(jobs, marks=marks, dead_letters=dead, cursor=cursor))
         self.pages += 1
         self.seen += len(jobs)
         self.listed += sum(1 for i in ids if i is not None)
@@ -278,10 +243,8 @@ class ListingSource:
         visited: set[str] = set()
         while True:
             page = await self._xrpc.list_repos(self.url, cursor, limit=self._config.list_limit)
-            await self._write(page.repos, [])
-            if page.cursor is None or (
-                end.isdigit() and page.cursor.isdigit() and int(page.cursor) >= int(end)
-            ):
+            await self._write(self.runner, page.repos, None)
+            if page.cursor is None or _reached(page.cursor, end):
                 return
             visited.add(cursor or "")
             if page.cursor in visited:

@@ -21,6 +21,7 @@ from streams import (
     PartitionedProducer,
     Producer,
     ProducerConfig,
+    StreamNames,
     Throttle,
     default_consumer_name,
     host_key,
@@ -85,7 +86,7 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
             parts,
             wait_replicas=config.wait_replicas,
             wait_timeout_ms=config.wait_timeout_ms,
-            throttle=throttle if stream == "repo_backfill" else None,
+            throttle=throttle if stream == StreamNames.REPO_BACKFILL else None,
         )
         ingester.producers.append(made)
         return made
@@ -105,21 +106,20 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
         for relay in config.relay_hosts if backfill and config.discovery in ("relay", "both") else ():
             ingester.listings.append(
                 ListingSource(
-                    redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, url=relay
+                    redis, keys, config, host_key(relay), producer(StreamNames.REPO_BACKFILL), xrpc, url=relay
                 )
             )
         for relay in config.relay_hosts if backfill and config.discovery in ("hosts", "both") else ():
+            jobs = producer(StreamNames.REPO_BACKFILL)
             ingester.discoveries.append(
-                HostDiscovery(
-                    redis, keys, config, host_key(relay), producer("repo_backfill"), xrpc, relay_url=relay
-                )
+                HostDiscovery(redis, keys, config, host_key(relay), jobs, xrpc, relay_url=relay)
             )
         for relay in config.relay_hosts if config.mode in ("all", "firehose") else ():
             host = host_key(relay)
             converter = FirehoseConverter(
                 relay,
-                keys.stream("firehose_live"),
-                keys.stream("repo_backfill"),
+                keys.stream(StreamNames.FIREHOSE_LIVE),
+                keys.stream(StreamNames.REPO_BACKFILL),
                 identities,
                 accounts=accounts,
             )
@@ -127,10 +127,10 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
                 EventStreamSource(
                     redis,
                     stream_url(relay, SUBSCRIBE_REPOS),
-                    keys.cursor("firehose_live", host),
-                    producer("firehose_live"),
+                    keys.cursor(StreamNames.FIREHOSE_LIVE, host),
+                    producer(StreamNames.FIREHOSE_LIVE),
                     converter,
-                    _targets(keys, "firehose_live", host, config),
+                    _targets(keys, StreamNames.FIREHOSE_LIVE, host, config),
                     batch_size=config.batch_size,
                     batch_timeout_ms=config.batch_timeout_ms,
                     name=f"firehose:{host}",
@@ -142,10 +142,10 @@ async def build_ingester(redis: aioredis.Redis, config: IngesterConfig) -> Async
                 EventStreamSource(
                     redis,
                     stream_url(labeler, SUBSCRIBE_LABELS),
-                    keys.cursor("label_live", host),
-                    producer("label_live"),
-                    LabelConverter(labeler, keys.stream("label_live")),
-                    _targets(keys, "label_live", host, config),
+                    keys.cursor(StreamNames.LABEL_LIVE, host),
+                    producer(StreamNames.LABEL_LIVE),
+                    LabelConverter(labeler, keys.stream(StreamNames.LABEL_LIVE)),
+                    _targets(keys, StreamNames.LABEL_LIVE, host, config),
                     batch_size=config.batch_size,
                     batch_timeout_ms=config.batch_timeout_ms,
                     name=f"labels:{host}",

@@ -137,7 +137,13 @@ async def run_scan(config: ReplayerConfig, args: argparse.Namespace, live: Live 
         with scanning_ledger(config) as ledger:
             scanning = build_scanning(redis, config, ledger)
             loop = PeriodicScan(
-                redis, config, scanning, es=None, interval_s=args.every, after=[scanning.folder_consumer]
+                redis,
+                config,
+                scanning.scanner,
+                scanning.runs,
+                es=None,
+                interval_s=args.every,
+                after=[scanning.folder_consumer],
             )
             await audit(redis, Keys(config.prefix), "replayer.scan", every=args.every)
             return await _run(
@@ -150,7 +156,9 @@ async def run_both(config: ReplayerConfig, args: argparse.Namespace, live: Live 
         with scanning_ledger(config) as ledger:
             indexing = build_indexing(redis, config, es)
             scanning = build_scanning(redis, config, ledger)
-            loop = PeriodicScan(redis, config, scanning, es=es, interval_s=config.interval_s)
+            loop = PeriodicScan(
+                redis, config, scanning.scanner, scanning.runs, es=es, interval_s=config.interval_s
+            )
             components: list[Component] = [indexing.consumer, scanning.folder_consumer, loop]
             await audit(redis, Keys(config.prefix), "replayer.run", interval_s=config.interval_s)
             tunes = [_tune_indexing(indexing), _tune_scanning(scanning, loop)]
@@ -165,7 +173,8 @@ async def run_once(config: ReplayerConfig, args: argparse.Namespace, live: Live 
             once = RunOnce(
                 redis,
                 config,
-                scanning,
+                scanning.scanner,
+                scanning.runs,
                 indexing.handler,
                 timeout_s=args.timeout,
                 after=[indexing.consumer, scanning.folder_consumer],

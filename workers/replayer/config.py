@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from streams import default_consumer_name
+from streams import StreamNames, default_consumer_name
 from workers.settings import (
     DEFAULT_GRACE_S,
     DIRECTORY,
@@ -52,8 +52,8 @@ class ReplayerConfig:
     min_idle_ms: int = 60_000
     max_deliveries: int = 5
     ledger_group: str = "ledger_group"
-    stream: str = "captains_log"
-    results_stream: str = "captains_log_results"
+    stream: str = StreamNames.CAPTAINS_LOG
+    results_stream: str = StreamNames.CAPTAINS_LOG_RESULTS
     interval_s: float = 600.0
     max_retries: int = 3
     cleanup_days: float = 7.0

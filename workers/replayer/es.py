@@ -12,16 +12,20 @@ the caller decides per item (see `judge`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 
 from schemas import CaptainsLogDoc
+from streams import Backoff
 
+log = logging.getLogger("streamfill.replayer")
 _WHOLE_REQUEST_TRANSIENT = frozenset({429, 502, 503, 504})
 _NDJSON = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
 
@@ -116,6 +120,25 @@ class ElasticClient:
         if not isinstance(data, dict):
             raise EsRejected(502, "answer is not a JSON object")
         return data
+
+
+async def wait_for_es(es: ElasticClient, *, timeout_s: float | None = None) -> bool:
+    """Wait until Elasticsearch answers its health check (logging once while it does not)."""
+    backoff = Backoff(base_s=0.5, cap_s=30.0)
+    attempt = 0
+    with anyio.move_on_after(timeout_s):
+        while True:
+            try:
+                await es.health()
+                if attempt:
+                    log.info("elasticsearch answers", extra={"es_url": es.url})
+                return True
+            except EsError as exc:
+                if attempt == 0:
+                    log.warning("waiting for elasticsearch", extra={"es_url": es.url, "error": str(exc)})
+                attempt += 1
+                await anyio.sleep(backoff.delay(attempt))
+    return False
 
 
 def ndjson(docs: Sequence[CaptainsLogDoc]) -> bytes:

@@ -16,11 +16,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas import CaptainsLogDoc, CaptainsLogResult, SchemaError, decode_entry, encode_entry
-from streams import DONE, DeadLetter, Entry, Outcome, Producer, Retry
+from schemas import CaptainsLogDoc, CaptainsLogResult, SchemaError, contract_for
+from streams import DONE, DeadLetter, Entry, Outcome, Producer, Retry, StreamNames
 from workers.replayer.es import ElasticClient, EsRejected, EsUnavailable, ItemResult, Verdict, chunks
 
 log = logging.getLogger("streamfill.replayer")
+# What the index role reads (documents) and writes (their results).
+_DOCS = contract_for(StreamNames.CAPTAINS_LOG)
+_RESULTS = contract_for(StreamNames.CAPTAINS_LOG_RESULTS)
 
 # Dead-letter reasons an operator filters on.
 REASON_INVALID = "invalid_entry"
@@ -87,7 +90,7 @@ class IndexHandler:
         else:
             self._available()
         if results:
-            await self._results.send([encode_entry(self._results.config.stream, r) for r in results])
+            await self._results.send([_RESULTS.encode(r) for r in results])
         return [DONE if o is None else o for o in outcomes]
 
     def _decode(
@@ -96,7 +99,7 @@ class IndexHandler:
         docs = []
         for i, entry in enumerate(entries):
             try:
-                docs.append((i, decode_entry(entry.stream, entry.fields)))
+                docs.append((i, _DOCS.decode(entry.fields)))
             except SchemaError as exc:
                 log.warning("dead-lettering entry", extra={"reason": REASON_INVALID, "error": str(exc)})
                 outcomes[i] = DeadLetter(reason=REASON_INVALID, error=str(exc))

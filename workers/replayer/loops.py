@@ -1,9 +1,11 @@
-"""The components that drive scan passes: periodically (`run`, `scan --interval`), once (`scan`),
-or once to completion (`run-once`)."""
+"""The scan sources: passes periodically (`run`, `scan --every`), once (`scan`), or once to
+completion (`run-once`). Each is a `streams.Source` run by its own `SourceRunner` (which owns the
+loop, the waits between passes and stopping), and a Component for the worker."""
 
 from __future__ import annotations
 
-import logging
+import abc
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,40 +14,85 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
-from streams import Component
+from streams import AdminError, Component, Keys, Outlet, RunnerConfig, SourceRunner
+from streams.admin import trim
 from workers.replayer.config import ReplayerConfig
-from workers.replayer.es import ElasticClient
+from workers.replayer.es import ElasticClient, wait_for_es
 from workers.replayer.index import IndexHandler
-from workers.replayer.scan import PassReport
-from workers.replayer.service import Scanning, trim_streams, wait_for_es
-
-log = logging.getLogger("streamfill.replayer")
-
-# While run-once waits, how often it re-checks in-flight entries against the stream (finds
-# entries dead-lettered without a result, e.g. after crashing their worker repeatedly).
-RECONCILE_EVERY_S = 10.0
+from workers.replayer.runs import RunTracker
+from workers.replayer.scan import PassReport, Scanner
 
 
-class PeriodicScan:
+async def trim_streams(redis: aioredis.Redis, config: ReplayerConfig) -> None:
+    """Trim what every group has acknowledged from both streams (they would grow forever)."""
+    keys = Keys(config.prefix)
+    for name in (config.stream, config.results_stream):
+        with contextlib.suppress(AdminError):
+            await trim(redis, keys, keys.stream(name), audited=False)
+
+
+class _ScanSource(abc.ABC):
+    """What both scan sources share: their runner (no Redis cursor: the ledger is the position),
+    the components they stop once their passes are over, and the tidying after a pass."""
+
+    name = "scan"
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: ReplayerConfig,
+        scanner: Scanner,
+        runs: RunTracker,
+        after: Sequence[Component],
+    ) -> None:
+        self._redis = redis
+        self._config = config
+        self._scanner = scanner
+        self._runs = runs
+        self._after = after
+        self.runner = SourceRunner(redis, self, None, RunnerConfig())
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.runner.run(task_status=task_status)
+        # Only once the passes are over: a pass that failed (Redis lost: the worker restarts this
+        # component, streams._supervise) must not stop the components that run after it.
+        for component in self._after:
+            component.stop()
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    @abc.abstractmethod
+    async def session(self, cursor: str | None, out: Outlet) -> float | None:
+        """One pass; the wait before the next (None: the source is finished)."""
+
+    def interrupt(self) -> None:
+        self._scanner.stop()
+        self._runs.interrupt()
+
+    async def _tidy(self) -> None:
+        await trim_streams(self._redis, self._config)
+        self._runs.cleanup(self._config.cleanup_days)
+
+
+class PeriodicScan(_ScanSource):
     """Scan passes every `interval_s` (after waiting for Elasticsearch, when `es` is given)."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
         config: ReplayerConfig,
-        scanning: Scanning,
+        scanner: Scanner,
+        runs: RunTracker,
         *,
         es: ElasticClient | None,
         interval_s: float | None,
         after: Sequence[Component] = (),
     ) -> None:
-        self._redis = redis
-        self._config = config
-        self._scanning = scanning
+        super().__init__(redis, config, scanner, runs, after)
         self._es = es
         self._interval_s = interval_s  # None: one pass, then stop `after`
-        self._after = after
-        self._stop = anyio.Event()
+        self._es_wait: anyio.CancelScope | None = None
         self.reports: list[PassReport] = []
 
     def retune(self, interval_s: float) -> None:
@@ -54,45 +101,27 @@ class PeriodicScan:
         if self._interval_s is not None:
             self._interval_s = interval_s
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+    def interrupt(self) -> None:
+        super().interrupt()
+        if self._es_wait is not None:
+            self._es_wait.cancel()
+
+    async def session(self, cursor: str | None, out: Outlet) -> float | None:
+        """One pass (the first once Elasticsearch answers); the wait before the next."""
         if self._es is not None:
-            await self._wait_for_es()  # the start-up pass runs once Elasticsearch answers
-        while not self._stop.is_set():
-            await self.one_pass()
-            if self._interval_s is None:
-                break
-            with anyio.move_on_after(self._interval_s):
-                await self._stop.wait()
-        # Only once the passes are over: a pass that failed (Redis lost: the worker restarts this
-        # loop, streams._supervise) must not stop the components that run after it.
-        for component in self._after:
-            component.stop()
-
-    async def _wait_for_es(self) -> None:
-        assert self._es is not None
-        async with anyio.create_task_group() as tg:
-
-            async def until_stopped() -> None:
-                await self._stop.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(until_stopped)
-            await wait_for_es(self._es)
-            tg.cancel_scope.cancel()
+            with anyio.CancelScope() as self._es_wait:
+                await wait_for_es(self._es)
+            self._es, self._es_wait = None, None
+        if out.stopped:
+            return None
+        await self.one_pass()
+        return self._interval_s
 
     async def one_pass(self) -> PassReport:
-        report = await self._scanning.scanner.scan_pass()
+        report = await self._scanner.scan_pass()
         self.reports.append(report)
-        await trim_streams(self._redis, self._config)
-        removed = self._scanning.ledger.cleanup(self._config.cleanup_days)
-        if removed:
-            log.info("old runs cleaned up", extra={"runs": removed})
+        await self._tidy()
         return report
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._scanning.scanner.stop()
 
 
 @dataclass(frozen=True)
@@ -108,89 +137,61 @@ class OnceResult:
     failed: int = 0  # files recorded failed during this pass (malformed, or refused)
 
 
-class RunOnce:
-    """One complete pass: scan, then wait until every document of it is accepted or failed."""
+class RunOnce(_ScanSource):
+    """One complete pass: scan, then wait until the run tracker says every document of it is
+    accepted or failed."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
         config: ReplayerConfig,
-        scanning: Scanning,
+        scanner: Scanner,
+        runs: RunTracker,
         indexing: IndexHandler,
         *,
         timeout_s: float | None,
         after: Sequence[Component],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis
-        self._config = config
-        self._scanning = scanning
+        super().__init__(redis, config, scanner, runs, after)
         self._index = indexing
         self._timeout_s = timeout_s
-        self._after = after
         self._clock = clock
-        self._stop = anyio.Event()
         self.result: OnceResult | None = None
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        self.result = await self._pass()
+    async def session(self, cursor: str | None, out: Outlet) -> float | None:
+        self.result = await self._pass(out)
         await self._tidy()
-        for component in self._after:  # not after a failed pass: it is restarted (see above)
-            component.stop()
+        return None
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._scanning.scanner.stop()
-
-    async def _tidy(self) -> None:
-        await trim_streams(self._redis, self._config)
-        self._scanning.ledger.cleanup(self._config.cleanup_days)
-
-    async def _pass(self) -> OnceResult:
-        deadline = None if self._timeout_s is None else self._clock() + self._timeout_s
-        report = await self._scanning.scanner.scan_pass()
-        ledger = self._scanning.ledger
-        last_reconcile = self._clock()
-        while (left := ledger.inflight_count(up_to_run=report.run)) and not self._stop.is_set():
-            if deadline is not None and self._clock() >= deadline:
-                return self._timed_out(report, left)
-            if self._clock() - last_reconcile >= RECONCILE_EVERY_S:
-                await self._scanning.scanner.reconcile()
-                last_reconcile = self._clock()
-            wait = (
-                RECONCILE_EVERY_S
-                if deadline is None
-                else max(0.0, min(RECONCILE_EVERY_S, deadline - self._clock()))
-            )
-            with anyio.move_on_after(wait):
-                await self._scanning.folder.changed.wait()
-        left = ledger.inflight_count(up_to_run=report.run)
-        run = ledger.run(report.run) or {}
+    async def _pass(self, out: Outlet) -> OnceResult:
+        report = await self._scanner.scan_pass()
+        waited = await self._runs.wait_complete(
+            report.run,
+            timeout_s=self._timeout_s,
+            reconcile=self._scanner.reconcile,
+            stopped=lambda: out.stopped,
+            clock=self._clock,
+        )
+        left = waited.outstanding
+        if waited.timed_out:
+            return self._result(1, self._timed_out_reason(left), report, left)
         if left:
-            ledger.mark_incomplete(report.run)
-            return self._result(
-                1, f"stopped by signal with {left} documents not yet indexed", run, report, left
-            )
-        return self._result(0, "", run, report, 0)
+            return self._result(1, f"stopped by signal with {left} documents not yet indexed", report, left)
+        return self._result(0, "", report, 0)
 
-    def _result(
-        self, status: int, reason: str, run: dict[str, object], report: PassReport, left: int
-    ) -> OnceResult:
-        folder = self._scanning.folder
-        failed = report.failed + folder.failed_total
-        return OnceResult(status, reason, run, report, left, folder.indexed_total, failed)
+    def _result(self, status: int, reason: str, report: PassReport, left: int) -> OnceResult:
+        runs = self._runs
+        failed = report.failed + runs.failed_total
+        return OnceResult(status, reason, runs.row(report.run), report, left, runs.indexed_total, failed)
 
-    def _timed_out(self, report: PassReport, left: int) -> OnceResult:
-        ledger = self._scanning.ledger
-        ledger.mark_incomplete(report.run)
+    def _timed_out_reason(self, left: int) -> str:
         stats = self._index.statistics()
         if stats.unavailable_since is not None:
             down = round(time.monotonic() - stats.unavailable_since)
             why = f"elasticsearch unreachable for {down}s ({stats.last_error})"
         else:
             why = f"timed out after {self._timeout_s:g}s"
-        reason = (
+        return (
             f"{why}: {left} documents not yet indexed; they stay in {self._config.stream} for the next pass"
         )
-        return self._result(1, reason, ledger.run(report.run) or {}, report, left)

@@ -7,14 +7,15 @@ A pass (a "run" in the ledger):
    unchanged; out of retries; an earlier version still in flight, awaited instead), records it
    failed (malformed, with the error), or reads it and writes its document to the stream, with
    the producer's backpressure;
-3. marks the run scanned. It completes when nothing it enqueued or awaited is in flight.
+3. marks the run scanned. It completes when nothing it enqueued or awaited is in flight: the
+   run tracker (`workers.replayer.runs`) starts, marks and completes runs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,9 @@ from schemas import CaptainsLogDoc, encode_entry
 from streams import EntryState, Producer, entry_states
 from streams.admin import count_replayed
 from workers.replayer import events
-from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.documents import LogFile, MalformedFile, find_files, read_document
-from workers.replayer.fold import LedgerFolder
 from workers.replayer.ledger import InFlight, Ledger, Snapshot, Version
+from workers.replayer.runs import RunTracker
 
 log = logging.getLogger("streamfill.replayer")
 
@@ -67,21 +67,17 @@ class Scanner:
         root: Path,
         group: str,
         ledger: Ledger,
-        checkpoint: Checkpoint,
         producer: Producer,
         max_retries: int,
-        folder: LedgerFolder,
-        drain_results: Callable[[], Awaitable[None]],
+        runs: RunTracker,
     ) -> None:
         self._redis = redis
         self._root = root
         self._group = group
         self._ledger = ledger
-        self._checkpoint = checkpoint
         self._producer = producer
         self._max_retries = max_retries
-        self._folder = folder
-        self._drain_results = drain_results
+        self._runs = runs
         self._stopping = False
 
     def stop(self) -> None:
@@ -90,9 +86,7 @@ class Scanner:
 
     async def scan_pass(self) -> PassReport:
         started = time.time()
-        run = self._ledger.start_run()
-        self._checkpoint.scan_started(started)
-        events.emit(events.STARTED, run=run, root=str(self._root))
+        run = self._runs.start(self._root)
         await self.reconcile()
         files = await anyio.to_thread.run_sync(find_files, self._root)
         tally = await self._scan_files(files, run)
@@ -105,10 +99,7 @@ class Scanner:
         if self._stopping:
             return report
         log.info("scan pass enqueued its files", extra=vars(report))
-        # Usually the folder completes a run when the last result arrives; a run with nothing
-        # left in flight completes here, at once.
-        for done in self._ledger.finish_scan(run, len(files), tally.skipped):
-            self._folder.run_completed(done)
+        self._runs.scanned(run, len(files), tally.skipped)
         return report
 
     async def reconcile(self) -> None:
@@ -121,7 +112,7 @@ class Scanner:
         )
         # Results are written before their entry is acked: once they are folded, an entry seen
         # acked above whose file is still in flight was dead-lettered without a result.
-        await self._drain_results()
+        await self._runs.caught_up()
         still = {i.path: i for i in self._ledger.inflight()}
         lost: list[InFlight] = []
         for item, state in zip(inflight, states, strict=True):

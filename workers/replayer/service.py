@@ -1,19 +1,17 @@
-"""Wiring the replayer's roles: the index consumer, the ledger folder, the scanner, and the loops
-that `run` and `run-once` drive them with."""
+"""Wiring the replayer's roles: the index consumer, and the scanning process's ledger, run
+tracker, folder and scanner. Wiring only: the CLI (`workers.replayer.cli`) composes these with
+the scan sources of `workers.replayer.loops`; nothing else imports this module."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import anyio
 import httpx
 import redis.asyncio as aioredis
 
 from streams import (
-    AdminError,
     Backoff,
     Consumer,
     ConsumerConfig,
@@ -22,19 +20,14 @@ from streams import (
     ProducerConfig,
     read_backlog,
 )
-from streams.admin import trim
 from workers.replayer.checkpoint import Checkpoint
 from workers.replayer.config import ReplayerConfig
-from workers.replayer.es import ElasticClient, EsError
+from workers.replayer.es import ElasticClient
 from workers.replayer.fold import LedgerFolder
 from workers.replayer.index import IndexHandler
 from workers.replayer.ledger import Ledger, scan_lock
+from workers.replayer.runs import RunTracker
 from workers.replayer.scan import Scanner
-
-log = logging.getLogger("streamfill.replayer")
-
-# How long a scan waits for the folder to catch up with the results stream before reconciling.
-DRAIN_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -47,12 +40,14 @@ class Indexing:
 
 @dataclass
 class Scanning:
-    """The scan role: the folder's consumer is a component; the scanner is driven by a loop."""
+    """The scan role: the folder's consumer is a component; the scanner is driven by a scan
+    source (`workers.replayer.loops`); `runs` owns the run lifecycle."""
 
     folder_consumer: Consumer
     folder: LedgerFolder
     scanner: Scanner
     ledger: Ledger
+    runs: RunTracker
     producer: Producer  # writes captains_log, blocking at the high-water mark
 
 
@@ -109,7 +104,8 @@ def build_scanning(redis: aioredis.Redis, config: ReplayerConfig, ledger: Ledger
     keys = Keys(config.prefix)
     results_stream = keys.stream(config.results_stream)
     checkpoint = Checkpoint(config.checkpoint_path)
-    folder = LedgerFolder(ledger, checkpoint)
+    runs = RunTracker(ledger, checkpoint, lambda: read_backlog(redis, results_stream))
+    folder = LedgerFolder(ledger, checkpoint, runs)
     folder_consumer = Consumer(
         redis,
         ConsumerConfig(
@@ -124,51 +120,14 @@ def build_scanning(redis: aioredis.Redis, config: ReplayerConfig, ledger: Ledger
         folder,
     )
 
-    async def drain_results() -> None:
-        with anyio.move_on_after(DRAIN_TIMEOUT_S) as scope:
-            while await read_backlog(redis, results_stream) > 0:
-                with anyio.move_on_after(0.05):  # the folder's batches wake us; the poll is a fallback
-                    await folder.changed.wait()
-        if scope.cancelled_caught:
-            log.warning("results not folded in time; reconciling with what is folded")
-
     producer = Producer(redis, ProducerConfig(keys.stream(config.stream), high_water=config.high_water))
     scanner = Scanner(
         redis,
         root=config.root,
         group=config.group,
         ledger=ledger,
-        checkpoint=checkpoint,
         producer=producer,
         max_retries=config.max_retries,
-        folder=folder,
-        drain_results=drain_results,
+        runs=runs,
     )
-    return Scanning(folder_consumer, folder, scanner, ledger, producer)
-
-
-async def trim_streams(redis: aioredis.Redis, config: ReplayerConfig) -> None:
-    """Trim what every group has acknowledged from both streams (they would grow forever)."""
-    keys = Keys(config.prefix)
-    for name in (config.stream, config.results_stream):
-        with contextlib.suppress(AdminError):
-            await trim(redis, keys, keys.stream(name), audited=False)
-
-
-async def wait_for_es(es: ElasticClient, *, timeout_s: float | None = None) -> bool:
-    """Wait until Elasticsearch answers its health check (logging once while it does not)."""
-    backoff = Backoff(base_s=0.5, cap_s=30.0)
-    attempt = 0
-    with anyio.move_on_after(timeout_s):
-        while True:
-            try:
-                await es.health()
-                if attempt:
-                    log.info("elasticsearch answers", extra={"es_url": es.url})
-                return True
-            except EsError as exc:
-                if attempt == 0:
-                    log.warning("waiting for elasticsearch", extra={"es_url": es.url, "error": str(exc)})
-                attempt += 1
-                await anyio.sleep(backoff.delay(attempt))
-    return False
+    return Scanning(folder_consumer, folder, scanner, ledger, runs, producer)
