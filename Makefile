@@ -31,6 +31,7 @@ bench: install
 	$(UV) run --frozen python bench/bench_streams.py
 	$(UV) run --frozen python bench/bench_car.py
 	$(UV) run --frozen python bench/bench_backfill.py
+	$(UV) run --frozen python bench/bench_repos.py
 	$(UV) run --frozen python bench/bench_indexer.py
 	$(UV) run --frozen python bench/bench_priority.py
 	$(UV) run --frozen python bench/bench_cluster.py

@@ -11,6 +11,8 @@ import ipaddress
 import time
 from collections.abc import AsyncIterator
 
+import anyio
+import anyio.abc
 import pytest
 
 from atp.crypto import SigningKey
@@ -20,7 +22,7 @@ from atp.http import Deadline, HttpClient
 from atp.netpolicy import NetPolicy, address_allowed
 from atp.xrpc import XrpcClient
 from tests._hostile import GET_REPO, HostileServer, did_document, json_answer, redirect
-from tests._support import LOOPBACK
+from tests._support import LOOPBACK, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +175,34 @@ async def test_did_web_hosts_and_ports(two: tuple[HostileServer, HostileServer])
     async with DidResolver(web_scheme="http", policy=LOOPBACK) as resolver:
         assert (await resolver.resolve(did)).pds_endpoint == "https://pds.example.com"
     assert server.hits["/.well-known/did.json"] == 1
+
+
+async def test_guarded_streams_say_when_the_peer_has_closed() -> None:
+    """The pool drops a kept-alive connection whose socket reads at once (the peer closed it):
+    `GuardedBackend`'s streams answer that from the socket they looked up at connect time."""
+    from atp.netpolicy import GuardedBackend
+
+    closed = anyio.Event()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            assert await client.receive() == b"ping"
+            await client.send(b"pong")
+            await closed.wait()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        stream = await GuardedBackend(NetPolicy(allow_private=True)).connect_tcp("127.0.0.1", port, timeout=5)
+        assert stream.get_extra_info("socket").getpeername()[1] == port
+        assert stream.get_extra_info("server_addr")[1] == port  # the rest from httpcore's stream
+        await stream.write(b"ping", timeout=5)
+        assert await stream.read(10, timeout=5) == b"pong"
+        assert stream.get_extra_info("is_readable") is False  # idle, open
+        closed.set()  # the server closes its end
+        await wait_until(lambda: stream.get_extra_info("is_readable"), what="the close seen")
+        assert await stream.read(10, timeout=5) == b""
+        await stream.aclose()
+        assert stream.get_extra_info("is_readable") is True  # no socket left: as httpcore says
+        tg.cancel_scope.cancel()

@@ -295,6 +295,7 @@ async def test_the_backfiller_components_take_every_live_setting(
         assert await live.refresh(store)
         assert worker.consumer.config.concurrency == 3
         assert all(c.config.concurrency == 3 for c in worker.consumer.consumers)
+        assert worker.handler.concurrency == 3  # the repos of a read run under the same limit
         assert (worker.producer.config.high_water, worker.producer.config.low_water) == (5000, 4000)
         assert worker.limiter.limits == (0.5, 2)
         assert worker.throttle is not None
@@ -302,6 +303,7 @@ async def test_the_backfiller_components_take_every_live_setting(
         await store.revert([])
         assert await live.refresh(store)
         assert worker.consumer.config.concurrency == config.concurrency
+        assert worker.handler.concurrency == config.concurrency
         assert worker.throttle.config.pause_above_s == config.throttle_live_lag_s
 
 

@@ -113,6 +113,11 @@ class BackfillHandler:
         self.repos_done = 0
         self.records_written = 0
 
+    @property
+    def concurrency(self) -> int:
+        """Repos worked on at once."""
+        return self._repos.total
+
     def retune(self, concurrency: int) -> None:
         """A new number of repos worked on at once (a live override)."""
         self._repos.resize(concurrency)
