@@ -16,8 +16,9 @@ inactive listing at the same rev undo an active one only when it comes from the 
 listed it active (same tag), or when either side is untagged: the relay's listing, which
 follows each account's current host, is untagged and always believed. A host that lists the
 DID active at the same rev takes the slot over (rewritten, no job). A migrated account
-therefore costs at most two extra jobs, once, whatever the order the hosts are paged in; a
-real deactivation (by the host the account is on, or seen by the relay) is still a job.
+therefore costs at most two extra jobs, once, whatever the order the hosts are paged in (while
+its new host can be paged at all); a real deactivation (by the host the account is on, or seen
+by the relay) is still a job.
 
 Layout: `LISTED_BUCKETS` hashes `repo_backfill:listed:<bucket>`; a DID's 64-bit BLAKE2b digest
 gives its bucket (top 19 bits) and its field (the next 5 bytes); the value is the rev's 63-bit
@@ -38,7 +39,7 @@ from atp import InvalidSyntax
 from atp.tid import decode_tid
 from streams import Keys, Mark, partition_index
 
-__all__ = ["LISTED_BUCKETS", "TAG_BYTES", "listed_mark", "mark_value"]
+__all__ = ["LISTED_BUCKETS", "listed_mark", "mark_value"]
 
 # 2^19 buckets: ~76 fields each at 40M repos, under the 128-entry listpack limit of a default server.
 BUCKET_BITS = 19
