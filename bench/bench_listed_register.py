@@ -2,7 +2,9 @@
 
 Fills a sample of the register's buckets with as many entries as a network of REPOS repos puts in
 them (Poisson-spread, real field and value sizes, through `listed_mark`), measures `used_memory`
-before and after, and extrapolates to all buckets. Not part of `make bench`:
+before and after, and extrapolates to all buckets. Values carry a PDS's host tag, as with
+`INGESTER_DISCOVERY=hosts` or `both` (the PDS that lists a repo active takes its slot over);
+`BENCH_UNTAGGED=1` measures the relay-only register. Not part of `make bench`:
 
     uv run --frozen python bench/bench_listed_register.py            # 40M repos
     BENCH_REPOS=1000000 uv run --frozen python bench/bench_listed_register.py
@@ -27,6 +29,7 @@ REPOS = int(os.environ.get("BENCH_REPOS", "40000000"))
 SAMPLE_BUCKETS = 8192
 PREFIX = "benchreg"
 REV = "3l3qo2vutsw2b"
+SOURCE = None if os.environ.get("BENCH_UNTAGGED") else "morel.us-east.host.bsky.network"
 
 
 def main() -> None:
@@ -49,7 +52,7 @@ def main() -> None:
         for bucket, n in wanted.items():  # a DID's field is 5 digest bytes: random bytes are alike
             for _ in range(n):
                 key = keys.listed("repo_backfill", bucket)
-                pipe.hset(key, rng.randbytes(field_size), mark_value(REV, True))
+                pipe.hset(key, rng.randbytes(field_size), mark_value(REV, True, SOURCE))
                 entries += 1
             if len(pipe) >= 5000:
                 pipe.execute()
@@ -60,7 +63,8 @@ def main() -> None:
         per_entry = (after - before) / entries
         total = per_entry * REPOS
         kinds = sorted(e.decode() for e in encodings)
-        print(f"repos {REPOS:,}: {per_bucket:.1f} per bucket, encodings {kinds}")
+        tagged = "untagged" if SOURCE is None else "tagged"
+        print(f"repos {REPOS:,}: {per_bucket:.1f} per bucket, {tagged} values, encodings {kinds}")
         print(f"sample: {entries:,} entries in {SAMPLE_BUCKETS} buckets, {after - before:,} bytes")
         print(f"{per_entry:.1f} bytes per repo -> {total / 2**20:,.0f} MiB for {REPOS:,} repos")
         r.flushdb()

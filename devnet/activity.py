@@ -19,7 +19,7 @@ from devnet.events import emit_account, emit_commit, emit_identity, emit_sync
 from devnet.generate import new_record, put_record
 from devnet.labeler import LabelMaker
 from devnet.repos import apply_commit, build_commit
-from devnet.state import Account, World
+from devnet.state import Account, Departure, World
 
 __all__ = ["Activity", "move_account"]
 
@@ -200,11 +200,12 @@ class Activity:
 def move_account(world: World, account: Account, to: int) -> None:
     """The account migrates to PDS `to`, as on the real network: its DID document names the new
     host (#identity), the new host announces it active, and the old host, where it is now
-    deactivated, announces that too: a stale #account that a consumer must not believe."""
+    deactivated, announces that too: a stale #account that a consumer must not believe. The old
+    host keeps the account, deactivated, at the rev it left with (its listRepos still lists it)."""
     old = account.pds
     account.pds = to
-    account.moved_from.discard(to)
-    account.moved_from.add(old)
+    account.moved_from.pop(to, None)
+    account.moved_from[old] = Departure(account.rev, account.head)
     account.car = None
     world.count("accounts.moved")
     emit_identity(world, account)

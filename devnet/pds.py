@@ -1,7 +1,8 @@
 """A PDS host: getRepo (streamed CAR), getRepoStatus and listRepos for the accounts it hosts.
 
 Error bodies and messages are those of the reference PDS (`assertRepoAvailability`); a host an
-account migrated away from says, as the reference PDS does, that the repo is deactivated there.
+account migrated away from says, as the reference PDS does, that the repo is deactivated there,
+and its listRepos still lists it (`active: false, status: "deactivated"`, at the rev it left with).
 getRepo faults: 429 with `Retry-After` on a share of calls, slow streaming, hanging after half
 the body, truncated bodies and commits with a bad signature.
 """
@@ -112,11 +113,11 @@ def pds_app(world: World, faults: Faults, index: int) -> web.Application:
         return web.json_response(repo_status(account))
 
     async def list_repos(request: web.Request) -> web.Response:
-        hosted = [a for a in world.accounts if a.pds == index and not a.missing]
+        listed = [a for a in world.accounts if (a.pds == index and not a.missing) or index in a.moved_from]
         if faults.pds_list_fails(index, request.query.get("cursor")):
             return xrpc_error("InternalServerError", "Internal Server Error", status=500)
-        _, page, cursor = page_of(hosted, request.query.get("cursor"), parse_limit(request))
-        body: dict[str, object] = {"repos": [repo_entry(a, as_relay=False) for a in page]}
+        _, page, cursor = page_of(listed, request.query.get("cursor"), parse_limit(request))
+        body: dict[str, object] = {"repos": [_list_entry(a, index) for a in page]}
         if cursor:
             body["cursor"] = cursor
         return web.json_response(body)
@@ -125,6 +126,14 @@ def pds_app(world: World, faults: Faults, index: int) -> web.Application:
     app.router.add_get("/xrpc/com.atproto.sync.getRepoStatus", get_repo_status)
     app.router.add_get("/xrpc/com.atproto.sync.listRepos", list_repos)
     return app
+
+
+def _list_entry(account: Account, pds: int) -> dict[str, object]:
+    """A listRepos item of PDS `pds`: a host the account left lists it deactivated, as it left it."""
+    left = account.moved_from.get(pds)
+    if left is None or account.pds == pds:
+        return repo_entry(account, as_relay=False)
+    return {"did": account.did, "head": left.head, "rev": left.rev, "active": False, "status": "deactivated"}
 
 
 def repo_status(account: Account) -> dict[str, object]:

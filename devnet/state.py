@@ -15,7 +15,7 @@ from atp.crypto import SigningKey
 from atp.tid import tid_from_time
 from devnet.eventlog import EventLog
 
-__all__ = ["Account", "Label", "SimClock", "World"]
+__all__ = ["Account", "Departure", "Label", "SimClock", "World"]
 
 ACTIVE = "active"
 STATUSES = ("active", "takendown", "deactivated", "deleted")
@@ -60,6 +60,14 @@ class RecordRef:
     rev: str
 
 
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """What a PDS an account migrated away from keeps: the repo as it was when it left."""
+
+    rev: str
+    head: str
+
+
 @dataclass(slots=True)
 class Account:
     """One repo and its hosting account."""
@@ -71,7 +79,8 @@ class Account:
     key: SigningKey
     status: str = ACTIVE
     missing: bool = False  # fault: the relay lists it, the PDS has never heard of it
-    moved_from: set[int] = field(default_factory=set)  # PDS hosts it left (they say "deactivated")
+    # PDS hosts it left, with the repo each kept: they list and answer it as "deactivated".
+    moved_from: dict[int, Departure] = field(default_factory=dict)
     relay_omitted: bool = False  # left out of the relay's listRepos (its PDS still lists it)
     records: dict[str, RecordRef] = field(default_factory=dict)
     rev: str = ""

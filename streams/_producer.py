@@ -34,10 +34,14 @@ class Mark:
     """A versioned register slot guarding one entry: `HSET key field value` unless it holds news.
 
     `value` is 8 bytes, big-endian: a version (all bits but the lowest) and a flag (the lowest
-    bit). When neither the stored nor the new value has its top bit set, the entry is written (and
-    the value stored) when the version is newer, or the same with the other flag; an older version,
-    or the same one with the same flag, skips it. A value with its top bit set is opaque: the entry
-    is skipped only when the stored value is equal. With no stored value the entry is written.
+    bit), optionally followed by a tag that names the value's source (any bytes; none = untagged).
+    Versions whose top bit is clear are ordered; a version with its top bit set is opaque (only
+    equal or not). With no stored value the entry is written (and the value stored); so it is
+    when the version is newer (opaque: different), or the same with the other flag, with one
+    exception: the same version with the flag cleared by a source other than the one that set it
+    (both tagged, tags differ) is stale, and skipped. An older version, or the same with the same
+    flag, skips the entry; but a tagged value with the flag set, whose tag differs from the
+    stored one, replaces it (the slot changes hands; the entry is not written).
     """
 
     key: str
@@ -229,16 +233,27 @@ return ids
 # The same with a `Mark` slot per entry (its own script, so that unmarked batches pay nothing):
 # ARGV: n, then per entry (key index, pair count, mark key index or 0, [mark field, mark value,]
 # field, value, ...); then m, then the SETs. An entry its mark skips gets false (nil) for an id.
+# `news` says what a mark does (see `Mark`): 2 = write the entry and store the value, 1 = store
+# the value only (a tagged source takes the slot over), 0 = nothing.
 _WRITE_MARKED_LUA = """
 local function news(old, new)
-  if not old then return true end
+  if not old then return 2 end
   local oh, ol = struct.unpack('>I4I4', old)
   local nh, nl = struct.unpack('>I4I4', new)
-  if oh >= 2147483648 or nh >= 2147483648 then return old ~= new end
   local ov, nv = math.floor(ol / 2), math.floor(nl / 2)
-  if nh ~= oh then return nh > oh end
-  if nv ~= ov then return nv > ov end
-  return (nl % 2) ~= (ol % 2)
+  if oh ~= nh or ov ~= nv then
+    if oh >= 2147483648 or nh >= 2147483648 then return 2 end
+    if nh > oh or (nh == oh and nv > ov) then return 2 end
+    return 0
+  end
+  local of, nf = ol % 2, nl % 2
+  local ot, nt = string.sub(old, 9), string.sub(new, 9)
+  if nf ~= of then
+    if nf == 1 or ot == '' or nt == '' or ot == nt then return 2 end
+    return 0
+  end
+  if nf == 1 and nt ~= '' and nt ~= ot then return 1 end
+  return 0
 end
 local i = 1
 local n = tonumber(ARGV[i]); i = i + 1
@@ -252,8 +267,9 @@ for e = 1, n do
   if mark > 0 then
     local hash, field, value = KEYS[mark], ARGV[i], ARGV[i + 1]
     i = i + 2
-    write = news(redis.call('HGET', hash, field), value)
-    if write then redis.call('HSET', hash, field, value) end
+    local what = news(redis.call('HGET', hash, field), value)
+    if what > 0 then redis.call('HSET', hash, field, value) end
+    write = what == 2
   end
   if write then
     ids[e] = redis.call('XADD', key, '*', unpack(ARGV, i, i + count - 1))

@@ -79,6 +79,32 @@ async def test_takedown_hides_records_from_truth(devnet_factory: DevnetFactory) 
     assert {"type": "repo", "did": did, "rev": net.world.by_did[did].rev, "status": "takendown"} in truth
 
 
+async def _listed(net: Devnet, pds: int, did: str) -> list[dict[str, object]]:
+    async with httpx.AsyncClient(base_url=net.pds_urls[pds]) as client:
+        repos = (await client.get("/xrpc/com.atproto.sync.listRepos", params={"limit": "1000"})).json()
+    return [r for r in repos["repos"] if r["did"] == did]
+
+
+async def test_a_host_the_account_left_lists_it_deactivated_at_the_rev_it_left_with(
+    devnet_factory: DevnetFactory,
+) -> None:
+    net: Devnet = await devnet_factory(repos=10)
+    account = next(a for a in net.world.accounts if a.active and a.pds == 0)
+    rev, head = account.rev, account.head
+    net.move(account.did, 1)
+    left = {"did": account.did, "head": head, "rev": rev, "active": False, "status": "deactivated"}
+    assert await _listed(net, 0, account.did) == [left]
+    assert await _listed(net, 1, account.did) == [
+        {"did": account.did, "head": head, "rev": rev, "active": True}
+    ]
+    assert {"type": "repo", "did": account.did, "rev": rev, "status": "active"} in net.truth()
+    net.move(account.did, 0)  # back: PDS 0 serves it again, PDS 1 keeps it deactivated
+    assert await _listed(net, 0, account.did) == [
+        {"did": account.did, "head": head, "rev": rev, "active": True}
+    ]
+    assert await _listed(net, 1, account.did) == [left]
+
+
 async def _first_line(proc: anyio.abc.Process) -> str:
     assert proc.stdout is not None
     buf = b""

@@ -149,6 +149,49 @@ async def test_scripts_go_by_evalsha_alone_and_come_back_after_a_flush(
     assert producer.statistics().backlog == 10
 
 
+def mark_value(version: int, flag: int, tag: bytes = b"") -> bytes:
+    return ((version << 1) | flag).to_bytes(8, "big") + tag
+
+
+OPAQUE = 1 << 62  # a version with its top bit set (once shifted): compared for equality only
+
+
+async def test_a_mark_writes_news_and_a_stale_clear_from_another_source_is_skipped(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """`Mark`'s rules, one slot through a sequence: (version, flag, tag) -> written, then stored."""
+    keys = Keys(prefix)
+    producer = Producer(redis_client, ProducerConfig(keys.stream("out"), high_water=None))
+    slot = keys.cursor("marks", "m")
+    steps = [
+        ((5, 1, b"A"), True, (5, 1, b"A")),  # nothing stored
+        ((5, 0, b"B"), False, (5, 1, b"A")),  # cleared by another source than the one that set it
+        ((5, 1, b"B"), False, (5, 1, b"B")),  # set by another source: it takes the slot over
+        ((5, 0, b"A"), False, (5, 1, b"B")),  # now A's clear is the stale one
+        ((5, 1, b""), False, (5, 1, b"B")),  # the same, untagged: nothing changes hands
+        ((5, 0, b"B"), True, (5, 0, b"B")),  # cleared by the source that set it
+        ((5, 0, b"A"), False, (5, 0, b"B")),  # the same flag
+        ((5, 1, b"A"), True, (5, 1, b"A")),  # set again: by any source
+        ((5, 0, b""), True, (5, 0, b"")),  # an untagged clear is believed
+        ((5, 1, b""), True, (5, 1, b"")),
+        ((5, 0, b"B"), True, (5, 0, b"B")),  # a clear over an untagged set too
+        ((4, 1, b"B"), False, (5, 0, b"B")),  # an older version
+        ((6, 0, b"A"), True, (6, 0, b"A")),  # a newer one, whatever the flag and the tag
+        ((OPAQUE | 7, 1, b""), True, (OPAQUE | 7, 1, b"")),  # opaque: different
+        ((OPAQUE | 7, 1, b""), False, (OPAQUE | 7, 1, b"")),
+        ((OPAQUE | 7, 0, b"A"), True, (OPAQUE | 7, 0, b"A")),
+        ((OPAQUE | 7, 1, b"B"), True, (OPAQUE | 7, 1, b"B")),
+        ((OPAQUE | 7, 0, b"A"), False, (OPAQUE | 7, 1, b"B")),
+        ((6, 0, b"A"), True, (6, 0, b"A")),  # opaque to ordered: different
+    ]
+    seen = []
+    for n, (value, _, _) in enumerate(steps):
+        [entry_id] = await producer.send_marked(batch_of(1, n), [Mark(slot, b"f", mark_value(*value))])
+        seen.append((entry_id is not None, await redis_client.hget(slot, "f")))
+    assert seen == [(written, mark_value(*stored)) for _, written, stored in steps]
+    assert await redis_client.xlen(keys.stream("out")) == sum(w for _, w, _ in steps)
+
+
 async def test_skip_ahead_advances_after_n_failures_and_ledgers_the_range(
     redis_client: aioredis.Redis, prefix: str
 ) -> None:

@@ -17,9 +17,11 @@ import redis.asyncio as aioredis
 
 from devnet import Devnet, DevnetConfig, FaultConfig
 from devnet.http import account_id
-from streams import CURSOR_DONE, Component, Keys, host_key, skipped_ranges
+from schemas import RepoMarker, decode_entry
+from streams import CURSOR_DONE, DONE, Component, Entry, Keys, host_key, skipped_ranges
 from tests._support import wait_until, xrange
-from tests.workers._pipeline import ingester_config, read_all
+from tests.workers._pipeline import backfiller_config, ingester_config, read_all
+from workers.backfiller.worker import build_backfiller
 from workers.ingester.cli import relist, retry_skipped
 from workers.ingester.config import IngesterConfig
 from workers.ingester.discovery import discovery_rounds
@@ -126,10 +128,35 @@ async def test_recheck_enqueues_only_new_or_changed_repos(
             rounds = await discovery_rounds(redis_client, keys, host_key(net.relay_url))
             await wait_until(lambda: relay.passes >= passes + 2, what="two more relay passes")
             await until_round(redis_client, keys, net, rounds + 2)
-        counts = Counter(j.did for j in await jobs(redis_client, keys))
-        assert {did for did, n in counts.items() if n > 1} == changed
-        assert all(counts[did] == 2 for did in changed)  # re-enqueued once, by whichever path saw it first
-        assert all(counts[did] == 1 for did in set(after) - changed)
+        listed = await jobs(redis_client, keys)
+        counts = Counter(j.did for j in listed)
+        # An account that moved is listed by the host it left too (deactivated, at the rev it left
+        # with): checked apart, below.
+        moved = {a.did for a in net.world.accounts if a.moved_from}
+        assert {did for did, n in counts.items() if n > 1} - moved == changed - moved
+        assert all(
+            counts[did] == 2 for did in changed - moved
+        )  # re-enqueued once, by whichever path saw it first
+        assert all(counts[did] == 1 for did in set(after) - changed - moved)
+        for did in moved:
+            again = [j for j in listed[sum(first.values()) :] if j.did == did]
+            _moved_jobs(net, did, again, changed=did in changed)
+
+
+def _moved_jobs(net: Devnet, did: str, jobs: list[Any], *, changed: bool) -> None:
+    """A moved account's re-check jobs: at most one active, at its rev (exactly one if its rev or
+    status changed), and at most one inactive, from a host it left, at the rev it left with (a
+    rev never listed before; it is not stale when the new host's newer rev came after it)."""
+    account = net.world.by_did[did]
+    active = [j for j in jobs if j.active]
+    assert len(active) == 1 if changed else len(active) <= 1
+    assert all(j.rev == account.rev for j in active)
+    left = {net.pds_urls[i]: departure.rev for i, departure in account.moved_from.items()}
+    inactive = [(j.host, j.rev, j.status) for j in jobs if not j.active]
+    assert len(inactive) <= 1
+    assert all(
+        (host in left, rev, status) == (True, left.get(host), "deactivated") for host, rev, status in inactive
+    )
 
 
 async def test_hosts_are_paged_a_bounded_number_at_a_time(
@@ -298,3 +325,48 @@ async def test_a_failing_listhosts_still_pages_the_hosts_known_from_earlier_roun
             await until_round(redis_client, keys, net, rounds + 2)
             assert net.faults.snapshot()["list_hosts_503"] >= 3  # max_consecutive_errors, each round
             assert all(s.passes > p for s, p in zip(discovery.sources, passes, strict=True))
+
+
+@pytest.mark.parametrize("discovery", ["hosts", "both"])
+async def test_a_moved_account_listed_by_both_hosts_is_not_enqueued_again_each_round(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str, discovery: str
+) -> None:
+    """The host an account left lists it deactivated at the rev it left with, the new one active
+    at that same rev: a re-check must not take that for a change (the register would flip and
+    every round re-download the repo), and the account is backfilled from its new host."""
+    keys = Keys(prefix)
+    async with Devnet(DevnetConfig(repos=20, pds_hosts=2, seed=21)) as net:
+        mover = next(a for a in net.world.accounts if a.active and a.pds == 0 and len(a.records) > 1)
+        net.move(mover.did, 1)  # no commit after the move: both hosts list the same rev
+        config = ingester_config(
+            redis_url, prefix, net.relay_url, discovery=discovery, recheck_interval_s=0.2
+        )
+        async with listing(redis_client, config) as ingester:
+            await until_round(redis_client, keys, net, 1)
+            relays = ingester.listings  # none with discovery "hosts"
+            await wait_until(lambda: all(r.passes >= 1 for r in relays), what="relay listing done")
+            first = [j for j in await jobs(redis_client, keys) if j.did == mover.did]
+            await until_round(redis_client, keys, net, 4)
+            await wait_until(lambda: all(r.passes >= 3 for r in relays), what="three relay passes")
+        moved = [j for j in await jobs(redis_client, keys) if j.did == mover.did]
+        assert moved == first  # three more rounds of both hosts: no job for it
+        assert moved[-1].active and moved[-1].host in (net.pds_urls[1], net.relay_url)
+        counts = Counter(j.did for j in await jobs(redis_client, keys))
+        assert all(counts[a.did] == 1 for a in net.world.accounts if a.did != mover.did)
+        await _backfill(redis_client, redis_url, prefix, net, mover.did)
+    markers = [
+        m for m in await read_all(redis_client, keys.stream("firehose_backfill")) if isinstance(m, RepoMarker)
+    ]
+    # One download per active job (the inactive one only records an outcome), each from its new host.
+    assert len(markers) == sum(j.active for j in moved)
+    assert all(m.did == mover.did and m.records == len(mover.records) for m in markers)
+
+
+async def _backfill(redis: aioredis.Redis, redis_url: str, prefix: str, net: Devnet, did: str) -> None:
+    """Run the backfiller's handler over every listed job of `did`, in stream order."""
+    stream = Keys(prefix).stream("repo_backfill")
+    async with build_backfiller(redis, backfiller_config(redis_url, prefix, net.plc_url)) as worker:
+        for job_id, fields in await xrange(redis, stream):
+            if decode_entry(stream, fields).did == did:
+                entry = Entry(stream, job_id.decode(), fields, 1)
+                assert await worker.handler.handle(entry) is DONE

@@ -6,7 +6,9 @@ into a hash of known hosts (`repo_backfill:hosts:<relay>`), then pages the listR
 host whose status says it serves (`PAGED_STATUSES`), `host_concurrency` hosts at a time. Each
 host has its own cursor and skip ledger (`repo_backfill:cursor:<hostname>`,
 `repo_backfill:skipped:<hostname>`), and its jobs go through the same listed register as the
-relay's, so a repo both list is enqueued once. The first round after a start finishes the passes
+relay's, so a repo both list is enqueued once; its marks carry a tag of its host, so that a host
+an account migrated away from, which still lists it deactivated, does not re-enqueue it every
+round (`workers.ingester.register`). The first round after a start finishes the passes
 left unfinished and pages new hosts; every later round (each `recheck_interval_s`) pages every
 host from the start, which finds new hosts, new accounts and changed revs. A host that cannot be
 reached gives up its pass after `max_consecutive_errors` tries and is tried again next round;
@@ -203,6 +205,7 @@ class HostDiscovery:
                 self._xrpc,
                 url=f"{self._scheme}://{hostname}",
                 give_up_after=self._config.max_consecutive_errors,
+                tagged=True,
             )
         return self._sources[hostname]
 

@@ -53,9 +53,10 @@ _JOBS = contract_for(STREAM)
 
 
 def _jobs(
-    host: str, repos: Sequence[Any], keys: Keys, partitions: int = 1
+    host: str, repos: Sequence[Any], keys: Keys, partitions: int = 1, source: str | None = None
 ) -> tuple[list[dict[bytes, bytes]], list[Mark | None], list[tuple[str, Any]]]:
-    """Valid repos become jobs with their register marks; malformed ones go to the DLQ with a reason."""
+    """Valid repos become jobs with their register marks (tagged with `source`, a PDS's host);
+    malformed ones go to the DLQ with a reason."""
     jobs: list[dict[bytes, bytes]] = []
     marks: list[Mark | None] = []
     bad: list[tuple[str, Any]] = []
@@ -75,7 +76,9 @@ def _jobs(
             )
             rev = None if job.rev is None else str(job.rev)
             jobs.append(_JOBS.encode(job))
-            marks.append(listed_mark(keys, STREAM, did, rev, job.active, partitions=partitions))
+            marks.append(
+                listed_mark(keys, STREAM, did, rev, job.active, partitions=partitions, source=source)
+            )
         except (InvalidDid, ValueError, TypeError) as exc:
             bad.append((f"{type(exc).__name__}: {exc}", repo))
     return jobs, marks, bad
@@ -87,7 +90,10 @@ class ListingSource:
     A relay's source waits for an unreachable relay however long it takes. A PDS's source (from
     host discovery) has `give_up_after`: after that many failures it cannot skip past (no answer,
     or a non-numeric cursor) it ends the pass, keeping its cursor for the next round, so that one
-    dead host never holds a paging slot. Backoff, skip-ahead and its ledger, the cursor and
+    dead host never holds a paging slot. A PDS's source is also `tagged`: its register marks name
+    its host, so that its stale "deactivated" for an account that moved away (at the rev the
+    account left with) does not undo the active listing of the account's new host
+    (`workers.ingester.register`). Backoff, skip-ahead and its ledger, the cursor and
     stopping belong to the runner (`streams.SourceRunner`).
     """
 
@@ -102,8 +108,10 @@ class ListingSource:
         *,
         url: str | None = None,
         give_up_after: int | None = None,
+        tagged: bool = False,
     ) -> None:
         self._keys = keys
+        self._source = host if tagged else None  # the tag of its register marks
         self._config = config
         self.host = host  # names the cursor keys
         self.name = f"listing:{host}"
@@ -215,7 +223,7 @@ class ListingSource:
         return page.repos, page.cursor
 
     async def _write(self, out: Outlet, repos: Sequence[Any], cursor: str | None) -> None:
-        jobs, marks, bad = _jobs(self.url, repos, self._keys, self._partitions)
+        jobs, marks, bad = _jobs(self.url, repos, self._keys, self._partitions, self._source)
         dead = [bad_item_fields(self._stream, self.host, reason, repo) for reason, repo in bad]
         ids = await out.write(SourceBatch(jobs, marks=marks, dead_letters=dead, cursor=cursor))
         self.pages += 1
