@@ -367,6 +367,6 @@ async def _backfill(redis: aioredis.Redis, redis_url: str, prefix: str, net: Dev
     stream = Keys(prefix).stream("repo_backfill")
     async with build_backfiller(redis, backfiller_config(redis_url, prefix, net.plc_url)) as worker:
         for job_id, fields in await xrange(redis, stream):
-            if decode_entry(stream, fields).did == did:
+            if decode_entry("repo_backfill", fields).did == did:
                 entry = Entry(stream, job_id.decode(), fields, 1)
                 assert await worker.handler.handle(entry) is DONE
