@@ -58,10 +58,10 @@ class Net:
     xrpc: XrpcClient
     resolver: DidResolver
 
-    async def list_host(self, host: str) -> tuple[list[Repo], int]:
-        """(active repos, inactive ones skipped) of one host's listRepos, every page."""
+    async def list_host(self, host: str) -> tuple[list[Repo], set[str]]:
+        """(active repos, DIDs of the inactive ones skipped) of one host's listRepos, every page."""
         repos: list[Repo] = []
-        inactive = 0
+        inactive: set[str] = set()
         cursor: str | None = None
         while True:
             try:
@@ -76,7 +76,7 @@ class Net:
                 except InvalidDid:
                     continue
                 if item.get("active", True) is False:
-                    inactive += 1
+                    inactive.add(did)
                     continue
                 rev = item.get("rev")
                 repos.append(Repo(did, host_key(host), str(rev) if rev else None))
@@ -85,15 +85,17 @@ class Net:
                 return repos, inactive
 
     async def list_hosts(self, hosts: tuple[str, ...]) -> tuple[list[Repo], int]:
-        """Every active repo of `hosts`, each DID once (the first host that lists it)."""
+        """Every active repo of `hosts`, each DID once (the first host that lists it), and how
+        many accounts were skipped as inactive: each once, and none that another host lists as
+        active (an account that moved is inactive where it left, active where it went)."""
         seen: dict[str, Repo] = {}
-        inactive = 0
+        inactive: set[str] = set()
         for host in hosts:
             repos, skipped = await self.list_host(host)
-            inactive += skipped
+            inactive |= skipped
             for repo in repos:
                 seen.setdefault(repo.did, repo)
-        return list(seen.values()), inactive
+        return list(seen.values()), len(inactive - seen.keys())
 
     async def discover(self, relays: tuple[str, ...], mode: str) -> tuple[list[Repo], int]:
         """Every active repo the relays know of, as the ingester's discovery `mode` finds them.
