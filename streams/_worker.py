@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -93,6 +94,8 @@ async def run_worker(
                 else:
                     await work.start(component.run)
             state.ready = True
+            # What starting cost this process (imports, connections, groups): each replica pays it.
+            log.info("worker ready", extra={"worker": options.name, "startup_cpu_s": time.process_time()})
             if ready is not None:
                 await ready()
         if work.cancel_scope.cancelled_caught:

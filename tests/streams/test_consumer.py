@@ -285,3 +285,65 @@ async def test_stop_while_every_handler_slot_is_busy_reads_nothing_more(
         release.set()
     info = {g["name"]: g for g in await redis_client.xinfo_groups(stream)}[b"g"]
     assert (info["pending"], info["lag"]) == (0, 1)  # the in-flight entry acked, the new one unread
+
+
+async def test_a_short_read_lingers_so_what_trickles_in_meanwhile_comes_as_one_batch(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """linger_ms: after a read that filled less than a batch the reader waits (stop() cuts the
+    wait short), so entries added one by one meanwhile are read together, not one read each."""
+    stream = Keys(prefix).stream("trickle")
+    await fill(redis_client, stream, 1)
+    batches: list[int] = []
+    first, second = anyio.Event(), anyio.Event()
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        batches.append(len(entries))
+        (second if first.is_set() else first).set()
+        return [DONE] * len(entries)
+
+    consumer = Consumer(redis_client, config(stream, block_ms=5000, linger_ms=60_000), handler)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await first.wait()
+        for _ in range(5):  # one XADD at a time: a reader blocked in XREADGROUP would get the first alone
+            await fill(redis_client, stream, 1)
+        started = time.monotonic()
+        consumer.stop()  # ends the linger: the reader stops without reading the five
+    assert time.monotonic() - started < 30
+    assert batches == [1] and await pending(redis_client, stream, "g") == 0
+    # Without a stop: the linger runs out and what came meanwhile is one read.
+    stream = Keys(prefix).stream("trickle2")
+    await fill(redis_client, stream, 1)
+    batches.clear()
+    first, second = anyio.Event(), anyio.Event()
+    consumer = Consumer(redis_client, config(stream, block_ms=5000, linger_ms=3000), handler)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await first.wait()
+        for _ in range(5):
+            await fill(redis_client, stream, 1)
+        await second.wait()
+        consumer.stop()
+    assert batches == [1, 5]
+
+
+async def test_full_reads_do_not_linger(redis_client: aioredis.Redis, prefix: str) -> None:
+    stream = Keys(prefix).stream("backlog")
+    await fill(redis_client, stream, 30)
+    seen: list[int] = []
+    done = anyio.Event()
+
+    async def handler(entries: Sequence[Entry]) -> Sequence[Outcome]:
+        seen.append(len(entries))
+        if sum(seen) == 30:
+            done.set()
+        return [DONE] * len(entries)
+
+    consumer = Consumer(redis_client, config(stream, linger_ms=60_000), handler)
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await done.wait()
+        consumer.stop()
+    assert seen == [10, 10, 10] and time.monotonic() - started < 30

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
 import signal
@@ -86,6 +88,16 @@ class Child:
                 return self._reap(proc.wait)
         return proc.returncode
 
+    def startup_cpu_s(self) -> float:
+        """The CPU its processes had used when ready (their "worker ready" log lines; 0 if none)."""
+        total = 0.0
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            for line in log:
+                if b'"worker ready"' in line:
+                    with contextlib.suppress(ValueError, TypeError):
+                        total += float(json.loads(line)["startup_cpu_s"])
+        return total
+
     def _reap(self, wait: Callable[[], int | None]) -> int | None:
         """Call `wait` (which may reap the process) and add the CPU it had used to `cpu_s`: the
         growth of RUSAGE_CHILDREN across the call (the demo reaps its children one at a time)."""
@@ -101,3 +113,16 @@ def child_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     env.update(base)
     env.update(extra)
     return env
+
+
+def cpu_by_kind(children: list[Child], *, startup: bool = False) -> dict[str, float]:
+    """CPU seconds of each kind of worker (the name before its "-"), summed over its replicas and
+    restarts: all of it once they are stopped, or with `startup` the part used before ready."""
+    kinds = ("ingester", "backfiller", "indexer")
+    return {
+        kind: round(
+            sum(c.startup_cpu_s() if startup else c.cpu_s for c in children if c.name.split("-")[0] == kind),
+            3,
+        )
+        for kind in kinds
+    }

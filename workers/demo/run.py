@@ -40,7 +40,7 @@ from streams import (
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
 from workers._partitions import partitioning
-from workers.demo.procs import Child, child_env
+from workers.demo.procs import Child, child_env, cpu_by_kind
 from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
 from workers.indexer.verify import Verdict, verify
 from workers.settings import masked
@@ -472,11 +472,10 @@ def _report(
         "kills": sum(c.kills for c in children),
         "master_failovers": times.master_failovers,
         "restarts": sum(c.restarts for c in children),
-        # CPU seconds of each kind of worker, summed over its replicas and restarts (once stopped).
-        "cpu_s": {
-            kind: round(sum(c.cpu_s for c in children if c.name.split("-")[0] == kind), 3)
-            for kind in ("ingester", "backfiller", "indexer")
-        },
+        # CPU seconds of each kind of worker, summed over its replicas and restarts (once stopped),
+        # and the part of it they had used when ready (start-up: imports, connections).
+        "cpu_s": cpu_by_kind(children),
+        "startup_cpu_s": cpu_by_kind(children, startup=True),
         "dead_letters": {name: row.dlq for name, row in final.rows.items()},
         "logs": str(workdir),
         "prefix": prefix,

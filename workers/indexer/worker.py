@@ -46,6 +46,12 @@ class Indexer:
             self.priority.config = replace(self.priority.config, low_chunk=config.live_first_chunk)
 
 
+# A bulk stream's short reads wait this long before the next (ConsumerConfig.linger_ms): while the
+# backfill is fed slower than the indexers read it, batches of a few entries each would cost a
+# transaction and a round of Redis calls apiece, in every replica (docs/performance.md, "Replicas").
+BULK_LINGER_MS = 50
+
+
 def build_consumers(
     redis: aioredis.Redis, config: IndexerConfig, handler: IndexerHandler, priority: Priority | None = None
 ) -> list[PartitionedConsumer]:
@@ -75,6 +81,7 @@ def build_consumers(
                 max_deliveries=config.max_deliveries,
                 # A database outage can last minutes: back off up to a minute between attempts.
                 backoff=Backoff(base_s=0.5, cap_s=60.0),
+                linger_ms=0 if stream in LIVE_STREAMS else BULK_LINGER_MS,
             ),
             handler_for(stream),
             parts.partition_keys(stream) if stream != LABEL_STREAM else [keys.stream(stream)],
