@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from workers._specs import load
-from workers.demo.run import DemoError, DemoOptions, run_demo
+from workers.demo.options import DemoError, DemoOptions
+from workers.demo.run import run_demo
 from workers.settings import POSTGRES_URL, Setting, Spec, add_flags, positive_integer, positive_number
 from workers.settings import redis_settings as _redis
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -39,47 +38,12 @@ from streams import (
 )
 from workers._edge import connect_postgres, redis_errors
 from workers._embedded_pg import database_url_or_embedded
-from workers._partitions import partitioning
+from workers.demo.options import DemoError, DemoOptions
 from workers.demo.procs import Child, child_env, cpu_by_kind
-from workers.demo.progress import RecordCount, Snapshot, progress_line, render, snapshot
+from workers.demo.progress import Snapshot
+from workers.demo.watch import Watcher
 from workers.indexer.verify import Verdict, verify
 from workers.settings import masked
-
-# A --chaos run's backfill phase lasts at least this many kills.
-CHAOS_MIN_KILLS = 3
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    repos: int = 500
-    seed: int = 1
-    firehose_rate: float = 20.0
-    chaos: bool = False
-    chaos_interval_s: float = 4.0
-    keep: bool = False
-    json: bool = False
-    timeout_s: float = 1500.0
-    redis_url: str | None = None
-    database_url: str | None = None
-    workdir: Path | None = None
-    cluster: int = 0  # masters of an embedded Redis Cluster (each with a replica); 0: one Valkey
-    partitions: int = 0  # STREAMFILL_PARTITIONS; 0: twice the masters on a cluster, else 1
-    backfillers: int = 2
-    indexers: int = 2
-
-    @property
-    def partition_count(self) -> int:
-        if self.partitions:
-            return self.partitions
-        return 2 * self.cluster if self.cluster else 1
-
-
-# How often the demo prints a progress line when its output is not a terminal.
-PROGRESS_EVERY_S = 5.0
-
-
-class DemoError(Exception):
-    """The demo could not run to a verdict."""
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -307,7 +271,7 @@ async def _drive(
     cluster: EmbeddedCluster | None = None,
 ) -> tuple[Verdict, Snapshot, PhaseTimes]:
     relay = devnet["relay"]
-    watch = _Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
+    watch = Watcher(options, redis, keys, pg, http, host_key(relay), children, started)
     watch.cluster = cluster
     watch.labeler_host = host_key(devnet["labeler"])
     # Under --chaos the phase also lasts until a few workers were killed: a small network can be
@@ -342,111 +306,6 @@ _DATABASE_BYTES = """
 SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r'
 """
-
-
-class _Watcher:
-    """Refreshes the dashboard, runs chaos, and waits for conditions."""
-
-    def __init__(
-        self,
-        options: DemoOptions,
-        redis: aioredis.Redis,
-        keys: Keys,
-        pg: Any,
-        http: httpx.AsyncClient,
-        relay_host: str,
-        children: list[Child],
-        started: float,
-    ) -> None:
-        self.options, self.redis, self.keys, self.pg, self.http = options, redis, keys, pg, http
-        self.relay_host, self.children, self.started = relay_host, children, started
-        self.chaos = options.chaos
-        self.labeler_host = ""
-        self.prev: Snapshot | None = None
-        self._next_kill = time.monotonic() + options.chaos_interval_s
-        self._rng = random.Random(options.seed)
-        self._victim: Child | None = None  # the last worker killed
-        self._redraw = sys.stdout.isatty()
-        self._last_line = 0.0
-        self.reached_at = started  # when the condition of the last `until` started to hold
-        self._records = RecordCount()
-        self.parts = partitioning(keys.prefix, options.partition_count)
-        self.cluster: EmbeddedCluster | None = None
-        self.failovers = 0
-
-    def chaos_done(self) -> bool:
-        """Whether --chaos has killed CHAOS_MIN_KILLS workers (always true without --chaos)."""
-        return not self.chaos or sum(c.kills for c in self.children) >= CHAOS_MIN_KILLS
-
-    async def until(
-        self, done: Any, phase: str, *, stable: int, cursors: tuple[tuple[str, int], ...] = ()
-    ) -> Snapshot:
-        ok_in_a_row = 0
-        deadline = self.started + self.options.timeout_s
-        while True:
-            ticked_at = time.monotonic()
-            snap = await self._tick(phase)
-            reached = done(snap) and await self._cursors_reached(cursors)
-            ok_in_a_row = ok_in_a_row + 1 if reached else 0
-            if ok_in_a_row == 1:
-                self.reached_at = ticked_at
-            if ok_in_a_row >= stable:
-                return snap
-            if time.monotonic() > deadline:
-                raise DemoError(f"timed out in phase {phase!r} after {self.options.timeout_s:.0f}s")
-            await anyio.sleep(0.5)
-
-    async def _cursors_reached(self, cursors: tuple[tuple[str, int], ...]) -> bool:
-        for key, seq in cursors:
-            value = await self.redis.get(key)
-            if seq > 0 and (value is None or int(value) < seq):
-                return False
-        return True
-
-    async def _tick(self, phase: str) -> Snapshot:
-        for child in self.children:
-            child.restart_if_dead()
-        if self.chaos and time.monotonic() >= self._next_kill:
-            # Only once the last one killed is up again (has logged since its restart): one down
-            # at a time. Killed again and again while still importing (seconds on a loaded
-            # machine, more than a short --chaos-interval), the workers would do no work and the
-            # run could only time out.
-            if self._victim is None or self._victim.up:
-                self._victim = self._rng.choice(self.children)
-                self._victim.kill()
-                self._next_kill = time.monotonic() + self.options.chaos_interval_s
-        if self.chaos and self.cluster is not None and not self.failovers and self._backfilling():
-            self.failovers += 1
-            await anyio.to_thread.run_sync(self._fail_over, self.cluster)
-        devnet = (await self.http.get("/stats")).json()
-        records = await self._records.refresh(self.pg)
-        snap = await snapshot(self.redis, self.keys, records, self.relay_host, devnet, self.parts)
-        if not self.options.json:
-            self._show(snap, phase)
-        self.prev = snap
-        return snap
-
-    def _backfilling(self) -> bool:
-        """Records are flowing through firehose_backfill: a good moment to lose a master."""
-        row = self.prev.rows.get(StreamNames.FIREHOSE_BACKFILL) if self.prev is not None else None
-        return row is not None and row.added > 0
-
-    def _fail_over(self, cluster: EmbeddedCluster) -> None:
-        """SIGKILL the master of firehose_backfill's first partition (in a thread: it blocks), wait
-        until its replica serves its slots, and start it again (it rejoins as that replica's
-        replica, so WAIT 1 is answered again). The workers ride it out on their own."""
-        master = cluster.node_for_key(self.parts.partition_keys(StreamNames.FIREHOSE_BACKFILL)[0])
-        cluster.kill(master)
-        cluster.wait_failover(master)
-        cluster.restart(master)
-
-    def _show(self, snap: Snapshot, phase: str) -> None:
-        """Redraw the dashboard on a terminal; elsewhere (a file, a pipe) a line every few seconds."""
-        if self._redraw:
-            print("\x1b[H\x1b[2J" + render(snap, self.prev, self.children, self.started, phase), flush=True)
-        elif time.monotonic() - self._last_line >= PROGRESS_EVERY_S:
-            print(progress_line(snap, self.children, self.started, phase), flush=True)
-            self._last_line = time.monotonic()
 
 
 def _report(
