@@ -13,7 +13,8 @@ from streams._cluster import (
     parse_cluster_setting,
 )
 from streams._cluster_node import EmbeddedClusterOptions, Node
-from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._consumer import Consumer
+from streams._consumer_config import ConsumerConfig, ConsumerStats
 from streams._deadletter import DLQ_META, ERROR_CAP, dead_letter_fields
 from streams._embedded import redis_url_or_embedded, start_embedded_valkey
 from streams._embedded_cluster import EmbeddedCluster

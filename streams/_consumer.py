@@ -10,78 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from streams._claims import Claims
-from streams._cluster import FAILOVER_PAUSE_S, is_cluster
+from streams._consumer_config import ConsumerConfig, ConsumerStats
 from streams._errors import GroupExists, translate
+from streams._group_read import GroupReader
 from streams._metrics import instruments
 from streams._parked import ParkedRetries
-from streams._retry import Backoff, classify
+from streams._retry import classify
 from streams._settle import Settler
 from streams._slots import Slots
 from streams._types import BatchHandler, DeadLetter, Entry, Outcome, Retry
 
 log = logging.getLogger("streamfill.consumer")
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerConfig:
-    """How one consumer reads one stream in one group."""
-
-    stream: str
-    group: str
-    consumer: str
-    batch_size: int = 100
-    concurrency: int = 2
-    block_ms: int = 2000
-    # After a read of new entries that filled less than a batch, wait this long before the next
-    # one (stop() cuts it short): a stream fed slower than it is read gets fewer, fuller batches
-    # (less work per entry) at the price of this much latency. A full read never waits.
-    linger_ms: int = 0
-    # Entries idle this long are taken over by other consumers; must exceed the lease renewal
-    # interval (a third of it) by a wide margin so live work is never stolen.
-    min_idle_ms: int = 60_000
-    reclaim_interval_s: float = 10.0
-    max_deliveries: int = 5
-    backoff: Backoff = field(default_factory=Backoff)
-    group_start_id: str = "0"
-    dlq_stream: str | None = None  # default `<stream>:dlq`
-
-    def __post_init__(self) -> None:
-        # A consumer without a handler slot would read nothing and wait forever.
-        for name in ("batch_size", "concurrency", "max_deliveries", "min_idle_ms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ConsumerConfig.{name} must be at least 1, got {getattr(self, name)}")
-
-    @property
-    def lease_interval_s(self) -> float:
-        return self.min_idle_ms / 3000
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerStats:
-    """A snapshot of what one consumer has done since it started."""
-
-    stream: str
-    group: str
-    consumer: str
-    acked: int
-    retried: int
-    dead_lettered: int
-    reclaimed: int
-    in_flight: int
-    scheduled_retries: int
-    last_error: str
 
 
 class Consumer:
@@ -90,18 +38,7 @@ class Consumer:
     def __init__(self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler) -> None:
         self.config = config
         self._redis = redis
-        # Same pool, but XREADGROUP replies come back unparsed: building entries straight from the
-        # wire reply skips redis-py's intermediate tuples (a third of the per-entry cost).
-        self._read_options: dict[str, Any] = {}
-        if is_cluster(redis):
-            # The cluster client has one pool per node, no `connection_pool`: its own XREADGROUP
-            # replies are made raw (the runtime's consumers are its only XREADGROUP callers), and
-            # the node is named, which spares redis-py a COMMAND GETKEYS per read (docs/cluster.md).
-            self._reader: Any = redis
-            self._read_options["target_nodes"] = None  # found at each read (the slot map may not be read yet)
-        else:
-            self._reader = aioredis.Redis(connection_pool=redis.connection_pool)
-        self._reader.set_response_callback("XREADGROUP", lambda response, **options: response)
+        self._reader = GroupReader(redis, config.stream)
         self._handler = handler
         self._claims = Claims(redis, config.stream, config.group, config.consumer)
         self._settler = Settler(
@@ -283,14 +220,8 @@ class Consumer:
 
     async def _read(self, next_id: str) -> tuple[list[Entry], str]:
         block = None if next_id != ">" else self._block_ms()
-        args: list[object] = ["GROUP", self.config.group, self.config.consumer]
-        args += ["COUNT", self.config.batch_size] + (["BLOCK", block] if block is not None else [])
-        command = ("XREADGROUP", *args, "STREAMS", self.config.stream, next_id)
-        if self._read_options:
-            reply: Any = await self._read_cluster(command)
-        else:
-            reply = await self._reader.execute_command(*command)
-        rows = _rows(reply)
+        c = self.config
+        rows = await self._reader.read(c.group, c.consumer, c.batch_size, block, next_id)
         if next_id == ">":
             stream = self.config.stream
             return [
@@ -300,28 +231,6 @@ class Consumer:
             return [], ">"
         parsed = [(i, dict(zip(f[::2], f[1::2], strict=True)) if f else {}) for i, f in rows]
         return await self._pending_batch(parsed), rows[-1][0].decode()
-
-    async def _read_cluster(self, command: tuple[object, ...]) -> Any:
-        """XREADGROUP at the node of the stream's slot, found anew for every read.
-
-        redis-py does not retry a command given its node; here a lost node is retried like any
-        other command (ClusterClient pauses after the error, and the slot map is re-read), for
-        as many attempts as the client's retry allows, so a read outlasts a failover.
-        """
-        attempts = 1 + self._redis.retry.get_retries()  # type: ignore[attr-defined]
-        lost = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
-        for attempt in range(attempts):
-            try:
-                if attempt:  # re-read the slot map (it may still name the dead master: retry)
-                    self._redis._initialize = True  # type: ignore[attr-defined]
-                await self._redis.initialize()  # a no-op once read
-                self._read_options["target_nodes"] = self._redis.get_node_from_key(self.config.stream)  # type: ignore[attr-defined]
-                return await self._reader.execute_command(*command, **self._read_options)
-            except lost:
-                if attempt == attempts - 1:
-                    raise
-                await anyio.sleep(FAILOVER_PAUSE_S)
-        raise AssertionError("unreachable")
 
     async def _pending_batch(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         """Our own pending entries re-read at start: deleted ones are recorded, the rest get counts."""
@@ -484,12 +393,3 @@ class Consumer:
             self._counts["reclaimed"] += total
             instruments().reclaimed.add(total, self._attrs)
         return total
-
-
-def _rows(reply: Any) -> Any:
-    """The entries of a raw single-stream XREADGROUP reply (RESP3 map or RESP2 array)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return next(iter(reply.values()))
-    return reply[0][1]

@@ -12,7 +12,8 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskStatus
 
-from streams._consumer import Consumer, ConsumerConfig, ConsumerStats
+from streams._consumer import Consumer
+from streams._consumer_config import ConsumerConfig, ConsumerStats
 from streams._keys import dlq_key
 from streams._types import BatchHandler, Entry, Outcome
 
