@@ -49,6 +49,7 @@ stress: install
 
 lint: install
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
 
 # mypy --strict: the packages, tests/ and bench/ (pyproject's [tool.mypy]), then the scripts.
 typecheck: install

@@ -11,6 +11,7 @@ from devnet import Devnet, DevnetConfig
 
 DevnetFactory = Callable[..., Awaitable[Devnet]]
 
+
 @pytest.fixture
 async def devnet_factory() -> AsyncIterator[DevnetFactory]:
     """`net = await devnet_factory(repos=..., ...)`; every devnet started is stopped afterwards."""

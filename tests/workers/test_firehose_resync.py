@@ -109,10 +109,7 @@ async def test_too_big_and_gap_enqueue_a_resync_in_the_batch_write_and_chains_do
         # C: three chained commits, none of which may trigger anything.
         scenario = [a[0], b[0], c[0], a[1], c[1], too_big(a[2]), b[2], c[2]]
         start = net.world.firehose.last_seq
-        seqs = [
-            net.world.firehose.append(functools.partial(_at_seq, f))
-            for f in scenario
-        ]
+        seqs = [net.world.firehose.append(functools.partial(_at_seq, f)) for f in scenario]
         last = seqs[-1]
 
         cursor_key = keys.cursor("firehose_live", host_key(net.relay_url))
