@@ -66,7 +66,7 @@ class BatchHandler(Protocol):
     Raising instead of returning means: every entry of the batch gets `Retry` with the error.
     """
 
-    def __call__(self, entries: Sequence[Entry]) -> Awaitable[Sequence[Outcome]]: ...
+    def __call__(self, entries: Sequence[Entry], /) -> Awaitable[Sequence[Outcome]]: ...
 
 
 EntryHandler: TypeAlias = Callable[[Entry], Awaitable[Outcome]]
