@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_redis_url, report, xfields
 from schemas import RecordCreate, RecordDelete, RecordUpdate, contract_for, encode_entry
-from streams import Consumer, ConsumerConfig, Entry, Keys, connect
+from streams import BatchHandler, Consumer, ConsumerConfig, Entry, Keys, connect
 from workers._embedded_pg import database_url_or_embedded
 from workers.indexer import IndexerHandler
 from workers.indexer.batch import Batch, decode
@@ -282,7 +282,7 @@ async def measure_consumer_path(url: str, redis_url: str, entries: list[Entry]) 
                 ConsumerConfig(
                     stream, "firehose_group", "bench", batch_size=BATCH, concurrency=2, block_ms=50
                 ),
-                IndexerHandler(pool),
+                IndexerHandler(pool).reading(contract_for(LIVE)),  # a prefixed key: wired as the worker does
             )
             await consumer.ensure_group()
             side = Side()
@@ -307,14 +307,16 @@ async def measure_live_latency(url: str, redis_url: str, events: list[Any]) -> d
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
-            latencies = await _live_latencies(IndexerHandler(pool), redis_url, events)
+            latencies = await _live_latencies(
+                IndexerHandler(pool).reading(contract_for(LIVE)), redis_url, events
+            )
         finally:
             await pool.close()
     latencies.sort()
     return {"p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99)]}
 
 
-async def _live_latencies(inner: IndexerHandler, redis_url: str, events: list[Any]) -> list[float]:
+async def _live_latencies(inner: BatchHandler, redis_url: str, events: list[Any]) -> list[float]:
     keys, all_seen = Keys(f"bench{uuid.uuid4().hex[:6]}"), anyio.Event()
     latencies: list[float] = []
     stream = keys.stream("firehose_live")
