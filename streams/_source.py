@@ -4,9 +4,11 @@ A source knows how to read its upstream (a paged listing, a websocket, a directo
 turns what it reads into `SourceBatch`es: entries for its stream, dead letters, entries for other
 streams, and the cursor that covers them. The runner owns everything around that, once:
 
-- **cursor reads**: each session starts from the cursor stored at `cursor_key`;
+- **cursor reads**: each session starts from the cursor stored at `cursor_key`; without one, from
+  the cursor the pass last wrote (kept in memory: every pass starts from the beginning);
 - **atomic writes**: a batch and its cursor go out in one `Producer.send` (never a cursor ahead
-  of its data);
+  of its data); a source with its own sink (no producer) writes its data itself, then a batch of
+  only its cursor;
 - **backoff**: a session that fails (`SourceError`) is retried from the stored cursor after a
   jittered exponential delay (or the error's `retry_after_s`); the count resets only when the
   cursor moves, so a source that fails at once, or delivers nothing usable, is not hammered; a
@@ -122,6 +124,7 @@ class SourceRunner:
         self.config = config
         self._skip = SkipAhead(*config.skip) if config.skip is not None else None
         self._stop = anyio.Event()
+        self._cursor: str | None = None  # without a cursor key: the pass's position
         self._failures = 0  # failed sessions since the cursor last moved
         self._moved = False  # the current session moved the cursor
         self._skipped = False  # the current pass skipped ahead
@@ -158,7 +161,7 @@ class SourceRunner:
 
     async def _pass(self) -> tuple[bool, float | None]:
         """Sessions until one ends the pass; (skipped ahead, the pause it asked for)."""
-        self._failures, self._skipped = 0, False
+        self._failures, self._skipped, self._cursor = 0, False, None
         while not self.stopped:
             cursor = await self.read_cursor()
             self.sessions += 1
@@ -172,12 +175,15 @@ class SourceRunner:
 
     async def read_cursor(self) -> str | None:
         if self.config.cursor_key is None:
-            return None
+            return self._cursor
         raw = await self._redis.get(self.config.cursor_key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def write(self, batch: SourceBatch) -> list[str | None]:
         """Write `batch` and its cursor in one step; a moved cursor resets the failure count."""
+        if self.producer is None and not (batch.entries or batch.dead_letters or batch.extra):
+            await self._move(batch.cursor)  # a source with its own sink wrote its data itself
+            return []
         producer = self._require_producer()
         extra = [(dlq_key(producer.config.stream), d) for d in batch.dead_letters] + list(batch.extra)
         cursors = []
@@ -199,6 +205,17 @@ class SourceRunner:
         """Move the cursor from `start` to `end` and ledger the range, in one step."""
         decision = SkipDecision(retry_same=False, skip_from=start, skip_to=end, failures=1)
         await self._record(decision, reason)
+
+    async def _move(self, cursor: str | None) -> None:
+        """Only the cursor moves (None: it stays)."""
+        if cursor is None:
+            return
+        if self.config.cursor_key is None:
+            self._cursor = cursor
+        else:
+            await self._redis.set(self.config.cursor_key, cursor)
+        self.batches += 1
+        self._progressed()
 
     def _progressed(self) -> None:
         self._moved = True

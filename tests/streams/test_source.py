@@ -212,3 +212,76 @@ async def test_a_pass_waits_the_pause_its_session_asked_for(
             runner.stop()
     # A second session would have found no step left (IndexError): the runner waited instead.
     assert source.cursors == [None]
+
+
+def move(cursor: str, then_fail: bool = False) -> Step:
+    """A step of a source with its own sink: it wrote its data itself; only its cursor goes out."""
+
+    async def step(_: str | None, out: Outlet) -> float | None:
+        assert await out.write(SourceBatch(cursor=cursor)) == []
+        if then_fail:
+            raise SourceError("upstream down")
+        return None
+
+    return step
+
+
+def sinkless(
+    redis: aioredis.Redis, source: Scripted, attempts: list[int], give_up_after: int
+) -> SourceRunner:
+    """A runner without a producer or a cursor key (host discovery's listHosts)."""
+    config = RunnerConfig(backoff=RecordingBackoff(attempts=attempts), give_up_after=give_up_after)
+    return SourceRunner(redis, source, None, config)
+
+
+async def test_without_a_cursor_key_a_pass_resumes_where_it_last_wrote_and_the_next_starts_over(
+    redis_client: aioredis.Redis,
+) -> None:
+    attempts: list[int] = []
+    source = Scripted(move("a", then_fail=True), fail(), move("b"), move("c"))
+    runner = sinkless(redis_client, source, attempts, give_up_after=3)
+    with anyio.fail_after(10):
+        assert await runner.run_pass() is False
+        assert await runner.run_pass() is False
+    assert source.cursors == [None, "a", "a", None]
+    assert attempts == [1, 2] and runner.abandoned == 0
+    assert (runner.statistics().batches, await runner.read_cursor()) == (3, "c")
+
+
+async def test_give_up_counts_the_failures_since_the_cursor_last_moved(
+    redis_client: aioredis.Redis,
+) -> None:
+    """listHosts that fails `give_up_after` times in a row ends the pass where it got to."""
+    attempts: list[int] = []
+    source = Scripted(fail(), move("a", then_fail=True), fail(), fail(), move("b"))
+    runner = sinkless(redis_client, source, attempts, give_up_after=3)
+    with anyio.fail_after(10):
+        assert await runner.run_pass() is False  # given up at "a", after 3 failures since it moved
+        assert (runner.abandoned, attempts) == (1, [1, 1, 2])
+        assert await runner.run_pass() is False  # the next pass starts from the beginning
+    assert source.cursors == [None, None, "a", "a", None]
+
+
+async def test_a_retry_after_replaces_the_backoff_delay(
+    redis_client: aioredis.Redis,
+) -> None:
+    async def rate_limited(cursor: str | None, out: Outlet) -> float | None:
+        raise SourceError("429", retry_after_s=0.01)
+
+    attempts: list[int] = []
+    runner = sinkless(redis_client, Scripted(rate_limited, fail(), move("a")), attempts, give_up_after=3)
+    with anyio.fail_after(10):
+        await runner.run_pass()
+    assert attempts == [2]  # the first wait was the upstream's own, not the backoff's
+
+
+async def test_a_source_without_a_producer_writes_only_cursors(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    cursor_key = Keys(prefix).cursor("out", "host")
+    runner = SourceRunner(redis_client, Scripted(), None, RunnerConfig(cursor_key=cursor_key))
+    await runner.write(SourceBatch(cursor="42"))
+    assert await redis_client.get(cursor_key) == b"42"
+    with pytest.raises(ValueError, match="needs a producer"):
+        await runner.write(SourceBatch([{"n": "1"}], cursor="43"))
+    assert await redis_client.get(cursor_key) == b"42"

@@ -1,7 +1,7 @@
 """A listRepos cursor that does not advance (issue #13 item 6: 4,055 pages and 81,100 jobs in 40 s
 for a 50-repo relay) ends the pass: the range is ledgered, every repo is enqueued once, and the
 host is paged again only at the next re-check. A listHosts cursor that does not advance ends the
-round's listing of hosts."""
+round's listing of hosts, and so does a listHosts that keeps failing."""
 
 from __future__ import annotations
 
@@ -100,5 +100,35 @@ async def test_a_list_hosts_cursor_that_does_not_advance_ends_the_host_listing(
             await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
             discovery.stop()
         assert discovery.cycles == 1 and relay.hits[LIST_HOSTS] == 2
+    jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
+    assert sorted(j.did for j in jobs) == [_did(i) for i in range(5)]
+
+
+async def test_a_list_hosts_that_keeps_failing_ends_the_listing_and_pages_the_hosts_it_found(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """listHosts answers its first page, then fails at the second: the page is asked again from
+    the cursor it got to (not from the start), max_consecutive_errors times, then the round goes
+    on and pages the host of the first page."""
+    asked: list[str] = []
+    async with HostileServer() as relay:
+        hostname = relay.base.removeprefix("http://")
+
+        async def list_hosts(request: web.Request) -> web.StreamResponse:
+            asked.append(request.query.get("cursor", ""))
+            if asked[-1]:
+                return web.json_response({"error": "Unavailable"}, status=503)
+            return web.json_response({"hosts": [{"hostname": hostname}], "cursor": "p2"})
+
+        relay.on(LIST_HOSTS, list_hosts)
+        relay.on(LIST_REPOS, cycling_relay({"": ""}))
+        config = ingester_config(redis_url, prefix, relay.base, discovery="hosts")
+        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
+            [discovery] = ingester.discoveries
+            tg.start_soon(discovery.run)
+            await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
+            discovery.stop()
+        assert asked == ["", "p2", "p2", "p2"]  # max_consecutive_errors = 3
+        assert discovery.listing.runner.abandoned == 1 and discovery.cycles == 0
     jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
     assert sorted(j.did for j in jobs) == [_did(i) for i in range(5)]

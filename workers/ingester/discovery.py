@@ -13,7 +13,10 @@ left unfinished and pages new hosts; every later round (each `recheck_interval_s
 host from the start, which finds new hosts, new accounts and changed revs. A host that cannot be
 reached gives up its pass after `max_consecutive_errors` tries and is tried again next round;
 a listHosts item that is not a host goes to `repo_backfill:dlq` with a reason; a listHosts cursor
-that does not advance (the same again, or a cycle) ends that round's listing of hosts.
+that does not advance (the same again, or a cycle) ends that round's listing of hosts, and so do
+`max_consecutive_errors` failed listHosts calls in a row (the round then pages the hosts known
+from earlier rounds). The listing of hosts is a `streams.Source` (`HostListing`) with its own
+sink, run by a `SourceRunner` without a producer; its runner's stop event stops the rounds too.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from atp import AtpError, RateLimited
 from atp.xrpc import XrpcClient
-from streams import Backoff, Keys, Producer
+from streams import Keys, Outlet, Producer, RunnerConfig, SourceBatch, SourceError, SourceRunner
 from workers.ingester.config import IngesterConfig
 from workers.ingester.listing import STREAM, ListingSource, bad_item_fields
 
-__all__ = ["PAGED_STATUSES", "HostDiscovery", "HostItem", "discovery_rounds", "parse_host"]
+__all__ = ["PAGED_STATUSES", "HostDiscovery", "HostItem", "HostListing", "discovery_rounds", "parse_host"]
 
 log = logging.getLogger("streamfill.ingester.discovery")
 
@@ -120,11 +123,17 @@ class HostDiscovery:
         self._xrpc = xrpc
         self._hosts_key = keys.hosts(STREAM, relay)
         self._sources: dict[str, ListingSource] = {}
-        self._backoff = Backoff(base_s=0.5, cap_s=30.0)
-        self._stop = anyio.Event()
+        self.listing = HostListing(
+            redis,
+            keys,
+            relay,
+            xrpc,
+            producer.config.stream,
+            relay_url=relay_url,
+            give_up_after=config.max_consecutive_errors,
+        )
+        self._runner = self.listing.runner  # its stop event stops the rounds too
         self.rounds = 0
-        self.bad_items = 0
-        self.cycles = 0  # listHosts listings ended by a cursor that did not advance
         self.in_flight = 0  # hosts being paged now (at most host_concurrency)
         self.max_in_flight = 0
 
@@ -132,8 +141,22 @@ class HostDiscovery:
         """Apply the live-tunable settings (the re-check interval) from the next wait on."""
         self._config = config
 
+    @property
+    def bad_items(self) -> int:
+        """listHosts items dead-lettered."""
+        return self.listing.bad_items
+
+    @property
+    def cycles(self) -> int:
+        """listHosts listings ended by a cursor that did not advance."""
+        return self.listing.cycles
+
+    @property
+    def stopped(self) -> bool:
+        return self._runner.stopped
+
     def stop(self) -> None:
-        self._stop.set()
+        self._runner.stop()
         for source in self._sources.values():
             source.stop()
 
@@ -145,16 +168,15 @@ class HostDiscovery:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         recheck = False
-        while not self._stop.is_set():
+        while not self.stopped:
             await self.run_round(recheck=recheck)
             recheck = True
-            with anyio.move_on_after(self._config.recheck_interval_s):
-                await self._stop.wait()
+            await self._runner.sleep(self._config.recheck_interval_s)
 
     async def run_round(self, *, recheck: bool) -> None:
         """List the relay's hosts, then page every host that serves (with `recheck`, from the start)."""
-        await self._discover()
-        if self._stop.is_set():
+        await self.listing.list_hosts()
+        if self.stopped:
             return
         hosts = await self.known_hosts()
         send, receive = anyio.create_memory_object_stream[str](len(hosts) + 1)
@@ -166,14 +188,14 @@ class HostDiscovery:
             for _ in range(self._config.host_concurrency):
                 tg.start_soon(self._pager, receive.clone(), recheck)
             receive.close()
-        if not self._stop.is_set():
+        if not self.stopped:
             self.rounds = await self._redis.hincrby(self._hosts_key, ROUNDS_FIELD, 1)
             log.info("discovery round finished", extra={"relay": self.relay, "hosts": len(hosts)})
 
     async def _pager(self, receive: MemoryObjectReceiveStream[str], recheck: bool) -> None:
         with receive:
             async for hostname in receive:
-                if self._stop.is_set():
+                if self.stopped:
                     return
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -185,7 +207,7 @@ class HostDiscovery:
     async def _page(self, source: ListingSource, recheck: bool) -> None:
         """One pass of one host; after a skip-ahead it goes on, after two in a row it gives up."""
         more = await source.run_pass(recheck=recheck)
-        while more and not self._stop.is_set():
+        while more and not self.stopped:
             pages = source.pages
             more = await source.run_pass(recheck=False)
             if more and source.pages == pages:
@@ -220,36 +242,75 @@ class HostDiscovery:
             hosts.append(HostItem(name.decode(), seen["status"], seen.get("seq"), seen.get("accountCount")))
         return hosts
 
-    async def _discover(self) -> None:
-        """Page listHosts into the hosts hash; a page that keeps failing ends this listing early."""
-        cursor: str | None = None
-        failures = 0
-        visited: set[str] = set()
-        while not self._stop.is_set():
-            try:
-                page = await self._xrpc.list_hosts(self.relay_url, cursor, limit=_LIST_HOSTS_LIMIT)
-            except AtpError as exc:
-                failures += 1
-                extra = {"relay": self.relay, "cursor": cursor, "error": str(exc)}
-                log.warning("listHosts failed", extra=extra)
-                if failures >= self._config.max_consecutive_errors:
-                    return  # page the hosts known from earlier rounds; the next round lists again
-                delay = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s else None
-                with anyio.move_on_after(delay if delay is not None else self._backoff.delay(failures)):
-                    await self._stop.wait()
-                continue
-            failures = 0
-            await self._record(page.hosts)
-            if page.cursor is None:
+
+class HostListing:
+    """Pages a relay's listHosts into its hosts hash; a `streams.Source` with its own sink.
+
+    Its runner has no producer and no cursor key: each round's listing starts from the beginning,
+    a failed page is asked again from where the listing got to (after the runner's backoff, or the
+    relay's Retry-After), and after `give_up_after` failures in a row the runner gives the listing
+    up. Good items go into the hash and bad ones to the DLQ in one MULTI; then the cursor goes to
+    the runner. A cursor that does not advance ends the listing.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        relay: str,
+        xrpc: XrpcClient,
+        stream: str,
+        *,
+        relay_url: str,
+        give_up_after: int,
+    ) -> None:
+        self.name = f"hosts:{relay}"
+        self.relay = relay
+        self._redis = redis
+        self._xrpc = xrpc
+        self._url = relay_url
+        self._stream = stream  # whose DLQ takes the bad items
+        self._dlq = keys.dlq(stream)
+        self._hosts_key = keys.hosts(STREAM, relay)
+        self._visited: set[str] = set()  # the cursors this listing has asked for
+        self.bad_items = 0
+        self.cycles = 0  # listings ended by a cursor that did not advance
+        self.runner = SourceRunner(redis, self, None, RunnerConfig(give_up_after=give_up_after))
+
+    async def list_hosts(self) -> None:
+        """One listing, from the beginning; it ends early when listHosts keeps failing."""
+        self._visited.clear()
+        await self.runner.run_pass()
+
+    def interrupt(self) -> None:
+        """Nothing to cancel: a page in flight is recorded, then the listing ends."""
+
+    async def session(self, cursor: str | None, out: Outlet) -> None:
+        """Page listHosts from `cursor` to the end of the listing (or a cursor seen before)."""
+        while not out.stopped:
+            items, next_cursor = await self._fetch(cursor)
+            await self._record(items)
+            if next_cursor is None:
                 return
-            visited.add(cursor or "")
-            if page.cursor in visited:  # the same cursor again, or a cycle: the listing ends here
+            self._visited.add(cursor or "")
+            if next_cursor in self._visited:  # the same cursor again, or a cycle: the listing ends here
                 self.cycles += 1
                 log.error(
-                    "listHosts cursor does not advance", extra={"relay": self.relay, "cursor": page.cursor}
+                    "listHosts cursor does not advance", extra={"relay": self.relay, "cursor": next_cursor}
                 )
                 return
-            cursor = page.cursor
+            await out.write(SourceBatch(cursor=next_cursor))
+            cursor = next_cursor
+
+    async def _fetch(self, cursor: str | None) -> tuple[Sequence[Any], str | None]:
+        """One page; a failure is a `SourceError` for the runner (never skipped past)."""
+        try:
+            page = await self._xrpc.list_hosts(self._url, cursor, limit=_LIST_HOSTS_LIMIT)
+        except AtpError as exc:
+            log.warning("listHosts failed", extra={"relay": self.relay, "cursor": cursor, "error": str(exc)})
+            retry_after = exc.retry_after_s if isinstance(exc, RateLimited) else None
+            raise SourceError(f"{type(exc).__name__}: {exc}", retry_after_s=retry_after) from exc
+        return page.hosts, page.cursor
 
     async def _record(self, items: Sequence[Any]) -> None:
         """Good items into the hosts hash, bad ones into the DLQ with a reason, in one MULTI."""
@@ -261,9 +322,9 @@ class HostDiscovery:
                 except ValueError as exc:
                     self.bad_items += 1
                     fields = bad_item_fields(
-                        self._producer.config.stream, self.relay, f"ValueError: {exc}", item, kind="host"
+                        self._stream, self.relay, f"ValueError: {exc}", item, kind="host"
                     )
-                    pipe.xadd(self._keys.dlq(self._producer.config.stream), fields)  # type: ignore[arg-type]
+                    pipe.xadd(self._dlq, fields)  # type: ignore[arg-type]
                     continue
                 seen = {"status": host.status, "seq": host.seq, "accountCount": host.account_count, "at": now}
                 pipe.hset(self._hosts_key, host.hostname, orjson.dumps(seen))
