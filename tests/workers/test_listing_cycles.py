@@ -18,6 +18,7 @@ from streams.admin import skip_ledgers
 from tests._hostile import LIST_REPOS, HostileServer, json_answer
 from tests._support import wait_until
 from tests.workers._pipeline import ingester_config, read_all
+from workers.ingester.discovery import HostDiscovery
 from workers.ingester.worker import build_ingester
 
 pytestmark = pytest.mark.anyio
@@ -93,12 +94,7 @@ async def test_a_list_hosts_cursor_that_does_not_advance_ends_the_host_listing(
             LIST_HOSTS, json_answer({"hosts": [{"hostname": hostname, "status": "active"}], "cursor": "x"})
         )
         relay.on(LIST_REPOS, cycling_relay({"": ""}))
-        config = ingester_config(redis_url, prefix, relay.base, discovery="hosts")
-        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
-            [discovery] = ingester.discoveries
-            tg.start_soon(discovery.run)
-            await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
-            discovery.stop()
+        discovery = await _one_discovery_round(redis_client, redis_url, prefix, relay.base)
         assert discovery.cycles == 1 and relay.hits[LIST_HOSTS] == 2
     jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
     assert sorted(j.did for j in jobs) == [_did(i) for i in range(5)]
@@ -122,13 +118,21 @@ async def test_a_list_hosts_that_keeps_failing_ends_the_listing_and_pages_the_ho
 
         relay.on(LIST_HOSTS, list_hosts)
         relay.on(LIST_REPOS, cycling_relay({"": ""}))
-        config = ingester_config(redis_url, prefix, relay.base, discovery="hosts")
-        async with build_ingester(redis_client, config) as ingester, anyio.create_task_group() as tg:
-            [discovery] = ingester.discoveries
-            tg.start_soon(discovery.run)
-            await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
-            discovery.stop()
+        discovery = await _one_discovery_round(redis_client, redis_url, prefix, relay.base)
         assert asked == ["", "p2", "p2", "p2"]  # max_consecutive_errors = 3
         assert discovery.listing.runner.abandoned == 1 and discovery.cycles == 0
     jobs = await read_all(redis_client, Keys(prefix).stream("repo_backfill"))
     assert sorted(j.did for j in jobs) == [_did(i) for i in range(5)]
+
+
+async def _one_discovery_round(
+    redis: aioredis.Redis, redis_url: str, prefix: str, relay: str
+) -> HostDiscovery:
+    """Run hosts discovery against `relay` until its first round is over; the discovery, stopped."""
+    config = ingester_config(redis_url, prefix, relay, discovery="hosts")
+    async with build_ingester(redis, config) as ingester, anyio.create_task_group() as tg:
+        [discovery] = ingester.discoveries
+        tg.start_soon(discovery.run)
+        await wait_until(lambda: discovery.rounds >= 1, what="a discovery round finished")
+        discovery.stop()
+    return discovery
