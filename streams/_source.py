@@ -134,6 +134,11 @@ class SourceRunner:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def give_up(self, why: str) -> None:
+        """Count a pass its caller gave up (e.g. skipped ahead twice in a row), as the runner's own are."""
+        self.abandoned += 1
+        log.error("pass given up", extra={"source": self._source.name, "error": why})
+
     def stop(self) -> None:
         self._stop.set()
         self._source.interrupt()

@@ -211,8 +211,7 @@ class HostDiscovery:
             pages = source.pages
             more = await source.run_pass(recheck=False)
             if more and source.pages == pages:
-                source.runner.abandoned += 1
-                log.error("listing pass given up: skipped twice in a row", extra={"host": source.host})
+                source.runner.give_up("skipped ahead twice in a row")
                 return
 
     def source(self, hostname: str) -> ListingSource:
