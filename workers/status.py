@@ -95,7 +95,7 @@ async def run_status(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace
             text = render_status(report.streams, report.ledgers, report.backoffs, partitions=args.partitions)
             more = [status_line(c) for c in report.campaigns]
             more += throttle_lines(report.throttled)
-            more += await worker_summary(redis, keys)
+            more += worker_summary(report.workers)  # the heartbeats read once, by gather
             more.append(readiness_line(report.readiness))
             redraw = args.watch and sys.stdout.isatty()  # a file or a pipe gets one report after another
             print(("\x1b[H\x1b[2J" if redraw else "") + text + "".join(f"\n{m}" for m in more), flush=True)

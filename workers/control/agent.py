@@ -133,10 +133,11 @@ async def heartbeats(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d.get("kind", ""), d.get("name", "")))
 
 
-async def worker_summary(redis: aioredis.Redis, keys: Keys) -> list[str]:
-    """One line per worker kind for `status`: how many run, and the overrides they apply."""
+def worker_summary(beats: list[dict[str, Any]]) -> list[str]:
+    """One line per worker kind for `status`, from their heartbeats: how many run, and the
+    overrides they apply."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for b in await heartbeats(redis, keys):
+    for b in beats:
         by_kind.setdefault(b["kind"], []).append(b)
     lines = []
     for kind, beats in sorted(by_kind.items()):
